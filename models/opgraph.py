@@ -1,0 +1,134 @@
+"""The op-level graph of a network: the data structure every model produces.
+
+An :class:`OpGraph` is a small wrapper around a ``networkx.DiGraph`` whose nodes
+are *ops* and whose edges carry the name of the tensor flowing between them.
+Tensors are described once, in ``OpGraph.tensors``.
+
+Every op node has these attributes (the compiler's lowering reads them):
+
+``op``       ONNX-style op type ("Conv", "Gemm", "Relu", "ConvGrad", ...)
+``family``   lowering family: one of :data:`FAMILIES`
+``inputs``   list of tensor names read (order as in ONNX)
+``outputs``  list of tensor names written
+``attrs``    dict of op attributes (ONNX names: kernel_shape, strides, pads, group, ...)
+``layer``    layer name used for clustering and colours ("conv1", "layer3.2.conv2")
+``block``    id of the repeated block this op belongs to, or None
+``block_type`` signature shared by blocks with identical shapes, or None
+``phase``    "fwd", "loss", "bwd" or "update"
+``flops``    floating-point operations of the op (a multiply-add counts as 2)
+
+Example:
+    >>> g = OpGraph("tiny")
+    >>> _ = g.add_tensor("x", (1, 4), kind="input")
+    >>> _ = g.add_tensor("w", (4, 2), kind="param")
+    >>> _ = g.add_tensor("y", (1, 2))
+    >>> _ = g.add_op("fc", "MatMul", ["x", "w"], ["y"], family="matmul", flops=16)
+    >>> g.params(), g.flops()
+    (8, 16)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+
+import networkx as nx
+
+FAMILIES = (
+    "conv",        # convolutions and their gradients
+    "matmul",      # Gemm / MatMul and their gradients
+    "elementwise", # unary / binary maps (Relu, Add, Mul, Dropout, ...)
+    "pool",        # MaxPool / AveragePool / GlobalAveragePool and gradients
+    "norm",        # BatchNormalization, LayerNormalization, LRN and gradients
+    "softmax",     # Softmax
+    "reduce",      # ReduceSum / ReduceMean / gradient reductions
+    "loss",        # loss functions
+    "optimizer",   # weight updates
+    "reshape",     # Reshape / Flatten / Transpose / Unsqueeze / Squeeze (views)
+    "concat",      # Concat / Split
+    "gather",      # Gather / embedding lookups / dynamic slices
+)
+
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1, "int32": 4, "int64": 8, "bool": 1}
+
+TENSOR_KINDS = ("input", "param", "activation", "constant", "grad", "state", "output")
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple
+    dtype: str = "fp32"
+    kind: str = "activation"
+    producer: str | None = None  # op name, None for inputs / params / constants
+    data: object = None          # numpy array for params / constants when known
+
+    @property
+    def size(self) -> int:
+        return int(prod(self.shape)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * DTYPE_BYTES[self.dtype]
+
+
+@dataclass
+class OpGraph:
+    name: str
+    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    tensors: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=list)   # graph input tensor names
+    outputs: list = field(default_factory=list)  # graph output tensor names
+    batch: int = 1
+
+    # -- building -------------------------------------------------------
+    def add_tensor(self, name, shape, dtype="fp32", kind="activation", data=None):
+        if name in self.tensors:
+            raise ValueError(f"{self.name}: tensor {name!r} defined twice")
+        if dtype not in DTYPE_BYTES:
+            raise ValueError(f"{self.name}: tensor {name!r} has unknown dtype {dtype!r}")
+        if kind not in TENSOR_KINDS:
+            raise ValueError(f"{self.name}: tensor {name!r} has unknown kind {kind!r}")
+        t = TensorInfo(name, tuple(int(s) for s in shape), dtype, kind, data=data)
+        self.tensors[name] = t
+        if kind == "input":
+            self.inputs.append(name)
+        return t
+
+    def add_op(self, name, op, inputs, outputs, *, family, attrs=None, layer=None,
+               block=None, block_type=None, phase="fwd", flops=0):
+        if name in self.graph:
+            raise ValueError(f"{self.name}: op {name!r} defined twice")
+        if family not in FAMILIES:
+            raise ValueError(f"{self.name}: op {name!r} has unknown family {family!r}")
+        for t in list(inputs) + list(outputs):
+            if t not in self.tensors:
+                raise ValueError(f"{self.name}: op {name!r} ({op}) uses undefined tensor {t!r}")
+        self.graph.add_node(name, op=op, family=family, inputs=list(inputs),
+                            outputs=list(outputs), attrs=dict(attrs or {}),
+                            layer=layer or name, block=block, block_type=block_type,
+                            phase=phase, flops=int(flops))
+        for t in inputs:
+            p = self.tensors[t].producer
+            if p is not None:
+                self.graph.add_edge(p, name, tensor=t)
+        for t in outputs:
+            self.tensors[t].producer = name
+        return name
+
+    # -- queries --------------------------------------------------------
+    def ops(self):
+        """Op names in a topological order (stable: insertion order breaks ties)."""
+        order = {n: i for i, n in enumerate(self.graph.nodes)}
+        return list(nx.lexicographical_topological_sort(self.graph, key=order.__getitem__))
+
+    def op(self, name) -> dict:
+        return self.graph.nodes[name]
+
+    def params(self) -> int:
+        return sum(t.size for t in self.tensors.values() if t.kind == "param")
+
+    def flops(self) -> int:
+        return sum(d["flops"] for _, d in self.graph.nodes(data=True))
+
+    def __len__(self):
+        return self.graph.number_of_nodes()
