@@ -1,0 +1,146 @@
+"""Dataflow checks run when a graph is finalized.
+
+Each check is vectorized over vertices and edges and raises
+:class:`~compiler.graph.GraphError` naming the tensor, vertex, compute set and
+tile involved.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .codelets import CODELETS
+from .dtypes import DTYPE_IDS, DTYPE_NAMES
+
+
+def _where(graph, vertex):
+    b = graph._batch_of(int(vertex))
+    cs = graph.compute_sets[b.cs].name
+    return f"vertex {int(vertex)} ({b.codelet} in compute set {cs!r}, tile {int(graph.vertex_tile.a[int(vertex)])})"
+
+
+def _tensor_at(graph, element):
+    var = graph.variables[int(graph.variable_of(np.array([element]))[0])]
+    return f"tensor {var.name!r} (element {int(element - var.start)})"
+
+
+def field_sizes(arrays, batch, codelet):
+    """Elements connected to each field of each vertex of one batch: field -> (n,) int64."""
+    off = arrays.vertex_edge_offsets
+    e0, e1 = int(off[batch.v0]), int(off[batch.v1])
+    n = batch.v1 - batch.v0
+    nf = len(codelet.fields)
+    key = (arrays.edge_vertex[e0:e1].astype(np.int64) - batch.v0) * nf + arrays.edge_field[e0:e1]
+    sz = np.bincount(key, weights=arrays.edge_len[e0:e1], minlength=n * nf).reshape(n, nf)
+    cnt = np.bincount(key, minlength=n * nf).reshape(n, nf)
+    return ({f.name: sz[:, i].astype(np.int64) for i, f in enumerate(codelet.fields)},
+            {f.name: cnt[:, i] for i, f in enumerate(codelet.fields)})
+
+
+def check_graph(graph, arrays):
+    from .graph import GraphError
+    nt = graph.num_tiles
+    # 1. every vertex mapped to a tile in range
+    vt = arrays.vertex_tile
+    bad = np.flatnonzero((vt < 0) | (vt >= nt))
+    if bad.size:
+        v = int(bad[0])
+        b = graph._batch_of(v)
+        raise GraphError(f"vertex {v} ({b.codelet} in compute set {graph.compute_sets[b.cs].name!r}) "
+                         f"has no tile mapping" + (f" ({bad.size} vertices in all)" if bad.size > 1 else "")
+                         + "; call set_tile_mapping(vertex, tile)")
+    # 2. edges inside the element space, inside one variable
+    if arrays.edge_start.size:
+        end = arrays.edge_start + arrays.edge_len
+        bad = np.flatnonzero((arrays.edge_start < 0) | (end > graph.num_elements))
+        if bad.size:
+            e = int(bad[0])
+            raise GraphError(f"{_where(graph, arrays.edge_vertex[e])}: edge to elements "
+                             f"[{arrays.edge_start[e]}, {end[e]}) outside the graph's {graph.num_elements} elements")
+        vs = graph.variable_of(arrays.edge_start)
+        ve = graph.variable_of(end - 1)
+        bad = np.flatnonzero(vs != ve)
+        if bad.size:
+            e = int(bad[0])
+            raise GraphError(f"{_where(graph, arrays.edge_vertex[e])}: one edge spans two variables "
+                             f"({graph.variables[vs[e]].name!r} and {graph.variables[ve[e]].name!r})")
+        var_dtype = np.array([DTYPE_IDS[v.dtype] for v in graph.variables], np.int8)
+        edge_dtype = var_dtype[vs]
+    # 3. per batch: fields connected, sizes, dtypes
+    sizes_all = []
+    for b in graph.batches:
+        c = CODELETS[b.codelet]
+        sizes, counts = field_sizes(arrays, b, c)
+        for f in c.fields:
+            missing = np.flatnonzero(counts[f.name] == 0)
+            if missing.size:
+                raise GraphError(f"{_where(graph, b.v0 + missing[0])}: field {f.name!r} is not connected")
+            if not f.vector:
+                wrong = np.flatnonzero(sizes[f.name] != 1)
+                if wrong.size:
+                    raise GraphError(f"{_where(graph, b.v0 + wrong[0])}: scalar field {f.name!r} connected "
+                                     f"to {sizes[f.name][wrong[0]]} elements")
+            if f.same_size_as:
+                wrong = np.flatnonzero(sizes[f.name] != sizes[f.same_size_as])
+                if wrong.size:
+                    v = b.v0 + int(wrong[0])
+                    raise GraphError(f"{_where(graph, v)}: field {f.name!r} has {sizes[f.name][wrong[0]]} "
+                                     f"elements but must match field {f.same_size_as!r} "
+                                     f"({sizes[f.same_size_as][wrong[0]]} elements)")
+        off = arrays.vertex_edge_offsets
+        e0, e1 = int(off[b.v0]), int(off[b.v1])
+        if e1 > e0:
+            want = np.array([DTYPE_IDS[b.dtype if f.dtype == "T" else f.dtype] for f in c.fields], np.int8)
+            wrong = np.flatnonzero(edge_dtype[e0:e1] != want[arrays.edge_field[e0:e1]])
+            if wrong.size:
+                e = e0 + int(wrong[0])
+                f = c.fields[arrays.edge_field[e]]
+                raise GraphError(f"{_where(graph, arrays.edge_vertex[e])}: field {f.name!r} expects "
+                                 f"{DTYPE_NAMES[want[arrays.edge_field[e]]]} but is connected to "
+                                 f"{_tensor_at(graph, arrays.edge_start[e])} of dtype "
+                                 f"{DTYPE_NAMES[edge_dtype[e]]}")
+        sizes_all.append(sizes)
+    arrays.extra["sizes"] = sizes_all
+    # 4. every variable fully mapped
+    for var in graph.variables:
+        tm = graph.tile_map.get(var.id)
+        if var.size == 0:
+            continue
+        if tm is None:
+            raise GraphError(f"tensor {var.name!r} ({var.dtype}, shape {var.shape}) has no tile mapping; "
+                             f"call set_tile_mapping or map_linearly")
+        un = np.flatnonzero(tm < 0)
+        if un.size:
+            raise GraphError(f"tensor {var.name!r}: element {int(un[0])} (of {var.size}) is not mapped to a tile"
+                             + (f" ({un.size} unmapped elements)" if un.size > 1 else ""))
+    # 5. no two vertices of one compute set write the same element
+    check_write_conflicts(graph, arrays)
+
+
+def check_write_conflicts(graph, arrays):
+    from .graph import GraphError
+    if arrays.edge_start.size == 0:
+        return
+    writes = np.zeros(arrays.edge_start.size, bool)
+    cs_of_edge = np.empty(arrays.edge_start.size, np.int64)
+    off = arrays.vertex_edge_offsets
+    for b in graph.batches:
+        c = CODELETS[b.codelet]
+        wf = np.array([f.writes for f in c.fields])
+        e0, e1 = int(off[b.v0]), int(off[b.v1])
+        writes[e0:e1] = wf[arrays.edge_field[e0:e1]]
+        cs_of_edge[e0:e1] = b.cs
+    w = np.flatnonzero(writes)
+    if w.size < 2:
+        return
+    order = np.lexsort((arrays.edge_start[w], cs_of_edge[w]))
+    w = w[order]
+    st = arrays.edge_start[w]
+    en = st + arrays.edge_len[w]
+    cs = cs_of_edge[w]
+    clash = np.flatnonzero((cs[1:] == cs[:-1]) & (st[1:] < en[:-1]))
+    if clash.size:
+        i = int(clash[0])
+        e1, e2 = w[i], w[i + 1]
+        v1, v2 = int(arrays.edge_vertex[e1]), int(arrays.edge_vertex[e2])
+        raise GraphError(f"compute set {graph.compute_sets[cs[i]].name!r}: {_where(graph, v1)} and "
+                         f"{_where(graph, v2)} both write {_tensor_at(graph, st[i + 1])}")

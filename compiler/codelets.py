@@ -1,0 +1,338 @@
+"""The one table of codelets.
+
+Every codelet is declared once here: its fields (direction, dtype, vector or
+scalar), its cycle estimator, its code size, its per-vertex state size and its
+numpy semantics.  Planners, the memory planner and the engine all read this
+table; nothing else knows what a codelet costs or does.
+
+Conventions
+-----------
+* A vertex's cycle estimate is in tile clock cycles *for one worker context*
+  while all of the tile's workers are active (the IPU tile is barrel-threaded,
+  so one worker issues once every ``workers_per_tile`` cycles).  A tile's time
+  in a compute phase is therefore the longest of its workers' queues.
+* Estimators are vectorized: they receive ``sizes`` (field name -> array of
+  element counts, one per vertex), the dtype, the vertex batch's ``params`` and
+  the chip, and return one cycle count per vertex.
+* Semantics are vectorized over a batch of vertices that share params and
+  field sizes: each field arrives as a 2-D array ``[vertices, elements]`` and the
+  function returns the output / in-out fields in the same shape.
+
+Example:
+    >>> c = CODELETS["Add"]
+    >>> [f.name for f in c.fields]
+    ['a', 'b', 'out']
+    >>> c.compute({"a": np.ones((2, 3)), "b": np.ones((2, 3))}, {})["out"].tolist()
+    [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .dtypes import DTYPE_BYTES
+
+IN, OUT, INOUT = "in", "out", "inout"
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    direction: str            # IN, OUT or INOUT
+    dtype: str = "T"          # "T": the vertex's dtype; otherwise a concrete dtype
+    vector: bool = True       # False: exactly one element
+    same_size_as: str | None = None  # must have as many elements as this field
+
+    @property
+    def writes(self) -> bool:
+        return self.direction in (OUT, INOUT)
+
+    @property
+    def reads(self) -> bool:
+        return self.direction in (IN, INOUT)
+
+
+@dataclass(frozen=True)
+class Codelet:
+    name: str
+    fields: tuple
+    cycles: Callable           # (sizes, dtype, params, chip) -> np.ndarray
+    compute: Callable          # (arrays, params) -> dict of output arrays
+    flops: Callable = None     # (sizes, dtype, params) -> np.ndarray
+    code_bytes: int = 256      # machine code, once per tile that runs it
+    state_bytes_per_field: int = 8   # pointer + size per connected region
+    doc: str = ""
+    field_index: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        self.field_index.update({f.name: i for i, f in enumerate(self.fields)})
+
+    def field(self, name: str) -> Field:
+        try:
+            return self.fields[self.field_index[name]]
+        except KeyError:
+            raise KeyError(f"codelet {self.name} has no field {name!r} "
+                           f"(fields: {', '.join(f.name for f in self.fields)})") from None
+
+
+# -- cost helpers ---------------------------------------------------------------
+
+def vector_cycles(elements, dtype, chip, ops_per_element=1.0, overhead=None):
+    """Cycles of a worker streaming ``elements`` through the vector unit.
+
+    One worker issues every ``workers_per_tile`` cycles; each issue moves
+    ``vector_bytes_per_cycle`` bytes (64-bit load/store path).
+    """
+    per_issue = max(chip.vector_bytes_per_cycle // DTYPE_BYTES[dtype], 1)
+    issues = np.ceil(np.asarray(elements, np.float64) * ops_per_element / per_issue)
+    oh = chip.vertex_overhead_cycles if overhead is None else overhead
+    return oh + issues * chip.workers_per_tile
+
+
+def amp_cycles(macs, dtype, chip):
+    """Cycles of one worker driving the matrix unit (AMP) for ``macs`` multiply-adds.
+
+    The tile's peak is ``flops_per_cycle_per_tile[dtype]`` when all workers are
+    busy, so one worker's share is that divided by the worker count.
+    """
+    flops_per_cycle = chip.flops_per_cycle_per_tile.get(dtype, chip.flops_per_cycle_per_tile["fp32"])
+    per_worker = flops_per_cycle / chip.workers_per_tile
+    return chip.vertex_overhead_cycles + np.ceil(2.0 * np.asarray(macs, np.float64) / per_worker)
+
+
+def _ew_flops(field_name, per=1.0):
+    return lambda sizes, dtype, params: np.asarray(sizes[field_name], np.float64) * per
+
+
+def _zero_flops(sizes, dtype, params):
+    return np.zeros(len(next(iter(sizes.values()))), np.float64)
+
+
+# -- semantics ------------------------------------------------------------------
+
+def _binary(fn):
+    return lambda a, p: {"out": fn(a["a"], a["b"])}
+
+
+def _unary(fn):
+    return lambda a, p: {"out": fn(a["in"])}
+
+
+def _conv_partial(a, p):
+    """out[w, co] (+)= sum_{kh, kw, ci} in[kh, w*stride + kw, ci] * weights[kh, kw, ci, co].
+
+    ``in`` holds, for each of ``kh`` kernel rows and each of ``groups`` input
+    channel groups, one padded input row segment of ``win`` pixels x ``cig``
+    channels; ``weights`` holds [groups, kh, kw, cig, cog].
+    """
+    nv = a["in"].shape[0]
+    kh, kw, s = p["kh"], p["kw"], p["stride"]
+    g, cig, cog, wout = p["groups"], p["cig"], p["cog"], p["wout"]
+    win = a["in"].shape[1] // (g * kh * cig)
+    x = a["in"].reshape(nv, g, kh, win, cig)
+    w = a["weights"].reshape(nv, g, kh, kw, cig, cog)
+    out = np.zeros((nv, wout, cog), np.float64)
+    for j in range(kw):
+        cols = x[:, :, :, j: j + (wout - 1) * s + 1: s, :]            # nv,g,kh,wout,cig
+        out += np.einsum("vghpc,vghcd->vpd", cols, w[:, :, :, j], optimize=True)
+    out = out.reshape(nv, wout * cog)
+    if p.get("accumulate"):
+        out = out + a["out"]
+    return {"out": out}
+
+
+def _matmul_partial(a, p):
+    """out[m, n] (+)= a[m, k] @ b[k, n] for each vertex."""
+    nv = a["a"].shape[0]
+    m, k, n = p["m"], p["k"], p["n"]
+    out = np.matmul(a["a"].reshape(nv, m, k).astype(np.float64),
+                    a["b"].reshape(nv, k, n).astype(np.float64)).reshape(nv, m * n)
+    if p.get("accumulate"):
+        out = out + a["out"]
+    return {"out": out}
+
+
+def _reduce_partials(a, p):
+    nv = a["in"].shape[0]
+    k = p.get("k") or a["in"].shape[1] // a["out"].shape[1]
+    r = a["in"].reshape(nv, k, -1)
+    op = p.get("op", "add")
+    res = r.max(axis=1) if op == "max" else r.sum(axis=1)
+    if op == "mean":
+        res = res / k
+    res = res * p.get("scale", 1.0)
+    return {"out": res}
+
+
+def _reduce_vec(a, p):
+    op = p.get("op", "add")
+    x = a["in"]
+    res = x.max(axis=1, keepdims=True) if op == "max" else x.sum(axis=1, keepdims=True)
+    return {"out": res * p.get("scale", 1.0)}
+
+
+def _pool(a, p):
+    """Pooling over ``kh`` padded input rows of ``win`` pixels x ``c`` channels."""
+    nv = a["in"].shape[0]
+    kh, kw, s, wout, c = p["kh"], p["kw"], p["stride"], p["wout"], p["c"]
+    x = a["in"].reshape(nv, kh, -1, c)
+    wins = np.stack([x[:, :, j: j + (wout - 1) * s + 1: s, :] for j in range(kw)], axis=2)
+    if p.get("op", "max") == "max":
+        out = wins.max(axis=(1, 2))
+    else:
+        out = wins.sum(axis=(1, 2)) / p.get("divisor", kh * kw)
+    return {"out": out.reshape(nv, wout * c)}
+
+
+def _affine(a, p):
+    """Per-channel scale and shift over [pixels, c] (batch-norm inference, bias add)."""
+    nv = a["in"].shape[0]
+    c = a["scale"].shape[1]
+    x = a["in"].reshape(nv, -1, c)
+    out = x * a["scale"][:, None, :] + a["shift"][:, None, :]
+    if p.get("relu"):
+        out = np.maximum(out, 0)
+    return {"out": out.reshape(nv, -1)}
+
+
+def _scaled_add(a, p):
+    return {"data": a["data"] + p.get("scale", 1.0) * a["delta"]}
+
+
+def _sgd_momentum(a, p):
+    m = p.get("momentum", 0.9) * a["momentum"] + a["grad"]
+    return {"momentum": m, "weights": a["weights"] - p.get("lr", 0.01) * m}
+
+
+def _adam(a, p):
+    b1, b2, lr, eps = p.get("beta1", 0.9), p.get("beta2", 0.999), p.get("lr", 1e-3), 1e-8
+    m = b1 * a["m"] + (1 - b1) * a["grad"]
+    v = b2 * a["v"] + (1 - b2) * a["grad"] ** 2
+    return {"m": m, "v": v, "weights": a["weights"] - lr * m / (np.sqrt(v) + eps)}
+
+
+def _dynamic_slice(a, p):
+    """Copy rows of ``table`` chosen by ``index`` (embedding lookup / sparse layers)."""
+    nv = a["table"].shape[0]
+    rows = a["table"].reshape(nv, -1, p["row"])
+    idx = np.clip(a["index"].astype(np.int64), 0, rows.shape[1] - 1)
+    out = np.take_along_axis(rows, idx[:, :, None], axis=1)
+    return {"out": out.reshape(nv, -1)}
+
+
+def _softmax_xent(a, p):
+    x = a["logits"]
+    x = x - x.max(axis=1, keepdims=True)
+    e = np.exp(x)
+    prob = e / e.sum(axis=1, keepdims=True)
+    lbl = a["label"].astype(np.int64)[:, 0]
+    loss = -np.log(prob[np.arange(x.shape[0]), lbl] + 1e-30)
+    grad = prob.copy()
+    grad[np.arange(x.shape[0]), lbl] -= 1.0
+    return {"loss": loss[:, None], "grad": grad * p.get("scale", 1.0)}
+
+
+# -- the table ------------------------------------------------------------------
+
+def _ew(name, fn, nin, flops_per=1.0, cost=1.0, doc=""):
+    if nin == 1:
+        fields = (Field("in", IN), Field("out", OUT, same_size_as="in"))
+        sem = _unary(fn)
+    else:
+        fields = (Field("a", IN), Field("b", IN, same_size_as="a"), Field("out", OUT, same_size_as="a"))
+        sem = _binary(fn)
+    return Codelet(name, fields,
+                   cycles=lambda s, d, p, c, _k=cost: vector_cycles(s["out"], d, c, _k),
+                   compute=sem, flops=_ew_flops("out", flops_per), code_bytes=128, doc=doc)
+
+
+_TABLE = [
+    # element-wise maps
+    _ew("Add", np.add, 2, doc="out = a + b"),
+    _ew("Sub", np.subtract, 2, doc="out = a - b"),
+    _ew("Mul", np.multiply, 2, doc="out = a * b"),
+    _ew("Div", np.divide, 2, cost=4.0, doc="out = a / b"),
+    _ew("Max", np.maximum, 2, doc="out = max(a, b)"),
+    _ew("Copy", lambda x: x, 1, flops_per=0.0, doc="out = in"),
+    _ew("Cast", lambda x: x, 1, flops_per=0.0, doc="out = in (converted)"),
+    _ew("Relu", lambda x: np.maximum(x, 0), 1, doc="out = max(in, 0)"),
+    _ew("Exp", np.exp, 1, cost=4.0, doc="out = exp(in)"),
+    _ew("Sqrt", np.sqrt, 1, cost=4.0, doc="out = sqrt(in)"),
+    _ew("Tanh", np.tanh, 1, cost=6.0, doc="out = tanh(in)"),
+    _ew("Sigmoid", lambda x: 1 / (1 + np.exp(-x)), 1, cost=6.0, doc="out = 1 / (1 + exp(-in))"),
+    _ew("Gelu", lambda x: 0.5 * x * (1 + np.tanh(0.7978845608 * (x + 0.044715 * x ** 3))), 1,
+        flops_per=8.0, cost=8.0, doc="out = gelu(in) (tanh form)"),
+    Codelet("ReluGrad", (Field("grad", IN), Field("act", IN, same_size_as="grad"),
+                         Field("out", OUT, same_size_as="grad")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.5),
+            compute=lambda a, p: {"out": a["grad"] * (a["act"] > 0)},
+            flops=_ew_flops("out"), code_bytes=128, doc="out = grad * (act > 0)"),
+    Codelet("ScaledAdd", (Field("data", INOUT), Field("delta", IN, same_size_as="data")),
+            cycles=lambda s, d, p, c: vector_cycles(s["data"], d, c, 1.0),
+            compute=_scaled_add, flops=_ew_flops("data", 2.0), code_bytes=160,
+            doc="data += scale * delta (in place)"),
+    Codelet("Affine", (Field("in", IN), Field("scale", IN), Field("shift", IN, same_size_as="scale"),
+                       Field("out", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0),
+            compute=_affine, flops=_ew_flops("out", 2.0), code_bytes=192,
+            doc="out[p, c] = in[p, c] * scale[c] + shift[c] (optionally relu)"),
+    # reductions
+    Codelet("Reduce", (Field("in", IN), Field("out", OUT, vector=False)),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 1.0),
+            compute=_reduce_vec, flops=_ew_flops("in"), code_bytes=192,
+            doc="out = reduce(in) with op add | max, times scale"),
+    Codelet("ReducePartials", (Field("in", IN), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], "fp32" if p.get("partials") == "fp32" else d, c, 1.0),
+            compute=_reduce_partials, flops=_ew_flops("in"), code_bytes=256,
+            doc="out[j] = reduce_i in[i, j]: sums the partials of a split contraction"),
+    # matrix-unit (AMP) vertices
+    Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT)),
+            cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"], d, c),
+            compute=_conv_partial,
+            flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
+            code_bytes=1024, doc="one row segment of a convolution's output for one channel group, on the AMP"),
+    Codelet("MatMulPartial", (Field("a", IN), Field("b", IN), Field("out", INOUT)),
+            cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["k"], d, c),
+            compute=_matmul_partial,
+            flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["k"],
+            code_bytes=768, doc="out[m, n] (+)= a[m, k] b[k, n] on the AMP"),
+    Codelet("Pool", (Field("in", IN), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["out"], np.float64) * p["kh"] * p["kw"], d, c),
+            compute=_pool,
+            flops=lambda s, d, p: np.asarray(s["out"], np.float64) * p["kh"] * p["kw"],
+            code_bytes=384, doc="max / average pooling of one output row segment"),
+    # optimisers
+    Codelet("SGDMomentum", (Field("weights", INOUT), Field("grad", IN, same_size_as="weights"),
+                            Field("momentum", INOUT, same_size_as="weights")),
+            cycles=lambda s, d, p, c: vector_cycles(s["weights"], d, c, 3.0),
+            compute=_sgd_momentum, flops=_ew_flops("weights", 4.0), code_bytes=256,
+            doc="m = mu m + g; w -= lr m"),
+    Codelet("Adam", (Field("weights", INOUT), Field("grad", IN, same_size_as="weights"),
+                     Field("m", INOUT, same_size_as="weights"), Field("v", INOUT, same_size_as="weights")),
+            cycles=lambda s, d, p, c: vector_cycles(s["weights"], d, c, 10.0),
+            compute=_adam, flops=_ew_flops("weights", 12.0), code_bytes=512,
+            doc="Adam update of one region of weights"),
+    # dynamic slicing (embeddings, sparse / conditional layers)
+    Codelet("DynamicSlice", (Field("table", IN), Field("index", IN, dtype="int32"), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0) + 20 * np.asarray(s["index"]),
+            compute=_dynamic_slice, flops=_zero_flops, code_bytes=384,
+            doc="out = rows of table chosen by index"),
+    Codelet("SoftmaxCrossEntropy", (Field("logits", IN), Field("label", IN, dtype="int32", vector=False),
+                                    Field("loss", OUT, vector=False), Field("grad", OUT, same_size_as="logits")),
+            cycles=lambda s, d, p, c: vector_cycles(s["logits"], d, c, 8.0),
+            compute=_softmax_xent, flops=_ew_flops("logits", 6.0), code_bytes=512,
+            doc="loss and d(loss)/d(logits) of one sample"),
+]
+
+CODELETS: dict[str, Codelet] = {c.name: c for c in _TABLE}
+CODELET_IDS: dict[str, int] = {name: i for i, name in enumerate(CODELETS)}
+CODELET_LIST: list[Codelet] = list(CODELETS.values())
+
+
+def get_codelet(name: str) -> Codelet:
+    try:
+        return CODELETS[name]
+    except KeyError:
+        raise KeyError(f"unknown codelet {name!r} (known: {', '.join(CODELETS)})") from None

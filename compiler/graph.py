@@ -1,0 +1,452 @@
+"""The graph: variables, tile mappings, compute sets, vertices and edges.
+
+Poplar's concepts with Poplar's names.  A :class:`Graph` is built for a target
+(any chip object with ``tiles`` and ``sram_bytes_per_tile``; the simulator's
+presets are such objects).  Everything that grows with the size of a network
+lives in numpy arrays (struct of arrays):
+
+* variables own contiguous ranges of one global element space; their tile
+  mapping is an int32 array per variable (-1: unmapped);
+* vertices are rows of ``vertex_tile`` grouped in *batches* (one codelet, one
+  compute set, one dtype, one dict of parameters, a contiguous id range);
+* edges are rows of (vertex, field, start, length): one contiguous region of a
+  tensor connected to one field of one vertex.  :meth:`Graph.finalize` sorts
+  them by vertex into CSR form.
+
+A hand-written program (Poplar's tutorial):
+
+    >>> from types import SimpleNamespace
+    >>> g = Graph(SimpleNamespace(tiles=4, sram_bytes_per_tile=1 << 16))
+    >>> a = g.add_variable("fp32", (8,), "a"); b = g.add_variable("fp32", (8,), "b")
+    >>> c = g.add_variable("fp32", (8,), "c")
+    >>> for t in (a, b, c): g.map_linearly(t, grain=2)
+    >>> cs = g.add_compute_set("add")
+    >>> for tile in range(4):
+    ...     v = g.add_vertex(cs, "Add", {"a": a[2*tile:2*tile+2], "b": b[2*tile:2*tile+2],
+    ...                                  "out": c[2*tile:2*tile+2]})
+    ...     g.set_tile_mapping(v, tile)
+    >>> g.num_vertices, g.num_edges
+    (4, 12)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import intervals
+from .codelets import CODELETS, CODELET_IDS, get_codelet
+from .dtypes import DTYPE_BYTES, canonical
+from .tensor import Tensor
+
+
+class GraphError(ValueError):
+    """A problem in a graph or program, found when it is built or compiled."""
+
+
+class _Grow:
+    """A growable 1-D numpy array (amortised appends)."""
+
+    __slots__ = ("a", "n")
+
+    def __init__(self, dtype, cap=16):
+        self.a = np.empty(cap, dtype)
+        self.n = 0
+
+    def _reserve(self, k):
+        if self.n + k > self.a.size:
+            new = np.empty(max(self.a.size * 2, self.n + k), self.a.dtype)
+            new[: self.n] = self.a[: self.n]
+            self.a = new
+
+    def append(self, x):
+        self._reserve(1)
+        self.a[self.n] = x
+        self.n += 1
+
+    def extend(self, xs):
+        xs = np.asarray(xs)
+        self._reserve(xs.size)
+        self.a[self.n: self.n + xs.size] = xs.ravel()
+        self.n += xs.size
+
+    def view(self):
+        return self.a[: self.n]
+
+
+@dataclass
+class Variable:
+    id: int
+    name: str
+    dtype: str
+    shape: tuple
+    start: int
+    size: int
+    constant: object = None      # numpy initial value for constants
+    kind: str = "variable"       # variable | constant | weight | activation | ...
+    op: str | None = None        # op that created it (for reports)
+
+
+@dataclass
+class ComputeSet:
+    id: int
+    name: str
+    layer: str | None = None     # op layer this compute set belongs to (reports, colours)
+    op: str | None = None
+    phase: str | None = None
+
+    def __hash__(self):
+        return hash(self.id)
+
+
+@dataclass
+class Batch:
+    """Vertices ``[v0, v1)``: one codelet, compute set, dtype and parameter set."""
+    codelet: str
+    cs: int
+    dtype: str
+    params: dict
+    v0: int
+    v1: int
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    vertex: int
+    field: str
+
+
+class VertexRef(int):
+    """A vertex id; ``v["in"]`` names one of its fields for :meth:`Graph.connect`."""
+
+    def __getitem__(self, name):
+        return FieldRef(int(self), name)
+
+
+@dataclass
+class Function:
+    """A graph function: a program placed once in the graph, run by every Call."""
+    id: int
+    name: str
+    program: object
+
+
+@dataclass
+class DataStream:
+    """A host FIFO: ``direction`` is "h2d" (host to device) or "d2h"."""
+    name: str
+    dtype: str
+    numel: int
+    direction: str
+    buffers: int = 1      # prefetch depth: host transfers run this far ahead
+
+    @property
+    def nbytes(self):
+        return self.numel * DTYPE_BYTES[self.dtype]
+
+
+class Graph:
+    def __init__(self, target, name: str = "graph"):
+        self.target = target
+        self.name = name
+        self.num_tiles = int(target.tiles) * int(getattr(target, "ipus", 1) or 1)
+        self.variables: list[Variable] = []
+        self.tile_map: dict[int, np.ndarray] = {}
+        self._var_starts = _Grow(np.int64)
+        self.num_elements = 0
+        self.compute_sets: list[ComputeSet] = []
+        self.batches: list[Batch] = []
+        self.vertex_tile = _Grow(np.int32)
+        self.e_vertex = _Grow(np.int32)
+        self.e_field = _Grow(np.int8)
+        self.e_start = _Grow(np.int64)
+        self.e_len = _Grow(np.int32)
+        self.functions: list[Function] = []
+        self.streams: dict[str, DataStream] = {}
+        self._finalized = None
+
+    # -- variables ------------------------------------------------------------
+    def add_variable(self, dtype, shape, name="", kind="variable", op=None) -> Tensor:
+        dtype = canonical(dtype)
+        shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise GraphError(f"variable {name!r}: negative dimension in shape {shape}")
+        size = int(np.prod(shape)) if shape else 1
+        vid = len(self.variables)
+        var = Variable(vid, name or f"var{vid}", dtype, shape, self.num_elements, size, kind=kind, op=op)
+        self.variables.append(var)
+        self._var_starts.append(self.num_elements)
+        self.num_elements += size
+        self._finalized = None
+        return Tensor(self, dtype, shape, start=var.start, name=var.name)
+
+    def add_constant(self, dtype, shape, value, name="") -> Tensor:
+        t = self.add_variable(dtype, shape, name, kind="constant")
+        arr = np.broadcast_to(np.asarray(value), t.shape)
+        self.variables[-1].constant = np.array(arr)
+        return t
+
+    def variable_of(self, elements) -> np.ndarray:
+        """Variable id of each global element index."""
+        return np.searchsorted(self._var_starts.view(), elements, side="right") - 1
+
+    def variable(self, tensor_or_name) -> Variable:
+        if isinstance(tensor_or_name, str):
+            for v in self.variables:
+                if v.name == tensor_or_name:
+                    return v
+            raise KeyError(f"no variable named {tensor_or_name!r}")
+        first = int(np.ravel(tensor_or_name.elements())[0]) if tensor_or_name._idx is not None else tensor_or_name._start
+        return self.variables[int(self.variable_of(np.array([first]))[0])]
+
+    # -- tile mapping ------------------------------------------------------------
+    def _check_tile(self, tile, what):
+        tile = np.asarray(tile)
+        bad = (tile < 0) | (tile >= self.num_tiles)
+        if np.any(bad):
+            t = int(tile[bad].ravel()[0]) if tile.ndim else int(tile)
+            raise GraphError(f"{what}: tile {t} out of range (target has {self.num_tiles} tiles, 0..{self.num_tiles - 1})")
+
+    def _map_intervals(self, starts, lengths, tiles):
+        """Map global intervals to tiles (vectorized); intervals may span variables."""
+        starts = np.asarray(starts, np.int64)
+        lengths = np.asarray(lengths, np.int64)
+        tiles = np.broadcast_to(np.asarray(tiles, np.int32), starts.shape)
+        vstarts = self._var_starts.view()
+        ps, pl, parent = intervals.split_at(starts, lengths, vstarts[1:])
+        pvar = self.variable_of(ps)
+        for vid in np.unique(pvar):
+            sel = pvar == vid
+            var = self.variables[vid]
+            tm = self.tile_map.get(vid)
+            if tm is None:
+                tm = self.tile_map[vid] = np.full(var.size, -1, np.int32)
+            local = intervals.expand(ps[sel] - var.start, pl[sel])
+            tm[local] = np.repeat(tiles[parent[sel]], pl[sel])
+        self._finalized = None
+
+    def set_tile_mapping(self, what, tile):
+        """Map a tensor (or a slice of one) or a vertex to a tile."""
+        if isinstance(what, (VertexRef, int, np.integer)) and not isinstance(what, Tensor):
+            self._check_tile(tile, f"vertex {int(what)}")
+            self.vertex_tile.a[int(what)] = tile
+            return
+        self._check_tile(tile, f"tensor {what.name!r}")
+        s, l = what.intervals()
+        self._map_intervals(s, l, int(tile))
+
+    def map_linearly(self, tensor: Tensor, grain: int = 1, tiles=None):
+        """Spread a tensor's elements evenly over tiles in chunks of ``grain``.
+
+        Like ``poputil::mapTensorLinearly``: chunks are dealt in order, so the
+        first tiles get ``ceil`` shares and the mapping is contiguous per tile.
+        """
+        n = tensor.numel
+        if n == 0:
+            return
+        tiles = np.arange(self.num_tiles) if tiles is None else np.asarray(tiles)
+        chunks = -(-n // grain)
+        per_tile = -(-chunks // tiles.size)
+        el = np.arange(n, dtype=np.int64)
+        tile_of = tiles[(el // grain) // per_tile].astype(np.int32)
+        idx = tensor.elements().ravel()
+        if tensor._idx is None:
+            # contiguous: map per-tile intervals without expanding twice
+            bounds = np.flatnonzero(np.diff(tile_of)) + 1
+            st = np.concatenate(([0], bounds))
+            ln = np.diff(np.concatenate((st, [n])))
+            self._map_intervals(tensor._start + st, ln, tile_of[st])
+        else:
+            # a scattered view: map element by element
+            self._map_intervals(idx, np.ones_like(idx), tile_of)
+
+    def tile_of_elements(self, elements) -> np.ndarray:
+        elements = np.asarray(elements, np.int64)
+        out = np.full(elements.shape, -1, np.int32)
+        vids = self.variable_of(elements)
+        for vid in np.unique(vids):
+            tm = self.tile_map.get(int(vid))
+            if tm is not None:
+                sel = vids == vid
+                out[sel] = tm[elements[sel] - self.variables[vid].start]
+        return out
+
+    def get_tile_mapping(self, tensor: Tensor) -> list:
+        """Per tile, the intervals [begin, end) of the tensor's flattened elements.
+
+        >>> from types import SimpleNamespace
+        >>> g = Graph(SimpleNamespace(tiles=2, sram_bytes_per_tile=1024))
+        >>> t = g.add_variable("fp16", (6,), "t"); g.map_linearly(t, grain=2)
+        >>> g.get_tile_mapping(t)
+        [[(0, 4)], [(4, 6)]]
+        """
+        tiles = self.tile_of_elements(tensor.elements().ravel())
+        out = [[] for _ in range(self.num_tiles)]
+        if tiles.size == 0:
+            return out
+        brk = np.flatnonzero(np.diff(tiles)) + 1
+        st = np.concatenate(([0], brk))
+        en = np.concatenate((brk, [tiles.size]))
+        for s, e in zip(st.tolist(), en.tolist()):
+            if tiles[s] >= 0:
+                out[int(tiles[s])].append((s, e))
+        return out
+
+    # -- compute sets and vertices ---------------------------------------------------
+    def add_compute_set(self, name: str, layer=None, op=None, phase=None) -> ComputeSet:
+        cs = ComputeSet(len(self.compute_sets), name, layer, op, phase)
+        self.compute_sets.append(cs)
+        return cs
+
+    @property
+    def num_vertices(self) -> int:
+        return self.vertex_tile.n
+
+    @property
+    def num_edges(self) -> int:
+        return self.e_vertex.n
+
+    def add_vertex(self, cs: ComputeSet, codelet: str, fields: dict | None = None, *,
+                   dtype=None, params=None, tile=None) -> VertexRef:
+        """Add one vertex; ``fields`` maps field names to tensors to connect."""
+        c = get_codelet(codelet)
+        if dtype is None:
+            tdt = [t.dtype for n, t in (fields or {}).items() if c.field(n).dtype == "T"]
+            dtype = tdt[0] if tdt else "fp32"
+        dtype = canonical(dtype)
+        params = dict(params or {})
+        vid = self.vertex_tile.n
+        last = self.batches[-1] if self.batches else None
+        if (last is not None and last.v1 == vid and last.codelet == codelet and last.cs == cs.id
+                and last.dtype == dtype and last.params == params):
+            last.v1 += 1
+        else:
+            self.batches.append(Batch(codelet, cs.id, dtype, params, vid, vid + 1))
+        self.vertex_tile.append(-1 if tile is None else tile)
+        if tile is not None:
+            self._check_tile(tile, f"vertex {vid} ({codelet} in compute set {cs.name!r})")
+        v = VertexRef(vid)
+        for name, t in (fields or {}).items():
+            self.connect(v[name], t)
+        self._finalized = None
+        return v
+
+    def _batch_of(self, vertex: int) -> Batch:
+        starts = [b.v0 for b in self.batches]
+        return self.batches[int(np.searchsorted(starts, vertex, side="right")) - 1]
+
+    def connect(self, field: FieldRef, tensor: Tensor):
+        """Connect a vertex field to a tensor region (one edge per contiguous interval)."""
+        b = self._batch_of(field.vertex)
+        c = CODELETS[b.codelet]
+        try:
+            f = c.field(field.field)
+        except KeyError as e:
+            raise GraphError(f"vertex {field.vertex} ({b.codelet} in compute set "
+                             f"{self.compute_sets[b.cs].name!r}): {e.args[0]}") from None
+        want = b.dtype if f.dtype == "T" else f.dtype
+        if tensor.dtype != want:
+            raise GraphError(f"vertex {field.vertex} ({b.codelet} in compute set "
+                             f"{self.compute_sets[b.cs].name!r}): field {f.name!r} expects {want} "
+                             f"but tensor {tensor.name!r} is {tensor.dtype}")
+        if not f.vector and tensor.numel != 1:
+            raise GraphError(f"vertex {field.vertex} ({b.codelet}): scalar field {f.name!r} "
+                             f"connected to tensor {tensor.name!r} of {tensor.numel} elements")
+        s, l = tensor.intervals()
+        s, l, _ = intervals.split_at(s, l, self._var_starts.view()[1:])  # never span variables
+        k = s.size
+        self.e_vertex.extend(np.full(k, field.vertex, np.int32))
+        self.e_field.extend(np.full(k, c.field_index[f.name], np.int8))
+        self.e_start.extend(s)
+        self.e_len.extend(l.astype(np.int32))
+        self._finalized = None
+
+    def add_vertices(self, cs: ComputeSet, codelet: str, tiles, fields: dict, *,
+                     dtype="fp32", params=None) -> np.ndarray:
+        """Add many vertices of one codelet at once (the compiler's bulk path).
+
+        ``tiles``: (n,) tile of each vertex.  ``fields``: field name ->
+        (vertex_index, starts, lengths) arrays, one row per edge, where
+        vertex_index is 0..n-1 within this call.  Returns the vertex ids.
+        """
+        c = get_codelet(codelet)
+        tiles = np.asarray(tiles, np.int32)
+        self._check_tile(tiles, f"{codelet} vertices in compute set {cs.name!r}")
+        v0 = self.vertex_tile.n
+        n = tiles.size
+        self.batches.append(Batch(codelet, cs.id, canonical(dtype), dict(params or {}), v0, v0 + n))
+        self.vertex_tile.extend(tiles)
+        for name, (vi, st, ln) in fields.items():
+            fi = c.field_index.get(name)
+            if fi is None:
+                raise GraphError(f"codelet {codelet} has no field {name!r}")
+            vi = np.asarray(vi)
+            self.e_vertex.extend((vi + v0).astype(np.int32))
+            self.e_field.extend(np.full(vi.size, fi, np.int8))
+            self.e_start.extend(np.asarray(st, np.int64))
+            self.e_len.extend(np.asarray(ln, np.int32))
+        self._finalized = None
+        return np.arange(v0, v0 + n)
+
+    # -- functions and streams ----------------------------------------------------------
+    def add_function(self, program, name="function") -> Function:
+        f = Function(len(self.functions), name, program)
+        self.functions.append(f)
+        return f
+
+    def add_host_to_device_fifo(self, name, dtype, numel, buffers=1) -> DataStream:
+        return self._add_stream(name, dtype, numel, "h2d", buffers)
+
+    def add_device_to_host_fifo(self, name, dtype, numel, buffers=1) -> DataStream:
+        return self._add_stream(name, dtype, numel, "d2h", buffers)
+
+    def _add_stream(self, name, dtype, numel, direction, buffers):
+        if name in self.streams:
+            raise GraphError(f"stream {name!r} defined twice")
+        s = DataStream(name, canonical(dtype), int(numel), direction, int(buffers))
+        self.streams[name] = s
+        return s
+
+    # -- finalisation -----------------------------------------------------------------------
+    def finalize(self) -> "GraphArrays":
+        """Freeze the graph into arrays (CSR edges sorted by vertex) and check it."""
+        if self._finalized is not None:
+            return self._finalized
+        from .checks import check_graph
+        ev = self.e_vertex.view()
+        order = np.argsort(ev, kind="stable")
+        sorted_ok = ev.size == 0 or bool(np.all(np.diff(ev) >= 0))
+        if sorted_ok:
+            order = None
+        take = (lambda a: a) if order is None else (lambda a: a[order])
+        nv = self.num_vertices
+        arrays = GraphArrays(
+            vertex_tile=self.vertex_tile.view(),
+            vertex_batch=np.repeat(np.arange(len(self.batches), dtype=np.int32),
+                                   [b.v1 - b.v0 for b in self.batches]) if self.batches else np.zeros(0, np.int32),
+            edge_vertex=take(ev), edge_field=take(self.e_field.view()),
+            edge_start=take(self.e_start.view()), edge_len=take(self.e_len.view()),
+            vertex_edge_offsets=np.concatenate(([0], np.cumsum(np.bincount(ev, minlength=nv)))).astype(np.int64),
+        )
+        check_graph(self, arrays)
+        self._finalized = arrays
+        return arrays
+
+
+@dataclass
+class GraphArrays:
+    """A finalized graph: vertices and CSR edges as flat arrays."""
+    vertex_tile: np.ndarray
+    vertex_batch: np.ndarray
+    edge_vertex: np.ndarray
+    edge_field: np.ndarray
+    edge_start: np.ndarray
+    edge_len: np.ndarray
+    vertex_edge_offsets: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.vertex_tile, self.vertex_batch, self.edge_vertex,
+                                      self.edge_field, self.edge_start, self.edge_len,
+                                      self.vertex_edge_offsets))

@@ -1,0 +1,79 @@
+"""Vectorized helpers for contiguous intervals of element indices.
+
+Tensor regions, tile mappings and edges are all stored as intervals
+(start, length) in a graph's global element space; these helpers convert
+between intervals and index arrays without Python loops.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def runs(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split a flat index array into maximal runs of consecutive values.
+
+    >>> runs(np.array([3, 4, 5, 9, 10, 2]))
+    (array([3, 9, 2]), array([3, 2, 1]))
+    """
+    idx = np.asarray(indices, dtype=np.int64).ravel()
+    if idx.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    brk = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts_pos = np.concatenate(([0], brk))
+    ends_pos = np.concatenate((brk, [idx.size]))
+    return idx[starts_pos], (ends_pos - starts_pos).astype(np.int64)
+
+
+def expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenate ``arange(s, s + l)`` for every interval, vectorized.
+
+    >>> expand(np.array([3, 9]), np.array([3, 2]))
+    array([ 3,  4,  5,  9, 10])
+    """
+    starts = np.asarray(starts, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offs = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offs, lengths) + np.arange(total, dtype=np.int64)
+
+
+def segment_ids(lengths: np.ndarray) -> np.ndarray:
+    """For intervals of the given lengths, the interval number of every element.
+
+    >>> segment_ids(np.array([2, 0, 3]))
+    array([0, 0, 2, 2, 2])
+    """
+    lengths = np.asarray(lengths, np.int64)
+    return np.repeat(np.arange(lengths.size), lengths)
+
+
+def split_at(starts, lengths, bounds):
+    """Split intervals wherever they cross one of the sorted ``bounds``.
+
+    Returns (piece_starts, piece_lengths, parent) where ``parent`` is the index of
+    the interval each piece came from.
+
+    >>> split_at(np.array([0, 10]), np.array([10, 4]), np.array([4, 12]))
+    (array([ 0,  4, 10, 12]), array([4, 6, 2, 2]), array([0, 0, 1, 1]))
+    """
+    starts = np.asarray(starts, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    bounds = np.asarray(bounds, np.int64)
+    ends = starts + lengths
+    lo = np.searchsorted(bounds, starts, side="right")
+    hi = np.searchsorted(bounds, ends, side="left")
+    ncut = np.maximum(hi - lo, 0)
+    npieces = ncut + 1
+    parent = np.repeat(np.arange(starts.size), npieces)
+    # position of each piece inside its parent: 0..ncut
+    first = np.cumsum(npieces) - npieces
+    k = np.arange(parent.size) - np.repeat(first, npieces)
+    # piece k of parent p starts at bounds[lo[p] + k - 1] (k > 0) or starts[p]
+    bidx = np.repeat(lo, npieces) + k - 1
+    pstart = np.where(k == 0, starts[parent], bounds[np.clip(bidx, 0, max(bounds.size - 1, 0))] if bounds.size else 0)
+    nxt = np.repeat(lo, npieces) + k
+    pend = np.where(k == np.repeat(ncut, npieces), ends[parent],
+                    bounds[np.clip(nxt, 0, max(bounds.size - 1, 0))] if bounds.size else 0)
+    return pstart.astype(np.int64), (pend - pstart).astype(np.int64), parent
