@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codelets import CODELETS
+from .codelets import CODELETS, field_dtype
 from .dtypes import DTYPE_IDS, DTYPE_NAMES
 
 
@@ -89,7 +89,7 @@ def check_graph(graph, arrays):
         off = arrays.vertex_edge_offsets
         e0, e1 = int(off[b.v0]), int(off[b.v1])
         if e1 > e0:
-            want = np.array([DTYPE_IDS[b.dtype if f.dtype == "T" else f.dtype] for f in c.fields], np.int8)
+            want = np.array([DTYPE_IDS[field_dtype(f, b.dtype, b.params)] for f in c.fields], np.int8)
             wrong = np.flatnonzero(edge_dtype[e0:e1] != want[arrays.edge_field[e0:e1]])
             if wrong.size:
                 e = e0 + int(wrong[0])

@@ -41,7 +41,8 @@ IN, OUT, INOUT = "in", "out", "inout"
 class Field:
     name: str
     direction: str            # IN, OUT or INOUT
-    dtype: str = "T"          # "T": the vertex's dtype; otherwise a concrete dtype
+    dtype: str = "T"          # "T": the vertex's dtype; "P": its partials dtype
+                              # (params["partials"], default T); or a concrete dtype
     vector: bool = True       # False: exactly one element
     same_size_as: str | None = None  # must have as many elements as this field
 
@@ -197,6 +198,17 @@ def _affine(a, p):
     return {"out": out.reshape(nv, -1)}
 
 
+def _broadcast(a, p):
+    """out = in (op) b, with b repeated along ``in`` (per-channel / per-row operands)."""
+    nv = a["in"].shape[0]
+    nb = a["b"].shape[1]
+    x = a["in"].reshape(nv, -1, nb)
+    b = a["b"][:, None, :]
+    op = p.get("op", "add")
+    out = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}[op](x, b)
+    return {"out": out.reshape(nv, -1)}
+
+
 def _scaled_add(a, p):
     return {"data": a["data"] + p.get("scale", 1.0) * a["delta"]}
 
@@ -269,6 +281,10 @@ _TABLE = [
             cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.5),
             compute=lambda a, p: {"out": a["grad"] * (a["act"] > 0)},
             flops=_ew_flops("out"), code_bytes=128, doc="out = grad * (act > 0)"),
+    Codelet("BroadcastOp", (Field("in", IN), Field("b", IN), Field("out", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0),
+            compute=_broadcast, flops=_ew_flops("out"), code_bytes=192,
+            doc="out = in op b, b repeated (bias add, per-channel scale, softmax's subtract/divide)"),
     Codelet("ScaledAdd", (Field("data", INOUT), Field("delta", IN, same_size_as="data")),
             cycles=lambda s, d, p, c: vector_cycles(s["data"], d, c, 1.0),
             compute=_scaled_add, flops=_ew_flops("data", 2.0), code_bytes=160,
@@ -283,17 +299,17 @@ _TABLE = [
             cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 1.0),
             compute=_reduce_vec, flops=_ew_flops("in"), code_bytes=192,
             doc="out = reduce(in) with op add | max, times scale"),
-    Codelet("ReducePartials", (Field("in", IN), Field("out", OUT)),
+    Codelet("ReducePartials", (Field("in", IN, dtype="P"), Field("out", OUT)),
             cycles=lambda s, d, p, c: vector_cycles(s["in"], "fp32" if p.get("partials") == "fp32" else d, c, 1.0),
             compute=_reduce_partials, flops=_ew_flops("in"), code_bytes=256,
             doc="out[j] = reduce_i in[i, j]: sums the partials of a split contraction"),
     # matrix-unit (AMP) vertices
-    Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT)),
+    Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"], d, c),
             compute=_conv_partial,
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
             code_bytes=1024, doc="one row segment of a convolution's output for one channel group, on the AMP"),
-    Codelet("MatMulPartial", (Field("a", IN), Field("b", IN), Field("out", INOUT)),
+    Codelet("MatMulPartial", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["k"], d, c),
             compute=_matmul_partial,
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["k"],
@@ -329,6 +345,15 @@ _TABLE = [
 CODELETS: dict[str, Codelet] = {c.name: c for c in _TABLE}
 CODELET_IDS: dict[str, int] = {name: i for i, name in enumerate(CODELETS)}
 CODELET_LIST: list[Codelet] = list(CODELETS.values())
+
+
+def field_dtype(f: Field, dtype: str, params: dict) -> str:
+    """The dtype a field of a vertex of ``dtype`` with ``params`` must be connected to."""
+    if f.dtype == "T":
+        return dtype
+    if f.dtype == "P":
+        return params.get("partials", dtype)
+    return f.dtype
 
 
 def get_codelet(name: str) -> Codelet:

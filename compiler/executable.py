@@ -131,30 +131,55 @@ def _aggregate(keys, values, *more):
     return (u, *out)
 
 
+def _union(keys, start, length):
+    """Merge intervals that overlap and share every key (touching ones stay apart).
+
+    ``keys``: tuple of int arrays.  Returns the index of each merged interval's
+    first member (into the inputs), its start and its length.
+    """
+    o = np.lexsort((start,) + tuple(reversed(keys)))
+    st, en = start[o], start[o] + length[o]
+    change = np.zeros(o.size, bool)
+    change[0] = True
+    for k in keys:
+        ks = k[o]
+        change[1:] |= ks[1:] != ks[:-1]
+    # running max of the ends within each key: lift each key's ends above all earlier ones
+    rank = np.cumsum(change) - 1
+    span = int(en.max()) + 1
+    run_end = np.maximum.accumulate(en + rank * span) - rank * span
+    new = change.copy()
+    new[1:] |= st[1:] >= run_end[:-1]
+    heads = np.flatnonzero(new)
+    tails = np.append(heads[1:], o.size) - 1
+    return o[heads], st[heads], run_end[tails] - st[heads]
+
+
 def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngroups):
     """Exchange plans per group (compute set) from remote pieces.
 
     Reads are multicast: a region is sent once by its owner however many tiles
-    receive it, and a tile receives a region once however many of its vertices
-    read it.
+    receive it, and a tile receives each element once however many of its
+    vertices read it (overlapping regions are merged, per receiver and per
+    sender).  Every piece lies in one variable, so overlapping pieces share a
+    dtype.
     """
     plans = {}
+    keep = length > 0
+    if not np.all(keep):
+        group, src_tile, dst_tile = group[keep], src_tile[keep], dst_tile[keep]
+        start, length, nbytes = start[keep], length[keep], nbytes[keep]
     if group.size == 0:
         return plans
-    # deduplicate receptions: (group, dst, start, length)
-    o = np.lexsort((length, start, dst_tile, group))
-    g, s, d, st, ln, nb = group[o], src_tile[o], dst_tile[o], start[o], length[o], nbytes[o]
-    first = np.ones(g.size, bool)
-    first[1:] = (g[1:] != g[:-1]) | (d[1:] != d[:-1]) | (st[1:] != st[:-1]) | (ln[1:] != ln[:-1])
-    g, s, d, st, ln, nb = g[first], s[first], d[first], st[first], ln[first], nb[first]
-    # sends: once per (group, src, start, length)
-    o2 = np.lexsort((ln, st, s, g))
-    gs, ss, sts, lns, nbs = g[o2], s[o2], st[o2], ln[o2], nb[o2]
-    sfirst = np.ones(gs.size, bool)
-    sfirst[1:] = (gs[1:] != gs[:-1]) | (ss[1:] != ss[:-1]) | (sts[1:] != sts[:-1]) | (lns[1:] != lns[:-1])
+    ebytes = nbytes // np.maximum(length, 1)
+    # receptions: union of the pieces per (group, dst, src)
+    i, st, ln = _union((group, dst_tile, src_tile), start, length)
+    g, s, d, nb = group[i], src_tile[i], dst_tile[i], ln * ebytes[i]
+    # sends: union of the receptions per (group, src)
+    j, _, sln = _union((g, s), st, ln)
+    gs, ss, nbs = g[j], s[j], sln * ebytes[i][j]
     T = np.int64(1 << 32)
-    sk, sb, sm = _aggregate(gs[sfirst] * T + ss[sfirst], nbs[sfirst].astype(np.float64),
-                            np.ones(int(sfirst.sum())))
+    sk, sb, sm = _aggregate(gs * T + ss, nbs.astype(np.float64), np.ones(j.size))
     rk, rb = _aggregate(g * T + d, nb.astype(np.float64))
     sg, rg = sk // T, rk // T
     cs_, cd_ = s // tiles_per_chip, d // tiles_per_chip
@@ -277,8 +302,15 @@ def _plan_copy(graph, p: Copy, run_starts, run_tiles, tiles_per_chip):
         raise GraphError(f"Copy from {src.name!r} ({src.dtype}) to {dst.name!r} ({dst.dtype}): dtypes differ")
     se, de = src.elements().ravel(), dst.elements().ravel()
     st, dt = graph.tile_of_elements(se).astype(np.int64), graph.tile_of_elements(de).astype(np.int64)
-    remote = st != dt
-    nb = np.full(int(remote.sum()), DTYPE_BYTES[src.dtype], np.int64)
-    plans = _plan(np.zeros(nb.size, np.int64), st[remote], dt[remote], se[remote], np.ones(nb.size, np.int64),
-                  nb, tiles_per_chip, 1)
+    remote = np.flatnonzero(st != dt)
+    se, st, dt = se[remote], st[remote], dt[remote]
+    # one piece per run of consecutive source elements of one variable between one pair of tiles
+    brk = np.flatnonzero((np.diff(se) != 1) | (np.diff(st) != 0) | (np.diff(dt) != 0)
+                         | (np.diff(graph.variable_of(se)) != 0)) + 1
+    first = np.concatenate(([0], brk)).astype(np.int64)
+    ln = np.diff(np.concatenate((first, [se.size]))).astype(np.int64)
+    if se.size == 0:
+        first = ln = np.zeros(0, np.int64)
+    plans = _plan(np.zeros(first.size, np.int64), st[first], dt[first], se[first], ln,
+                  ln * DTYPE_BYTES[src.dtype], tiles_per_chip, 1)
     return plans.get(0, ExchangePlan.empty())

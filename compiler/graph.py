@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import intervals
-from .codelets import CODELETS, CODELET_IDS, get_codelet
+from .codelets import CODELETS, field_dtype, get_codelet
 from .dtypes import DTYPE_BYTES, canonical
 from .tensor import Tensor
 
@@ -228,8 +228,11 @@ class Graph:
     def set_tile_mapping(self, what, tile):
         """Map a tensor (or a slice of one) or a vertex to a tile."""
         if isinstance(what, (VertexRef, int, np.integer)) and not isinstance(what, Tensor):
+            if not 0 <= int(what) < self.num_vertices:
+                raise GraphError(f"vertex {int(what)} does not exist (graph has {self.num_vertices} vertices)")
             self._check_tile(tile, f"vertex {int(what)}")
             self.vertex_tile.a[int(what)] = tile
+            self._finalized = None
             return
         self._check_tile(tile, f"tensor {what.name!r}")
         s, l = what.intervals()
@@ -311,11 +314,14 @@ class Graph:
         """Add one vertex; ``fields`` maps field names to tensors to connect."""
         c = get_codelet(codelet)
         if dtype is None:
-            tdt = [t.dtype for n, t in (fields or {}).items() if c.field(n).dtype == "T"]
+            tdt = [t.dtype for n, t in (fields or {}).items()
+                   if n in c.field_index and c.field(n).dtype == "T"]
             dtype = tdt[0] if tdt else "fp32"
         dtype = canonical(dtype)
         params = dict(params or {})
         vid = self.vertex_tile.n
+        if tile is not None:   # before the graph changes: a bad tile leaves no vertex behind
+            self._check_tile(tile, f"vertex {vid} ({codelet} in compute set {cs.name!r})")
         last = self.batches[-1] if self.batches else None
         if (last is not None and last.v1 == vid and last.codelet == codelet and last.cs == cs.id
                 and last.dtype == dtype and last.params == params):
@@ -323,8 +329,6 @@ class Graph:
         else:
             self.batches.append(Batch(codelet, cs.id, dtype, params, vid, vid + 1))
         self.vertex_tile.append(-1 if tile is None else tile)
-        if tile is not None:
-            self._check_tile(tile, f"vertex {vid} ({codelet} in compute set {cs.name!r})")
         v = VertexRef(vid)
         for name, t in (fields or {}).items():
             self.connect(v[name], t)
@@ -344,7 +348,7 @@ class Graph:
         except KeyError as e:
             raise GraphError(f"vertex {field.vertex} ({b.codelet} in compute set "
                              f"{self.compute_sets[b.cs].name!r}): {e.args[0]}") from None
-        want = b.dtype if f.dtype == "T" else f.dtype
+        want = field_dtype(f, b.dtype, b.params)
         if tensor.dtype != want:
             raise GraphError(f"vertex {field.vertex} ({b.codelet} in compute set "
                              f"{self.compute_sets[b.cs].name!r}): field {f.name!r} expects {want} "

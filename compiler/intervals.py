@@ -60,7 +60,8 @@ def split_at(starts, lengths, bounds):
     """
     starts = np.asarray(starts, np.int64)
     lengths = np.asarray(lengths, np.int64)
-    bounds = np.asarray(bounds, np.int64)
+    # repeated bounds (e.g. the starts of empty variables) would give empty pieces
+    bounds = np.unique(np.asarray(bounds, np.int64))
     ends = starts + lengths
     lo = np.searchsorted(bounds, starts, side="right")
     hi = np.searchsorted(bounds, ends, side="left")

@@ -149,10 +149,16 @@ class Engine:
 
     def _finish(self, main):
         yield main
-        # device-to-host data must reach the host before the run ends
+        # device-to-host data must reach the host before the run ends; that wait
+        # is host time like any other stream wait, so the report records it
+        start = self.env.now
         for st in self.streams.values():
             if st["dir"] == "d2h":
                 yield st["done_all"]
+        waited = self.env.now - start
+        if waited > 0:
+            self.report.stream_wait_cycles += waited
+            self.report.add_step("host drain", start, 0.0, 0.0, 0.0, host_wait=waited)
         self._stop.succeed()
 
     def _run_program(self, p, mult):

@@ -18,6 +18,13 @@ class FunctionalError(RuntimeError):
     pass
 
 
+def _as_dtype(values, dtype):
+    """Values as stored for a tensor of ``dtype``: fp16 ones rounded to half precision."""
+    if dtype == "fp16":
+        return np.asarray(values, np.float16).astype(np.float32)
+    return np.asarray(values, np.float32)
+
+
 class FunctionalState:
     def __init__(self, exe, inputs=None):
         self.exe = exe
@@ -25,7 +32,7 @@ class FunctionalState:
         self.mem = np.zeros(g.num_elements, np.float32)
         for v in g.variables:
             if v.constant is not None:
-                self.mem[v.start: v.start + v.size] = np.asarray(v.constant, np.float32).ravel()
+                self.mem[v.start: v.start + v.size] = _as_dtype(np.asarray(v.constant).ravel(), v.dtype)
         self.inputs = {k: list(np.asarray(x, np.float32).reshape(-1, g.streams[k].numel))
                        if k in g.streams else None for k, x in (inputs or {}).items()}
         for k in self.inputs:
@@ -38,7 +45,7 @@ class FunctionalState:
 
     # -- host access --------------------------------------------------------------------
     def write(self, tensor, value):
-        self.mem[tensor.elements().ravel()] = np.asarray(value, np.float32).ravel()
+        self.mem[tensor.elements().ravel()] = _as_dtype(np.asarray(value).ravel(), tensor.dtype)
 
     def read(self, tensor):
         return self.mem[tensor.elements()].copy()
@@ -106,6 +113,6 @@ class FunctionalState:
             if not q:
                 raise FunctionalError(f"stream {name!r}: the program reads more data than was given "
                                       f"(pass inputs={{{name!r}: [...]}})")
-            self.mem[plan.tensor.elements().ravel()] = q.pop(0)
+            self.mem[plan.tensor.elements().ravel()] = _as_dtype(q.pop(0), plan.tensor.dtype)
         else:
             self.outputs.setdefault(name, []).append(self.read(plan.tensor).reshape(-1))

@@ -1,0 +1,270 @@
+"""Lower an op graph (models/) into a graph of vertices and a program.
+
+``lower(opgraph, chip)`` allocates every network tensor in the graph's
+memory (parameters and optimizer state spread linearly over the tiles,
+activations where the vertices that produce them run), asks each op's
+family planner (compiler/planners.py) for the cheapest split, and builds the
+program: host streams in, one ``Execute`` per compute set in op order, host
+streams out.  In inference graphs a block that repeats with identical shapes
+(ResNet bottlenecks, BERT layers) is lowered once as a graph function and
+called for every repetition, with its inputs and weights copied in.
+
+    >>> from models.opgraph import OpGraph
+    >>> from simulator.chips import gc2
+    >>> g = OpGraph("mlp")
+    >>> _ = g.add_tensor("x", (4, 64), kind="input"); _ = g.add_tensor("w", (64, 32), kind="param")
+    >>> _ = g.add_tensor("y", (4, 32)); _ = g.add_tensor("z", (4, 32))
+    >>> _ = g.add_op("fc", "MatMul", ["x", "w"], ["y"], family="matmul", flops=2 * 4 * 64 * 32)
+    >>> _ = g.add_op("relu", "Relu", ["y"], ["z"], family="elementwise", flops=128)
+    >>> g.outputs.append("z")
+    >>> low = lower(g, gc2)
+    >>> low.graph.num_vertices > 0, [type(p).__name__ for p in low.program.children][:2]
+    (True, ['Copy', 'Execute'])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dtypes import canonical
+from .graph import Graph
+from .layout import Act, channel_group
+from .planners import PLANNERS, LoweringError, choose
+from .program import Call, Copy, Execute, Sequence
+
+FLOAT = ("fp32", "fp16", "bf16", "fp64")
+
+
+@dataclass
+class Lowered:
+    graph: Graph
+    program: Sequence
+    opgraph: object
+    acts: dict
+    plans: dict                     # op name -> chosen option
+    op_compute_sets: dict           # op name -> [compute set ids]
+    functions: dict = field(default_factory=dict)   # block_type -> Function
+    calls: dict = field(default_factory=dict)       # block_type -> number of calls
+    dtype: str = "fp32"
+    partials: str = "fp32"
+
+
+class Lowering:
+    def __init__(self, opg, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
+                 ipus=1, use_functions=True):
+        self.opg = opg
+        self.chip = chip
+        self.dtype = canonical(dtype) if dtype != "int8" else "int8"
+        self.partials = canonical(partials or ("fp32" if self.dtype != "fp32" else "fp32"))
+        if self.dtype == "fp32":
+            self.partials = "fp32"
+        self.available_memory_proportion = float(available_memory_proportion)
+        self.ipus = int(ipus)
+        target = chip if ipus == 1 else _MultiChip(chip, ipus)
+        self.graph = Graph(target, name=opg.name)
+        self.tiles = self.graph.num_tiles
+        self.acts: dict[str, Act] = {}
+        self.training = any(self.opg.op(o)["phase"] != "fwd" for o in opg.graph.nodes)
+        self.use_functions = use_functions and not self.training
+        self._int_cache = {}
+
+    # -- helpers the planners use ----------------------------------------------------------
+    def tdtype(self, name):
+        d = self.opg.tensors[name].dtype
+        return self.dtype if d in FLOAT else "int32"
+
+    def shape(self, name):
+        return self.opg.tensors[name].shape
+
+    def numel(self, name):
+        return self.opg.tensors[name].size
+
+    def out_shape(self, op, i):
+        return self.opg.tensors[op["outputs"][i]].shape
+
+    def group_for(self, c):
+        return channel_group(int(c), self.dtype)
+
+    def is_param(self, name):
+        return self.opg.tensors[name].kind in ("param", "constant", "state")
+
+    def is_state(self, name):
+        return self.opg.tensors[name].kind == "state"
+
+    def act(self, name) -> Act:
+        a = self.acts.get(name)
+        if a is None:
+            t = self.opg.tensors.get(name)
+            raise LoweringError(f"tensor {name!r} is used before it is produced"
+                                + (f" (kind {t.kind})" if t else " (unknown tensor)"))
+        return a
+
+    def weights_by_name(self, name) -> Act:
+        return self.act(name)
+
+    def weights(self, op, i=1) -> Act:
+        return self.act(op["inputs"][i])
+
+    def weight_shape(self, op):
+        return self.shape(op["inputs"][1])
+
+    def compute_set(self, op, suffix):
+        return self.graph.add_compute_set(f"{op['layer']}/{op['name']}/{suffix}", layer=op["layer"],
+                                          op=op["name"], phase=op["phase"])
+
+    def new_act(self, op, i, group=None) -> Act:
+        name = op["outputs"][i]
+        t = self.opg.tensors[name]
+        if t.inplace_of and t.inplace_of in self.acts:
+            a = self.acts[t.inplace_of].alias(name, t.shape)
+        else:
+            a = Act.allocate(self.graph, name, t.shape, self.tdtype(name), group=group,
+                             kind="activation" if t.kind not in ("grad",) else "gradient", op=op["name"])
+        self.acts[name] = a
+        return a
+
+    def temp_act(self, op, tag, shape) -> Act:
+        a = Act.allocate(self.graph, f"{op['name']}/{tag}", shape, self.dtype, kind="temporary", op=op["name"])
+        self.graph.map_linearly(a.tensor)
+        return a
+
+    def alias(self, name, act):
+        a = act.alias(name, self.shape(name))
+        self.acts[name] = a
+
+    def state_for(self, op, w, k):
+        a = Act.allocate(self.graph, f"{op['name']}/state{k}", w.logical, self.dtype, kind="state", op=op["name"])
+        return a
+
+    def int_index(self, act):
+        return act if act.dtype == "int32" else act
+
+    # -- allocation of tensors that exist before the program runs --------------------------
+    def _allocate_leaves(self):
+        g = self.graph
+        for t in self.opg.tensors.values():
+            if t.producer is not None or t.name in self.acts or t.inplace_of:
+                continue
+            kind = {"param": "weight", "state": "state", "constant": "constant", "input": "input"}.get(t.kind, "input")
+            a = Act.allocate(g, t.name, t.shape, self.tdtype(t.name), kind=kind)
+            if t.data is not None and t.kind in ("param", "constant"):
+                g.variables[-1].constant = None   # values are loaded by the host, not compiled in
+            grain = max(a.g, 1) if t.kind == "input" else 64
+            g.map_linearly(a.tensor, grain=grain)
+            self.acts[t.name] = a
+
+    # -- the driver ------------------------------------------------------------------------
+    def run(self) -> Lowered:
+        g, opg = self.graph, self.opg
+        self._allocate_leaves()
+        prog = Sequence()
+        inputs = [n for n in opg.tensors if opg.tensors[n].kind == "input" and n in self.acts]
+        for n in inputs:
+            a = self.acts[n]
+            s = g.add_host_to_device_fifo(n, a.dtype, a.numel, buffers=2)
+            prog.add(Copy(s, a.tensor))
+        plans, op_cs = {}, {}
+        functions, calls, templates = {}, {}, {}
+        ops = opg.ops()
+        i = 0
+        while i < len(ops):
+            d = opg.op(ops[i])
+            bt = d.get("block_type") if self.use_functions else None
+            if bt:
+                j = i
+                while j < len(ops) and opg.op(ops[j]).get("block") == d.get("block"):
+                    j += 1
+                seg = ops[i:j]
+                if bt in templates and self._call_block(seg, templates[bt], functions[bt], prog):
+                    calls[bt] += 1
+                    i = j
+                    continue
+                if bt not in templates:
+                    body = Sequence()
+                    for name in seg:
+                        self._lower_op(name, body, plans, op_cs)
+                    f = g.add_function(body, name=bt)
+                    functions[bt], templates[bt], calls[bt] = f, seg, 1
+                    prog.add(Call(f))
+                    i = j
+                    continue
+            self._lower_op(ops[i], prog, plans, op_cs)
+            i += 1
+        for n in opg.outputs:
+            if n in self.acts:
+                a = self.acts[n]
+                s = g.add_device_to_host_fifo(n, a.dtype, a.numel, buffers=2)
+                prog.add(Copy(a.tensor if a.tensor.numel == a.numel else a.tensor.flatten()[: a.numel], s))
+        return Lowered(g, prog, opg, self.acts, plans, op_cs, functions, calls, self.dtype, self.partials)
+
+    def _lower_op(self, name, prog, plans, op_cs):
+        d = dict(self.opg.op(name))
+        d["name"] = name
+        fam = "matmul" if d["op"] == "ConvGradWeight" else d["family"]
+        planner = PLANNERS.get(fam)
+        if planner is None:
+            raise LoweringError(f"op {name!r} ({d['op']}): no planner for family {fam!r}")
+        try:
+            opt = choose(planner, d, self)
+            css = planner.lower(d, opt, self)
+        except LoweringError:
+            raise
+        except Exception as e:   # name the op, never a bare traceback from deep inside
+            raise LoweringError(f"op {name!r} ({d['op']}, layer {d['layer']!r}): lowering failed: "
+                                f"{type(e).__name__}: {e}") from e
+        for o in d["outputs"]:
+            if o not in self.acts:   # outputs a planner did not materialise (e.g. masks): map linearly
+                a = Act.allocate(self.graph, o, self.shape(o), self.tdtype(o), kind="activation", op=name)
+                self.graph.map_linearly(a.tensor, grain=a.g)
+                self.acts[o] = a
+        plans[name] = opt
+        op_cs[name] = [cs.id for cs in css]
+        for cs in css:
+            prog.add(Execute(cs))
+
+    def _call_block(self, seg, template, function, prog):
+        """Run another instance of a lowered block: copy its inputs in, call, alias outputs."""
+        opg = self.opg
+        if len(seg) != len(template):
+            return False
+        pairs = []
+        for a, b in zip(seg, template):
+            da, db = opg.op(a), opg.op(b)
+            if da["op"] != db["op"] or len(da["inputs"]) != len(db["inputs"]):
+                return False
+            pairs += list(zip(da["inputs"], db["inputs"])) + list(zip(da["outputs"], db["outputs"]))
+        produced = {t for o in seg for t in opg.op(o)["outputs"]}
+        if any(self.shape(x) != self.shape(y) for x, y in pairs):
+            return False
+        copies, seen = [], set()
+        for x, y in pairs:
+            if x in produced or x in seen:
+                continue
+            seen.add(x)
+            ax, ay = self.act(x), self.act(y)
+            if ax.var != ay.var:
+                copies.append(Copy(ax.tensor.flatten()[: ax.numel], ay.tensor.flatten()[: ay.numel]))
+        for c in copies:
+            prog.add(c)
+        prog.add(Call(function))
+        for x, y in pairs:
+            if x in produced:
+                self.acts[x] = self.acts[y]
+        return True
+
+
+class _MultiChip:
+    """Several chips seen as one target of ``ipus x tiles`` tiles (sharded placement)."""
+
+    def __init__(self, chip, ipus):
+        self._chip = chip
+        self.ipus = ipus
+
+    def __getattr__(self, k):
+        return getattr(self._chip, k)
+
+
+def lower(opg, chip, **kw) -> Lowered:
+    """Lower ``opg`` for ``chip`` (see :class:`Lowering` for the options)."""
+    return Lowering(opg, chip, **kw).run()

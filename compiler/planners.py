@@ -1,0 +1,691 @@
+"""One planner per op family, all with the same interface.
+
+A planner turns one op of the op graph into vertices over the tiles:
+
+* ``options(op, ctx)`` lists the ways to split the op (dicts of split sizes);
+* ``estimate(op, opt, ctx)`` costs one option from the codelet table and the
+  chip: (cycles, temporary bytes per tile);
+* ``lower(op, opt, ctx)`` adds the compute sets and vertices and returns the
+  compute sets in execution order.
+
+:func:`choose` picks the option with the fewest cycles among those whose
+temporary memory fits ``available_memory_proportion`` of a tile, then the
+least memory.  Adding a family is copying a sibling class.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .codelets import CODELETS, amp_cycles, vector_cycles
+from .dtypes import DTYPE_BYTES
+from .layout import Act
+
+
+class LoweringError(ValueError):
+    pass
+
+
+def spread(n: int, tiles: int) -> np.ndarray:
+    """Tile of each of ``n`` items dealt in contiguous blocks over ``tiles`` tiles."""
+    return ((np.arange(n, dtype=np.int64) * tiles) // max(n, 1)).astype(np.int32)
+
+
+def choose(planner, op, ctx):
+    best = None
+    limit = ctx.available_memory_proportion * ctx.chip.sram_bytes_per_tile
+    for opt in planner.options(op, ctx):
+        cyc, mem = planner.estimate(op, opt, ctx)
+        key = (mem > limit, cyc, mem)
+        if best is None or key < best[0]:
+            best = (key, opt)
+    if best is None:
+        raise LoweringError(f"op {op['name']!r} ({op['op']}): no way to split it over the tiles")
+    opt = dict(best[1])
+    opt["est_cycles"], opt["est_temp_bytes"] = best[0][1], best[0][2]
+    opt["fits_temp"] = not best[0][0]
+    return opt
+
+
+def _pow2_upto(n, cap=64):
+    out, k = [], 1
+    while k <= min(n, cap):
+        out.append(k)
+        k *= 2
+    return out
+
+
+class Planner:
+    family = None
+
+    def options(self, op, ctx):
+        return [{}]
+
+    def estimate(self, op, opt, ctx):
+        return 0.0, 0.0
+
+    def lower(self, op, opt, ctx):
+        raise NotImplementedError
+
+
+# -- convolutions ------------------------------------------------------------------------
+
+class ConvPlanner(Planner):
+    """Conv (and ConvGradInput, as a convolution of the output gradient).
+
+    Vertex = (input-channel part p, image n, output channel group, output row,
+    row segment).  Input channels split over ``parts`` tiles produce fp32 /
+    fp16 partials that ReducePartials vertices sum.
+    """
+    family = "conv"
+
+    def dims(self, op, ctx):
+        x, y = ctx.act(op["inputs"][0]), ctx.out_shape(op, 0)
+        if len(x.logical) != 4 or len(y) != 4:
+            raise LoweringError(f"op {op['name']!r} ({op['op']}): expects 4-D input and output, "
+                                f"got {x.logical} -> {y}")
+        a = op["attrs"]
+        kh, kw = (list(a.get("kernel_shape") or ctx.weight_shape(op)[2:]) + [1, 1])[:2]
+        s = (list(a.get("strides") or [1, 1]) + [1])[0]
+        pads = list(a.get("pads") or [0, 0, 0, 0])
+        groups = int(a.get("group", 1))
+        if op["op"] == "ConvGradInput":   # a convolution of dY producing dX, stride 1 over dX
+            s, pads = 1, [kh // 2, kw // 2, kh // 2, kw // 2]
+        return x, y, int(kh), int(kw), int(s), int(pads[0]), int(pads[1] if len(pads) > 1 else pads[0]), groups
+
+    def options(self, op, ctx):
+        x, y, kh, kw, s, pt, pl, groups = self.dims(op, ctx)
+        Wo = y[3]
+        cig = x.Cg if groups == 1 else 1
+        segs = sorted({max(1, -(-Wo // d)) for d in (1, 2, 4, 8)})
+        return [{"wseg": w, "parts": p} for w in segs for p in _pow2_upto(cig, 16) if cig % p == 0]
+
+    def _shape(self, op, opt, ctx):
+        x, y, kh, kw, s, pt, pl, groups = self.dims(op, ctx)
+        N, Co, Ho, Wo = y
+        go = Act.dims(y) and ctx.group_for(Co)
+        Cog = Co // go
+        nws = -(-Wo // opt["wseg"])
+        cipp = (x.C // groups) // opt["parts"]
+        return x, N, Co, Ho, Wo, go, Cog, nws, cipp, kh, kw, s, pt, pl, groups
+
+    def estimate(self, op, opt, ctx):
+        x, N, Co, Ho, Wo, go, Cog, nws, cipp, kh, kw, s, pt, pl, groups = self._shape(op, opt, ctx)
+        P, wseg = opt["parts"], opt["wseg"]
+        chip, T, b = ctx.chip, ctx.tiles, DTYPE_BYTES[ctx.dtype]
+        V = P * N * Cog * Ho * nws
+        per_tile = -(-V // T)
+        vc = float(amp_cycles(wseg * go * kh * kw * cipp, ctx.dtype, chip))
+        compute = -(-per_tile // chip.workers_per_tile) * vc
+        in_bytes = per_tile * kh * min(x.W, wseg * s + kw) * cipp * b
+        w_bytes = min(per_tile, P * Cog) * go * cipp * kh * kw * b
+        pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
+        out_bytes = per_tile * wseg * go * pb
+        cyc = compute + (in_bytes + w_bytes) / chip.exchange_bytes_per_cycle_per_tile
+        if P > 1:
+            R = N * Cog * Ho * nws
+            rpt = -(-R // T)
+            cyc += rpt * P * wseg * go * pb / chip.exchange_bytes_per_cycle_per_tile
+            cyc += -(-rpt // chip.workers_per_tile) * float(vector_cycles(P * wseg * go, ctx.partials, chip))
+            cyc += chip.sync_cycles
+        return cyc, in_bytes + w_bytes + out_bytes
+
+    def lower(self, op, opt, ctx):
+        x, N, Co, Ho, Wo, go, Cog, nws, cipp, kh, kw, s, pt, pl, groups = self._shape(op, opt, ctx)
+        P, wseg = opt["parts"], opt["wseg"]
+        g, T = ctx.graph, ctx.tiles
+        y = ctx.new_act(op, 0, group=go)
+        w = ctx.weights(op)
+        # vertex grid, input-channel part outermost so parts land on different tiles
+        p, n, cog, oh, ws = [a.ravel() for a in np.indices((P, N, Cog, Ho, nws))]
+        V = p.size
+        tiles = spread(V, T)
+        w0 = ws * wseg
+        w1 = np.minimum(Wo, w0 + wseg)
+        # input rows: kh rows x the input channel groups of this part
+        ncig = max(1, cipp // x.g)
+        r = np.arange(kh)
+        c = np.arange(ncig)
+        vi = np.repeat(np.arange(V), kh * ncig)
+        rr = np.tile(np.repeat(r, ncig), V)
+        cc = np.tile(np.tile(c, kh), V)
+        if groups == 1:
+            cig = p[vi] * ncig + cc
+        else:   # grouped / depthwise: the input channels that feed this output group
+            cig = np.minimum((cog[vi] * go * x.C // Co) // x.g + cc, x.Cg - 1)
+        ih = oh[vi] * s - pt + rr
+        iw0 = np.clip(w0[vi] * s - pl, 0, x.W)
+        iw1 = np.clip((w1[vi] - 1) * s - pl + kw, 0, x.W)
+        ok = (ih >= 0) & (ih < x.H) & (iw1 > iw0)
+        # a vertex whose window is all padding still reads one row (keeps fields connected)
+        has = np.bincount(vi[ok], minlength=V) > 0
+        ok |= ~has[vi] & (rr == np.clip(-oh[vi] * s + pt, 0, kh - 1)) & (cc == 0)
+        ih, iw0, iw1 = np.clip(ih, 0, x.H - 1), np.minimum(iw0, x.W - 1), np.maximum(iw1, iw0 + 1)
+        in_s, in_l = x.rows(n[vi][ok], cig[ok], ih[ok], iw0[ok], np.minimum(iw1[ok], x.W))
+        blk = go * cipp * kh * kw
+        w_s = w.start + ((p * Cog + cog) * blk) % max(w.numel, 1)
+        w_l = np.full(V, min(blk, w.numel), np.int64)
+        params = {"kh": kh, "kw": kw, "stride": s, "groups": ncig, "cig": x.g if cipp >= x.g else cipp,
+                  "cog": go, "wout": wseg}
+        cs = ctx.compute_set(op, "conv")
+        if P == 1:
+            o_s, o_l = y.rows(n, cog, oh, w0, w1)
+            ctx.graph._map_intervals(o_s, o_l, tiles)
+            g.add_vertices(cs, "ConvPartial", tiles, {"in": (vi[ok], in_s, in_l), "weights": (np.arange(V), w_s, w_l),
+                                                      "out": (np.arange(V), o_s, o_l)},
+                           dtype=ctx.dtype, params=params)
+            return [cs]
+        part = g.add_variable(ctx.partials, (P, N, Cog, Ho, Wo, go), f"{op['name']}/partials",
+                              kind="temporary", op=op["name"])
+        ps = part._start + (((((p * N + n) * Cog + cog) * Ho + oh) * Wo + w0) * go)
+        pl_ = (w1 - w0) * go
+        g._map_intervals(ps, pl_, tiles)
+        params["partials"] = ctx.partials
+        g.add_vertices(cs, "ConvPartial", tiles, {"in": (vi[ok], in_s, in_l), "weights": (np.arange(V), w_s, w_l),
+                                                  "out": (np.arange(V), ps, pl_)}, dtype=ctx.dtype, params=params)
+        # reduce the partials: one vertex per output row segment
+        R = N * Cog * Ho * nws
+        rt = spread(R, T)
+        o_s, o_l = y.rows(n[:R], cog[:R], oh[:R], w0[:R], w1[:R])
+        g._map_intervals(o_s, o_l, rt)
+        ri = np.repeat(np.arange(R), P)
+        pp = np.tile(np.arange(P), R)
+        src = ps.reshape(P, R).T.ravel()
+        cs2 = ctx.compute_set(op, "reduce")
+        g.add_vertices(cs2, "ReducePartials", rt, {"in": (ri, src, np.repeat(pl_[:R], P)), "out": (np.arange(R), o_s, o_l)},
+                       dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
+        return [cs, cs2]
+
+
+# -- matrix products -----------------------------------------------------------------------
+
+class MatMulPlanner(Planner):
+    """Gemm / MatMul (batched too) and every contraction without a spatial window
+    (gradients of matmuls, ConvGradWeight).  Vertex = (k part, batch, row block,
+    column block).  Operands read with their exact regions when they are
+    row-major matrices of the right shape, otherwise an equal-volume region of
+    the operand (documented approximation for gradient contractions)."""
+    family = "matmul"
+
+    def dims(self, op, ctx):
+        a, b = op["inputs"][0], op["inputs"][1]
+        sa = ctx.shape(a)
+        sy = ctx.out_shape(op, 0)
+        flops = max(op.get("flops", 0), 1)
+        if op["op"] in ("Gemm", "MatMul") and len(sa) >= 2:
+            K = sa[-1] if not op["attrs"].get("transA") else sa[-2]
+            M = int(np.prod(sy[:-1]))
+            N = sy[-1]
+            batch = 1
+            if op["op"] == "MatMul" and len(sa) > 2 and len(ctx.shape(b)) > 2:
+                batch = int(np.prod(sy[:-2]))
+                M = sy[-2]
+            return batch, M, int(K), N
+        # gradient contractions: output (M, N) flattened, K from the FLOPs
+        out = int(np.prod(sy))
+        N = sy[-1] if len(sy) > 1 else 1
+        if len(sy) == 4:   # weight gradient (Co, Ci, kh, kw)
+            N = int(np.prod(sy[1:]))
+        M = max(out // max(N, 1), 1)
+        K = max(int(round(flops / 2 / max(out, 1))), 1)
+        return 1, M, K, N
+
+    def options(self, op, ctx):
+        batch, M, K, N = self.dims(op, ctx)
+        g = ctx.group_for(N)
+        opts = []
+        for mseg in sorted({1, 2, 4, 8, 16, M} & set(range(1, M + 1))):
+            for nb in sorted({g, 2 * g, 4 * g, N} & set(range(1, N + 1))):
+                for P in _pow2_upto(K, 64):
+                    opts.append({"mseg": mseg, "nb": nb, "parts": P})
+        return opts
+
+    def estimate(self, op, opt, ctx):
+        batch, M, K, N = self.dims(op, ctx)
+        chip, T, b = ctx.chip, ctx.tiles, DTYPE_BYTES[ctx.dtype]
+        mseg, nb, P = opt["mseg"], opt["nb"], opt["parts"]
+        kpp = -(-K // P)
+        V = P * batch * (-(-M // mseg)) * (-(-N // nb))
+        per_tile = -(-V // T)
+        vc = float(amp_cycles(mseg * nb * kpp, ctx.dtype, chip))
+        compute = -(-per_tile // chip.workers_per_tile) * vc
+        pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
+        bytes_in = per_tile * (mseg * kpp + kpp * nb) * b
+        out_b = per_tile * mseg * nb * pb
+        cyc = compute + bytes_in / chip.exchange_bytes_per_cycle_per_tile + V / T * 2 * chip.exchange_message_cycles
+        if P > 1:
+            R = V // P
+            rpt = -(-R // T)
+            cyc += rpt * P * mseg * nb * pb / chip.exchange_bytes_per_cycle_per_tile
+            cyc += -(-rpt // chip.workers_per_tile) * float(vector_cycles(P * mseg * nb, ctx.partials, chip))
+            cyc += chip.sync_cycles
+        return cyc, bytes_in + out_b
+
+    def lower(self, op, opt, ctx):
+        batch, M, K, N = self.dims(op, ctx)
+        g, T = ctx.graph, ctx.tiles
+        mseg, nb, P = opt["mseg"], opt["nb"], opt["parts"]
+        y = ctx.new_act(op, 0)
+        A = ctx.act(op["inputs"][0])
+        B = ctx.act(op["inputs"][1]) if op["inputs"][1] in ctx.acts else ctx.weights(op, 1)
+        nmb, nnb = -(-M // mseg), -(-N // nb)
+        p, bt, mb, jb = [a.ravel() for a in np.indices((P, batch, nmb, nnb))]
+        V = p.size
+        tiles = spread(V, T)
+        m0, m1 = mb * mseg, np.minimum(M, mb * mseg + mseg)
+        n0, n1 = jb * nb, np.minimum(N, jb * nb + nb)
+        k0, k1 = (p * K) // P, ((p + 1) * K) // P
+        rows = m1 - m0
+        # a: rows m0..m1 of batch bt, columns k0..k1 (one interval per row)
+        ai = np.repeat(np.arange(V), rows)
+        r = np.arange(ai.size) - np.repeat(np.cumsum(rows) - rows, rows)
+        arow = (bt[ai] * M + m0[ai] + r)
+        a_s = A.start + (arow * K + k0[ai]) % max(A.numel, 1)
+        a_l = np.minimum(k1[ai] - k0[ai], A.numel)
+        a_s = np.minimum(a_s, A.start + A.numel - a_l)
+        # b: a block [k0..k1) x [n0..n1) stored contiguously (weights are laid out by us);
+        # activations are read as an equal-volume region of the operand
+        blk = (k1 - k0) * (n1 - n0)
+        b_s = B.start + ((p * nnb + jb) * ((K // P) * nb) + bt * K * N) % max(B.numel, 1)
+        b_l = np.minimum(blk, B.numel)
+        b_s = np.minimum(b_s, B.start + B.numel - b_l)
+        ncols = n1 - n0
+        oi = np.repeat(np.arange(V), rows)
+        orow = bt[oi] * M + m0[oi] + r
+        cs = ctx.compute_set(op, "matmul")
+        params = {"m": int(mseg), "k": int(-(-K // P)), "n": int(nb)}
+        if P == 1:
+            o_s = y.start + orow * N + n0[oi]
+            o_l = ncols[oi]
+            g._map_intervals(o_s, o_l, tiles[oi])
+            g.add_vertices(cs, "MatMulPartial", tiles, {"a": (ai, a_s, a_l), "b": (np.arange(V), b_s, b_l),
+                                                        "out": (oi, o_s, o_l)}, dtype=ctx.dtype, params=params)
+            return [cs]
+        part = g.add_variable(ctx.partials, (P, batch * M, N), f"{op['name']}/partials", kind="temporary",
+                              op=op["name"])
+        ps = part._start + p[oi] * (batch * M * N) + orow * N + n0[oi]
+        g._map_intervals(ps, ncols[oi], tiles[oi])
+        params["partials"] = ctx.partials
+        g.add_vertices(cs, "MatMulPartial", tiles, {"a": (ai, a_s, a_l), "b": (np.arange(V), b_s, b_l),
+                                                    "out": (oi, ps, ncols[oi])}, dtype=ctx.dtype, params=params)
+        # reduction: one vertex per (batch, row, column block)
+        R = V // P
+        nrows_r = rows[:R]
+        rt = spread(R, T)
+        ri_rows = np.repeat(np.arange(R), nrows_r)
+        rr = np.arange(ri_rows.size) - np.repeat(np.cumsum(nrows_r) - nrows_r, nrows_r)
+        orow_r = bt[ri_rows] * M + m0[ri_rows] + rr
+        o_s = y.start + orow_r * N + n0[ri_rows]
+        o_l = ncols[ri_rows]
+        g._map_intervals(o_s, o_l, rt[ri_rows])
+        ii = np.repeat(np.arange(ri_rows.size), P)
+        src = part._start + np.tile(np.arange(P), ri_rows.size) * (batch * M * N) + np.repeat(orow_r * N + n0[ri_rows], P)
+        cs2 = ctx.compute_set(op, "reduce")
+        g.add_vertices(cs2, "ReducePartials", rt, {"in": (ri_rows[ii], src, np.repeat(o_l, P)),
+                                                   "out": (ri_rows, o_s, o_l)},
+                       dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
+        return [cs, cs2]
+
+
+# -- element-wise and everything chunked along the output -------------------------------------
+
+def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
+    """Split an output into vertex-sized chunks that follow a tensor's mapping.
+
+    Chunks never cross an (image, channel group) block for 4-D tensors or a row
+    for 2-D ones, so per-channel operands stay one region; each tile's share is
+    split into up to ``workers_per_tile`` chunks.  Returns (starts, lengths,
+    tiles, unit index) relative to ``y``.
+    """
+    unit = y.H * y.W * y.g if y.H * y.W > 1 else y.C
+    nunits = y.numel // max(unit, 1)
+    W = ctx.chip.workers_per_tile
+    T = ctx.tiles
+    if like is not None and ctx.graph.tile_map.get(like.var) is not None:
+        tm = ctx.graph.tile_map[like.var]
+        ut = tm[np.arange(nunits) * unit]
+    else:
+        ut = spread(nunits, T)
+    # pieces per unit: enough that each tile's units fill its workers
+    units_per_tile = np.bincount(ut, minlength=T)
+    want = np.maximum(1, -(-W // np.maximum(units_per_tile[ut], 1)))
+    cap = max_chunk or max(unit // 1, 1)
+    k = np.minimum(np.maximum(want, -(-unit // cap)), max(unit // y.g, 1))
+    ui = np.repeat(np.arange(nunits), k)
+    j = np.arange(ui.size) - np.repeat(np.cumsum(k) - k, k)
+    gsz = unit // y.g if y.H * y.W > 1 else unit
+    step = y.g if y.H * y.W > 1 else 1
+    lo = (j * gsz) // k[ui] * step
+    hi = ((j + 1) * gsz) // k[ui] * step
+    return ui * unit + lo, hi - lo, ut[ui], ui
+
+
+class ElementwisePlanner(Planner):
+    """Unary and binary maps.  Output chunks follow the first input's mapping so
+    reads are local; a smaller operand (bias, per-channel scale) is broadcast."""
+    family = "elementwise"
+    CODELET = {"Relu": "Relu", "Add": "Add", "Sum": "Add", "Sub": "Sub", "Mul": "Mul", "Div": "Div",
+               "Exp": "Exp", "Sqrt": "Sqrt", "Tanh": "Tanh", "Sigmoid": "Sigmoid", "Gelu": "Gelu",
+               "Erf": "Tanh", "Max": "Max", "ReluGrad": "ReluGrad", "Dropout": "Mul",
+               "Identity": "Copy", "Cast": "Cast", "Transpose": "Copy", "Concat": "Copy"}
+
+    def estimate(self, op, opt, ctx):
+        n = int(np.prod(ctx.out_shape(op, 0)))
+        per_tile = -(-n // ctx.tiles)
+        return float(vector_cycles(per_tile / ctx.chip.workers_per_tile, ctx.dtype, ctx.chip)), 0.0
+
+    def lower(self, op, opt, ctx, codelet=None, inputs=None, out=None, params=None, suffix="map"):
+        ins = [t for t in (inputs or op["inputs"]) if t in ctx.acts or ctx.is_param(t)]
+        y = out or ctx.new_act(op, 0)
+        srcs = [ctx.act(t) if t in ctx.acts else ctx.weights_by_name(t) for t in ins]
+        big = [s for s in srcs if s.numel == y.numel]
+        small = [s for s in srcs if s.numel != y.numel]
+        like = big[0] if big else None
+        st, ln, tiles, ui = chunks(ctx, y, like)
+        y_s = y.start + st
+        ctx.graph._map_intervals(y_s, ln, tiles)
+        V = st.size
+        idx = np.arange(V)
+        name = codelet or self.CODELET.get(op["op"], "Copy")
+        c = CODELETS[name]
+        cs = ctx.compute_set(op, suffix)
+        if small and name in ("Add", "Sub", "Mul", "Div"):
+            b = small[0]
+            bl = np.full(V, min(y.g if y.H * y.W > 1 else y.C, b.numel), np.int64)
+            cg = ui % max(y.Cg, 1) if y.H * y.W > 1 else np.zeros(V, np.int64)
+            bs = b.start + np.minimum(cg * y.g, b.numel - bl)
+            ctx.graph.add_vertices(cs, "BroadcastOp", tiles, {"in": (idx, big[0].start + st if big else y_s, ln),
+                                                              "b": (idx, bs, bl), "out": (idx, y_s, ln)},
+                                   dtype=ctx.dtype, params={"op": name.lower()})
+            return [cs]
+        fields = {}
+        in_fields = [f.name for f in c.fields if not f.writes]
+        for i, fname in enumerate(in_fields):
+            s = big[min(i, len(big) - 1)] if big else None
+            fields[fname] = (idx, (s.start + st) if s is not None else y_s, ln)
+        fields[[f.name for f in c.fields if f.writes][0]] = (idx, y_s, ln)
+        ctx.graph.add_vertices(cs, name, tiles, fields, dtype=ctx.dtype, params=params or {})
+        return [cs]
+
+
+class PoolPlanner(Planner):
+    """MaxPool / AveragePool / GlobalAveragePool: one vertex per output row segment."""
+    family = "pool"
+
+    def estimate(self, op, opt, ctx):
+        n = int(np.prod(ctx.out_shape(op, 0)))
+        return float(vector_cycles(-(-n // ctx.tiles) * 9 / ctx.chip.workers_per_tile, ctx.dtype, ctx.chip)), 0.0
+
+    def lower(self, op, opt, ctx):
+        if op["op"].endswith("Grad"):
+            # the gradient of a pooling scatters dY into the shape of X: a map over dX
+            return ElementwisePlanner().lower(op, opt, ctx, codelet="Copy")
+        x = ctx.act(op["inputs"][0])
+        y = ctx.new_act(op, 0, group=x.g)
+        a = op["attrs"]
+        if op["op"] == "GlobalAveragePool" or len(y.logical) != 4:
+            kh, kw, s, pt, pl = x.H, x.W, 1, 0, 0
+        else:
+            kh, kw = a.get("kernel_shape", [1, 1])
+            s = (a.get("strides") or [1])[0]
+            pads = a.get("pads") or [0, 0, 0, 0]
+            pt, pl = pads[0], pads[1]
+        n, cg, oh = [v.ravel() for v in np.indices((y.N, y.Cg, y.H))]
+        V = n.size
+        tiles = spread(V, ctx.tiles)
+        vi = np.repeat(np.arange(V), kh)
+        rr = np.tile(np.arange(kh), V)
+        ih = oh[vi] * s - pt + rr
+        ok = (ih >= 0) & (ih < x.H)
+        iw0 = max(0, -pl)
+        in_s, in_l = x.rows(n[vi][ok], cg[vi][ok], ih[ok], np.full(ok.sum(), iw0), np.full(ok.sum(), x.W))
+        o_s, o_l = y.rows(n, cg, oh, np.zeros(V, np.int64), np.full(V, y.W))
+        ctx.graph._map_intervals(o_s, o_l, tiles)
+        cs = ctx.compute_set(op, "pool")
+        ctx.graph.add_vertices(cs, "Pool", tiles, {"in": (vi[ok], in_s, in_l), "out": (np.arange(V), o_s, o_l)},
+                               dtype=ctx.dtype, params={"kh": int(kh), "kw": int(kw), "stride": int(s),
+                                                        "wout": int(y.W), "c": int(x.g),
+                                                        "op": "max" if "Max" in op["op"] else "avg"})
+        return [cs]
+
+
+class ReducePlanner(Planner):
+    """Reductions over chunks of the input into per-chunk partial results, then a
+    ReducePartials per output element group (bias gradients, ReduceMean, norm statistics)."""
+    family = "reduce"
+
+    def estimate(self, op, opt, ctx):
+        n = max(ctx.numel(t) for t in op["inputs"] if t in ctx.acts or ctx.is_param(t))
+        return float(vector_cycles(-(-n // ctx.tiles) / ctx.chip.workers_per_tile, ctx.dtype, ctx.chip)), 0.0
+
+    def lower(self, op, opt, ctx, src=None, out=None, suffix="reduce"):
+        x = src or ctx.act(op["inputs"][0])
+        y = out or ctx.new_act(op, 0)
+        st, ln, tiles, ui = chunks(ctx, x, x)
+        V = st.size
+        part = ctx.graph.add_variable(ctx.partials, (V,), f"{op['name']}/{suffix}/partials", kind="temporary",
+                                      op=op["name"])
+        ctx.graph._map_intervals(part._start + np.arange(V), np.ones(V, np.int64), tiles)
+        cs = ctx.compute_set(op, suffix)
+        ctx.graph.add_vertices(cs, "Reduce", tiles, {"in": (np.arange(V), x.start + st, ln),
+                                                     "out": (np.arange(V), part._start + np.arange(V), np.ones(V, np.int64))},
+                               dtype=ctx.partials, params={"op": "add"})
+        # second stage: each output element reduces an equal share of the partials
+        R = y.numel
+        per = max(V // max(R, 1), 1)
+        rt = spread(R, ctx.tiles)
+        r_s = part._start + np.minimum(np.arange(R) * per, V - per)
+        ctx.graph._map_intervals(y.start + np.arange(R), np.ones(R, np.int64), rt)
+        cs2 = ctx.compute_set(op, suffix + "-final")
+        ctx.graph.add_vertices(cs2, "ReducePartials", rt, {"in": (np.arange(R), r_s, np.full(R, per)),
+                                                           "out": (np.arange(R), y.start + np.arange(R), np.ones(R, np.int64))},
+                               dtype=ctx.dtype, params={"k": per, "partials": ctx.partials})
+        return [cs, cs2]
+
+
+class NormPlanner(Planner):
+    """BatchNormalization / LayerNormalization / LRN.  Inference: one per-channel
+    affine map.  Training and gradients: statistics reductions, then the map."""
+    family = "norm"
+
+    def estimate(self, op, opt, ctx):
+        return ElementwisePlanner().estimate(op, opt, ctx)
+
+    def lower(self, op, opt, ctx):
+        x = ctx.act(op["inputs"][0])
+        y = ctx.new_act(op, 0, group=x.g if ctx.out_shape(op, 0) == x.logical else None)
+        out = []
+        if ctx.training or op["op"] != "BatchNormalization":
+            stats = ctx.temp_act(op, "stats", (y.C,))
+            out += ReducePlanner().lower(op, opt, ctx, src=x, out=stats, suffix="stats")
+        if op["op"] == "LRN":
+            out += ElementwisePlanner().lower(op, opt, ctx, codelet="Mul", inputs=[op["inputs"][0]] * 2, out=y,
+                                              suffix="lrn")
+            return out
+        params = [t for t in op["inputs"][1:] if ctx.is_param(t)]
+        scale = ctx.weights_by_name(params[0]) if params else None
+        shift = ctx.weights_by_name(params[1]) if len(params) > 1 else scale
+        st, ln, tiles, ui = chunks(ctx, y, x)
+        ctx.graph._map_intervals(y.start + st, ln, tiles)
+        V = st.size
+        idx = np.arange(V)
+        cs = ctx.compute_set(op, "affine")
+        if scale is None or y.H * y.W == 1 and scale.numel < y.C:
+            ctx.graph.add_vertices(cs, "Copy", tiles, {"in": (idx, x.start + st, ln), "out": (idx, y.start + st, ln)},
+                                   dtype=ctx.dtype)
+            return out + [cs]
+        cg = ui % max(y.Cg, 1) if y.H * y.W > 1 else np.zeros(V, np.int64)
+        sl = np.full(V, y.g if y.H * y.W > 1 else y.C, np.int64)
+        ctx.graph.add_vertices(cs, "Affine", tiles, {"in": (idx, x.start + st, ln),
+                                                     "scale": (idx, scale.start + cg * y.g, sl),
+                                                     "shift": (idx, shift.start + cg * y.g, sl),
+                                                     "out": (idx, y.start + st, ln)},
+                               dtype=ctx.dtype, params={})
+        return out + [cs]
+
+
+class SoftmaxPlanner(Planner):
+    """Softmax over rows: reduce-max, subtract, exp, reduce-add, divide."""
+    family = "softmax"
+
+    def estimate(self, op, opt, ctx):
+        return 5 * ElementwisePlanner().estimate(op, opt, ctx)[0], 0.0
+
+    def lower(self, op, opt, ctx):
+        x = ctx.act(op["inputs"][0])
+        y = ctx.new_act(op, 0)
+        rows, cols = x.numel // x.C, x.C
+        r = np.arange(rows)
+        tiles = ctx.graph.tile_of_elements(x.start + r * cols)
+        tiles = np.where(tiles < 0, spread(rows, ctx.tiles), tiles)
+        stat = ctx.graph.add_variable(ctx.dtype, (2, rows), f"{op['name']}/stats", kind="temporary", op=op["name"])
+        ctx.graph._map_intervals(stat._start + np.concatenate((r, rows + r)), np.ones(2 * rows, np.int64),
+                                 np.concatenate((tiles, tiles)))
+        ctx.graph._map_intervals(y.start + r * cols, np.full(rows, cols), tiles)
+        one = np.ones(rows, np.int64)
+        full = np.full(rows, cols, np.int64)
+        g = ctx.graph
+        css = []
+        for step, (codelet, fields, params) in enumerate([
+            ("Reduce", {"in": (r, x.start + r * cols, full), "out": (r, stat._start + r, one)}, {"op": "max"}),
+            ("BroadcastOp", {"in": (r, x.start + r * cols, full), "b": (r, stat._start + r, one),
+                             "out": (r, y.start + r * cols, full)}, {"op": "sub"}),
+            ("Exp", {"in": (r, y.start + r * cols, full), "out": (r, y.start + r * cols, full)}, {}),
+            ("Reduce", {"in": (r, y.start + r * cols, full), "out": (r, stat._start + rows + r, one)}, {"op": "add"}),
+            ("BroadcastOp", {"in": (r, y.start + r * cols, full), "b": (r, stat._start + rows + r, one),
+                             "out": (r, y.start + r * cols, full)}, {"op": "div"}),
+        ]):
+            cs = ctx.compute_set(op, ["max", "sub", "exp", "sum", "div"][step])
+            g.add_vertices(cs, codelet, tiles, fields, dtype=ctx.dtype, params=params)
+            css.append(cs)
+        return css
+
+
+class LossPlanner(Planner):
+    """Softmax cross-entropy: one vertex per sample (loss and d loss / d logits)."""
+    family = "loss"
+
+    def lower(self, op, opt, ctx):
+        x = ctx.act(op["inputs"][0])
+        lbl = ctx.act(op["inputs"][1])
+        loss = ctx.new_act(op, 0)
+        grad = ctx.new_act(op, 1) if len(op["outputs"]) > 1 else ctx.temp_act(op, "grad", x.logical)
+        rows, cols = x.numel // x.C, x.C
+        r = np.arange(rows)
+        tiles = ctx.graph.tile_of_elements(x.start + r * cols)
+        for t, n in ((loss, 1), (grad, cols)):
+            ctx.graph._map_intervals(t.start + r * n, np.full(rows, n), tiles)
+        cs = ctx.compute_set(op, "loss")
+        ctx.graph.add_vertices(cs, "SoftmaxCrossEntropy", tiles, {
+            "logits": (r, x.start + r * cols, np.full(rows, cols)),
+            "label": (r, lbl.start + np.minimum(r, lbl.numel - 1), np.ones(rows, np.int64)),
+            "loss": (r, loss.start + np.minimum(r, loss.numel - 1), np.ones(rows, np.int64)),
+            "grad": (r, grad.start + r * cols, np.full(rows, cols))}, dtype=ctx.dtype, params={"scale": 1.0 / rows})
+        return [cs]
+
+
+class OptimizerPlanner(Planner):
+    """Weight updates where the weights live: SGD with momentum or Adam per chunk."""
+    family = "optimizer"
+
+    def lower(self, op, opt, ctx):
+        w = ctx.weights_by_name(op["inputs"][0])
+        grad = next((ctx.act(t) for t in op["inputs"][1:] if t in ctx.acts and ctx.numel(t) == w.numel), None)
+        states = [ctx.weights_by_name(t) for t in op["inputs"][1:] if ctx.is_state(t)]
+        st, ln, tiles, ui = chunks(ctx, w, w, max_chunk=4096)
+        idx = np.arange(st.size)
+        adam = "Adam" in op["op"]
+        need = 2 if adam else 1
+        while len(states) < need:
+            states.append(ctx.state_for(op, w, len(states)))
+        fields = {"weights": (idx, w.start + st, ln),
+                  "grad": (idx, (grad.start if grad is not None else w.start) + st, ln)}
+        if adam:
+            fields["m"] = (idx, states[0].start + st, ln)
+            fields["v"] = (idx, states[1].start + st, ln)
+        else:
+            fields["momentum"] = (idx, states[0].start + st, ln)
+        for s in states:
+            ctx.graph._map_intervals(s.start + st, ln, tiles)
+        cs = ctx.compute_set(op, "update")
+        ctx.graph.add_vertices(cs, "Adam" if adam else "SGDMomentum", tiles, fields, dtype=ctx.dtype, params={})
+        for name in op["outputs"]:
+            ctx.alias(name, w if ctx.numel(name) == w.numel else states[0])
+        return [cs]
+
+
+class GatherPlanner(Planner):
+    """Gather / embedding lookup: one DynamicSlice per (row, column block) on the
+    tile holding that block of the table."""
+    family = "gather"
+
+    def lower(self, op, opt, ctx):
+        tname, iname = op["inputs"][0], op["inputs"][1]
+        table = ctx.act(tname) if tname in ctx.acts else ctx.weights_by_name(tname)
+        index = ctx.act(iname) if iname in ctx.acts else ctx.weights_by_name(iname)
+        y = ctx.new_act(op, 0)
+        rows = index.numel
+        C = table.C
+        cb = min(C, 64)
+        nb = -(-C // cb)
+        ri, bi = [a.ravel() for a in np.indices((rows, nb))]
+        V = ri.size
+        vrows = table.numel // max(C, 1)
+        t_s = table.start + bi * vrows * cb
+        t_l = np.minimum(vrows * cb, table.start + table.numel - t_s)
+        tiles = ctx.graph.tile_of_elements(t_s)
+        tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles)
+        o_s = y.start + (ri * C + bi * cb) % max(y.numel, 1)
+        o_l = np.minimum(cb, C - bi * cb)
+        ctx.graph._map_intervals(o_s, o_l, tiles)
+        idx_t = ctx.int_index(index)
+        cs = ctx.compute_set(op, "gather")
+        ctx.graph.add_vertices(cs, "DynamicSlice", tiles, {
+            "table": (np.arange(V), t_s, t_l),
+            "index": (np.arange(V), idx_t.start + ri % idx_t.numel, np.ones(V, np.int64)),
+            "out": (np.arange(V), o_s, o_l)}, dtype=ctx.dtype, params={"row": int(cb)})
+        return [cs]
+
+
+class ReshapePlanner(Planner):
+    """Views: the output shares the input's storage (no vertices)."""
+    family = "reshape"
+
+    def lower(self, op, opt, ctx):
+        src = op["inputs"][0]
+        a = ctx.act(src) if src in ctx.acts else ctx.weights_by_name(src)
+        shape = ctx.out_shape(op, 0)
+        if op["op"] == "Transpose" and len(shape) > 1 and shape != a.logical:
+            return ElementwisePlanner().lower(op, opt, ctx, codelet="Copy", inputs=[src], suffix="transpose")
+        ctx.acts[op["outputs"][0]] = a.alias(op["outputs"][0], shape)
+        return []
+
+
+class ConcatPlanner(Planner):
+    """Concat: copy vertices move each input's chunks into the output."""
+    family = "concat"
+
+    def lower(self, op, opt, ctx):
+        y = ctx.new_act(op, 0)
+        off = 0
+        css = []
+        cs = ctx.compute_set(op, "concat")
+        for t in op["inputs"]:
+            if t not in ctx.acts and not ctx.is_param(t):
+                continue
+            x = ctx.act(t) if t in ctx.acts else ctx.weights_by_name(t)
+            st, ln, tiles, ui = chunks(ctx, x, x)
+            ln = np.minimum(ln, y.numel - np.minimum(off + st, y.numel))
+            keep = ln > 0
+            st, ln, tiles = st[keep], ln[keep], tiles[keep]
+            ctx.graph._map_intervals(y.start + off + st, ln, tiles)
+            i = np.arange(st.size)
+            ctx.graph.add_vertices(cs, "Copy", tiles, {"in": (i, x.start + st, ln), "out": (i, y.start + off + st, ln)},
+                                   dtype=ctx.dtype)
+            off += x.numel
+        css.append(cs)
+        return css
+
+
+PLANNERS = {p.family: p for p in (ConvPlanner(), MatMulPlanner(), ElementwisePlanner(), PoolPlanner(),
+                                  ReducePlanner(), NormPlanner(), SoftmaxPlanner(), LossPlanner(),
+                                  OptimizerPlanner(), GatherPlanner(), ReshapePlanner(), ConcatPlanner())}

@@ -1,0 +1,128 @@
+"""The ``ipusim`` command line.
+
+    ipusim chips
+    ipusim models
+    ipusim compile MODEL [--train] [--batch N] [--chip gc2|gc200|bow|FILE.toml] [--ipus N]
+                         [--dtype fp32|fp16] [--partials fp32|fp16] [--json PATH]
+    ipusim simulate MODEL [same options] [--json PATH] [--trace PATH]
+
+MODEL is a built-in name (``ipusim models``) or a path to an ``.onnx`` file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def _add_model_args(p):
+    p.add_argument("model", help="built-in model name (see `ipusim models`) or an .onnx file")
+    p.add_argument("--train", action="store_true", help="compile the training step (loss, backward, update)")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--chip", default="gc200", help="preset (gc2, gc200, bow) or a chip .toml file")
+    p.add_argument("--ipus", type=int, default=1)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--partials", default=None, choices=["fp32", "fp16"])
+    p.add_argument("--available-memory-proportion", type=float, default=0.6)
+    p.add_argument("--no-functions", action="store_true", help="inline repeated blocks instead of graph functions")
+    p.add_argument("--json", help="write the report here")
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return o
+
+
+def _fmt(n):
+    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= k:
+            return f"{n / k:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def summary(rep) -> str:
+    m, g, mem, chip = rep["model"], rep["graph"], rep["memory"], rep["chip"]
+    lines = [
+        f"model     {m['name']}: {_fmt(m['params'])} params, {_fmt(m['flops'])}FLOP per step, batch {m['batch']}, "
+        f"{'training' if m['train'] else 'inference'}, {m['dtype']}",
+        f"chip      {chip['name']} x {chip['ipus']}: {chip['tiles']} tiles, {chip['sram_bytes_per_tile']} B SRAM per tile",
+        f"graph     {g['vertices']:,} vertices placed ({g['vertices_executed']:,} executed), {g['edges']:,} edges, "
+        f"{g['compute_sets']:,} compute sets, {g['functions']} functions ({g['function_calls']} calls), "
+        f"{g['tiles_used']} tiles used",
+        f"memory    {'fits' if mem['fits'] else 'DOES NOT FIT'}: peak tile {mem['peak_tile_bytes']:,} B "
+        f"(tile {mem['peak_tile']}), total {mem['total_bytes'] / 2**20:.1f} MiB",
+    ]
+    if mem.get("message"):
+        lines.append(f"          {mem['message']}")
+    if "sim" in rep:
+        s = rep["sim"]
+        lines.append(f"time      {s['cycles']:,.0f} cycles = {s['seconds'] * 1e3:.3f} ms: compute {s['compute_cycles']:,.0f}, "
+                     f"exchange {s['exchange_cycles']:,.0f}, sync {s['sync_cycles']:,.0f} ({s['supersteps']} supersteps)")
+        lines.append(f"          {s['samples_per_second']:,.1f} samples/s, {s['achieved_flops_per_second'] / 1e12:.2f} TFLOP/s achieved, "
+                     f"mean tile utilisation {s['mean_tile_utilisation']:.1%}")
+    t = rep["timing"]
+    lines.append("wall      " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in t.items()))
+    return "\n".join(lines)
+
+
+def cmd_compile(args, simulate=False):
+    from simulator.pipeline import build
+    c = build(args.model, chip=args.chip, batch=args.batch, train=args.train, optimizer=args.optimizer,
+              dtype=args.dtype, partials=args.partials, ipus=args.ipus,
+              available_memory_proportion=args.available_memory_proportion, simulate=simulate,
+              use_functions=not args.no_functions)
+    print(summary(c.report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(_jsonable(c.report), f, indent=2)
+        print(f"report    {args.json}")
+    if simulate and getattr(args, "trace", None):
+        c.sim.chrome_trace(args.trace)
+        print(f"trace     {args.trace} (open in https://ui.perfetto.dev)")
+    return c
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="ipusim", description="IPU / graph-processor simulator")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("chips", help="list chip presets")
+    sub.add_parser("models", help="list built-in models")
+    p = sub.add_parser("compile", help="compile a model and report graph size and memory")
+    _add_model_args(p)
+    p = sub.add_parser("simulate", help="compile and simulate a model")
+    _add_model_args(p)
+    p.add_argument("--trace", help="write a Chrome trace (Perfetto) JSON here")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "chips":
+            from simulator.chips import get_chip, list_chips
+            for n in list_chips():
+                print(get_chip(n).describe())
+        elif args.cmd == "models":
+            import models
+            for n in models.list_models():
+                print(n)
+        elif args.cmd == "compile":
+            cmd_compile(args)
+        elif args.cmd == "simulate":
+            cmd_compile(args, simulate=True)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        # our errors name the file / node / tensor / tile; no traceback for bad input
+        msg = e.args[0] if e.args else str(e)
+        print(f"ipusim: error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
