@@ -336,6 +336,9 @@ class Graph:
         return v
 
     def _batch_of(self, vertex: int) -> Batch:
+        last = self.batches[-1] if self.batches else None
+        if last is not None and last.v0 <= vertex < last.v1:   # connect() right after add_vertex()
+            return last
         starts = [b.v0 for b in self.batches]
         return self.batches[int(np.searchsorted(starts, vertex, side="right")) - 1]
 

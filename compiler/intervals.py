@@ -60,12 +60,16 @@ def split_at(starts, lengths, bounds):
     """
     starts = np.asarray(starts, np.int64)
     lengths = np.asarray(lengths, np.int64)
+    bounds = np.asarray(bounds, np.int64)
     # repeated bounds (e.g. the starts of empty variables) would give empty pieces
-    bounds = np.unique(np.asarray(bounds, np.int64))
+    if bounds.size > 1 and not np.all(bounds[1:] > bounds[:-1]):
+        bounds = np.unique(bounds)
     ends = starts + lengths
     lo = np.searchsorted(bounds, starts, side="right")
     hi = np.searchsorted(bounds, ends, side="left")
     ncut = np.maximum(hi - lo, 0)
+    if not ncut.any():        # nothing to split (the common case): skip the piece arithmetic
+        return starts.copy(), lengths.copy(), np.arange(starts.size)
     npieces = ncut + 1
     parent = np.repeat(np.arange(starts.size), npieces)
     # position of each piece inside its parent: 0..ncut

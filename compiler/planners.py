@@ -332,31 +332,45 @@ def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
     """Split an output into vertex-sized chunks that follow a tensor's mapping.
 
     Chunks never cross an (image, channel group) block for 4-D tensors or a row
-    for 2-D ones, so per-channel operands stay one region; each tile's share is
-    split into up to ``workers_per_tile`` chunks.  Returns (starts, lengths,
-    tiles, unit index) relative to ``y``.
+    for 2-D ones, so per-channel operands stay one region, nor a boundary of
+    ``like``'s tile mapping, so reads stay local; each tile's share is split
+    into at least ``workers_per_tile`` chunks (aligned to the channel group).
+    Returns (starts, lengths, tiles, unit index) relative to ``y``.
     """
-    unit = y.H * y.W * y.g if y.H * y.W > 1 else y.C
-    nunits = y.numel // max(unit, 1)
+    spatial = y.H * y.W > 1
+    unit = y.H * y.W * y.g if spatial else y.C
+    step = y.g if spatial else 1
+    n = y.numel
     W = ctx.chip.workers_per_tile
     T = ctx.tiles
-    if like is not None and ctx.graph.tile_map.get(like.var) is not None:
-        tm = ctx.graph.tile_map[like.var]
-        ut = tm[np.arange(nunits) * unit]
+    bounds = np.arange(unit, n, unit, dtype=np.int64)
+    tm = ctx.graph.tile_map.get(like.var) if like is not None else None
+    if tm is not None and tm.size >= n:
+        tmv = tm[:n]
+        brk = np.flatnonzero(np.diff(tmv)) + 1
+        bounds = np.union1d(bounds, brk - brk % step)
     else:
-        ut = spread(nunits, T)
-    # pieces per unit: enough that each tile's units fill its workers
-    units_per_tile = np.bincount(ut, minlength=T)
-    want = np.maximum(1, -(-W // np.maximum(units_per_tile[ut], 1)))
-    cap = max_chunk or max(unit // 1, 1)
-    k = np.minimum(np.maximum(want, -(-unit // cap)), max(unit // y.g, 1))
-    ui = np.repeat(np.arange(nunits), k)
-    j = np.arange(ui.size) - np.repeat(np.cumsum(k) - k, k)
-    gsz = unit // y.g if y.H * y.W > 1 else unit
-    step = y.g if y.H * y.W > 1 else 1
-    lo = (j * gsz) // k[ui] * step
-    hi = ((j + 1) * gsz) // k[ui] * step
-    return ui * unit + lo, hi - lo, ut[ui], ui
+        tmv = None
+        per = -(-(n // step) // T) * step
+        bounds = np.union1d(bounds, np.arange(per, n, per, dtype=np.int64))
+    bounds = bounds[(bounds > 0) & (bounds < n)]
+    st = np.concatenate(([0], bounds)).astype(np.int64)
+    ln = np.diff(np.concatenate((st, [n]))).astype(np.int64)
+    linear = np.minimum(st // max(-(-(n // step) // T) * step, 1), T - 1)
+    tiles = (np.where(tmv[st] >= 0, tmv[st], linear) if tmv is not None else linear).astype(np.int32)
+    # split further so every tile has work for its workers, and no chunk exceeds the cap
+    per_tile = np.bincount(tiles, minlength=T)
+    k = np.maximum(1, -(-W // np.maximum(per_tile[tiles], 1)))
+    if max_chunk:
+        k = np.maximum(k, -(-ln // max_chunk))
+    k = np.minimum(k, np.maximum(ln // step, 1))
+    pi = np.repeat(np.arange(st.size), k)
+    j = np.arange(pi.size) - np.repeat(np.cumsum(k) - k, k)
+    units = ln[pi] // step
+    lo = (j * units) // k[pi] * step
+    hi = np.where(j == k[pi] - 1, ln[pi], ((j + 1) * units) // k[pi] * step)
+    cst = st[pi] + lo
+    return cst, hi - lo, tiles[pi], cst // unit
 
 
 class ElementwisePlanner(Planner):
@@ -565,6 +579,9 @@ class LossPlanner(Planner):
     family = "loss"
 
     def lower(self, op, opt, ctx):
+        if op["op"].endswith("Grad"):   # d loss / d logits = softmax - one-hot: a map over the logits
+            return ElementwisePlanner().lower(op, opt, ctx, codelet="Exp", inputs=op["inputs"][:1],
+                                              suffix="grad")
         x = ctx.act(op["inputs"][0])
         lbl = ctx.act(op["inputs"][1])
         loss = ctx.new_act(op, 0)
@@ -572,6 +589,10 @@ class LossPlanner(Planner):
         rows, cols = x.numel // x.C, x.C
         r = np.arange(rows)
         tiles = ctx.graph.tile_of_elements(x.start + r * cols)
+        mean = loss.numel < rows            # a scalar loss: per-sample losses, then their mean
+        per_sample = ctx.temp_act(op, "per-sample", (rows,)) if mean else loss
+        out_loss = loss
+        loss = per_sample
         for t, n in ((loss, 1), (grad, cols)):
             ctx.graph._map_intervals(t.start + r * n, np.full(rows, n), tiles)
         cs = ctx.compute_set(op, "loss")
@@ -580,7 +601,14 @@ class LossPlanner(Planner):
             "label": (r, lbl.start + np.minimum(r, lbl.numel - 1), np.ones(rows, np.int64)),
             "loss": (r, loss.start + np.minimum(r, loss.numel - 1), np.ones(rows, np.int64)),
             "grad": (r, grad.start + r * cols, np.full(rows, cols))}, dtype=ctx.dtype, params={"scale": 1.0 / rows})
-        return [cs]
+        if not mean:
+            return [cs]
+        ctx.graph._map_intervals(np.array([out_loss.start]), np.array([1]), tiles[:1])
+        cs2 = ctx.compute_set(op, "mean")
+        ctx.graph.add_vertices(cs2, "Reduce", tiles[:1], {"in": (np.zeros(1, np.int64), np.array([loss.start]), np.array([rows])),
+                                                          "out": (np.zeros(1, np.int64), np.array([out_loss.start]), np.array([1]))},
+                               dtype=ctx.dtype, params={"op": "add", "scale": 1.0 / rows})
+        return [cs, cs2]
 
 
 class OptimizerPlanner(Planner):
@@ -632,6 +660,13 @@ class GatherPlanner(Planner):
         vrows = table.numel // max(C, 1)
         t_s = table.start + bi * vrows * cb
         t_l = np.minimum(vrows * cb, table.start + table.numel - t_s)
+        # read the part of the block held by the tile the vertex runs on (no exchange of the table)
+        tm = ctx.graph.tile_map.get(table.var)
+        if tm is not None:
+            brk = np.flatnonzero(np.diff(tm)) + 1
+            rel = t_s - table.start
+            nxt = np.concatenate((brk, [tm.size]))[np.searchsorted(brk, rel, side="right")]
+            t_l = np.maximum(np.minimum(t_l, nxt - rel), 1)
         tiles = ctx.graph.tile_of_elements(t_s)
         tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles)
         o_s = y.start + (ri * C + bi * cb) % max(y.numel, 1)

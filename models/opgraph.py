@@ -17,6 +17,12 @@ Every op node has these attributes (the compiler's lowering reads them):
 ``phase``    "fwd", "loss", "bwd" or "update"
 ``flops``    floating-point operations of the op (a multiply-add counts as 2)
 
+A tensor whose ``inplace_of`` is set is a new version of an existing tensor
+written in place (optimizer updates of weights and optimizer state): it shares
+that tensor's storage, takes no extra memory and is not counted by
+:meth:`OpGraph.params`. Training graphs fill ``OpGraph.grads`` with
+``{forward tensor: its gradient tensor}``.
+
 Example:
     >>> g = OpGraph("tiny")
     >>> _ = g.add_tensor("x", (1, 4), kind="input")
@@ -48,7 +54,8 @@ FAMILIES = (
     "gather",      # Gather / embedding lookups / dynamic slices
 )
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1, "int32": 4, "int64": 8, "bool": 1}
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1, "int32": 4, "int64": 8, "bool": 1,
+               "fp64": 8, "bf16": 2, "uint8": 1}
 
 TENSOR_KINDS = ("input", "param", "activation", "constant", "grad", "state", "output")
 
@@ -61,6 +68,7 @@ class TensorInfo:
     kind: str = "activation"
     producer: str | None = None  # op name, None for inputs / params / constants
     data: object = None          # numpy array for params / constants when known
+    inplace_of: str | None = None  # written in place over this tensor (shares its storage)
 
     @property
     def size(self) -> int:
@@ -79,16 +87,22 @@ class OpGraph:
     inputs: list = field(default_factory=list)   # graph input tensor names
     outputs: list = field(default_factory=list)  # graph output tensor names
     batch: int = 1
+    grads: dict = field(default_factory=dict)  # training graphs: tensor -> its gradient tensor
 
     # -- building -------------------------------------------------------
-    def add_tensor(self, name, shape, dtype="fp32", kind="activation", data=None):
+    def add_tensor(self, name, shape, dtype="fp32", kind="activation", data=None,
+                   inplace_of=None):
         if name in self.tensors:
             raise ValueError(f"{self.name}: tensor {name!r} defined twice")
         if dtype not in DTYPE_BYTES:
             raise ValueError(f"{self.name}: tensor {name!r} has unknown dtype {dtype!r}")
         if kind not in TENSOR_KINDS:
             raise ValueError(f"{self.name}: tensor {name!r} has unknown kind {kind!r}")
-        t = TensorInfo(name, tuple(int(s) for s in shape), dtype, kind, data=data)
+        if inplace_of is not None and inplace_of not in self.tensors:
+            raise ValueError(f"{self.name}: tensor {name!r} updates undefined tensor "
+                             f"{inplace_of!r}")
+        t = TensorInfo(name, tuple(int(s) for s in shape), dtype, kind, data=data,
+                       inplace_of=inplace_of)
         self.tensors[name] = t
         if kind == "input":
             self.inputs.append(name)
@@ -125,7 +139,9 @@ class OpGraph:
         return self.graph.nodes[name]
 
     def params(self) -> int:
-        return sum(t.size for t in self.tensors.values() if t.kind == "param")
+        """Number of parameter elements (in-place updated copies not counted)."""
+        return sum(t.size for t in self.tensors.values()
+                   if t.kind == "param" and t.inplace_of is None)
 
     def flops(self) -> int:
         return sum(d["flops"] for _, d in self.graph.nodes(data=True))

@@ -1,0 +1,489 @@
+"""Import ONNX files (opset 9 and newer) as :class:`OpGraph`.
+
+* Weights may come from initializers or from ``Constant`` / ``ConstantOfShape``
+  nodes; float constants with more than one element become ``param`` tensors
+  (BatchNormalization mean / variance: ``state``), everything else
+  ``constant``. Numpy values are kept in ``TensorInfo.data``.
+* Shape-computing subgraphs (``Shape -> Gather -> Unsqueeze -> Concat ->
+  Reshape`` and the like) are constant-folded with numpy, so they produce no
+  ops and every Reshape gets a concrete target. Ops on large float weights
+  are not folded (a Gather from an embedding table stays a Gather).
+* Shapes come from ``onnx.shape_inference`` where it gives concrete ones and
+  from :mod:`models.oprules` where it leaves gaps. A symbolic or unknown
+  batch dimension (dim 0 of a graph input) becomes ``batch`` (default 1);
+  other symbolic dimensions must be given in ``dim_values``.
+* Files written by :func:`models.export_onnx.to_onnx` carry each op's
+  ``layer`` / ``block`` / ``block_type`` in the node's ``doc_string``; for other
+  files ``layer`` is derived from the node name (``/layer1/layer1.0/conv1/Conv``
+  becomes ``layer1.0.conv1``).
+
+Every problem is reported as :class:`ModelError` naming the file (and node).
+"""
+from __future__ import annotations
+
+import json
+import os
+from math import prod
+
+import numpy as np
+
+from . import oprules
+from .errors import ModelError
+from .opgraph import OpGraph
+
+#: op types that become ops of the graph (or fold away when constant)
+SUPPORTED = frozenset({
+    "Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "MaxPool",
+    "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "LRN",
+    "LayerNormalization", "Dropout", "Softmax", "LogSoftmax", "Reshape", "Flatten",
+    "Concat", "Sum", "Add", "Sub", "Mul", "Div", "Transpose", "Unsqueeze", "Squeeze",
+    "Gather", "Shape", "Constant", "ConstantOfShape", "Identity", "Pad", "ReduceMean",
+    "ReduceSum", "Erf", "Gelu", "Pow", "Sqrt", "Cast", "Slice", "Exp", "Log", "Neg",
+    "Max", "Min", "Reciprocal", "Abs",
+})
+#: op types accepted only when their inputs are constants (they fold away)
+FOLD_ONLY = frozenset({"Range", "Equal", "Where", "Expand", "Less", "Greater", "Not",
+                       "ReduceProd", "Floor", "Ceil"})
+_FOLDABLE = frozenset({
+    "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape", "Flatten",
+    "Transpose", "Identity", "Constant", "ConstantOfShape", "Add", "Sub", "Mul", "Div",
+    "Pow", "Sqrt", "Neg", "Slice", "Min", "Max", "Abs", "Reciprocal", "Exp", "Log",
+}) | FOLD_ONLY
+
+
+class _T:
+    """A value during import: shape, dtype and (for constants) its data."""
+    __slots__ = ("shape", "dtype", "data")
+
+    def __init__(self, shape, dtype, data=None):
+        self.shape, self.dtype, self.data = tuple(int(s) for s in shape), dtype, data
+
+
+def load_onnx(path, batch=None, dim_values=None, *, use_onnx_shapes=True) -> OpGraph:
+    """Load the ONNX file ``path`` as a forward :class:`OpGraph`.
+
+    ``batch`` replaces a symbolic / unknown dim 0 of the graph inputs (default
+    1); ``dim_values`` maps other symbolic dim names (``{"seq": 128}``).
+    ``use_onnx_shapes=False`` skips ``onnx.shape_inference`` and uses only our
+    own rules (for testing them).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: is a directory, not an ONNX file")
+    model = _read(path)
+    try:
+        return _Importer(path, model, batch, dict(dim_values or {}), use_onnx_shapes).run()
+    except ModelError:
+        raise
+    except Exception as e:  # never leak a raw traceback from onnx / numpy
+        raise ModelError(f"{path}: cannot import: {type(e).__name__}: {e}") from e
+
+
+def _read(path):
+    import onnx
+    try:
+        model = onnx.load(path)
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"{path}: not a valid ONNX file (truncated or corrupt): "
+                         f"{reason}") from None
+    problem = None
+    if model.ir_version <= 0:
+        problem = "no IR version"
+    elif not model.HasField("graph") or not model.graph.node:
+        problem = "the graph has no nodes"
+    elif not model.graph.output:
+        problem = "the graph has no outputs"
+    if problem:
+        raise ModelError(f"{path}: not a valid ONNX file (truncated or corrupt): {problem}")
+    return model
+
+
+def _attrs(node, path):
+    import onnx
+    from onnx import helper, numpy_helper
+    out = {}
+    for a in node.attribute:
+        if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+            raise ModelError(f"{path}: node {node.name!r} ({node.op_type}) has a subgraph "
+                             "attribute, which is not supported")
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, onnx.TensorProto):
+            v = numpy_helper.to_array(v)
+        elif isinstance(v, list) and v and isinstance(v[0], bytes):
+            v = [x.decode() for x in v]
+        elif isinstance(v, list):
+            v = list(v)
+        out[a.name] = v
+    return out
+
+
+def _layer_from_name(name):
+    """``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``; other names as is."""
+    if not name.startswith("/"):
+        return name
+    parts = [p for p in name.strip("/").split("/") if p][:-1]
+    layer = ""
+    for p in parts:
+        layer = p if (not layer or p.startswith(layer + ".")) else f"{layer}.{p}"
+    return layer or name.strip("/")
+
+
+class _Importer:
+    def __init__(self, path, model, batch, dim_values, use_onnx_shapes):
+        self.path, self.model = path, model
+        self.batch, self.dim_values = batch, dim_values
+        self.use_onnx_shapes = use_onnx_shapes
+        self.env = {}          # tensor name -> _T
+        self.inferred = {}     # tensor name -> (shape, dtype) from onnx shape inference
+        self.op_names = set()
+
+    def err(self, msg, node=None):
+        where = f"node {node.name!r} ({node.op_type}): " if node is not None else ""
+        return ModelError(f"{self.path}: {where}{msg}")
+
+    # -- driver ---------------------------------------------------------------------
+    def run(self):
+        from onnx import numpy_helper
+        m = self.model
+        opset = {i.domain: i.version for i in m.opset_import}
+        self.opset = opset.get("", opset.get("ai.onnx", 0))
+        if self.opset and self.opset < 7:
+            raise self.err(f"opset {self.opset} is older than the oldest supported (7)")
+        for node in m.graph.node:
+            if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED | FOLD_ONLY:
+                op = node.op_type if node.domain in ("", "ai.onnx") else \
+                    f"{node.domain}.{node.op_type}"
+                raise self.err(f"node {node.name!r} has op type {op!r}, which is not "
+                               f"supported; supported: {', '.join(sorted(SUPPORTED))}")
+        name = m.graph.name or os.path.splitext(os.path.basename(self.path))[0]
+        self.g = OpGraph(name)
+        for init in m.graph.initializer:
+            try:
+                a = numpy_helper.to_array(init)
+            except Exception as e:
+                raise self.err(f"initializer {init.name!r} cannot be read (truncated or "
+                               f"corrupt file?): {e}") from None
+            self.env[init.name] = _T(a.shape, oprules.dtype_of_array(a), a)
+        self._inputs()
+        if self.use_onnx_shapes:
+            self._onnx_shapes()
+        for i, node in enumerate(self._sorted_nodes()):
+            self._node(i, node)
+        outs = []
+        for o in m.graph.output:
+            if o.name not in self.g.tensors:
+                if o.name not in self.env:
+                    raise self.err(f"graph output {o.name!r} is not computed by any node")
+                self._add_const(o.name, role=None)
+            self.g.tensors[o.name].kind = "output" if self.g.tensors[o.name].producer \
+                else self.g.tensors[o.name].kind
+            outs.append(o.name)
+        self.g.outputs = outs
+        return self.g
+
+    def _inputs(self):
+        batches = set()
+        for vi in self.model.graph.input:
+            if vi.name in self.env:
+                continue   # old files list initializers among the inputs
+            tt = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type"):
+                raise self.err(f"graph input {vi.name!r} is not a tensor")
+            shape = []
+            for k, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value") and d.dim_value > 0:
+                    if k == 0 and self.batch and d.dim_value != self.batch:
+                        raise self.err(f"graph input {vi.name!r} has a fixed batch of "
+                                       f"{d.dim_value}; batch={self.batch} cannot be applied")
+                    shape.append(d.dim_value)
+                elif d.HasField("dim_param") and d.dim_param in self.dim_values:
+                    shape.append(int(self.dim_values[d.dim_param]))
+                elif k == 0:
+                    shape.append(int(self.batch or 1))
+                else:
+                    raise self.err(f"graph input {vi.name!r} has symbolic dim {k} "
+                                   f"({d.dim_param or '?'}); give its size in dim_values")
+            dt = oprules.onnx_dtype_name(tt.elem_type)
+            self.env[vi.name] = _T(shape, dt)
+            self.g.add_tensor(vi.name, shape, dt, kind="input")
+            if shape:
+                batches.add(shape[0])
+        self.g.batch = int(self.batch or (batches.pop() if len(batches) == 1 else 1))
+
+    def _onnx_shapes(self):
+        """Run onnx shape inference on a light copy (weights as typed inputs)."""
+        import onnx
+        from onnx import helper
+        m = onnx.ModelProto()
+        m.ir_version = self.model.ir_version
+        m.opset_import.extend(self.model.opset_import)
+        g = m.graph
+        src = self.model.graph
+        g.node.extend(src.node)
+        g.output.extend(src.output)
+        for vi in src.input:
+            if vi.name in self.g.inputs:
+                t = self.env[vi.name]
+                g.input.append(helper.make_tensor_value_info(
+                    vi.name, vi.type.tensor_type.elem_type, list(t.shape)))
+        for init in src.initializer:
+            if prod(init.dims) <= 64:
+                g.initializer.append(init)
+            else:
+                g.input.append(helper.make_tensor_value_info(init.name, init.data_type,
+                                                             list(init.dims)))
+        try:
+            m = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+        except Exception:
+            return   # our own rules fill everything in
+        for vi in list(m.graph.value_info) + list(m.graph.output):
+            tt = vi.type.tensor_type
+            if not tt.HasField("shape"):
+                continue
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+            if all(d >= 0 for d in dims):
+                try:
+                    self.inferred[vi.name] = (tuple(dims), oprules.onnx_dtype_name(tt.elem_type))
+                except ModelError:
+                    pass
+
+    def _sorted_nodes(self):
+        """Nodes in a topological order (files are supposed to be sorted; some aren't)."""
+        nodes = list(self.model.graph.node)
+        avail = set(self.env)
+        done, out = [False] * len(nodes), []
+        progress = True
+        while progress and len(out) < len(nodes):
+            progress = False
+            for i, n in enumerate(nodes):
+                if not done[i] and all(not t or t in avail for t in n.input):
+                    done[i] = progress = True
+                    out.append(n)
+                    avail.update(n.output)
+        if len(out) < len(nodes):
+            n = next(n for i, n in enumerate(nodes) if not done[i])
+            missing = [t for t in n.input if t and t not in avail]
+            raise self.err(f"reads tensor {missing[0]!r}, which is neither a graph input, "
+                           "an initializer nor computed by a node (truncated or corrupt "
+                           "file, or a cycle)", n)
+        return out
+
+    # -- one node ---------------------------------------------------------------------
+    def _node(self, idx, node):
+        try:
+            self._node_inner(idx, node)
+        except ModelError as e:
+            msg = str(e)
+            if msg.startswith(self.path):
+                raise
+            raise self.err(msg, node) from None
+        except Exception as e:
+            raise self.err(f"{type(e).__name__}: {e}", node) from None
+
+    def _node_inner(self, idx, node):
+        op = node.op_type
+        attrs = _attrs(node, self.path)
+        ins = [self.env[t] if t else None for t in node.input]
+        if op == "Constant":
+            return self._set_const(node.output[0], self._constant_value(attrs, node))
+        if op in _FOLDABLE and self._can_fold(op, ins):
+            vals = self._fold(op, ins, attrs)
+            for t, v in zip(node.output, vals):
+                if t:
+                    self._set_const(t, v)
+            return
+        if op not in SUPPORTED or op in ("Shape", "ConstantOfShape"):
+            raise ModelError(f"op type {op!r} is supported only on constant inputs "
+                             "(shape computations)")
+        attrs = self._normalise(op, ins, attrs, node)
+        outs = [t for t in node.output if t]
+        n_out = len(node.output)
+        present = [(t, x) for t, x in zip(node.input, ins) if x is not None]
+        while ins and ins[-1] is None:
+            ins.pop()
+        try:
+            mine = oprules.infer(op, ins, attrs, n_out)
+        except ModelError:
+            mine = None
+        shapes = []
+        for k, t in enumerate(node.output):
+            if not t:
+                continue
+            if t in self.inferred:
+                shapes.append(self.inferred[t])
+            elif mine is not None and k < len(mine):
+                shapes.append(mine[k])
+            else:
+                oprules.infer(op, ins, attrs, n_out)  # raises the reason
+                raise ModelError(f"cannot infer the shape of output {t!r}")
+        for t, x in present:
+            if t not in self.g.tensors:
+                self._add_const(t, role=(op, list(node.input).index(t)))
+        for t, (shape, dt) in zip(outs, shapes):
+            if t in self.g.tensors:
+                raise ModelError(f"tensor {t!r} is written twice")
+            self.g.add_tensor(t, shape, dt)
+            self.env[t] = _T(shape, dt)
+        meta = self._meta(node)
+        name = node.name or f"{op}_{idx}"
+        base, k = name, 1
+        while name in self.op_names:
+            k += 1
+            name = f"{base}_{k}"
+        self.op_names.add(name)
+        fl = oprules.flops(op, [x.shape for _, x in present], [s for s, _ in shapes], attrs)
+        self.g.add_op(name, op, [t for t, _ in present], outs, family=oprules.family(op),
+                      attrs=attrs, layer=meta.get("layer") or _layer_from_name(name),
+                      block=meta.get("block"), block_type=meta.get("block_type"), flops=fl)
+
+    def _meta(self, node):
+        if node.doc_string.startswith("{"):
+            try:
+                d = json.loads(node.doc_string)
+                return d.get("ipusim", {}) if isinstance(d, dict) else {}
+            except ValueError:
+                pass
+        return {}
+
+    def _normalise(self, op, ins, attrs, node):
+        """Complete attrs with ONNX defaults; constant optional inputs -> attrs."""
+        if op == "Conv":
+            attrs = oprules.window_attrs(attrs, ins[0].shape[2:], kernel=ins[1].shape[2:])
+            attrs.setdefault("group", 1)
+        elif op in ("MaxPool", "AveragePool"):
+            attrs = oprules.window_attrs(attrs, ins[0].shape[2:])
+        elif op == "Gemm":
+            for k, v in (("alpha", 1.0), ("beta", 1.0), ("transA", 0), ("transB", 0)):
+                attrs.setdefault(k, v)
+        elif op == "Dropout" and len(ins) > 1 and ins[1] is not None and ins[1].data is not None:
+            attrs["ratio"] = float(ins[1].data)
+        elif op == "Clip":
+            for i, k in ((1, "min"), (2, "max")):
+                if len(ins) > i and ins[i] is not None and ins[i].data is not None:
+                    attrs[k] = float(ins[i].data)
+        elif op in ("Softmax", "LogSoftmax"):
+            attrs.setdefault("axis", 1 if self.opset < 13 else -1)
+        elif op == "Flatten":
+            attrs.setdefault("axis", 1)
+        elif op == "Gather":
+            attrs.setdefault("axis", 0)
+        elif op == "Transpose":
+            attrs.setdefault("perm", list(range(len(ins[0].shape)))[::-1])
+        return attrs
+
+    # -- constants ------------------------------------------------------------------
+    def _constant_value(self, attrs, node):
+        if "value" in attrs:
+            return np.asarray(attrs["value"])
+        for k, dt in (("value_float", np.float32), ("value_floats", np.float32),
+                      ("value_int", np.int64), ("value_ints", np.int64)):
+            if k in attrs:
+                return np.asarray(attrs[k], dtype=dt)
+        raise ModelError(f"Constant with attributes {sorted(attrs)} is not supported")
+
+    def _set_const(self, name, value):
+        value = np.asarray(value)
+        self.env[name] = _T(value.shape, oprules.dtype_of_array(value), value)
+
+    def _add_const(self, name, role):
+        t = self.env[name]
+        if t.data is None:
+            raise ModelError(f"tensor {name!r} has no producer")
+        if role in (("BatchNormalization", 3), ("BatchNormalization", 4)):
+            kind = "state"
+        elif t.dtype in ("fp32", "fp16", "bf16", "fp64") and t.data.size > 1:
+            kind = "param"
+        else:
+            kind = "constant"
+        self.g.add_tensor(name, t.shape, t.dtype, kind=kind, data=t.data)
+
+    def _can_fold(self, op, ins):
+        if op == "Shape":
+            return True
+        present = [x for x in ins if x is not None]
+        if not present or any(x.data is None for x in present):
+            return False
+        # float tensors with more than one element are weights: ops on them stay ops
+        return all(x.dtype not in ("fp32", "fp16", "bf16", "fp64") or x.data.size <= 1
+                   for x in present)
+
+    def _fold(self, op, ins, attrs):
+        d = [None if x is None else x.data for x in ins]
+        x = d[0] if d else None
+        if op == "Shape":
+            s = np.array(ins[0].shape, dtype=np.int64)
+            return [s[attrs.get("start", 0):attrs.get("end")]]
+        if op in ("Identity",):
+            return [x]
+        if op == "Cast":
+            return [x.astype(oprules.numpy_dtype(oprules.onnx_dtype_name(attrs["to"])))]
+        if op == "ConstantOfShape":
+            v = attrs.get("value", np.zeros(1, dtype=np.float32))
+            v = np.asarray(v).reshape(-1)
+            return [np.full(tuple(int(s) for s in x.reshape(-1)), v[0], dtype=v.dtype)]
+        if op == "Gather":
+            return [np.take(x, d[1], axis=attrs.get("axis", 0))]
+        if op in ("Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Concat",
+                  "Slice"):
+            shape, _ = oprules.infer(op, ins, attrs)[0]
+            if op == "Transpose":
+                return [np.transpose(x, attrs.get("perm"))]
+            if op == "Concat":
+                return [np.concatenate([v for v in d if v is not None], axis=attrs["axis"])]
+            if op == "Slice":
+                return [self._slice(x, d, attrs)]
+            return [x.reshape(shape)]
+        if op in ("Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Equal", "Less",
+                  "Greater"):
+            a, b = d[0], d[1]
+            if op == "Div" and a.dtype.kind in "iu" and b.dtype.kind in "iu":
+                return [np.trunc(a / b).astype(np.result_type(a, b))]
+            f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+                 "Pow": np.power, "Min": np.minimum, "Max": np.maximum, "Equal": np.equal,
+                 "Less": np.less, "Greater": np.greater}[op]
+            r = f(a, b)
+            if op not in ("Equal", "Less", "Greater"):
+                r = r.astype(a.dtype)
+            for more in d[2:] if op in ("Min", "Max") else []:
+                r = f(r, more)
+            return [r]
+        if op in ("Sqrt", "Neg", "Abs", "Reciprocal", "Exp", "Log", "Floor", "Ceil", "Not"):
+            f = {"Sqrt": np.sqrt, "Neg": np.negative, "Abs": np.abs, "Exp": np.exp,
+                 "Reciprocal": np.reciprocal, "Log": np.log, "Floor": np.floor,
+                 "Ceil": np.ceil, "Not": np.logical_not}[op]
+            return [f(x).astype(x.dtype)]
+        if op == "Where":
+            return [np.where(d[0], d[1], d[2])]
+        if op == "Expand":
+            shape = oprules.broadcast(x.shape, tuple(int(s) for s in d[1].reshape(-1)))
+            return [np.broadcast_to(x, shape).copy()]
+        if op == "Range":
+            return [np.arange(d[0].item(), d[1].item(), d[2].item()).astype(d[0].dtype)]
+        if op == "ReduceProd":
+            axes = attrs.get("axes")
+            if axes is None and len(d) > 1 and d[1] is not None:
+                axes = list(d[1].reshape(-1))
+            r = np.prod(x, axis=None if axes is None else tuple(axes),
+                        keepdims=bool(attrs.get("keepdims", 1)))
+            return [np.asarray(r, dtype=x.dtype)]
+        raise ModelError(f"cannot fold op type {op!r}")
+
+    @staticmethod
+    def _slice(x, d, attrs):
+        if "starts" in attrs:
+            st, en = attrs["starts"], attrs["ends"]
+            axes = attrs.get("axes", list(range(len(st))))
+            steps = [1] * len(st)
+        else:
+            st, en = d[1].reshape(-1), d[2].reshape(-1)
+            axes = d[3].reshape(-1) if len(d) > 3 and d[3] is not None else range(len(st))
+            steps = d[4].reshape(-1) if len(d) > 4 and d[4] is not None else [1] * len(st)
+        sl = [slice(None)] * x.ndim
+        for s, e, a, p in zip(st, en, axes, steps):
+            sl[int(a)] = slice(int(s), int(e), int(p))
+        return x[tuple(sl)]

@@ -1,0 +1,228 @@
+"""Built-in networks, written op by op with :class:`GraphBuilder`.
+
+Every builder takes ``batch`` and ``dtype`` plus its own keyword options and
+returns a forward :class:`OpGraph` whose parameter count follows from the
+shapes alone:
+
+============  ==============================================  ============
+name          definition                                      params
+============  ==============================================  ============
+mnist-mlp     28x28 -> Flatten -> 784-256 ReLU -> 256-10       203,530
+alexnet       torchvision ``alexnet``                          61,100,840
+vgg16         torchvision ``vgg16`` (no BN)                    138,357,544
+resnet50      torchvision ``resnet50`` (v1.5, stride in 3x3)   25,557,032
+bert-base     BERT-base encoder + pooler + 2-way classifier    109,483,778
+============  ==============================================  ============
+
+BERT-base without its classifier (``num_labels=0``) has the standard
+109,482,240 parameters (HF ``BertModel``: embeddings 23,837,184, 12 layers of
+7,087,872, pooler 590,592). BatchNorm running statistics are ``state`` tensors,
+not parameters.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .builder import GraphBuilder
+from .errors import ModelError
+
+
+def mnist_mlp(batch=1, dtype="fp32", hidden=256, num_classes=10):
+    """Two-layer perceptron on 28x28 digits: 784 -> ``hidden`` (ReLU) -> 10."""
+    b = GraphBuilder("mnist-mlp", batch, dtype)
+    x = b.input("input", (batch, 1, 28, 28))
+    x = b.op("Flatten", [x], dict(axis=1), name="flatten")
+    x = b.linear(x, "fc1", hidden)
+    x = b.op("Relu", [x], name="relu1")
+    x = b.linear(x, "fc2", num_classes)
+    return b.finish([x])
+
+
+def alexnet(batch=1, dtype="fp32", num_classes=1000, image_size=224):
+    """torchvision AlexNet (``features.N`` / ``classifier.N`` layer names)."""
+    b = GraphBuilder("alexnet", batch, dtype)
+    x = b.input("input", (batch, 3, image_size, image_size))
+    spec = [("conv", 64, 11, 4, 2), ("relu",), ("pool",), ("conv", 192, 5, 1, 2), ("relu",),
+            ("pool",), ("conv", 384, 3, 1, 1), ("relu",), ("conv", 256, 3, 1, 1), ("relu",),
+            ("conv", 256, 3, 1, 1), ("relu",), ("pool",)]
+    x = _features(b, x, spec)
+    x = b.adaptive_avgpool(x, "avgpool", (6, 6))
+    x = b.op("Flatten", [x], dict(axis=1), name="flatten")
+    x = _classifier(b, x, [("drop",), ("fc", 4096), ("relu",), ("drop",), ("fc", 4096),
+                           ("relu",), ("fc", num_classes)])
+    return b.finish([x])
+
+
+def vgg16(batch=1, dtype="fp32", num_classes=1000, image_size=224):
+    """torchvision VGG-16 (configuration D, no batch norm)."""
+    b = GraphBuilder("vgg16", batch, dtype)
+    x = b.input("input", (batch, 3, image_size, image_size))
+    spec = []
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"):
+        spec += [("pool",)] if v == "M" else [("conv", v, 3, 1, 1), ("relu",)]
+    x = _features(b, x, spec, pool=(2, 2))
+    x = b.adaptive_avgpool(x, "avgpool", (7, 7))
+    x = b.op("Flatten", [x], dict(axis=1), name="flatten")
+    x = _classifier(b, x, [("fc", 4096), ("relu",), ("drop",), ("fc", 4096), ("relu",),
+                           ("drop",), ("fc", num_classes)])
+    return b.finish([x])
+
+
+def _features(b, x, spec, pool=(3, 2)):
+    for i, s in enumerate(spec):
+        name = f"features.{i}"
+        if s[0] == "conv":
+            x = b.conv(x, name, s[1], s[2], stride=s[3], pad=s[4])
+        elif s[0] == "relu":
+            x = b.op("Relu", [x], name=name)
+        else:
+            x = b.maxpool(x, name, *pool)
+    return x
+
+
+def _classifier(b, x, spec):
+    for i, s in enumerate(spec):
+        name = f"classifier.{i}"
+        if s[0] == "fc":
+            x = b.linear(x, name, s[1])
+        elif s[0] == "relu":
+            x = b.op("Relu", [x], name=name)
+        else:
+            x = b.op("Dropout", [x], dict(ratio=0.5), name=name)
+    return x
+
+
+def resnet50(batch=1, dtype="fp32", num_classes=1000, image_size=224,
+             layers=(3, 4, 6, 3)):
+    """torchvision ResNet-50 (bottleneck v1.5). Each bottleneck is a block
+    ``layerL.i`` of kind ``bottleneck``."""
+    b = GraphBuilder("resnet50", batch, dtype)
+    x = b.input("input", (batch, 3, image_size, image_size))
+    x = b.conv(x, "conv1", 64, 7, stride=2, pad=3, bias=False)
+    x = b.bn(x, "bn1")
+    x = b.op("Relu", [x], name="relu")
+    x = b.maxpool(x, "maxpool", 3, 2, pad=1)
+    cin = 64
+    for li, (n, width) in enumerate(zip(layers, (64, 128, 256, 512)), start=1):
+        for i in range(n):
+            stride = 2 if (i == 0 and li > 1) else 1
+            p = f"layer{li}.{i}"
+            with b.block(p, "bottleneck"):
+                x = _bottleneck(b, x, p, cin, width, stride)
+            cin = width * 4
+    x = b.op("GlobalAveragePool", [x], name="avgpool")
+    x = b.op("Flatten", [x], dict(axis=1), name="flatten")
+    x = b.linear(x, "fc", num_classes)
+    return b.finish([x])
+
+
+def _bottleneck(b, x, p, cin, width, stride):
+    out = width * 4
+    y = b.conv(x, f"{p}.conv1", width, 1, bias=False)
+    y = b.bn(y, f"{p}.bn1")
+    y = b.op("Relu", [y], name=f"{p}.relu1")
+    y = b.conv(y, f"{p}.conv2", width, 3, stride=stride, pad=1, bias=False)
+    y = b.bn(y, f"{p}.bn2")
+    y = b.op("Relu", [y], name=f"{p}.relu2")
+    y = b.conv(y, f"{p}.conv3", out, 1, bias=False)
+    y = b.bn(y, f"{p}.bn3")
+    if stride != 1 or cin != out:
+        x = b.conv(x, f"{p}.downsample.0", out, 1, stride=stride, bias=False)
+        x = b.bn(x, f"{p}.downsample.1")
+    y = b.op("Add", [y, x], name=f"{p}.add")
+    return b.op("Relu", [y], name=f"{p}.relu3")
+
+
+def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=None,
+         seq_len=128, vocab=30522, max_position=512, type_vocab=2, num_labels=2,
+         name="bert-base"):
+    """BERT encoder (HF ``BertForSequenceClassification`` layout).
+
+    Inputs ``input_ids`` and ``token_type_ids`` (batch, seq_len) int64; no
+    padding mask (every sequence is full length). Hidden states are kept as
+    (batch * seq_len, hidden) so every linear layer is a Gemm; attention
+    reshapes to (batch, heads, seq_len, head_dim). Each encoder layer is a block
+    ``encoder.layer.i`` of kind ``bert_layer``. ``num_labels=0`` drops the
+    classifier and outputs the pooled (batch, hidden) tensor.
+    """
+    if hidden % heads:
+        raise ModelError(f"{name}: hidden {hidden} is not a multiple of heads {heads}")
+    if seq_len > max_position:
+        raise ModelError(f"{name}: seq_len {seq_len} exceeds max_position {max_position}")
+    inter = intermediate or 4 * hidden
+    hd = hidden // heads
+    b = GraphBuilder(name, batch, dtype)
+    ids = b.input("input_ids", (batch, seq_len), "int64")
+    types = b.input("token_type_ids", (batch, seq_len), "int64")
+    pos = b.const("position_ids", np.arange(seq_len, dtype=np.int64))
+    e = "embeddings"
+    we = b.param(f"{e}.word_embeddings.weight", (vocab, hidden))
+    pe = b.param(f"{e}.position_embeddings.weight", (max_position, hidden))
+    te = b.param(f"{e}.token_type_embeddings.weight", (type_vocab, hidden))
+    x = b.op("Gather", [we, ids], dict(axis=0), name=f"{e}.word_embeddings")
+    t = b.op("Gather", [te, types], dict(axis=0), name=f"{e}.token_type_embeddings")
+    x = b.op("Add", [x, t], name=f"{e}.add_token_type", layer=f"{e}.add")
+    p = b.op("Gather", [pe, pos], dict(axis=0), name=f"{e}.position_embeddings")
+    x = b.op("Add", [x, p], name=f"{e}.add_position", layer=f"{e}.add")
+    x = b.layernorm(x, f"{e}.LayerNorm")
+    x = b.op("Dropout", [x], dict(ratio=0.1), name=f"{e}.dropout")
+    x = b.reshape(x, f"{e}.flatten_tokens", (-1, hidden))
+    scale = b.const("attention_scale", np.array(np.sqrt(hd), dtype=np.float32))
+    for i in range(layers):
+        p = f"encoder.layer.{i}"
+        with b.block(p, "bert_layer"):
+            x = _bert_layer(b, x, p, seq_len, hidden, heads, hd, inter, scale)
+    x = b.reshape(x, "pooler.unflatten_tokens", (-1, seq_len, hidden), layer="pooler")
+    first = b.const("first_token", np.array(0, dtype=np.int64))
+    x = b.op("Gather", [x, first], dict(axis=1), name="pooler.first_token", layer="pooler")
+    x = b.linear(x, "pooler.dense", hidden)
+    x = b.op("Tanh", [x], name="pooler.activation")
+    if num_labels:
+        x = b.op("Dropout", [x], dict(ratio=0.1), name="dropout")
+        x = b.linear(x, "classifier", num_labels)
+    return b.finish([x])
+
+
+def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale):
+    a = f"{p}.attention.self"
+    q = b.linear(x, f"{a}.query", hidden)
+    k = b.linear(x, f"{a}.key", hidden)
+    v = b.linear(x, f"{a}.value", hidden)
+    split = (-1, seq, heads, hd)
+    q = b.reshape(q, f"{a}.split_heads_q", split, layer=a)
+    q = b.op("Transpose", [q], dict(perm=[0, 2, 1, 3]), name=f"{a}.transpose_q", layer=a)
+    k = b.reshape(k, f"{a}.split_heads_k", split, layer=a)
+    k = b.op("Transpose", [k], dict(perm=[0, 2, 3, 1]), name=f"{a}.transpose_k", layer=a)
+    v = b.reshape(v, f"{a}.split_heads_v", split, layer=a)
+    v = b.op("Transpose", [v], dict(perm=[0, 2, 1, 3]), name=f"{a}.transpose_v", layer=a)
+    s = b.op("MatMul", [q, k], name=f"{a}.scores", layer=a)
+    s = b.op("Div", [s, scale], name=f"{a}.scale", layer=a)
+    s = b.op("Softmax", [s], dict(axis=-1), name=f"{a}.softmax", layer=a)
+    s = b.op("Dropout", [s], dict(ratio=0.1), name=f"{a}.dropout", layer=a)
+    c = b.op("MatMul", [s, v], name=f"{a}.context", layer=a)
+    c = b.op("Transpose", [c], dict(perm=[0, 2, 1, 3]), name=f"{a}.transpose_context",
+             layer=a)
+    c = b.reshape(c, f"{a}.merge_heads", (-1, hidden), layer=a)
+    o = f"{p}.attention.output"
+    y = b.linear(c, f"{o}.dense", hidden)
+    y = b.op("Dropout", [y], dict(ratio=0.1), name=f"{o}.dropout", layer=f"{o}.dense")
+    y = b.op("Add", [y, x], name=f"{o}.residual", layer=f"{o}.residual")
+    x = b.layernorm(y, f"{o}.LayerNorm")
+    h = b.linear(x, f"{p}.intermediate.dense", inter)
+    h = b.op("Gelu", [h], name=f"{p}.intermediate.gelu")
+    y = b.linear(h, f"{p}.output.dense", hidden)
+    y = b.op("Dropout", [y], dict(ratio=0.1), name=f"{p}.output.dropout",
+             layer=f"{p}.output.dense")
+    y = b.op("Add", [y, x], name=f"{p}.output.residual")
+    return b.layernorm(y, f"{p}.output.LayerNorm")
+
+
+#: name -> builder function
+BUILDERS = {
+    "mnist-mlp": mnist_mlp,
+    "alexnet": alexnet,
+    "vgg16": vgg16,
+    "resnet50": resnet50,
+    "bert-base": bert,
+}
