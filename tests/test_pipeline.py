@@ -1,0 +1,124 @@
+"""The compile / simulate pipeline and the `ipusim` command line."""
+import json
+
+import pytest
+
+import ipusim_cli
+from simulator.chips import gc200
+from simulator.pipeline import build, compile_model
+
+REQUIRED = {"model": ["name", "params", "flops"],
+            "graph": ["vertices", "vertices_executed", "edges", "compute_sets", "tiles_used"],
+            "memory": ["fits", "peak_tile_bytes", "total_bytes", "by_category", "always_live_bytes",
+                       "not_always_live_peak_bytes", "no_reuse_bytes", "reuse_factor", "oom_tiles"]}
+SIM = ["cycles", "seconds", "supersteps", "compute_cycles", "exchange_cycles", "sync_cycles",
+       "samples_per_second"]
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    return build("resnet50", chip="gc200", simulate=True)
+
+
+def test_compile_report_has_the_documented_nested_keys():
+    rep = compile_model("mnist-mlp")
+    for section, keys in REQUIRED.items():
+        for k in keys:
+            assert k in rep[section], f"{section}.{k} missing"
+    assert "sim" not in rep
+
+
+def test_simulate_report_adds_timing():
+    rep = compile_model("mnist-mlp", simulate=True)
+    for k in SIM:
+        assert k in rep["sim"]
+    s = rep["sim"]
+    assert s["cycles"] >= s["compute_cycles"] + s["sync_cycles"]
+    assert s["seconds"] == pytest.approx(s["cycles"] / gc200.clock_hz)
+
+
+def test_model_params_come_from_the_model():
+    assert compile_model("mnist-mlp")["model"]["params"] == 784 * 256 + 256 + 256 * 10 + 10
+
+
+def test_model_that_does_not_fit_still_compiles_and_simulates():
+    tiny = gc200.replace(sram_bytes_per_tile=2048)
+    rep = compile_model("mnist-mlp", chip=tiny, simulate=True)
+    assert rep["memory"]["fits"] is False
+    assert rep["memory"]["oom_tiles"] > 0
+    assert "Out of memory on tile" in rep["memory"]["message"]
+    assert rep["sim"]["cycles"] > 0
+
+
+def test_memory_categories_add_up_to_total():
+    rep = compile_model("mnist-mlp", train=True)
+    assert sum(rep["memory"]["by_category"].values()) == pytest.approx(rep["memory"]["total_bytes"], rel=1e-6)
+
+
+def test_training_graph_lowers_and_runs_more_work_than_inference():
+    inf = compile_model("mnist-mlp", batch=4, simulate=True)
+    tr = compile_model("mnist-mlp", batch=4, train=True, simulate=True)
+    assert tr["graph"]["vertices"] > inf["graph"]["vertices"]
+    assert tr["sim"]["cycles"] > inf["sim"]["cycles"]
+
+
+def test_fp16_halves_weight_memory():
+    a = compile_model("mnist-mlp", dtype="fp32")["memory"]["always_live_bytes"]
+    b = compile_model("mnist-mlp", dtype="fp16")["memory"]["always_live_bytes"]
+    assert b == pytest.approx(a / 2, rel=0.05)
+
+
+def test_resnet50_blocks_are_placed_once_and_called_repeatedly(resnet50):
+    g = resnet50.report["graph"]
+    assert g["functions"] >= 4
+    assert g["function_calls"] > g["functions"]
+    assert g["vertices_executed"] > g["vertices"]
+    assert resnet50.sim.vertices_executed == g["vertices_executed"]
+
+
+def test_resnet50_graph_is_of_the_published_order(resnet50):
+    g = resnet50.report["graph"]
+    # published: 3.22 M vertices / 6.21 M edges (Poplar, 2017); same order of magnitude
+    assert 3.22e6 / 10 < g["vertices_executed"] < 3.22e6 * 10
+    assert 6.21e6 / 10 < g["edges"] < 6.21e6 * 10
+
+
+def test_resnet50_inference_fits_on_gc200_and_uses_every_tile(resnet50):
+    rep = resnet50.report
+    assert rep["memory"]["fits"]
+    assert rep["graph"]["tiles_used"] == gc200.tiles
+    assert rep["sim"]["samples_per_second"] > 0
+
+
+def test_cli_compile_writes_json(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert ipusim_cli.main(["compile", "mnist-mlp", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["graph"]["vertices"] > 0
+    assert "vertices placed" in capsys.readouterr().out
+
+
+def test_cli_simulate_writes_trace(tmp_path):
+    tr = tmp_path / "t.json"
+    assert ipusim_cli.main(["simulate", "mnist-mlp", "--trace", str(tr)]) == 0
+    assert any(e.get("ph") == "X" for e in json.loads(tr.read_text())["traceEvents"])
+
+
+def test_cli_unknown_model_is_a_clear_error(capsys):
+    assert ipusim_cli.main(["compile", "no-such-net"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-net" in err and "Traceback" not in err
+
+
+def test_cli_broken_onnx_file_names_the_file(tmp_path, capsys):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    assert ipusim_cli.main(["compile", str(bad)]) == 2
+    assert "broken.onnx" in capsys.readouterr().err
+
+
+def test_cli_bad_chip_file_names_the_key(tmp_path, capsys):
+    chip = tmp_path / "c.toml"
+    chip.write_text('base = "gc200"\ntiles = 0\n')
+    assert ipusim_cli.main(["compile", "mnist-mlp", "--chip", str(chip)]) == 2
+    assert "tiles" in capsys.readouterr().err
