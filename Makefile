@@ -8,11 +8,13 @@ STAMP  := $(VENV)/.installed
 
 setup: sysdeps $(STAMP)
 
-# Graphviz's binaries (dot, sfdp) are needed by viz/; install them only where missing.
+# System packages, installed only where missing: Graphviz's binaries (dot, sfdp) for viz/,
+# and Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium).
+SYSPKGS := $(if $(shell command -v dot),,graphviz) $(if $(wildcard /usr/bin/chromium),,chromium)
 sysdeps:
-	@command -v dot >/dev/null 2>&1 || { \
-	  echo "installing graphviz (apt-get)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; }
+	@if [ -n "$(strip $(SYSPKGS))" ]; then \
+	  echo "installing $(SYSPKGS) (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS) >/dev/null; fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -92,9 +92,20 @@ def cmd_compile(args, simulate=False):
     return c
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="ipusim", description="IPU / graph-processor simulator")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def cmd_chips(args):
+    from simulator.chips import get_chip, list_chips
+    for n in list_chips():
+        print(get_chip(n).describe())
+
+
+def cmd_models(args):
+    import models
+    for n in models.list_models():
+        print(n)
+
+
+def _core_commands(sub):
+    """Built-in subcommands: name -> handler.  Feature modules add theirs in EXTRA_COMMANDS."""
     sub.add_parser("chips", help="list chip presets")
     sub.add_parser("models", help="list built-in models")
     p = sub.add_parser("compile", help="compile a model and report graph size and memory")
@@ -102,20 +113,25 @@ def main(argv=None):
     p = sub.add_parser("simulate", help="compile and simulate a model")
     _add_model_args(p)
     p.add_argument("--trace", help="write a Chrome trace (Perfetto) JSON here")
+    return {"chips": cmd_chips, "models": cmd_models, "compile": cmd_compile,
+            "simulate": lambda a: cmd_compile(a, simulate=True)}
+
+
+# Modules that add subcommands: each has `add_parser(sub, add_model_args) -> {name: handler}`.
+# Kept as module paths so that `ipusim compile` does not import the viz stack.
+EXTRA_COMMANDS = []
+
+
+def main(argv=None):
+    import importlib
+    ap = argparse.ArgumentParser(prog="ipusim", description="IPU / graph-processor simulator")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    handlers = _core_commands(sub)
+    for mod in EXTRA_COMMANDS:
+        handlers.update(importlib.import_module(mod).add_parser(sub, _add_model_args))
     args = ap.parse_args(argv)
     try:
-        if args.cmd == "chips":
-            from simulator.chips import get_chip, list_chips
-            for n in list_chips():
-                print(get_chip(n).describe())
-        elif args.cmd == "models":
-            import models
-            for n in models.list_models():
-                print(n)
-        elif args.cmd == "compile":
-            cmd_compile(args)
-        elif args.cmd == "simulate":
-            cmd_compile(args, simulate=True)
+        handlers[args.cmd](args)
     except (ValueError, KeyError, FileNotFoundError) as e:
         # our errors name the file / node / tensor / tile; no traceback for bad input
         msg = e.args[0] if e.args else str(e)
