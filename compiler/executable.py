@@ -116,11 +116,28 @@ def _runs_of_mapping(graph: Graph):
     return s[o], t[o]
 
 
-def _pieces(starts, lengths, run_starts, run_tiles):
-    """Split regions at tile-mapping boundaries; return pieces with their tile."""
-    ps, pl, parent = intervals.split_at(starts, lengths, run_starts)
+def _pieces(graph, starts, lengths, run_starts, run_tiles):
+    """Split regions at tile-mapping boundaries; return pieces with their tile.
+
+    Most regions lie on one tile: they are found with two lookups per region
+    (the run number of their first and last element) and only the others are
+    split.
+    """
+    if starts.size == 0 or run_starts.size == 0:
+        z = np.zeros(0, np.int64)
+        return z, z, z, z.astype(np.int32)
+    r0 = np.searchsorted(run_starts, starts, side="right") - 1
+    r1 = np.searchsorted(run_starts, starts + lengths - 1, side="right") - 1
+    single = r0 == r1
+    if np.all(single):
+        return starts, lengths, np.arange(starts.size), run_tiles[np.clip(r0, 0, None)]
+    multi = np.flatnonzero(~single)
+    ps, pl, parent = intervals.split_at(starts[multi], lengths[multi], run_starts)
     ri = np.searchsorted(run_starts, ps, side="right") - 1
-    return ps, pl, parent, run_tiles[np.clip(ri, 0, None)]
+    one = np.flatnonzero(single)
+    return (np.concatenate((starts[one], ps)), np.concatenate((lengths[one], pl)),
+            np.concatenate((one, multi[parent])),
+            np.concatenate((run_tiles[np.clip(r0[one], 0, None)], run_tiles[np.clip(ri, 0, None)])))
 
 
 def _aggregate(keys, values, *more):
@@ -134,16 +151,19 @@ def _aggregate(keys, values, *more):
 def _union(keys, start, length):
     """Merge intervals that overlap and share every key (touching ones stay apart).
 
-    ``keys``: tuple of int arrays.  Returns the index of each merged interval's
-    first member (into the inputs), its start and its length.
+    ``keys``: tuple of non-negative int arrays, packed into one int64 sort key.
+    Returns the index of each merged interval's first member (into the
+    inputs), its start and its length.
     """
-    o = np.lexsort((start,) + tuple(reversed(keys)))
-    st, en = start[o], start[o] + length[o]
-    change = np.zeros(o.size, bool)
-    change[0] = True
+    key = np.zeros(start.size, np.int64)
     for k in keys:
-        ks = k[o]
-        change[1:] |= ks[1:] != ks[:-1]
+        k = k.astype(np.int64)
+        key = key * (int(k.max()) + 1 if k.size else 1) + k
+    o = np.lexsort((start, key))
+    st, en = start[o], start[o] + length[o]
+    ks = key[o]
+    change = np.ones(o.size, bool)
+    change[1:] = ks[1:] != ks[:-1]
     # running max of the ends within each key: lift each key's ends above all earlier ones
     rank = np.cumsum(change) - 1
     span = int(en.max()) + 1
@@ -260,7 +280,7 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
             f = arrays.edge_field[e0:e1]
             reads[e0:e1] = np.array([x.reads for x in c.fields])[f]
             writes[e0:e1] = np.array([x.writes for x in c.fields])[f]
-        ps, pl, parent, ptile = _pieces(arrays.edge_start, arrays.edge_len, run_starts, run_tiles)
+        ps, pl, parent, ptile = _pieces(graph, arrays.edge_start, arrays.edge_len.astype(np.int64), run_starts, run_tiles)
         pv = arrays.edge_vertex[parent]
         pvt = vt[pv].astype(np.int64)
         remote = ptile != pvt
