@@ -121,18 +121,34 @@ def _unary(fn):
     return lambda a, p: {"out": fn(a["in"])}
 
 
-def _conv_partial(a, p):
-    """out[w, co] (+)= sum_{kh, kw, ci} in[kh, w*stride + kw, ci] * weights[kh, kw, ci, co].
+def _pad_window(x, p, fill=0.0):
+    """Re-insert the padding a vertex's window lost at the image border.
 
-    ``in`` holds, for each of ``kh`` kernel rows and each of ``groups`` input
-    channel groups, one padded input row segment of ``win`` pixels x ``cig``
-    channels; ``weights`` holds [groups, kh, kw, cig, cog].
+    ``x``: [..., rows present, pixels present, c]; params ``ptop``/``pbot`` rows
+    and ``pleft``/``pright`` pixels of padding (default 0).
+    """
+    pt, pb, pl, pr = (int(p.get(k, 0)) for k in ("ptop", "pbot", "pleft", "pright"))
+    if pt == pb == pl == pr == 0:
+        return x
+    width = [(0, 0)] * (x.ndim - 3) + [(pt, pb), (pl, pr), (0, 0)]
+    return np.pad(x, width, constant_values=fill)
+
+
+def _conv_partial(a, p):
+    """out[w, co] (+)= sum_{g, kh, kw, ci} in[g, kh, w*stride + kw, ci] * weights[g, kh, kw, ci, co].
+
+    ``in`` holds, for each of ``groups`` input channel groups and each kernel
+    row inside the image, one input row segment of ``cig`` channels per pixel;
+    rows and pixels that fall in the padding are not connected and are given
+    by params ``ptop``, ``pbot``, ``pleft``, ``pright``.  ``weights`` holds
+    [groups, kh, kw, cig, cog].
     """
     nv = a["in"].shape[0]
     kh, kw, s = p["kh"], p["kw"], p["stride"]
     g, cig, cog, wout = p["groups"], p["cig"], p["cog"], p["wout"]
-    win = a["in"].shape[1] // (g * kh * cig)
-    x = a["in"].reshape(nv, g, kh, win, cig)
+    rows = kh - p.get("ptop", 0) - p.get("pbot", 0)
+    win = a["in"].shape[1] // (g * rows * cig)
+    x = _pad_window(a["in"].reshape(nv, g, rows, win, cig), p)
     w = a["weights"].reshape(nv, g, kh, kw, cig, cog)
     out = np.zeros((nv, wout, cog), np.float64)
     for j in range(kw):
@@ -175,12 +191,14 @@ def _reduce_vec(a, p):
 
 
 def _pool(a, p):
-    """Pooling over ``kh`` padded input rows of ``win`` pixels x ``c`` channels."""
+    """Pooling over the input rows inside the image (padding re-inserted from params)."""
     nv = a["in"].shape[0]
     kh, kw, s, wout, c = p["kh"], p["kw"], p["stride"], p["wout"], p["c"]
-    x = a["in"].reshape(nv, kh, -1, c)
+    rows = kh - p.get("ptop", 0) - p.get("pbot", 0)
+    is_max = p.get("op", "max") == "max"
+    x = _pad_window(a["in"].reshape(nv, rows, -1, c), p, fill=-np.inf if is_max else 0.0)
     wins = np.stack([x[:, :, j: j + (wout - 1) * s + 1: s, :] for j in range(kw)], axis=2)
-    if p.get("op", "max") == "max":
+    if is_max:
         out = wins.max(axis=(1, 2))
     else:
         out = wins.sum(axis=(1, 2)) / p.get("divisor", kh * kw)

@@ -48,6 +48,7 @@ class Lowered:
     calls: dict = field(default_factory=dict)       # block_type -> number of calls
     dtype: str = "fp32"
     partials: str = "fp32"
+    host_layout: dict = field(default_factory=dict)   # tensor -> how host data maps to storage order
 
 
 class Lowering:
@@ -68,6 +69,8 @@ class Lowering:
         self.training = any(self.opg.op(o)["phase"] != "fwd" for o in opg.graph.nodes)
         self.use_functions = use_functions and not self.training
         self._int_cache = {}
+        self.host_layout = {}     # tensor name -> (kind, info): how host arrays map to storage order
+        self.derived_of_op = {}   # op name -> [(tag, act, recipe)]: host-computed weights it reads
 
     # -- helpers the planners use ----------------------------------------------------------
     def tdtype(self, name):
@@ -137,6 +140,16 @@ class Lowering:
         a = Act.allocate(self.graph, f"{op['name']}/state{k}", w.logical, self.dtype, kind="state", op=op["name"])
         return a
 
+    def derived_weight(self, op, tag, shape, recipe):
+        """A weight the host computes from other parameters (e.g. folded batch-norm)."""
+        name = f"{op['name']}/{tag}"
+        a = Act.allocate(self.graph, name, shape, self.dtype, kind="weight", op=op["name"])
+        self.graph.map_linearly(a.tensor, grain=64)
+        self.acts[name] = a
+        self.host_layout[name] = ("derived", recipe)
+        self.derived_of_op.setdefault(op["name"], []).append((tag, a, recipe))
+        return a
+
     def int_index(self, act):
         return act if act.dtype == "int32" else act
 
@@ -196,7 +209,8 @@ class Lowering:
                 a = self.acts[n]
                 s = g.add_device_to_host_fifo(n, a.dtype, a.numel, buffers=2)
                 prog.add(Copy(a.tensor if a.tensor.numel == a.numel else a.tensor.flatten()[: a.numel], s))
-        return Lowered(g, prog, opg, self.acts, plans, op_cs, functions, calls, self.dtype, self.partials)
+        return Lowered(g, prog, opg, self.acts, plans, op_cs, functions, calls, self.dtype, self.partials,
+                       self.host_layout)
 
     def _lower_op(self, name, prog, plans, op_cs):
         d = dict(self.opg.op(name))
@@ -243,8 +257,17 @@ class Lowering:
                 continue
             seen.add(x)
             ax, ay = self.act(x), self.act(y)
+            if y in self.host_layout and x not in self.host_layout:
+                self.host_layout[x] = self.host_layout[y]   # copied bytes keep the template's layout
             if ax.var != ay.var:
                 copies.append(Copy(ax.tensor.flatten()[: ax.numel], ay.tensor.flatten()[: ay.numel]))
+        # host-computed weights (folded batch-norm) of this instance, copied like its parameters
+        for a, b in zip(seg, template):
+            params_a = [t for t in opg.op(a)["inputs"][1:] if self.is_param(t)]
+            for tag, tact, (what, params_b, extra) in self.derived_of_op.get(b, []):
+                mine = self.derived_weight({"name": a}, tag, tact.logical,
+                                           (what, params_a[:len(params_b)], extra))
+                copies.append(Copy(mine.tensor.flatten()[: mine.numel], tact.tensor.flatten()[: tact.numel]))
         for c in copies:
             prog.add(c)
         prog.add(Call(function))

@@ -30,6 +30,33 @@ def spread(n: int, tiles: int) -> np.ndarray:
     return ((np.arange(n, dtype=np.int64) * tiles) // max(n, 1)).astype(np.int32)
 
 
+def add_by_signature(ctx, cs, codelet, tiles, sig, fields, params_of, dtype=None):
+    """Add vertices in one batch per distinct signature row, so that vertices whose
+    windows differ (image borders, last segments) get their own parameters.
+
+    ``fields``: name -> (vertex index, starts, lengths) with vertex index 0..V-1.
+    """
+    sig = np.asarray(sig, np.int64).reshape(len(tiles), -1)
+    u, inv = np.unique(sig, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    order_v = np.argsort(inv, kind="stable")
+    bounds_v = np.searchsorted(inv[order_v], np.arange(len(u) + 1))
+    local = np.empty(len(tiles), np.int64)
+    sorted_fields = {}
+    for name, (vi, st, ln) in fields.items():
+        o = np.argsort(inv[vi], kind="stable")
+        sorted_fields[name] = (vi[o], st[o], ln[o], np.searchsorted(inv[vi][o], np.arange(len(u) + 1)))
+    for gi in range(len(u)):
+        sel = order_v[bounds_v[gi]:bounds_v[gi + 1]]
+        local[sel] = np.arange(sel.size)
+        f2 = {}
+        for name, (vi, st, ln, b) in sorted_fields.items():
+            a, z = b[gi], b[gi + 1]
+            f2[name] = (local[vi[a:z]], st[a:z], ln[a:z])
+        ctx.graph.add_vertices(cs, codelet, tiles[sel], f2, dtype=dtype or ctx.dtype,
+                               params=params_of(u[gi]))
+
+
 def choose(planner, op, ctx):
     best = None
     limit = ctx.available_memory_proportion * ctx.chip.sram_bytes_per_tile
@@ -141,59 +168,80 @@ class ConvPlanner(Planner):
         tiles = spread(V, T)
         w0 = ws * wseg
         w1 = np.minimum(Wo, w0 + wseg)
-        # input rows: kh rows x the input channel groups of this part
+        # the window: kernel rows inside the image, pixels inside the image, padding outside
+        rt = np.clip(pt - oh * s, 0, kh)
+        rb = np.clip(x.H + pt - oh * s, 0, kh)
+        nrows = rb - rt
+        if np.any(nrows <= 0):
+            raise LoweringError(f"op {op['name']!r}: a kernel window lies entirely in the padding")
+        iws = w0 * s - pl
+        iwe = (w1 - 1) * s - pl + kw
+        pleft = np.maximum(-iws, 0)
+        pright = np.maximum(iwe - x.W, 0)
+        a0, a1 = iws + pleft, iwe - pright
+        cig_size = x.g if cipp >= x.g else cipp
         ncig = max(1, cipp // x.g)
-        r = np.arange(kh)
-        c = np.arange(ncig)
-        vi = np.repeat(np.arange(V), kh * ncig)
-        rr = np.tile(np.repeat(r, ncig), V)
-        cc = np.tile(np.tile(c, kh), V)
+        # input edges: for each channel group c of this part, each row r inside the image
+        cnt = ncig * nrows
+        vi = np.repeat(np.arange(V), cnt)
+        k = np.arange(vi.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        c = k // nrows[vi]
+        r = rt[vi] + k % nrows[vi]
         if groups == 1:
-            cig = p[vi] * ncig + cc
+            cig = p[vi] * ncig + c
         else:   # grouped / depthwise: the input channels that feed this output group
-            cig = np.minimum((cog[vi] * go * x.C // Co) // x.g + cc, x.Cg - 1)
-        ih = oh[vi] * s - pt + rr
-        iw0 = np.clip(w0[vi] * s - pl, 0, x.W)
-        iw1 = np.clip((w1[vi] - 1) * s - pl + kw, 0, x.W)
-        ok = (ih >= 0) & (ih < x.H) & (iw1 > iw0)
-        # a vertex whose window is all padding still reads one row (keeps fields connected)
-        has = np.bincount(vi[ok], minlength=V) > 0
-        ok |= ~has[vi] & (rr == np.clip(-oh[vi] * s + pt, 0, kh - 1)) & (cc == 0)
-        ih, iw0, iw1 = np.clip(ih, 0, x.H - 1), np.minimum(iw0, x.W - 1), np.maximum(iw1, iw0 + 1)
-        in_s, in_l = x.rows(n[vi][ok], cig[ok], ih[ok], iw0[ok], np.minimum(iw1[ok], x.W))
-        blk = go * cipp * kh * kw
+            cig = np.minimum((cog[vi] * go * x.C // Co) // x.g + c, x.Cg - 1)
+        in_s, in_l = x.rows(n[vi], cig, oh[vi] * s - pt + r, a0[vi], a1[vi])
+        blk = ncig * kh * kw * cig_size * go
+        exact_w = groups == 1 and P * Cog * blk == w.numel
         w_s = w.start + ((p * Cog + cog) * blk) % max(w.numel, 1)
         w_l = np.full(V, min(blk, w.numel), np.int64)
-        params = {"kh": kh, "kw": kw, "stride": s, "groups": ncig, "cig": x.g if cipp >= x.g else cipp,
-                  "cog": go, "wout": wseg}
+        w_s = np.minimum(w_s, w.start + w.numel - w_l)
+        if exact_w and op["phase"] == "fwd":
+            ctx.host_layout.setdefault(op["inputs"][1], ("conv", {"P": P, "Cog": Cog, "go": go, "ncig": ncig,
+                                                                   "cig": cig_size, "kh": kh, "kw": kw}))
+        base = {"kh": kh, "kw": kw, "stride": s, "groups": ncig, "cig": cig_size, "cog": go}
+        sig = np.stack([rt, kh - rb, pleft, pright, w1 - w0], axis=1)
+
+        def params_of(u, extra=None):
+            return dict(base, ptop=int(u[0]), pbot=int(u[1]), pleft=int(u[2]), pright=int(u[3]), wout=int(u[4]),
+                        **(extra or {}))
+
         cs = ctx.compute_set(op, "conv")
+        out = []
         if P == 1:
             o_s, o_l = y.rows(n, cog, oh, w0, w1)
-            ctx.graph._map_intervals(o_s, o_l, tiles)
-            g.add_vertices(cs, "ConvPartial", tiles, {"in": (vi[ok], in_s, in_l), "weights": (np.arange(V), w_s, w_l),
-                                                      "out": (np.arange(V), o_s, o_l)},
-                           dtype=ctx.dtype, params=params)
-            return [cs]
-        part = g.add_variable(ctx.partials, (P, N, Cog, Ho, Wo, go), f"{op['name']}/partials",
-                              kind="temporary", op=op["name"])
-        ps = part._start + (((((p * N + n) * Cog + cog) * Ho + oh) * Wo + w0) * go)
-        pl_ = (w1 - w0) * go
-        g._map_intervals(ps, pl_, tiles)
-        params["partials"] = ctx.partials
-        g.add_vertices(cs, "ConvPartial", tiles, {"in": (vi[ok], in_s, in_l), "weights": (np.arange(V), w_s, w_l),
-                                                  "out": (np.arange(V), ps, pl_)}, dtype=ctx.dtype, params=params)
-        # reduce the partials: one vertex per output row segment
-        R = N * Cog * Ho * nws
-        rt = spread(R, T)
-        o_s, o_l = y.rows(n[:R], cog[:R], oh[:R], w0[:R], w1[:R])
-        g._map_intervals(o_s, o_l, rt)
-        ri = np.repeat(np.arange(R), P)
-        pp = np.tile(np.arange(P), R)
-        src = ps.reshape(P, R).T.ravel()
-        cs2 = ctx.compute_set(op, "reduce")
-        g.add_vertices(cs2, "ReducePartials", rt, {"in": (ri, src, np.repeat(pl_[:R], P)), "out": (np.arange(R), o_s, o_l)},
-                       dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
-        return [cs, cs2]
+            g._map_intervals(o_s, o_l, tiles)
+            add_by_signature(ctx, cs, "ConvPartial", tiles, sig,
+                             {"in": (vi, in_s, in_l), "weights": (np.arange(V), w_s, w_l),
+                              "out": (np.arange(V), o_s, o_l)}, params_of)
+            out.append(cs)
+        else:
+            part = g.add_variable(ctx.partials, (P, N, Cog, Ho, Wo, go), f"{op['name']}/partials",
+                                  kind="temporary", op=op["name"])
+            ps = part._start + (((((p * N + n) * Cog + cog) * Ho + oh) * Wo + w0) * go)
+            pl_ = (w1 - w0) * go
+            g._map_intervals(ps, pl_, tiles)
+            add_by_signature(ctx, cs, "ConvPartial", tiles, sig,
+                             {"in": (vi, in_s, in_l), "weights": (np.arange(V), w_s, w_l),
+                              "out": (np.arange(V), ps, pl_)},
+                             lambda u: params_of(u, {"partials": ctx.partials}))
+            # reduce the partials: one vertex per output row segment, parts in order
+            R = N * Cog * Ho * nws
+            rt_ = spread(R, T)
+            o_s, o_l = y.rows(n[:R], cog[:R], oh[:R], w0[:R], w1[:R])
+            g._map_intervals(o_s, o_l, rt_)
+            ri = np.repeat(np.arange(R), P)
+            src = ps.reshape(P, R).T.ravel()
+            cs2 = ctx.compute_set(op, "reduce")
+            g.add_vertices(cs2, "ReducePartials", rt_, {"in": (ri, src, np.repeat(pl_[:R], P)),
+                                                        "out": (np.arange(R), o_s, o_l)},
+                           dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
+            out += [cs, cs2]
+        if len(op["inputs"]) > 2 and op["inputs"][2] in ctx.acts:   # bias: a per-channel add in place
+            out += ElementwisePlanner().lower(op, opt, ctx, codelet="Add", inputs=[op["outputs"][0], op["inputs"][2]],
+                                              out=y, suffix="bias")
+        return out
 
 
 # -- matrix products -----------------------------------------------------------------------
@@ -266,7 +314,9 @@ class MatMulPlanner(Planner):
         mseg, nb, P = opt["mseg"], opt["nb"], opt["parts"]
         y = ctx.new_act(op, 0)
         A = ctx.act(op["inputs"][0])
-        B = ctx.act(op["inputs"][1]) if op["inputs"][1] in ctx.acts else ctx.weights(op, 1)
+        b_is_act = ctx.opg.tensors[op["inputs"][1]].kind not in ("param", "constant", "state")
+        B = ctx.act(op["inputs"][1])
+        exact = op["op"] in ("Gemm", "MatMul") and A.numel == batch * M * K and B.numel in (K * N, batch * K * N)
         nmb, nnb = -(-M // mseg), -(-N // nb)
         p, bt, mb, jb = [a.ravel() for a in np.indices((P, batch, nmb, nnb))]
         V = p.size
@@ -274,61 +324,79 @@ class MatMulPlanner(Planner):
         m0, m1 = mb * mseg, np.minimum(M, mb * mseg + mseg)
         n0, n1 = jb * nb, np.minimum(N, jb * nb + nb)
         k0, k1 = (p * K) // P, ((p + 1) * K) // P
-        rows = m1 - m0
+        rows, kk, ncols = m1 - m0, k1 - k0, n1 - n0
         # a: rows m0..m1 of batch bt, columns k0..k1 (one interval per row)
         ai = np.repeat(np.arange(V), rows)
         r = np.arange(ai.size) - np.repeat(np.cumsum(rows) - rows, rows)
-        arow = (bt[ai] * M + m0[ai] + r)
-        a_s = A.start + (arow * K + k0[ai]) % max(A.numel, 1)
-        a_l = np.minimum(k1[ai] - k0[ai], A.numel)
-        a_s = np.minimum(a_s, A.start + A.numel - a_l)
-        # b: a block [k0..k1) x [n0..n1) stored contiguously (weights are laid out by us);
-        # activations are read as an equal-volume region of the operand
-        blk = (k1 - k0) * (n1 - n0)
-        b_s = B.start + ((p * nnb + jb) * ((K // P) * nb) + bt * K * N) % max(B.numel, 1)
-        b_l = np.minimum(blk, B.numel)
-        b_s = np.minimum(b_s, B.start + B.numel - b_l)
-        ncols = n1 - n0
+        arow = bt[ai] * M + m0[ai] + r
+        a_l = np.minimum(kk[ai], A.numel)
+        a_s = np.minimum(A.start + (arow * K + k0[ai]) % max(A.numel, 1), A.start + A.numel - a_l)
+        if b_is_act and exact:
+            # an activation operand (attention): kk rows of ncols columns, row-major
+            bi = np.repeat(np.arange(V), kk)
+            rk = np.arange(bi.size) - np.repeat(np.cumsum(kk) - kk, kk)
+            boff = (bt[bi] * K * N if B.numel == batch * K * N else 0) + (k0[bi] + rk) * N + n0[bi]
+            b_f = (bi, B.start + boff, ncols[bi])
+        else:
+            # weights are ours to lay out: one contiguous [kk][ncols] block per (part, column block)
+            blk_p, blk_j = [a.ravel() for a in np.indices((P, nnb))]
+            bsz = ((((blk_p + 1) * K) // P - (blk_p * K) // P) * (np.minimum(N, blk_j * nb + nb) - blk_j * nb))
+            boffs = np.concatenate(([0], np.cumsum(bsz)))[:-1]
+            blk = (k1 - k0) * (n1 - n0)
+            b_l = np.minimum(blk, B.numel)
+            b_s = np.minimum(B.start + boffs[p * nnb + jb] % max(B.numel, 1), B.start + B.numel - b_l)
+            b_f = (np.arange(V), b_s, b_l)
+            if exact and op["phase"] == "fwd":
+                ctx.host_layout.setdefault(op["inputs"][1], ("matmul", {"P": P, "nb": nb, "K": K, "N": N,
+                                                                         "trans": bool(op["attrs"].get("transB"))}))
         oi = np.repeat(np.arange(V), rows)
         orow = bt[oi] * M + m0[oi] + r
+        sig = np.stack([rows, kk, ncols], axis=1)
         cs = ctx.compute_set(op, "matmul")
-        params = {"m": int(mseg), "k": int(-(-K // P)), "n": int(nb)}
+        out = []
         if P == 1:
             o_s = y.start + orow * N + n0[oi]
             o_l = ncols[oi]
             g._map_intervals(o_s, o_l, tiles[oi])
-            g.add_vertices(cs, "MatMulPartial", tiles, {"a": (ai, a_s, a_l), "b": (np.arange(V), b_s, b_l),
-                                                        "out": (oi, o_s, o_l)}, dtype=ctx.dtype, params=params)
-            return [cs]
-        part = g.add_variable(ctx.partials, (P, batch * M, N), f"{op['name']}/partials", kind="temporary",
-                              op=op["name"])
-        ps = part._start + p[oi] * (batch * M * N) + orow * N + n0[oi]
-        g._map_intervals(ps, ncols[oi], tiles[oi])
-        params["partials"] = ctx.partials
-        g.add_vertices(cs, "MatMulPartial", tiles, {"a": (ai, a_s, a_l), "b": (np.arange(V), b_s, b_l),
-                                                    "out": (oi, ps, ncols[oi])}, dtype=ctx.dtype, params=params)
-        # reduction: one vertex per (batch, row, column block)
-        R = V // P
-        nrows_r = rows[:R]
-        rt = spread(R, T)
-        ri_rows = np.repeat(np.arange(R), nrows_r)
-        rr = np.arange(ri_rows.size) - np.repeat(np.cumsum(nrows_r) - nrows_r, nrows_r)
-        orow_r = bt[ri_rows] * M + m0[ri_rows] + rr
-        o_s = y.start + orow_r * N + n0[ri_rows]
-        o_l = ncols[ri_rows]
-        g._map_intervals(o_s, o_l, rt[ri_rows])
-        ii = np.repeat(np.arange(ri_rows.size), P)
-        src = part._start + np.tile(np.arange(P), ri_rows.size) * (batch * M * N) + np.repeat(orow_r * N + n0[ri_rows], P)
-        cs2 = ctx.compute_set(op, "reduce")
-        g.add_vertices(cs2, "ReducePartials", rt, {"in": (ri_rows[ii], src, np.repeat(o_l, P)),
-                                                   "out": (ri_rows, o_s, o_l)},
-                       dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
-        return [cs, cs2]
+            add_by_signature(ctx, cs, "MatMulPartial", tiles, sig, {"a": (ai, a_s, a_l), "b": b_f, "out": (oi, o_s, o_l)},
+                             lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2])})
+            out.append(cs)
+        else:
+            part = g.add_variable(ctx.partials, (P, batch * M, N), f"{op['name']}/partials", kind="temporary",
+                                  op=op["name"])
+            ps = part._start + p[oi] * (batch * M * N) + orow * N + n0[oi]
+            g._map_intervals(ps, ncols[oi], tiles[oi])
+            add_by_signature(ctx, cs, "MatMulPartial", tiles, sig, {"a": (ai, a_s, a_l), "b": b_f,
+                                                                   "out": (oi, ps, ncols[oi])},
+                             lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2]), "partials": ctx.partials})
+            # reduction: one vertex per (batch, row block, column block); its input is
+            # ordered part-major so that it reads as [parts][rows][columns]
+            R = V // P
+            rows_r = rows[:R]
+            rt_ = spread(R, T)
+            cnt = P * rows_r
+            ri = np.repeat(np.arange(R), cnt)
+            k = np.arange(ri.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            pp, rr = k // rows_r[ri], k % rows_r[ri]
+            src = part._start + pp * (batch * M * N) + (bt[ri] * M + m0[ri] + rr) * N + n0[ri]
+            oi_r = np.repeat(np.arange(R), rows_r)
+            rr2 = np.arange(oi_r.size) - np.repeat(np.cumsum(rows_r) - rows_r, rows_r)
+            o_s = y.start + (bt[oi_r] * M + m0[oi_r] + rr2) * N + n0[oi_r]
+            o_l = ncols[oi_r]
+            g._map_intervals(o_s, o_l, rt_[oi_r])
+            cs2 = ctx.compute_set(op, "reduce")
+            g.add_vertices(cs2, "ReducePartials", rt_, {"in": (ri, src, ncols[ri]), "out": (oi_r, o_s, o_l)},
+                           dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
+            out += [cs, cs2]
+        if op["op"] == "Gemm" and len(op["inputs"]) > 2 and op["inputs"][2] in ctx.acts:
+            out += ElementwisePlanner().lower(op, opt, ctx, codelet="Add", inputs=[op["outputs"][0], op["inputs"][2]],
+                                              out=y, suffix="bias")
+        return out
 
 
 # -- element-wise and everything chunked along the output -------------------------------------
 
-def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
+def chunks(ctx, y: Act, like: Act | None, max_chunk=None, whole_rows=False):
     """Split an output into vertex-sized chunks that follow a tensor's mapping.
 
     Chunks never cross an (image, channel group) block for 4-D tensors or a row
@@ -339,7 +407,7 @@ def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
     """
     spatial = y.H * y.W > 1
     unit = y.H * y.W * y.g if spatial else y.C
-    step = y.g if spatial else 1
+    step = y.g if spatial else (y.C if whole_rows else 1)
     n = y.numel
     W = ctx.chip.workers_per_tile
     T = ctx.tiles
@@ -379,7 +447,7 @@ class ElementwisePlanner(Planner):
     family = "elementwise"
     CODELET = {"Relu": "Relu", "Add": "Add", "Sum": "Add", "Sub": "Sub", "Mul": "Mul", "Div": "Div",
                "Exp": "Exp", "Sqrt": "Sqrt", "Tanh": "Tanh", "Sigmoid": "Sigmoid", "Gelu": "Gelu",
-               "Erf": "Tanh", "Max": "Max", "ReluGrad": "ReluGrad", "Dropout": "Mul",
+               "Erf": "Tanh", "Max": "Max", "ReluGrad": "ReluGrad", "Dropout": "Copy",
                "Identity": "Copy", "Cast": "Cast", "Transpose": "Copy", "Concat": "Copy"}
 
     def estimate(self, op, opt, ctx):
@@ -394,7 +462,7 @@ class ElementwisePlanner(Planner):
         big = [s for s in srcs if s.numel == y.numel]
         small = [s for s in srcs if s.numel != y.numel]
         like = big[0] if big else None
-        st, ln, tiles, ui = chunks(ctx, y, like)
+        st, ln, tiles, ui = chunks(ctx, y, like, whole_rows=bool(small))
         y_s = y.start + st
         ctx.graph._map_intervals(y_s, ln, tiles)
         V = st.size
@@ -446,19 +514,23 @@ class PoolPlanner(Planner):
         n, cg, oh = [v.ravel() for v in np.indices((y.N, y.Cg, y.H))]
         V = n.size
         tiles = spread(V, ctx.tiles)
-        vi = np.repeat(np.arange(V), kh)
-        rr = np.tile(np.arange(kh), V)
-        ih = oh[vi] * s - pt + rr
-        ok = (ih >= 0) & (ih < x.H)
-        iw0 = max(0, -pl)
-        in_s, in_l = x.rows(n[vi][ok], cg[vi][ok], ih[ok], np.full(ok.sum(), iw0), np.full(ok.sum(), x.W))
+        rt = np.clip(pt - oh * s, 0, kh)
+        rb = np.clip(x.H + pt - oh * s, 0, kh)
+        nrows = rb - rt
+        iws, iwe = -pl, (y.W - 1) * s - pl + kw
+        pleft, pright = max(-iws, 0), max(iwe - x.W, 0)
+        vi = np.repeat(np.arange(V), nrows)
+        r = rt[vi] + np.arange(vi.size) - np.repeat(np.cumsum(nrows) - nrows, nrows)
+        in_s, in_l = x.rows(n[vi], cg[vi], oh[vi] * s - pt + r, np.full(vi.size, iws + pleft),
+                            np.full(vi.size, iwe - pright))
         o_s, o_l = y.rows(n, cg, oh, np.zeros(V, np.int64), np.full(V, y.W))
         ctx.graph._map_intervals(o_s, o_l, tiles)
         cs = ctx.compute_set(op, "pool")
-        ctx.graph.add_vertices(cs, "Pool", tiles, {"in": (vi[ok], in_s, in_l), "out": (np.arange(V), o_s, o_l)},
-                               dtype=ctx.dtype, params={"kh": int(kh), "kw": int(kw), "stride": int(s),
-                                                        "wout": int(y.W), "c": int(x.g),
-                                                        "op": "max" if "Max" in op["op"] else "avg"})
+        base = {"kh": int(kh), "kw": int(kw), "stride": int(s), "wout": int(y.W), "c": int(x.g),
+                "pleft": int(pleft), "pright": int(pright), "op": "max" if "Max" in op["op"] else "avg"}
+        add_by_signature(ctx, cs, "Pool", tiles, np.stack([rt, kh - rb], axis=1),
+                         {"in": (vi, in_s, in_l), "out": (np.arange(V), o_s, o_l)},
+                         lambda u: dict(base, ptop=int(u[0]), pbot=int(u[1])))
         return [cs]
 
 
@@ -518,6 +590,11 @@ class NormPlanner(Planner):
         params = [t for t in op["inputs"][1:] if ctx.is_param(t)]
         scale = ctx.weights_by_name(params[0]) if params else None
         shift = ctx.weights_by_name(params[1]) if len(params) > 1 else scale
+        if op["op"] == "BatchNormalization" and not ctx.training and len(params) >= 4:
+            # inference: y = x * s + t with s = scale / sqrt(var + eps), t = B - mean * s, folded on the host
+            eps = float(op["attrs"].get("epsilon", 1e-5))
+            scale = ctx.derived_weight(op, "folded_scale", (y.C,), ("bn_scale", params[:4], eps))
+            shift = ctx.derived_weight(op, "folded_shift", (y.C,), ("bn_shift", params[:4], eps))
         st, ln, tiles, ui = chunks(ctx, y, x)
         ctx.graph._map_intervals(y.start + st, ln, tiles)
         V = st.size
@@ -691,8 +768,28 @@ class ReshapePlanner(Planner):
         shape = ctx.out_shape(op, 0)
         if op["op"] == "Transpose" and len(shape) > 1 and shape != a.logical:
             return ElementwisePlanner().lower(op, opt, ctx, codelet="Copy", inputs=[src], suffix="transpose")
+        if len(a.logical) == 4 and a.H * a.W > 1 and a.g > 1 and tuple(shape) != a.logical:
+            return self._to_row_major(op, a, shape, ctx)
         ctx.acts[op["outputs"][0]] = a.alias(op["outputs"][0], shape)
         return []
+
+    def _to_row_major(self, op, a, shape, ctx):
+        """Flatten a channel-grouped image into NCHW order: one Copy per image row and
+        channel group, writing each element to its strided place."""
+        y = ctx.new_act(op, 0)
+        n, cg, h = [v.ravel() for v in np.indices((a.N, a.Cg, a.H))]
+        V = n.size
+        tiles = ctx.graph.tile_of_elements(a.rows(n, cg, h, np.zeros(V, np.int64), np.zeros(V, np.int64))[0])
+        in_s, in_l = a.rows(n, cg, h, np.zeros(V, np.int64), np.full(V, a.W))
+        w, ci = [v.ravel() for v in np.indices((a.W, a.g))]
+        dst = (y.start + n[:, None] * (a.C * a.H * a.W) + (cg[:, None] * a.g + ci[None, :]) * (a.H * a.W)
+               + h[:, None] * a.W + w[None, :]).ravel()
+        vi = np.repeat(np.arange(V), a.W * a.g)
+        ctx.graph._map_intervals(dst, np.ones(dst.size, np.int64), tiles[vi])
+        cs = ctx.compute_set(op, "flatten")
+        ctx.graph.add_vertices(cs, "Copy", tiles, {"in": (np.arange(V), in_s, in_l),
+                                                   "out": (vi, dst, np.ones(dst.size, np.int64))}, dtype=ctx.dtype)
+        return [cs]
 
 
 class ConcatPlanner(Planner):

@@ -15,13 +15,13 @@ import inspect
 
 from .errors import ModelError
 from .export_onnx import to_onnx
-from .onnx_import import load_onnx
+from .onnx_import import load_onnx, load_onnx_model
 from .opgraph import FAMILIES, OpGraph, TensorInfo
 from .summary import format_summary, summary
 from .training import make_training_graph
 from .zoo import BUILDERS
 
-__all__ = ["get_model", "list_models", "load_onnx", "to_onnx", "make_training_graph",
+__all__ = ["get_model", "list_models", "load_onnx", "load_onnx_model", "to_onnx", "make_training_graph",
            "summary", "format_summary", "ModelError", "OpGraph", "TensorInfo", "FAMILIES"]
 
 DTYPES = ("fp32", "fp16")

@@ -81,6 +81,17 @@ def load_onnx(path, batch=None, dim_values=None, *, use_onnx_shapes=True) -> OpG
         raise ModelError(f"{path}: cannot import: {type(e).__name__}: {e}") from e
 
 
+def load_onnx_model(model, batch=None, dim_values=None, *, source="<in-memory model>",
+                    use_onnx_shapes=True) -> OpGraph:
+    """Like :func:`load_onnx` for an ``onnx.ModelProto`` already in memory."""
+    try:
+        return _Importer(source, model, batch, dict(dim_values or {}), use_onnx_shapes).run()
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"{source}: cannot import: {type(e).__name__}: {e}") from e
+
+
 def _read(path):
     import onnx
     try:

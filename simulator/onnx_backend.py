@@ -1,0 +1,184 @@
+"""Run ONNX models on the simulated chip: an ``onnx.backend`` for functional mode.
+
+The usual backend-module shape, so that ONNX's own backend test runner can
+drive it::
+
+    import onnx, simulator.onnx_backend as backend
+    rep = backend.prepare(onnx.load("resnet50.onnx"), chip="gc200")
+    (probs,) = rep.run([image])          # numpy in, numpy out
+    rep.report                            # cycles, vertices, memory of the compiled graph
+
+``prepare`` imports the model (models/), lowers it with the same planners as
+``ipusim compile`` (compiler/), and ``run`` executes the codelets' numpy
+semantics on the tiles' data (simulator/functional.py).  Host arrays are
+converted to and from the storage layouts the planners chose (channel-grouped
+images, blocked weights); folded batch-norm parameters are computed on the
+host, as a deployment flow would.
+
+Ops whose lowering is exact in values are listed in :data:`EXACT_OPS`; any
+other op is refused at ``prepare`` with the node's name, rather than giving
+wrong numbers.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+import onnx
+from onnx.backend.base import Backend, BackendRep
+
+from compiler.executable import compile_program
+from compiler.lower import lower
+
+from .chips import get_chip
+from .engine import Engine
+
+EXACT_OPS = {"Conv", "Gemm", "MatMul", "Relu", "MaxPool", "GlobalAveragePool", "BatchNormalization",
+             "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity",
+             "Dropout", "Softmax", "Sigmoid", "Tanh", "Exp", "Sqrt", "AveragePool"}
+
+
+class BackendError(ValueError):
+    pass
+
+
+def _to_storage(data, kind, info, act):
+    """Host array (ONNX layout) -> flat array in the graph's storage order."""
+    x = np.asarray(data, np.float64)
+    if kind == "conv":
+        P, Cog, go, ncig, cig, kh, kw = (info[k] for k in ("P", "Cog", "go", "ncig", "cig", "kh", "kw"))
+        return x.reshape(Cog, go, P, ncig, cig, kh, kw).transpose(2, 0, 3, 5, 6, 4, 1).ravel()
+    if kind == "matmul":
+        B = x.T if info["trans"] else x.reshape(info["K"], info["N"])
+        P, nb, K, N = info["P"], info["nb"], info["K"], info["N"]
+        blocks = []
+        for p in range(P):
+            k0, k1 = p * K // P, (p + 1) * K // P
+            for n0 in range(0, N, nb):
+                blocks.append(B[k0:k1, n0:n0 + nb].ravel())
+        return np.concatenate(blocks)
+    return _grouped(x, act)
+
+
+def _grouped(x, act):
+    """(N, C, H, W) -> [N][C/g][H][W][g]; other ranks are row-major already."""
+    if len(act.logical) == 4:
+        N, C, H, W = act.logical
+        return x.reshape(N, C // act.g, act.g, H, W).transpose(0, 1, 3, 4, 2).ravel()
+    return x.ravel()
+
+
+def _ungrouped(flat, act):
+    if len(act.logical) == 4:
+        N, C, H, W = act.logical
+        return flat.reshape(N, C // act.g, H, W, act.g).transpose(0, 1, 4, 2, 3).reshape(act.logical)
+    return flat.reshape(act.logical)
+
+
+class SimBackendRep(BackendRep):
+    def __init__(self, model, chip="gc200", batch=None, **options):
+        import models
+        try:
+            self.opgraph = models.load_onnx_model(model, batch=batch,
+                                                  source=options.pop("source", "<onnx model>"))
+        except models.ModelError as e:
+            raise BackendError(str(e)) from None
+        for name in self.opgraph.ops():
+            d = self.opgraph.op(name)
+            if d["op"] not in EXACT_OPS or (d["op"] == "Conv" and int(d["attrs"].get("group", 1)) != 1):
+                raise BackendError(f"node {name!r}: op type {d['op']!r} is not supported by the functional "
+                                   f"backend (exact ops: {', '.join(sorted(EXACT_OPS))})")
+            if d["op"] == "AveragePool" and any(d["attrs"].get("pads") or []):
+                raise BackendError(f"node {name!r}: AveragePool with padding is not supported functionally")
+        self.chip = get_chip(chip)
+        self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
+                             use_functions=options.pop("use_functions", True))
+        self.exe = compile_program(self.lowered.graph, self.lowered.program)
+        self._weights = self._host_weights()
+        self.report = None
+
+    def _host_weights(self):
+        """Every parameter and derived weight in storage order, computed once."""
+        og, low = self.opgraph, self.lowered
+        out = {}
+        for name, t in og.tensors.items():
+            if t.kind in ("param", "constant", "state") and name in low.acts and t.data is not None:
+                kind, info = low.host_layout.get(name, ("plain", None))
+                out[name] = _to_storage(t.data, kind, info, low.acts[name])
+        for name, (kind, recipe) in low.host_layout.items():
+            if kind != "derived":
+                continue
+            what, (scale, bias, mean, var), eps = recipe
+            sc, b, mu, v = (np.asarray(og.tensors[n].data, np.float64) for n in (scale, bias, mean, var))
+            s = sc / np.sqrt(v + eps)
+            out[name] = s if what == "bn_scale" else b - mu * s
+        return out
+
+    def run(self, inputs, **kwargs):
+        og, low = self.opgraph, self.lowered
+        names = [n for n in og.inputs if og.tensors[n].kind == "input"]
+        if isinstance(inputs, dict):
+            inputs = [inputs[n] for n in names]
+        inputs = list(inputs)
+        if len(inputs) != len(names):
+            raise BackendError(f"model has {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
+        feeds = {}
+        for n, x in zip(names, inputs):
+            want = og.tensors[n].shape
+            x = np.asarray(x)
+            if tuple(x.shape) != tuple(want):
+                raise BackendError(f"input {n!r}: expected shape {tuple(want)}, got {tuple(x.shape)}")
+            feeds[n] = [_grouped(x, low.acts[n])]
+        eng = Engine(self.exe, self.chip, functional=True, inputs=feeds)
+        for n, flat in self._weights.items():
+            eng.write(low.acts[n].tensor, flat)
+        self.report = eng.run()
+        outs = []
+        for n in og.outputs:
+            flat = np.asarray(eng.outputs[n][0], np.float64)
+            dt = np.float16 if low.dtype == "fp16" else np.float32
+            outs.append(_ungrouped(flat, low.acts[n]).astype(dt))
+        return namedtuple("Outputs", [f"o{i}" for i in range(len(outs))])(*outs)
+
+
+class SimBackend(Backend):
+    @classmethod
+    def is_compatible(cls, model, device="CPU", **kwargs):
+        try:
+            SimBackendRep(model, **kwargs)
+            return True
+        except Exception:
+            return False
+
+    @classmethod
+    def prepare(cls, model, device="CPU", **kwargs):
+        if not cls.supports_device(device):
+            raise BackendError(f"device {device!r} is not supported (the simulated chip runs as 'CPU')")
+        super().prepare(model, device, **kwargs)
+        return SimBackendRep(model, **kwargs)
+
+    @classmethod
+    def run_model(cls, model, inputs, device="CPU", **kwargs):
+        return cls.prepare(model, device, **kwargs).run(inputs)
+
+    @classmethod
+    def run_node(cls, node, inputs, device="CPU", outputs_info=None, **kwargs):
+        """Run one node by wrapping it in a one-node model."""
+        from onnx import helper
+        ins = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, np.shape(x))
+               for n, x in zip(node.input, inputs)]
+        outs = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in node.output]
+        g = helper.make_graph([node], "node", ins, outs)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", kwargs.pop("opset", 13))])
+        return cls.run_model(m, list(inputs), device, **kwargs)
+
+    @classmethod
+    def supports_device(cls, device):
+        return str(device).upper().startswith("CPU")
+
+
+prepare = SimBackend.prepare
+run_model = SimBackend.run_model
+run_node = SimBackend.run_node
+supports_device = SimBackend.supports_device
+is_compatible = SimBackend.is_compatible
