@@ -219,6 +219,36 @@ def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngro
     return plans
 
 
+EXCHANGE_CHUNK_EDGES = 4_000_000
+
+
+def _plan_edges(graph, arrays, ranges, vt, vcs, var_bytes, run_starts, run_tiles, tiles_per_chip, ncs):
+    """Exchange plans (in, out) for the edges in ``ranges`` [(e0, e1, batch)]."""
+    idx = intervals.expand(np.array([r[0] for r in ranges]), np.array([r[1] - r[0] for r in ranges]))
+    reads = np.empty(idx.size, bool)
+    writes = np.empty(idx.size, bool)
+    pos = 0
+    for e0, e1, b in ranges:
+        c = CODELETS[b.codelet]
+        f = arrays.edge_field[e0:e1]
+        reads[pos:pos + e1 - e0] = np.array([x.reads for x in c.fields])[f]
+        writes[pos:pos + e1 - e0] = np.array([x.writes for x in c.fields])[f]
+        pos += e1 - e0
+    est = arrays.edge_start[idx]
+    ps, pl, parent, ptile = _pieces(graph, est, arrays.edge_len[idx].astype(np.int64), run_starts, run_tiles)
+    ebytes = var_bytes[graph.variable_of(est)]
+    pv = arrays.edge_vertex[idx[parent]]
+    pvt = vt[pv].astype(np.int64)
+    remote = ptile != pvt
+    pcs = vcs[pv]
+    pb = pl * ebytes[parent]
+    r = remote & reads[parent]
+    xin = _plan(pcs[r], ptile[r].astype(np.int64), pvt[r], ps[r], pl[r], pb[r], tiles_per_chip, ncs)
+    w = remote & writes[parent]
+    xout = _plan(pcs[w], pvt[w], ptile[w].astype(np.int64), ps[w], pl[w], pb[w], tiles_per_chip, ncs)
+    return xin, xout
+
+
 def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable:
     """Finalize the graph, cost every compute set and plan every exchange."""
     arrays = graph.finalize()
@@ -269,27 +299,23 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
     exchange_in, exchange_out = {}, {}
     if arrays.edge_start.size:
         var_bytes = np.array([DTYPE_BYTES[v.dtype] for v in graph.variables], np.int64)
-        ebytes = var_bytes[graph.variable_of(arrays.edge_start)]
-        # direction of each edge from its field
-        reads = np.zeros(arrays.edge_start.size, bool)
-        writes = np.zeros(arrays.edge_start.size, bool)
         off = arrays.vertex_edge_offsets
+        # compute sets in chunks of about EXCHANGE_CHUNK_EDGES edges: every compute set's
+        # edges are planned together (multicast is exact), the temporaries stay bounded
+        ranges = {}
         for b in graph.batches:
-            c = CODELETS[b.codelet]
-            e0, e1 = int(off[b.v0]), int(off[b.v1])
-            f = arrays.edge_field[e0:e1]
-            reads[e0:e1] = np.array([x.reads for x in c.fields])[f]
-            writes[e0:e1] = np.array([x.writes for x in c.fields])[f]
-        ps, pl, parent, ptile = _pieces(graph, arrays.edge_start, arrays.edge_len.astype(np.int64), run_starts, run_tiles)
-        pv = arrays.edge_vertex[parent]
-        pvt = vt[pv].astype(np.int64)
-        remote = ptile != pvt
-        pcs = vcs[pv]
-        pb = pl * ebytes[parent]
-        r = remote & reads[parent]
-        exchange_in = _plan(pcs[r], ptile[r].astype(np.int64), pvt[r], ps[r], pl[r], pb[r], tiles_per_chip, ncs)
-        w = remote & writes[parent]
-        exchange_out = _plan(pcs[w], pvt[w], ptile[w].astype(np.int64), ps[w], pl[w], pb[w], tiles_per_chip, ncs)
+            ranges.setdefault(b.cs, []).append((int(off[b.v0]), int(off[b.v1]), b))
+        chunk, size = [], 0
+        items = list(ranges.items())
+        for i, (csid, rs) in enumerate(items):
+            chunk.append(rs)
+            size += sum(e1 - e0 for e0, e1, _ in rs)
+            if size >= EXCHANGE_CHUNK_EDGES or i == len(items) - 1:
+                xin, xout = _plan_edges(graph, arrays, [r for rs_ in chunk for r in rs_], vt, vcs, var_bytes,
+                                        run_starts, run_tiles, tiles_per_chip, ncs)
+                exchange_in.update(xin)
+                exchange_out.update(xout)
+                chunk, size = [], 0
     # -- copies ---------------------------------------------------------------------
     copies = {}
     for p in walk(program):

@@ -331,7 +331,15 @@ class MatMulPlanner(Planner):
         arow = bt[ai] * M + m0[ai] + r
         a_l = np.minimum(kk[ai], A.numel)
         a_s = np.minimum(A.start + (arow * K + k0[ai]) % max(A.numel, 1), A.start + A.numel - a_l)
-        if b_is_act and exact:
+        if b_is_act and exact and op["attrs"].get("transB"):
+            # a transposed activation operand: element (k, n) is at n * K + k, one edge per element
+            cnt = kk * ncols
+            bi = np.repeat(np.arange(V), cnt)
+            q = np.arange(bi.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            kq, nq = k0[bi] + q // ncols[bi], n0[bi] + q % ncols[bi]
+            boff = (bt[bi] * K * N if B.numel == batch * K * N else 0) + nq * K + kq
+            b_f = (bi, B.start + boff, np.ones(bi.size, np.int64))
+        elif b_is_act and exact:
             # an activation operand (attention): kk rows of ncols columns, row-major
             bi = np.repeat(np.arange(V), kk)
             rk = np.arange(bi.size) - np.repeat(np.cumsum(kk) - kk, kk)
@@ -595,7 +603,7 @@ class NormPlanner(Planner):
             eps = float(op["attrs"].get("epsilon", 1e-5))
             scale = ctx.derived_weight(op, "folded_scale", (y.C,), ("bn_scale", params[:4], eps))
             shift = ctx.derived_weight(op, "folded_shift", (y.C,), ("bn_shift", params[:4], eps))
-        st, ln, tiles, ui = chunks(ctx, y, x)
+        st, ln, tiles, ui = chunks(ctx, y, x, whole_rows=True)
         ctx.graph._map_intervals(y.start + st, ln, tiles)
         V = st.size
         idx = np.arange(V)

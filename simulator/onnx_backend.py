@@ -88,14 +88,43 @@ class SimBackendRep(BackendRep):
             if d["op"] not in EXACT_OPS or (d["op"] == "Conv" and int(d["attrs"].get("group", 1)) != 1):
                 raise BackendError(f"node {name!r}: op type {d['op']!r} is not supported by the functional "
                                    f"backend (exact ops: {', '.join(sorted(EXACT_OPS))})")
-            if d["op"] == "AveragePool" and any(d["attrs"].get("pads") or []):
-                raise BackendError(f"node {name!r}: AveragePool with padding is not supported functionally")
+            self._check_exact(name, d)
         self.chip = get_chip(chip)
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
                              use_functions=options.pop("use_functions", True))
         self.exe = compile_program(self.lowered.graph, self.lowered.program)
         self._weights = self._host_weights()
         self.report = None
+
+    def _check_exact(self, name, d):
+        """Refuse, naming the node, what the lowering would not compute exactly."""
+        og, a = self.opgraph, d["attrs"]
+
+        def fail(why):
+            raise BackendError(f"node {name!r} ({d['op']}): {why} is not supported by the functional backend")
+
+        if d["op"] == "AveragePool" and any(a.get("pads") or []):
+            fail("padding")
+        if d["op"] in ("MaxPool", "AveragePool") and a.get("ceil_mode"):
+            fail("ceil_mode")
+        if d["op"] == "Gemm" and (a.get("transA") or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0):
+            fail("transA / alpha / beta")
+        if d["op"] == "BatchNormalization" and any(og.tensors[t].kind not in ("param", "constant", "state")
+                                                   for t in d["inputs"][1:5]):
+            fail("scale / bias / mean / var given at run time (not initializers)")
+        if d["op"] == "Softmax":
+            rank = len(og.tensors[d["inputs"][0]].shape)
+            axis = int(a.get("axis", -1))
+            if rank > 2 and axis % rank != rank - 1:
+                fail(f"softmax over axis {axis} of a rank-{rank} tensor")
+        if d["op"] in ("Add", "Sub", "Mul", "Div"):
+            shapes = [og.tensors[t].shape for t in d["inputs"]]
+            out = og.tensors[d["outputs"][0]].shape
+            for sh in shapes:
+                n = int(np.prod(sh)) if sh else 1
+                ok = tuple(sh) == tuple(out) or (len(out) == 4 and n == out[1]) or (len(out) <= 2 and n == out[-1])
+                if not ok:
+                    fail(f"broadcasting {tuple(sh)} to {tuple(out)}")
 
     def _host_weights(self):
         """Every parameter and derived weight in storage order, computed once."""
@@ -167,9 +196,14 @@ class SimBackend(Backend):
         from onnx import helper
         ins = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, np.shape(x))
                for n, x in zip(node.input, inputs)]
-        outs = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in node.output]
-        g = helper.make_graph([node], "node", ins, outs)
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", kwargs.pop("opset", 13))])
+        opset = [helper.make_opsetid("", kwargs.pop("opset", 13))]
+        # output shapes from ONNX's shape inference (a model's outputs must carry one)
+        probe = helper.make_model(helper.make_graph([node], "node", ins, [
+            helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in node.output]),
+            opset_imports=opset)
+        inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(probe).graph.output}
+        outs = [inferred[n] for n in node.output]
+        m = helper.make_model(helper.make_graph([node], "node", ins, outs), opset_imports=opset)
         return cls.run_model(m, list(inputs), device, **kwargs)
 
     @classmethod

@@ -1,0 +1,117 @@
+"""simulator.onnx_backend: ONNX models run functionally on the simulated chip."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import models
+import simulator.onnx_backend as backend
+
+
+def _tiny_model(opset=15):
+    rng = np.random.default_rng(0)
+
+    def init(name, shape, scale=0.05, offset=0.0):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale + offset).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "s1", "bb1", "m1", "v1"], ["n1"], epsilon=1e-5),
+        helper.make_node("Relu", ["n1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Add", ["r2", "c2"], ["a2"]),
+        helper.make_node("Flatten", ["a2"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
+        helper.make_node("Softmax", ["y"], ["prob"], axis=1),
+    ]
+    inits = [init("w1", (32, 3, 3, 3)), init("b1", (32,)), init("s1", (32,), 0.1, 1.0), init("bb1", (32,)),
+             init("m1", (32,)), numpy_helper.from_array((rng.random(32) + 0.5).astype(np.float32), "v1"),
+             init("w2", (64, 32, 3, 3)), init("wf", (10, 64 * 4 * 4)), init("bf", (10,))]
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 16, 16])],
+                          [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [2, 10]),
+                           helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _ref(m, x):
+    return ReferenceEvaluator(m).run(None, {m.graph.input[0].name: x})
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    m = _tiny_model()
+    return m, backend.prepare(m, chip="gc2")
+
+
+def test_outputs_equal_onnx_reference_evaluator(tiny):
+    m, rep = tiny
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    for got, want in zip(rep.run([x]), _ref(m, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_convolution_split_into_partial_sums_over_tiles_is_exact(tiny):
+    m, rep = tiny
+    # the second convolution's input channels are split over several tiles and reduced
+    conv2 = [name for name, d in ((n, rep.opgraph.op(n)) for n in rep.opgraph.ops())
+             if d["op"] == "Conv" and d["inputs"][1] == "w2"][0]
+    assert rep.lowered.plans[conv2]["parts"] > 1
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(rep.run([x])[1], _ref(m, x)[1], rtol=1e-4, atol=1e-5)
+
+
+def test_run_reports_simulated_cycles(tiny):
+    m, rep = tiny
+    rep.run([np.zeros((2, 3, 16, 16), np.float32)])
+    assert rep.report.cycles > 0 and rep.report.vertices_executed > 0
+
+
+def test_run_model_and_supports_device():
+    m = _tiny_model()
+    x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(backend.run_model(m, [x], chip="gc2")[0], _ref(m, x)[0], rtol=1e-4, atol=1e-6)
+    assert backend.supports_device("CPU") and not backend.supports_device("CUDA")
+
+
+def test_run_node_runs_one_node():
+    node = helper.make_node("Relu", ["a"], ["b"])
+    a = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    np.testing.assert_array_equal(backend.run_node(node, [a], chip="gc2")[0], np.maximum(a, 0))
+
+
+def test_repeated_blocks_run_as_graph_functions_with_correct_values():
+    path = "/tmp/_ipusim_small_resnet50.onnx"
+    models.to_onnx(models.get_model("resnet50", image_size=32, num_classes=10), path, opset=15)
+    m = onnx.load(path)
+    rep = backend.prepare(m, chip="gc2")
+    assert sum(rep.lowered.calls.values()) > len(rep.lowered.functions)   # placed once, called repeatedly
+    x = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    got, want = rep.run([x])[0], _ref(m, x)[0]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_unsupported_op_is_refused_naming_the_node():
+    node = helper.make_node("LRN", ["a"], ["b"], size=3, name="my_lrn")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 4, 5, 5])],
+                          [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4, 5, 5])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(backend.BackendError, match="my_lrn"):
+        backend.prepare(m)
+
+
+def test_softmax_over_a_middle_axis_is_refused():
+    node = helper.make_node("Softmax", ["a"], ["b"], axis=1, name="sm")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, 4, 5])],
+                          [helper.make_tensor_value_info("b", TensorProto.FLOAT, [3, 4, 5])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(backend.BackendError, match="axis"):
+        backend.prepare(m)
+
+
+def test_wrong_input_shape_is_a_clear_error(tiny):
+    m, rep = tiny
+    with pytest.raises(backend.BackendError, match="expected shape"):
+        rep.run([np.zeros((1, 3, 16, 16), np.float32)])

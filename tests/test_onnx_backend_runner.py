@@ -1,0 +1,12 @@
+"""ONNX's own backend test runner drives simulator.onnx_backend (node tests shipped with onnx)."""
+import onnx.backend.test
+
+import simulator.onnx_backend as backend
+
+_runner = onnx.backend.test.BackendTest(backend, __name__)
+_runner.include(r"^test_(relu|add|sub|mul|div|sigmoid|tanh|exp|sqrt|flatten_axis1|gemm_default_no_bias"
+                r"|gemm_transposeB|gemm_default_single_elem_vector_bias|matmul_2d|maxpool_2d_default"
+                r"|maxpool_2d_pads|maxpool_2d_strides|globalaveragepool|averagepool_2d_default"
+                r"|basic_conv_with_padding|basic_conv_without_padding|conv_with_strides_padding"
+                r"|identity|dropout_default)_cpu$")
+globals().update(_runner.test_cases)
