@@ -363,6 +363,32 @@ CODELET_IDS: dict[str, int] = {name: i for i, name in enumerate(CODELETS)}
 CODELET_LIST: list[Codelet] = list(CODELETS.values())
 
 
+# -- fusion: element-wise epilogues applied by the producing vertex ------------------
+
+POST_OPS = {"relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+            "tanh": np.tanh, "exp": np.exp}
+POST_COST = {"relu": 1.0, "sigmoid": 6.0, "tanh": 6.0, "exp": 4.0}   # vector issues per element
+
+
+def post_cycles(codelet, sizes, dtype, params, chip):
+    """Extra cycles of the fused epilogue ops (``params["post"]``) of a vertex batch."""
+    post = params.get("post")
+    if not post:
+        return 0.0
+    out = next(f.name for f in codelet.fields if f.writes)
+    return sum(vector_cycles(sizes[out], dtype, chip, POST_COST[o], overhead=0) for o in post)
+
+
+def apply_post(codelet, outs, params):
+    """Apply the fused epilogue ops to the first output field."""
+    post = params.get("post")
+    if post:
+        out = next(f.name for f in codelet.fields if f.writes)
+        for o in post:
+            outs[out] = POST_OPS[o](outs[out])
+    return outs
+
+
 def field_dtype(f: Field, dtype: str, params: dict) -> str:
     """The dtype a field of a vertex of ``dtype`` with ``params`` must be connected to."""
     if f.dtype == "T":

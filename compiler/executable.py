@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import intervals
-from .codelets import CODELETS
+from .codelets import CODELETS, post_cycles
 from .dtypes import DTYPE_BYTES
 from .graph import DataStream, Graph, GraphError
 from .program import Call, Copy, Execute, Repeat, Sequence, Sync, walk
@@ -270,7 +270,8 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
     flops = np.zeros(ncs, np.float64)
     for b, sizes in zip(graph.batches, sizes_all):
         c = CODELETS[b.codelet]
-        cy = np.broadcast_to(np.asarray(c.cycles(sizes, b.dtype, b.params, chip), np.float64), (b.v1 - b.v0,))
+        cy = np.broadcast_to(np.asarray(c.cycles(sizes, b.dtype, b.params, chip), np.float64)
+                             + post_cycles(c, sizes, b.dtype, b.params, chip), (b.v1 - b.v0,))
         cyc[b.v0:b.v1] = cy
         vertex_cycles.append(cy)
         if c.flops is not None:

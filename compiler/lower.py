@@ -53,7 +53,7 @@ class Lowered:
 
 class Lowering:
     def __init__(self, opg, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
-                 ipus=1, use_functions=True):
+                 ipus=1, use_functions=True, fuse=True):
         self.opg = opg
         self.chip = chip
         self.dtype = canonical(dtype) if dtype != "int8" else "int8"
@@ -71,6 +71,44 @@ class Lowering:
         self._int_cache = {}
         self.host_layout = {}     # tensor name -> (kind, info): how host arrays map to storage order
         self.derived_of_op = {}   # op name -> [(tag, act, recipe)]: host-computed weights it reads
+        self.fusion = self._plan_fusion() if fuse else {}   # producer op -> [unary ops fused into it]
+        self.fused_away = {u: p for p, us in self.fusion.items() for u in us}
+
+    FUSABLE = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp"}
+
+    def _plan_fusion(self):
+        """Kernel fusion: a unary element-wise op that is the only reader of an element-wise
+        or normalisation op's output is applied by the producer's vertices (one superstep
+        instead of two).  Producer and consumer must be in the same block and phase."""
+        opg = self.opg
+        readers = {}
+        for n in opg.graph.nodes:
+            for t in opg.op(n)["inputs"]:
+                readers.setdefault(t, []).append(n)
+        fusion = {}
+        for n in opg.ops():
+            d = opg.op(n)
+            if d["op"] not in self.FUSABLE or len(d["inputs"]) != 1:
+                continue
+            t = d["inputs"][0]
+            p = opg.tensors[t].producer
+            if p is None or readers.get(t) != [n] or t in opg.outputs:
+                continue
+            pd = opg.op(p)
+            if (pd["family"] not in ("elementwise", "norm") or pd["op"] in ("LRN", "Identity", "Dropout", "Cast")
+                    or pd["op"].endswith("Grad") or len(pd["outputs"]) != 1 or pd["block"] != d["block"]
+                    or pd["phase"] != d["phase"] or opg.tensors[t].shape != opg.tensors[d["outputs"][0]].shape):
+                continue
+            root = next((q for q, us in fusion.items() if p in us), p)
+            fusion.setdefault(root, []).append(n)
+        return fusion
+
+    def fused(self, op, out) -> dict:
+        """Params that make the vertices writing ``op``'s output also apply its fused ops."""
+        ops = self.fusion.get(op["name"])
+        if not ops or (out is not None and out.name != op["outputs"][0]):
+            return {}
+        return {"post": [self.FUSABLE[self.opg.op(u)["op"]] for u in ops]}
 
     # -- helpers the planners use ----------------------------------------------------------
     def tdtype(self, name):
@@ -215,6 +253,12 @@ class Lowering:
     def _lower_op(self, name, prog, plans, op_cs):
         d = dict(self.opg.op(name))
         d["name"] = name
+        if name in self.fused_away:   # applied by its producer's vertices: same storage, no compute set
+            src = self.opg.op(name)["inputs"][0]
+            self.acts[d["outputs"][0]] = self.act(src).alias(d["outputs"][0], self.shape(d["outputs"][0]))
+            plans[name] = {"fused_into": self.fused_away[name]}
+            op_cs[name] = []
+            return
         fam = "matmul" if d["op"] == "ConvGradWeight" else d["family"]
         planner = PLANNERS.get(fam)
         if planner is None:

@@ -485,7 +485,7 @@ class ElementwisePlanner(Planner):
             bs = b.start + np.minimum(cg * y.g, b.numel - bl)
             ctx.graph.add_vertices(cs, "BroadcastOp", tiles, {"in": (idx, big[0].start + st if big else y_s, ln),
                                                               "b": (idx, bs, bl), "out": (idx, y_s, ln)},
-                                   dtype=ctx.dtype, params={"op": name.lower()})
+                                   dtype=ctx.dtype, params=dict({"op": name.lower()}, **ctx.fused(op, out)))
             return [cs]
         fields = {}
         in_fields = [f.name for f in c.fields if not f.writes]
@@ -493,7 +493,7 @@ class ElementwisePlanner(Planner):
             s = big[min(i, len(big) - 1)] if big else None
             fields[fname] = (idx, (s.start + st) if s is not None else y_s, ln)
         fields[[f.name for f in c.fields if f.writes][0]] = (idx, y_s, ln)
-        ctx.graph.add_vertices(cs, name, tiles, fields, dtype=ctx.dtype, params=params or {})
+        ctx.graph.add_vertices(cs, name, tiles, fields, dtype=ctx.dtype, params=dict(params or {}, **ctx.fused(op, out)))
         return [cs]
 
 
@@ -618,7 +618,7 @@ class NormPlanner(Planner):
                                                      "scale": (idx, scale.start + cg * y.g, sl),
                                                      "shift": (idx, shift.start + cg * y.g, sl),
                                                      "out": (idx, y.start + st, ln)},
-                               dtype=ctx.dtype, params={})
+                               dtype=ctx.dtype, params=ctx.fused(op, None))
         return out + [cs]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler import intervals
-from compiler.codelets import CODELETS
+from compiler.codelets import CODELETS, apply_post
 
 
 class FunctionalError(RuntimeError):
@@ -98,7 +98,7 @@ class FunctionalState:
                 args = {f.name: self.mem[fields[f.name]]
                         for f in c.fields if f.reads or f.direction == "inout" or f.name in ("out",)}
                 try:
-                    outs = c.compute(args, b.params)
+                    outs = apply_post(c, dict(c.compute(args, b.params)), b.params)
                 except Exception as e:  # a codelet's semantics failed: say which
                     raise FunctionalError(f"codelet {b.codelet} in compute set "
                                           f"{g.compute_sets[b.cs].name!r} failed: {e}") from e
