@@ -1,10 +1,12 @@
-"""The main job of `make demo`: compile and simulate ResNet-50 on a GC200.
+"""The main job of `make demo`: compile, simulate and draw ResNet-50 on a GC200.
 
 Writes to --out (default out/):
   tutorial.txt          Poplar's add-and-reduce tutorial run functionally on the chip
   resnet50.json         the compile + simulate report (graph, memory, timing)
   resnet50_trace.json   Chrome trace of the run (open in https://ui.perfetto.dev)
-  resnet50_graph.png    the clustered image of every vertex (when viz/ is available)
+  resnet50_graph.png    the clustered image of every vertex of the compiled graph
+  resnet50_report.html  one page: summary, tile memory map, execution trace, liveness,
+                        per-layer breakdown, graph image
 """
 import argparse
 import contextlib
@@ -12,11 +14,13 @@ import io
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import ipusim_cli  # noqa: E402
 from examples import tutorial_add_reduce  # noqa: E402
+from simulator.pipeline import build  # noqa: E402
 
 
 def main(argv=None):
@@ -24,6 +28,7 @@ def main(argv=None):
     ap.add_argument("--out", default="out")
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--chip", default="gc200")
+    ap.add_argument("--no-image", action="store_true", help="skip the graph image (the slowest step)")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
 
@@ -37,21 +42,28 @@ def main(argv=None):
         raise SystemExit(f"tutorial result {got} differs from numpy's {want}")
 
     stem = os.path.join(args.out, args.model)
-    rc = ipusim_cli.main(["simulate", args.model, "--chip", args.chip, "--json", stem + ".json",
-                          "--trace", stem + "_trace.json"])
-    if rc:
-        raise SystemExit(rc)
-    try:
-        from viz.graph_image import render_model_graph  # noqa: F401
-    except ImportError:
-        render_model_graph = None
-    if render_model_graph is not None:
-        path = render_model_graph(args.model, stem + "_graph.png", chip=args.chip)
-        print(f"image     {path}")
-    with open(stem + ".json") as f:
-        rep = json.load(f)
-    print(f"demo done: {rep['graph']['vertices']:,} vertices, {rep['sim']['samples_per_second']:.0f} samples/s; "
-          f"outputs in {args.out}/")
+    c = build(args.model, chip=args.chip, simulate=True)
+    print(ipusim_cli.summary(c.report))
+    with open(stem + ".json", "w") as f:
+        json.dump(ipusim_cli._jsonable(c.report), f, indent=2)
+    c.sim.chrome_trace(stem + "_trace.json")
+    print(f"report    {stem}.json\ntrace     {stem}_trace.json (open in https://ui.perfetto.dev)")
+
+    image = None
+    if not args.no_image:
+        try:
+            from viz.graph_image import render_model_graph
+        except ImportError:
+            render_model_graph = None
+        if render_model_graph is not None:
+            t = time.perf_counter()
+            image = render_model_graph(c, stem + "_graph.png")
+            print(f"image     {image} ({time.perf_counter() - t:.0f} s)")
+    from viz.report_html import write_report
+    info = write_report(c, stem + "_report.html", model=args.model, graph_image=False, graph_image_path=image)
+    print(f"page      {info['path']}")
+    print(f"demo done: {c.report['graph']['vertices']:,} vertices, "
+          f"{c.report['sim']['samples_per_second']:.0f} samples/s; outputs in {args.out}/")
 
 
 if __name__ == "__main__":
