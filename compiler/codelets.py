@@ -311,7 +311,7 @@ _TABLE = [
             compute=_affine, flops=_ew_flops("out", 2.0), code_bytes=192,
             doc="out[p, c] = in[p, c] * scale[c] + shift[c] (optionally relu)"),
     # reductions
-    Codelet("Reduce", (Field("in", IN), Field("out", OUT, vector=False)),
+    Codelet("Reduce", (Field("in", IN), Field("out", OUT, dtype="P", vector=False)),
             cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 1.0),
             compute=_reduce_vec, flops=_ew_flops("in"), code_bytes=192,
             doc="out = reduce(in) with op add | max, times scale"),

@@ -194,6 +194,7 @@ class Lowering:
     # -- allocation of tensors that exist before the program runs --------------------------
     def _allocate_leaves(self):
         g = self.graph
+        start_tile = 0
         for t in self.opg.tensors.values():
             if t.producer is not None or t.name in self.acts or t.inplace_of:
                 continue
@@ -202,7 +203,10 @@ class Lowering:
             if t.data is not None and t.kind in ("param", "constant"):
                 g.variables[-1].constant = None   # values are loaded by the host, not compiled in
             grain = max(a.g, 1) if t.kind == "input" else 64
-            g.map_linearly(a.tensor, grain=grain)
+            # each tensor starts where the previous one ended, so that the many small
+            # tensors (biases, norm parameters) do not all land on tile 0
+            g.map_linearly(a.tensor, grain=grain, tiles=(np.arange(self.tiles) + start_tile) % self.tiles)
+            start_tile = (start_tile + -(-a.numel // grain)) % self.tiles
             self.acts[t.name] = a
 
     # -- the driver ------------------------------------------------------------------------

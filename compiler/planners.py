@@ -169,13 +169,21 @@ class ConvPlanner(Planner):
         w0 = ws * wseg
         w1 = np.minimum(Wo, w0 + wseg)
         # the window: kernel rows inside the image, pixels inside the image, padding outside
-        rt = np.clip(pt - oh * s, 0, kh)
-        rb = np.clip(x.H + pt - oh * s, 0, kh)
+        if op["op"] == "ConvGradInput":
+            # dX from dY: the transposed convolution reads dY zero-dilated by the forward
+            # stride; windows are placed on dY's (smaller) grid in proportion
+            ih0 = (oh * x.H) // Ho - pt
+            iws = (w0 * x.W) // Wo - pl
+            iwe = np.maximum(((w1 - 1) * x.W) // Wo - pl + kw, iws + 1)
+        else:
+            ih0 = oh * s - pt
+            iws = w0 * s - pl
+            iwe = (w1 - 1) * s - pl + kw
+        rt = np.clip(-ih0, 0, kh)
+        rb = np.clip(x.H - ih0, 0, kh)
         nrows = rb - rt
         if np.any(nrows <= 0):
             raise LoweringError(f"op {op['name']!r}: a kernel window lies entirely in the padding")
-        iws = w0 * s - pl
-        iwe = (w1 - 1) * s - pl + kw
         pleft = np.maximum(-iws, 0)
         pright = np.maximum(iwe - x.W, 0)
         a0, a1 = iws + pleft, iwe - pright
@@ -191,7 +199,7 @@ class ConvPlanner(Planner):
             cig = p[vi] * ncig + c
         else:   # grouped / depthwise: the input channels that feed this output group
             cig = np.minimum((cog[vi] * go * x.C // Co) // x.g + c, x.Cg - 1)
-        in_s, in_l = x.rows(n[vi], cig, oh[vi] * s - pt + r, a0[vi], a1[vi])
+        in_s, in_l = x.rows(n[vi], cig, ih0[vi] + r, a0[vi], a1[vi])
         blk = ncig * kh * kw * cig_size * go
         exact_w = groups == 1 and P * Cog * blk == w.numel
         w_s = w.start + ((p * Cog + cog) * blk) % max(w.numel, 1)
@@ -404,7 +412,7 @@ class MatMulPlanner(Planner):
 
 # -- element-wise and everything chunked along the output -------------------------------------
 
-def chunks(ctx, y: Act, like: Act | None, max_chunk=None, whole_rows=False):
+def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
     """Split an output into vertex-sized chunks that follow a tensor's mapping.
 
     Chunks never cross an (image, channel group) block for 4-D tensors or a row
@@ -415,7 +423,7 @@ def chunks(ctx, y: Act, like: Act | None, max_chunk=None, whole_rows=False):
     """
     spatial = y.H * y.W > 1
     unit = y.H * y.W * y.g if spatial else y.C
-    step = y.g if spatial else (y.C if whole_rows else 1)
+    step = y.g if spatial else 1
     n = y.numel
     W = ctx.chip.workers_per_tile
     T = ctx.tiles
@@ -449,6 +457,21 @@ def chunks(ctx, y: Act, like: Act | None, max_chunk=None, whole_rows=False):
     return cst, hi - lo, tiles[pi], cst // unit
 
 
+def per_channel(y: Act, b: Act, st, ln, ui):
+    """The region of a per-channel operand ``b`` that chunks (st, ln) of ``y`` need.
+
+    Images: the g channels of the chunk's channel group (the chunk repeats them per
+    pixel).  Rows: the columns the chunk covers (chunks never cross a row).
+    """
+    if y.H * y.W > 1:
+        bl = np.full(st.size, min(y.g, b.numel), np.int64)
+        cg = ui % max(y.Cg, 1)
+        return b.start + np.minimum(cg * y.g, b.numel - bl), bl
+    col = st % max(y.C, 1)
+    bl = np.minimum(ln, b.numel)
+    return b.start + np.minimum(col % max(b.numel, 1), b.numel - bl), bl
+
+
 class ElementwisePlanner(Planner):
     """Unary and binary maps.  Output chunks follow the first input's mapping so
     reads are local; a smaller operand (bias, per-channel scale) is broadcast."""
@@ -470,7 +493,7 @@ class ElementwisePlanner(Planner):
         big = [s for s in srcs if s.numel == y.numel]
         small = [s for s in srcs if s.numel != y.numel]
         like = big[0] if big else None
-        st, ln, tiles, ui = chunks(ctx, y, like, whole_rows=bool(small))
+        st, ln, tiles, ui = chunks(ctx, y, like)
         y_s = y.start + st
         ctx.graph._map_intervals(y_s, ln, tiles)
         V = st.size
@@ -480,9 +503,7 @@ class ElementwisePlanner(Planner):
         cs = ctx.compute_set(op, suffix)
         if small and name in ("Add", "Sub", "Mul", "Div"):
             b = small[0]
-            bl = np.full(V, min(y.g if y.H * y.W > 1 else y.C, b.numel), np.int64)
-            cg = ui % max(y.Cg, 1) if y.H * y.W > 1 else np.zeros(V, np.int64)
-            bs = b.start + np.minimum(cg * y.g, b.numel - bl)
+            bs, bl = per_channel(y, b, st, ln, ui)
             ctx.graph.add_vertices(cs, "BroadcastOp", tiles, {"in": (idx, big[0].start + st if big else y_s, ln),
                                                               "b": (idx, bs, bl), "out": (idx, y_s, ln)},
                                    dtype=ctx.dtype, params=dict({"op": name.lower()}, **ctx.fused(op, out)))
@@ -562,7 +583,7 @@ class ReducePlanner(Planner):
         cs = ctx.compute_set(op, suffix)
         ctx.graph.add_vertices(cs, "Reduce", tiles, {"in": (np.arange(V), x.start + st, ln),
                                                      "out": (np.arange(V), part._start + np.arange(V), np.ones(V, np.int64))},
-                               dtype=ctx.partials, params={"op": "add"})
+                               dtype=x.dtype, params={"op": "add", "partials": ctx.partials})
         # second stage: each output element reduces an equal share of the partials
         R = y.numel
         per = max(V // max(R, 1), 1)
@@ -603,7 +624,7 @@ class NormPlanner(Planner):
             eps = float(op["attrs"].get("epsilon", 1e-5))
             scale = ctx.derived_weight(op, "folded_scale", (y.C,), ("bn_scale", params[:4], eps))
             shift = ctx.derived_weight(op, "folded_shift", (y.C,), ("bn_shift", params[:4], eps))
-        st, ln, tiles, ui = chunks(ctx, y, x, whole_rows=True)
+        st, ln, tiles, ui = chunks(ctx, y, x)
         ctx.graph._map_intervals(y.start + st, ln, tiles)
         V = st.size
         idx = np.arange(V)
@@ -612,11 +633,11 @@ class NormPlanner(Planner):
             ctx.graph.add_vertices(cs, "Copy", tiles, {"in": (idx, x.start + st, ln), "out": (idx, y.start + st, ln)},
                                    dtype=ctx.dtype)
             return out + [cs]
-        cg = ui % max(y.Cg, 1) if y.H * y.W > 1 else np.zeros(V, np.int64)
-        sl = np.full(V, y.g if y.H * y.W > 1 else y.C, np.int64)
+        sc_s, sl = per_channel(y, scale, st, ln, ui)
+        sh_s, _ = per_channel(y, shift, st, ln, ui)
         ctx.graph.add_vertices(cs, "Affine", tiles, {"in": (idx, x.start + st, ln),
-                                                     "scale": (idx, scale.start + cg * y.g, sl),
-                                                     "shift": (idx, shift.start + cg * y.g, sl),
+                                                     "scale": (idx, sc_s, sl),
+                                                     "shift": (idx, sh_s, sl),
                                                      "out": (idx, y.start + st, ln)},
                                dtype=ctx.dtype, params=ctx.fused(op, None))
         return out + [cs]
