@@ -3,7 +3,8 @@
     ipusim chips
     ipusim models
     ipusim compile MODEL [--train] [--batch N] [--chip gc2|gc200|bow|FILE.toml] [--ipus N]
-                         [--dtype fp32|fp16] [--partials fp32|fp16] [--json PATH]
+                         [--dtype fp32|fp16|int8] [--partials fp32|fp16] [--json PATH]
+                         [--recompute none|blocks|sqrt|all] [--accumulate N] [--offload optimizer,weights]
     ipusim simulate MODEL [same options] [--json PATH] [--trace PATH]
 
 MODEL is a built-in name (``ipusim models``) or a path to an ``.onnx`` file.
@@ -24,8 +25,15 @@ def _add_model_args(p):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--chip", default="gc200", help="preset (gc2, gc200, bow) or a chip .toml file")
     p.add_argument("--ipus", type=int, default=1)
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="weights and activations (int8: inference)")
     p.add_argument("--partials", default=None, choices=["fp32", "fp16"])
+    p.add_argument("--recompute", default="none", choices=["none", "blocks", "sqrt", "all"],
+                   help="training: recompute forward activations before the backward pass (docs/memory.md)")
+    p.add_argument("--accumulate", type=int, default=1, metavar="N",
+                   help="training: accumulate gradients over N micro-batches of --batch, then update once")
+    p.add_argument("--offload", default="", metavar="optimizer|weights",
+                   help="keep optimizer state and / or weights in streaming memory (comma-separated)")
     p.add_argument("--available-memory-proportion", type=float, default=0.6)
     p.add_argument("--no-functions", action="store_true", help="inline repeated blocks instead of graph functions")
     p.add_argument("--json", help="write the report here")
@@ -80,8 +88,13 @@ def cmd_compile(args, simulate=False):
     c = build(args.model, chip=args.chip, batch=args.batch, train=args.train, optimizer=args.optimizer,
               dtype=args.dtype, partials=args.partials, ipus=args.ipus,
               available_memory_proportion=args.available_memory_proportion, simulate=simulate,
-              use_functions=not args.no_functions)
+              use_functions=not args.no_functions, recompute=getattr(args, "recompute", "none"),
+              accumulate=getattr(args, "accumulate", 1), offload=getattr(args, "offload", ""))
     print(summary(c.report))
+    mem = c.report["memory"]
+    print(f"reuse     {mem['no_reuse_bytes'] / 2**20:.1f} MiB without reuse -> {mem['with_reuse_bytes'] / 2**20:.1f} MiB "
+          f"with liveness + in-place reuse ({mem['reuse_factor']:.2f}x); not-always-live peak at step "
+          f"{mem['peak_step']} ({mem['peak_step_name']})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(_jsonable(c.report), f, indent=2)
@@ -119,7 +132,7 @@ def _core_commands(sub):
 
 # Modules that add subcommands: each has `add_parser(sub, add_model_args) -> {name: handler}`.
 # Kept as module paths so that `ipusim compile` does not import the viz stack.
-EXTRA_COMMANDS = []
+EXTRA_COMMANDS = ["viz.cli_report", "simulator.cli_sweep", "viz.cli_explore", "viz.cli_render"]
 
 
 def main(argv=None):

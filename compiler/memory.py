@@ -1,96 +1,424 @@
-"""Per-tile memory of a compiled graph, by category, with liveness.
+"""Per-tile memory of a compiled graph: liveness, allocation with reuse, categories.
 
-Categories follow the vendor's memory report: always-live variables
-(weights, optimizer state, constants, inputs), not-always-live variables
-(activations, gradients, temporaries) at their peak over the program's steps,
-vertex state, vertex code and exchange buffers.
+Categories follow the vendor's memory report (PopVision Graph Analyser):
 
-Liveness: a not-always-live variable is live from the first step that writes
-it to the last step that reads it (steps are the program's Execute nodes in
-order).  Variables whose lives do not overlap can share bytes, so the peak per
-tile is the maximum over steps of the bytes live at that step.
+* ``always_live_variables``: weights, optimizer and other state, constants;
+  they hold their bytes for the whole program;
+* ``not_always_live_variables``: activations, gradients, temporaries, data
+  inputs and offloaded variables while they are resident: the per-tile size
+  of the region the allocator (:mod:`compiler.allocator`) lays them out in,
+  reusing bytes between tensors whose lives do not overlap;
+* ``vertex_code`` (machine code of each codelet a tile runs, once per tile),
+  ``vertex_state`` (per-vertex state: one pointer + size per connected
+  region), ``exchange_code`` (a few words per message a tile sends),
+  ``exchange_buffers`` (the largest exchange a tile receives in one step,
+  reserved), ``control_code`` (the program's control flow, on every tile) and
+  ``stack`` (one stack per worker and supervisor context).
+
+Liveness.  Steps are the program's Execute nodes in program order, function
+bodies once per call (:func:`execute_order`); a Copy or host-stream copy
+counts at the step that follows it.  A variable's life is made of closed step
+intervals: from its first use to its last, split where a copy writes all of it
+(a reload, e.g. of an offloaded variable) and, for a variable used only
+inside graph-function calls, split per call.  A variable used in a ``Repeat``
+body is live for the whole loop unless every use is in the body and the first
+one writes it (loop-local).
+
+In place.  An element-wise compute set whose output has exactly the tiles and
+bytes of an input whose life ends at that step writes over that input: the two
+share one allocation (Poplar's in-place ops).
+
+    >>> from simulator.pipeline import build
+    >>> m = build("mnist-mlp", train=True, batch=16).memory
+    >>> m["no_reuse_bytes"] >= m["always_live_bytes"] + m["not_always_live_peak_bytes"]
+    True
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from .allocator import allocate
 from .codelets import CODELETS
 from .dtypes import DTYPE_BYTES
-from .program import Call, Execute, Repeat, Sequence
+from .program import Call, Copy, Execute, Repeat, Sequence, walk
 
-ALWAYS_LIVE = ("weight", "state", "constant", "input", "variable")
+#: variable kinds that hold their bytes for the whole program
+ALWAYS_LIVE = ("weight", "state", "constant", "variable")
+#: codelets whose output may be written over an input (element-wise, same size)
+INPLACE_CODELETS = {"Add", "Sub", "Mul", "Div", "Max", "Copy", "Relu", "Exp", "Sqrt", "Tanh",
+                    "Sigmoid", "Gelu", "ReluGrad", "BroadcastOp", "Affine", "ScaledAdd"}
+#: CHOSEN: stack bytes per context (6 workers + 1 supervisor); Poplar's default
+#: worker stack is a few hundred bytes.  Not published as a single figure.
+STACK_BYTES_PER_CONTEXT = 256
+CONTROL_BYTES_PER_NODE = 4
+
+CATEGORIES = ("always_live_variables", "not_always_live_variables", "vertex_code", "vertex_state",
+              "exchange_code", "exchange_buffers", "control_code", "stack")
 
 
 def execute_order(program):
     """Compute set ids in the order the program runs them (function bodies once per call)."""
-    out = []
+    return [s for s, _, _ in _walk_steps(program)[0]]
 
-    def visit(p):
+
+def _walk_steps(program):
+    """Steps (cs id, call instance, repeat depth), copies with their step, repeat ranges."""
+    steps, copies, repeats = [], [], []
+    ncall = [0]
+
+    def visit(p, call):
         if isinstance(p, Sequence):
+            pending = []
             for c in p.children:
-                visit(c)
+                if isinstance(c, Copy):
+                    pending.append(len(copies))
+                    copies.append([c, len(steps), call])
+                    continue
+                if isinstance(c, Call) and call < 0:
+                    cid = ncall[0]
+                    ncall[0] += 1
+                    for k in pending:          # copies feeding a call belong to it
+                        copies[k][2] = cid
+                    visit(c.function.program, cid)
+                else:
+                    visit(c, call)
+                pending = []
         elif isinstance(p, Repeat):
-            visit(p.body)
+            s0 = len(steps)
+            c0 = len(copies)
+            visit(p.body, call)
+            if len(steps) > s0 or len(copies) > c0:
+                repeats.append((s0, len(steps) - 1, int(p.count)))
         elif isinstance(p, Call):
-            visit(p.function.program)
+            if call < 0:
+                cid = ncall[0]
+                ncall[0] += 1
+                visit(p.function.program, cid)
+            else:
+                visit(p.function.program, call)
         elif isinstance(p, Execute):
-            out.append(p.compute_set.id)
+            steps.append((p.compute_set.id, call, 0))
+        elif isinstance(p, Copy):
+            copies.append([p, len(steps), call])
 
-    visit(program)
-    return out
+    visit(program, -1)
+    return steps, copies, repeats
 
 
-def memory_report(exe, top=10) -> dict:
-    g, arr = exe.graph, exe.arrays
-    T = g.num_tiles
-    sram = g.target.sram_bytes_per_tile
-    nvar = len(g.variables)
-    # bytes of each variable on each tile (sparse rows)
-    var_tile_bytes = {}
+# -- per variable bytes on each tile -----------------------------------------------------
+def variable_tile_bytes(g):
+    """Sparse (var, tile, bytes) of every mapped variable."""
+    vs, ts, bs = [], [], []
     for v in g.variables:
         tm = g.tile_map.get(v.id)
         if tm is None or v.size == 0:
             continue
         u, c = np.unique(tm, return_counts=True)
-        var_tile_bytes[v.id] = (u, c * DTYPE_BYTES[v.dtype])
-    always = np.zeros(T)
-    for v in g.variables:
-        if v.kind in ALWAYS_LIVE and v.id in var_tile_bytes:
-            u, b = var_tile_bytes[v.id]
-            np.add.at(always, u, b)
-    # liveness of the other variables over the steps
-    order = execute_order(exe.program)
-    step_of_cs = {}
-    for i, cs in enumerate(order):
-        step_of_cs.setdefault(cs, []).append(i)
-    first = np.full(nvar, np.iinfo(np.int64).max)
-    last = np.full(nvar, -1)
-    if arr.edge_start.size:
+        keep = u >= 0
+        u, c = u[keep], c[keep]
+        vs.append(np.full(u.size, v.id, np.int64))
+        ts.append(u.astype(np.int64))
+        bs.append(c.astype(np.int64) * DTYPE_BYTES[v.dtype])
+    if not vs:
+        z = np.zeros(0, np.int64)
+        return z, z, z
+    return np.concatenate(vs), np.concatenate(ts), np.concatenate(bs)
+
+
+def is_resident(v) -> bool:
+    """Always-live (holds bytes all program long): weights, state, constants, unless offloaded."""
+    return v.kind in ALWAYS_LIVE and not getattr(v, "offloaded", False)
+
+
+@dataclass
+class Liveness:
+    """Lives of the not-always-live allocation items over the program's steps."""
+    nsteps: int
+    item_of_var: np.ndarray            # var id -> item id (-1: always live / unused)
+    item_vars: list                    # item id -> [var ids]
+    iv_item: np.ndarray                # intervals
+    iv_start: np.ndarray
+    iv_end: np.ndarray
+    pair_item: np.ndarray              # (item, tile, bytes) placements
+    pair_tile: np.ndarray
+    pair_bytes: np.ndarray
+    num_tiles: int
+    inplace: list = field(default_factory=list)   # (input var, output var) pairs merged
+
+    def item_bytes(self) -> np.ndarray:
+        return np.bincount(self.pair_item, weights=self.pair_bytes, minlength=len(self.item_vars))
+
+    def curve(self) -> np.ndarray:
+        """Not-always-live bytes live on the whole chip at each step."""
+        ib = self.item_bytes()
+        d = np.zeros(self.nsteps + 1)
+        np.add.at(d, self.iv_start, ib[self.iv_item])
+        np.add.at(d, self.iv_end + 1, -ib[self.iv_item])
+        return np.cumsum(d)[: self.nsteps]
+
+    def tile_curve(self, tile) -> np.ndarray:
+        """Not-always-live bytes live on one tile at each step."""
+        sel = self.pair_tile == tile
+        b = np.zeros(len(self.item_vars))
+        b[self.pair_item[sel]] = self.pair_bytes[sel]
+        d = np.zeros(self.nsteps + 1)
+        np.add.at(d, self.iv_start, b[self.iv_item])
+        np.add.at(d, self.iv_end + 1, -b[self.iv_item])
+        return np.cumsum(d)[: self.nsteps]
+
+    def tile_peaks(self) -> np.ndarray:
+        """Per tile, the most not-always-live bytes live at one step (a lower bound of any allocation)."""
+        T, S = self.num_tiles, self.nsteps
+        out = np.zeros(T)
+        if self.pair_item.size == 0 or S == 0:
+            return out
+        # pairs x intervals of their item: +bytes at start, -bytes after end, per tile
+        o = np.argsort(self.iv_item, kind="stable")
+        ii, st, en = self.iv_item[o], self.iv_start[o], self.iv_end[o]
+        bounds = np.searchsorted(ii, np.arange(len(self.item_vars) + 1))
+        cnt = bounds[self.pair_item + 1] - bounds[self.pair_item]
+        rep = np.repeat(np.arange(self.pair_item.size), cnt)
+        from .allocator import _ranges
+        k = _ranges(bounds[self.pair_item], bounds[self.pair_item + 1])
+        tiles, b = self.pair_tile[rep], self.pair_bytes[rep].astype(np.float64)
+        key_s = st[k] * T + tiles
+        key_e = (en[k] + 1) * T + tiles
+        d = np.bincount(key_s, weights=b, minlength=(S + 1) * T) - np.bincount(key_e, weights=b, minlength=(S + 1) * T)
+        live = np.cumsum(d.reshape(S + 1, T), axis=0)[:S]
+        return live.max(axis=0)
+
+    def live_at(self, step) -> np.ndarray:
+        """Item ids live at ``step``."""
+        return np.unique(self.iv_item[(self.iv_start <= step) & (self.iv_end >= step)])
+
+
+def _events(exe, steps, copies):
+    """(var, step, reads, writes, full write, call instance) of every use of every variable."""
+    g, arr = exe.graph, exe.arrays
+    nsteps = len(steps)
+    ev = []
+    if arr.edge_start.size and nsteps:
         evar = g.variable_of(arr.edge_start)
-        vcs = np.repeat(np.array([b.cs for b in g.batches]), [b.v1 - b.v0 for b in g.batches])
+        reads = np.zeros(arr.edge_start.size, bool)
+        writes = np.zeros(arr.edge_start.size, bool)
+        off = arr.vertex_edge_offsets
+        for b in g.batches:
+            c = CODELETS[b.codelet]
+            e0, e1 = int(off[b.v0]), int(off[b.v1])
+            f = arr.edge_field[e0:e1]
+            reads[e0:e1] = np.array([x.reads for x in c.fields])[f]
+            writes[e0:e1] = np.array([x.writes for x in c.fields])[f]
+        vcs = np.repeat(np.array([b.cs for b in g.batches], np.int64), [b.v1 - b.v0 for b in g.batches])
         ecs = vcs[arr.edge_vertex]
-        pairs = np.unique(np.stack([evar, ecs]), axis=1)
-        for vid, cs in pairs.T.tolist():
-            steps = step_of_cs.get(cs)
-            if steps:
-                first[vid] = min(first[vid], steps[0])
-                last[vid] = max(last[vid], steps[-1])
-    nsteps = max(len(order), 1)
-    delta = np.zeros((nsteps + 1, T))
-    no_reuse = np.zeros(T)
-    for v in g.variables:
-        if v.kind in ALWAYS_LIVE or v.id not in var_tile_bytes:
-            continue
-        u, b = var_tile_bytes[v.id]
-        no_reuse[u] += b
-        if last[v.id] < 0:
-            continue
-        np.add.at(delta[int(first[v.id])], u, b)
-        np.add.at(delta[int(last[v.id]) + 1], u, -b)
-    live = np.cumsum(delta[:-1], axis=0)            # steps x tiles
-    curve = live.sum(axis=1)
-    not_always_peak_tile = live.max(axis=0) if live.size else np.zeros(T)
-    # vertex state, code and exchange buffers
+        code = evar.astype(np.int64) * 4 + reads * 1 + writes * 2
+        key = np.unique(ecs * (len(g.variables) * 4 + 4) + code)
+        pcs = key // (len(g.variables) * 4 + 4)
+        pcode = key % (len(g.variables) * 4 + 4)
+        # one row per (cs, var, direction); several directions of one var are combined below
+        step_cs = np.array([s[0] for s in steps], np.int64)
+        step_call = np.array([s[1] for s in steps], np.int64)
+        o = np.argsort(step_cs, kind="stable")
+        sc = step_cs[o]
+        lo = np.searchsorted(sc, pcs, side="left")
+        hi = np.searchsorted(sc, pcs, side="right")
+        cnt = hi - lo
+        from .allocator import _ranges
+        rows = np.repeat(np.arange(pcs.size), cnt)
+        stp = o[_ranges(lo, hi)]
+        pv = pcode[rows] // 4
+        ev.append(np.stack([pv, stp, (pcode[rows] & 1), (pcode[rows] >> 1) & 1,
+                            np.zeros(rows.size, np.int64), step_call[stp]], axis=1))
+    rows = []
+    last = max(nsteps - 1, 0)
+    for c, s, call in copies:
+        s = min(s, last)
+        src, dst = c.src, c.dst
+        for t, w in ((src, False), (dst, True)):
+            if not hasattr(t, "elements"):
+                continue     # a host stream
+            if t.numel == 0:
+                continue
+            v = g.variable(t)
+            full = w and t.numel == v.size
+            rows.append((v.id, s, int(not w), int(w), int(full), call))
+    if rows:
+        ev.append(np.array(rows, np.int64))
+    if not ev:
+        return np.zeros((0, 6), np.int64)
+    e = np.concatenate(ev)
+    # combine the rows of one (var, step): reads | writes, full | ...
+    k = e[:, 0] * (nsteps + 1) + e[:, 1]
+    o = np.lexsort((-e[:, 4], k))
+    e, k = e[o], k[o]
+    u, first = np.unique(k, return_index=True)
+    out = e[first].copy()
+    out[:, 2] = np.maximum.reduceat(e[:, 2], first)
+    out[:, 3] = np.maximum.reduceat(e[:, 3], first)
+    return out
+
+
+def liveness(exe) -> Liveness:
+    """Lives of the not-always-live variables of ``exe`` (see the module docstring)."""
+    g = exe.graph
+    T = g.num_tiles
+    steps, copies, repeats = _walk_steps(exe.program)
+    S = len(steps)
+    nvar = len(g.variables)
+    e = _events(exe, steps, copies)
+    resident = np.array([is_resident(v) for v in g.variables], bool) if nvar else np.zeros(0, bool)
+    if e.size:
+        e = e[~resident[e[:, 0]]]
+    var, step, rd, wr, full, call = (e[:, i] for i in range(6)) if e.size else (np.zeros(0, np.int64),) * 6
+    o = np.lexsort((step, var))
+    var, step, rd, wr, full, call = var[o], step[o], rd[o], wr[o], full[o], call[o]
+    n = var.size
+    newvar = np.ones(n, bool)
+    newvar[1:] = var[1:] != var[:-1]
+    # variables used only inside function calls: one life per call
+    allcall = np.ones(nvar, bool)
+    if n:
+        np.logical_and.at(allcall, var, call >= 0)
+    brk = newvar.copy()
+    if n:
+        brk[1:] |= (full[1:] == 1) & ~newvar[1:]
+        brk[1:] |= allcall[var[1:]] & (call[1:] != call[:-1])
+    seg = np.cumsum(brk) - 1
+    heads = np.flatnonzero(brk)
+    tails = np.append(heads[1:], n) - 1
+    s_var, s_start, s_end = var[heads], step[heads], step[tails]
+    s_firstw = wr[heads] == 1
+    # Repeat: loop-carried or used outside -> live over the whole loop
+    for r0, r1, _cnt in sorted(repeats, key=lambda r: r[1] - r[0]):
+        inside = (s_start >= r0) & (s_end <= r1)
+        local = inside & s_firstw
+        # a var with another life outside this loop, or read first, is carried
+        touch = (s_start <= r1) & (s_end >= r0)
+        ext = touch & ~local
+        s_start = np.where(ext, np.minimum(s_start, r0), s_start)
+        s_end = np.where(ext, np.maximum(s_end, r1), s_end)
+    # merge overlapping lives of one variable
+    if s_var.size:
+        o = np.lexsort((s_start, s_var))
+        s_var, s_start, s_end = s_var[o], s_start[o], s_end[o]
+        newv = np.ones(s_var.size, bool)
+        newv[1:] = s_var[1:] != s_var[:-1]
+        rank = np.cumsum(newv) - 1
+        span = int(s_end.max()) + 2
+        run = np.maximum.accumulate(s_end + rank * span) - rank * span
+        new = newv.copy()
+        new[1:] |= s_start[1:] > run[:-1]
+        h = np.flatnonzero(new)
+        t = np.append(h[1:], s_var.size) - 1
+        s_var, s_start, s_end = s_var[h], s_start[h], run[t]
+    # bytes per tile
+    pv, pt, pb = variable_tile_bytes(g)
+    used = np.zeros(nvar, bool)
+    used[s_var] = True
+    keep = used[pv] if pv.size else np.zeros(0, bool)
+    pv, pt, pb = pv[keep], pt[keep], pb[keep]
+    # in place: element-wise compute sets writing over an input whose life ends there
+    parent = np.arange(nvar)
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    inplace = []
+    if n and S:
+        first_of = np.full(nvar, -1, np.int64)
+        last_of = np.full(nvar, -1, np.int64)
+        nlife = np.bincount(s_var, minlength=nvar)
+        first_of[s_var] = s_start          # only used for single-life variables
+        last_of[s_var] = s_end
+        sig = {}
+        if pv.size:
+            o = np.argsort(pv, kind="stable")
+            bnd = np.searchsorted(pv[o], np.arange(nvar + 1))
+            for vid in np.flatnonzero(used & (nlife == 1)).tolist():
+                a, b = bnd[vid], bnd[vid + 1]
+                if b > a:
+                    sig[vid] = (pt[o][a:b], pb[o][a:b])
+        ew_cs = {b.cs for b in g.batches if b.codelet in INPLACE_CODELETS}
+        non_ew = {b.cs for b in g.batches if b.codelet not in INPLACE_CODELETS}
+        ok_cs = ew_cs - non_ew
+        by_step = {}
+        sel = (nlife[var] == 1)
+        for v, s, r, w in zip(var[sel].tolist(), step[sel].tolist(), rd[sel].tolist(), wr[sel].tolist()):
+            if steps[s][0] in ok_cs:
+                by_step.setdefault(s, ([], []))
+                if r and not w and last_of[v] == s:
+                    by_step[s][0].append(v)
+                if w and not r and first_of[v] == s:
+                    by_step[s][1].append(v)
+        for s, (ins, outs) in by_step.items():
+            free = [i for i in ins if i in sig]
+            for ov in outs:
+                if ov not in sig:
+                    continue
+                ot, ob = sig[ov]
+                for iv in free:
+                    it, ib = sig[iv]
+                    if it.size == ot.size and np.array_equal(it, ot) and np.all(ob <= ib):
+                        parent[find(ov)] = find(iv)
+                        inplace.append((iv, ov))
+                        free.remove(iv)
+                        break
+    root = np.array([find(x) for x in range(nvar)], np.int64) if nvar else np.zeros(0, np.int64)
+    roots = np.unique(root[s_var]) if s_var.size else np.zeros(0, np.int64)
+    item_of_var = np.full(nvar, -1, np.int64)
+    rid = np.full(nvar, -1, np.int64)
+    rid[roots] = np.arange(roots.size)
+    item_of_var[used] = rid[root[used]]
+    item_vars = [[] for _ in range(roots.size)]
+    for v in np.flatnonzero(used).tolist():
+        item_vars[item_of_var[v]].append(v)
+    # item placements: the larger member's bytes on each tile
+    pi = item_of_var[pv]
+    key = pi * T + pt
+    u, inv = np.unique(key, return_inverse=True)
+    mb = np.zeros(u.size, np.int64)
+    np.maximum.at(mb, inv, pb)
+    # item lives: union of the members' lives, merged
+    iv_item = item_of_var[s_var]
+    o = np.lexsort((s_start, iv_item))
+    ii, st, en = iv_item[o], s_start[o], s_end[o]
+    if ii.size:
+        newi = np.ones(ii.size, bool)
+        newi[1:] = ii[1:] != ii[:-1]
+        rank = np.cumsum(newi) - 1
+        span = int(en.max()) + 2
+        run = np.maximum.accumulate(en + rank * span) - rank * span
+        new = newi.copy()
+        new[1:] |= st[1:] > run[:-1]
+        h = np.flatnonzero(new)
+        t = np.append(h[1:], ii.size) - 1
+        ii, st, en = ii[h], st[h], run[t]
+    return Liveness(max(S, 1), item_of_var, item_vars, ii, st, en, u // T, u % T, mb, T, inplace)
+
+
+def memory_report(exe, top=10, *, lowered=None) -> dict:
+    """The per-tile memory report of an executable (see the module docstring)."""
+    g, arr = exe.graph, exe.arrays
+    T = g.num_tiles
+    sram = g.target.sram_bytes_per_tile
+    pv, pt, pb = variable_tile_bytes(g)
+    resident = np.array([is_resident(v) for v in g.variables], bool)
+    always = np.bincount(pt[resident[pv]], weights=pb[resident[pv]], minlength=T) if pv.size else np.zeros(T)
+    # without reuse every not-always-live variable has its own (aligned) bytes
+    from .allocator import ALIGN
+    nb = np.where(resident[pv], pb, -(-pb // ALIGN) * ALIGN) if pv.size else pb
+    no_reuse_tile = np.bincount(pt, weights=nb, minlength=T) if pv.size else np.zeros(T)
+    # liveness and allocation of the rest
+    live = liveness(exe)
+    alloc = best_allocation(live)
+    not_always = alloc.peak.astype(np.float64)
+    live_peak_tile = live.tile_peaks()
+    curve = live.curve()
+    # vertex state and code
     nedges = np.diff(arr.vertex_edge_offsets)
     state = np.zeros(T)
     code = np.zeros(T)
@@ -99,43 +427,105 @@ def memory_report(exe, top=10) -> dict:
         t = arr.vertex_tile[b.v0:b.v1]
         np.add.at(state, t, 4 + c.state_bytes_per_field * nedges[b.v0:b.v1])
     vb = arr.vertex_batch
-    codelet_id = np.array([list(CODELETS).index(b.codelet) for b in g.batches], np.int64)
+    names = list(CODELETS)
     if vb.size:
+        codelet_id = np.array([names.index(b.codelet) for b in g.batches], np.int64)
         pair = np.unique(arr.vertex_tile.astype(np.int64) * 1024 + codelet_id[vb])
         code_bytes = np.array([c.code_bytes for c in CODELETS.values()])
         np.add.at(code, pair // 1024, code_bytes[pair % 1024])
     exch = np.zeros(T)
-    for plans in (exe.exchange_in, exe.exchange_out):
-        for p in plans.values():
-            np.maximum.at(exch, p.recv_tiles, p.recv_bytes)
-            np.add.at(code, p.send_tiles, 8 * p.send_messages)   # exchange code: a few words per message
-    control = np.full(T, 4.0 * len(g.compute_sets))
-    total = always + not_always_peak_tile + state + code + exch + control
-    by_cat = {"always_live_variables": always, "not_always_live_variables": not_always_peak_tile,
-              "vertex_state": state, "vertex_and_exchange_code": code, "exchange_buffers": exch,
-              "control_code": control}
+    xcode = np.zeros(T)
+    plans = list(exe.exchange_in.values()) + list(exe.exchange_out.values())
+    plans += [p for p in exe.copies.values() if hasattr(p, "recv_tiles")]
+    for p in plans:
+        np.maximum.at(exch, p.recv_tiles, p.recv_bytes)
+        np.add.at(xcode, p.send_tiles, 8 * p.send_messages)   # a few words per message
+    nodes = sum(1 for _ in walk(exe.program))
+    control = np.full(T, float(CONTROL_BYTES_PER_NODE * nodes))
+    workers = int(getattr(g.target, "workers_per_tile", 6) or 6)
+    stack = np.full(T, float(STACK_BYTES_PER_CONTEXT * (workers + 1)))
+    by_cat = {"always_live_variables": always, "not_always_live_variables": not_always,
+              "vertex_code": code, "vertex_state": state, "exchange_code": xcode,
+              "exchange_buffers": exch, "control_code": control, "stack": stack}
+    total = sum(by_cat.values())
     peak_tile = int(np.argmax(total))
     oom = np.flatnonzero(total > sram)
-    worst = np.argsort(-total)[:top]
+    worst = np.argsort(-total, kind="stable")[:top]
     peak_step = int(np.argmax(curve)) if curve.size else 0
-    return {
+    order = execute_order(exe.program)
+    # tensors live at the peak step, largest first
+    ib = live.item_bytes()
+    at_peak = live.live_at(peak_step) if curve.size else np.zeros(0, np.int64)
+    at_peak = at_peak[np.argsort(-ib[at_peak], kind="stable")]
+    peak_tensors = []
+    for it in at_peak[:top].tolist():
+        vs = live.item_vars[it]
+        v = g.variables[vs[0]]
+        peak_tensors.append({"tensor": v.name, "kind": v.kind, "bytes": int(ib[it]),
+                             **({"in_place_with": [g.variables[x].name for x in vs[1:]]} if len(vs) > 1 else {})})
+    offloaded = [v for v in g.variables if getattr(v, "offloaded", False)]
+    always_sum = float(always.sum())
+    no_reuse = float(no_reuse_tile.sum())
+    with_reuse = always_sum + float(not_always.sum())
+
+    def dominant(t):
+        cat = max(by_cat, key=lambda k: by_cat[k][t])
+        return cat
+
+    rep = {
         "fits": bool(oom.size == 0),
         "sram_bytes_per_tile": int(sram),
-        "peak_tile_bytes": int(total.max()),
+        "peak_tile_bytes": int(total.max()) if T else 0,
         "peak_tile": peak_tile,
         "total_bytes": int(total.sum()),
-        "by_category": {k: int(v.sum()) for k, v in by_cat.items()},
-        "always_live_bytes": int(always.sum()),
+        "by_category": {k: int(round(v.sum())) for k, v in by_cat.items()},
+        "always_live_bytes": int(always_sum),
         "not_always_live_peak_bytes": int(curve.max()) if curve.size else 0,
-        "no_reuse_bytes": int(no_reuse.sum() + always.sum()),
-        "reuse_factor": float((no_reuse.sum() + always.sum()) / max(always.sum() + (curve.max() if curve.size else 0), 1)),
+        "not_always_live_allocated_bytes": int(not_always.sum()),
+        "fragmentation_bytes": int(max(not_always.sum() - live_peak_tile.sum(), 0)),
+        "no_reuse_bytes": int(no_reuse),
+        "with_reuse_bytes": int(with_reuse),
+        "reuse_factor": float(no_reuse / max(with_reuse, 1.0)),
+        "in_place_pairs": len(live.inplace),
         "peak_step": peak_step,
+        "peak_step_name": g.compute_sets[order[peak_step]].name if order else "",
+        "peak_step_tensors": peak_tensors,
+        "steps": len(order),
         "oom_tiles": int(oom.size),
-        "worst_tiles": [{"tile": int(t), "bytes": int(total[t]),
-                         "dominant": max(by_cat, key=lambda k: by_cat[k][t])} for t in worst],
-        "per_tile": {k: v for k, v in by_cat.items()} | {"total": total},
+        "worst_tiles": [{"tile": int(t), "bytes": int(total[t]), "dominant": dominant(t),
+                         **{k: int(by_cat[k][t]) for k in CATEGORIES}} for t in worst],
+        "offloaded_variables": len(offloaded),
+        "offloaded_bytes": int(sum(v.size * DTYPE_BYTES[v.dtype] for v in offloaded)),
+        "per_tile": dict(by_cat) | {"total": total, "not_always_live_lower_bound": live_peak_tile},
         "liveness_curve": curve,
+        "liveness": live,
+        "allocation": alloc,
     }
+    return rep
+
+
+def best_allocation(live):
+    """First-fit in two orders (by first step; largest first), keep the better one.
+
+    Better: the smaller highest tile, then the smaller sum over tiles.
+    """
+    args = (len(live.item_vars), live.iv_item, live.iv_start, live.iv_end,
+            live.pair_item, live.pair_tile, live.pair_bytes)
+    a = allocate(*args, num_tiles=live.num_tiles)
+    n = len(live.item_vars)
+    if n < 2:
+        return a
+    size = np.bincount(live.pair_item, weights=live.pair_bytes, minlength=n)
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, live.iv_item, live.iv_start)
+    b = allocate(*args, num_tiles=live.num_tiles, order=np.lexsort((first, -size)))
+    ka = (a.peak.max(), a.peak.sum())
+    kb = (b.peak.max(), b.peak.sum())
+    return b if kb < ka else a
+
+
+#: report keys that are arrays / objects, left out of the JSON report
+NON_JSON_KEYS = ("per_tile", "liveness_curve", "liveness", "allocation")
 
 
 def oom_message(mem) -> str | None:
@@ -143,5 +533,90 @@ def oom_message(mem) -> str | None:
     if mem["fits"]:
         return None
     w = mem["worst_tiles"][0]
-    return (f"Out of memory on tile {w['tile']}: {w['bytes']} bytes used but tiles only have "
-            f"{mem['sram_bytes_per_tile']} ({mem['oom_tiles']} tiles over; dominated by {w['dominant']})")
+    lines = [f"Out of memory on tile {w['tile']}: {w['bytes']} bytes used but tiles only have "
+             f"{mem['sram_bytes_per_tile']} ({mem['oom_tiles']} tiles over; dominated by {w['dominant']})"]
+    for x in mem["worst_tiles"][1:5]:
+        if x["bytes"] <= mem["sram_bytes_per_tile"]:
+            break
+        lines.append(f"  tile {x['tile']}: {x['bytes']} bytes ({x['dominant']} {x[x['dominant']]})")
+    for s in mem.get("suggestions", [])[:6]:
+        lines.append(f"  try {s['option']}: peak tile about {s['peak_tile_bytes']} bytes"
+                     f" ({'fits' if s['fits'] else 'still over'}; {s['method']})")
+    return "\n".join(lines)
+
+
+# -- fast estimates on the op graph, for suggestions --------------------------------------
+FLOATS = ("fp32", "fp16", "bf16", "fp64")
+
+
+def opgraph_memory(opg, dtype="fp32", offload=()) -> dict:
+    """Always-live bytes and the peak of live activation / gradient bytes over the op order.
+
+    A fast model of the lowered memory (no in-place, no tile imbalance): used,
+    calibrated against a real compile, to estimate the effect of an option.
+    """
+    eb = {"int8": 1, "fp16": 2, "bf16": 2}.get(dtype, 4)
+
+    def nbytes(t):
+        return t.size * (eb if t.dtype in FLOATS else 4)
+
+    ops = opg.ops()
+    pos = {n: i for i, n in enumerate(ops)}
+    optimizer_only = _optimizer_state(opg)
+    always = 0
+    moved = set()
+    for t in opg.tensors.values():
+        if t.inplace_of or t.producer is not None:
+            continue
+        if t.kind in ("param", "state", "constant"):
+            if (t.kind == "param" and "weights" in offload) or (t.name in optimizer_only and "optimizer" in offload):
+                moved.add(t.name)
+                continue
+            always += nbytes(t)
+    n = len(ops)
+    d = np.zeros(n + 2)
+    last = {}
+    for i, o in enumerate(ops):
+        for t in opg.op(o)["inputs"]:
+            last[t] = i
+            if t in moved:       # offloaded: resident while the op that reads it runs
+                d[i] += nbytes(opg.tensors[t])
+                d[i + 1] -= nbytes(opg.tensors[t])
+    for t in opg.tensors.values():
+        if t.inplace_of:
+            continue
+        if t.producer is None and t.kind != "input":
+            continue
+        s = pos[t.producer] if t.producer is not None else 0
+        e = n - 1 if t.name in opg.outputs else last.get(t.name, s)
+        d[s] += nbytes(t)
+        d[e + 1] -= nbytes(t)
+    curve = np.cumsum(d)[:n]
+    pk = int(np.argmax(curve)) if n else 0
+    return {"always": float(always), "peak": float(curve.max()) if n else 0.0,
+            "peak_op": ops[pk] if n else None, "ops": n}
+
+
+def _optimizer_state(opg) -> set:
+    """State tensors read only by optimizer ops (momentum, Adam moments)."""
+    readers = {}
+    for o in opg.ops():
+        d = opg.op(o)
+        for t in d["inputs"]:
+            readers.setdefault(t, set()).add(d["family"])
+    return {t.name for t in opg.tensors.values()
+            if t.kind == "state" and t.inplace_of is None and readers.get(t.name) == {"optimizer"}}
+
+
+def estimate_tiles(mem, *, r_always=1.0, r_live=1.0, r_exchange=1.0, r_state=1.0, r_all=1.0) -> np.ndarray:
+    """Per-tile totals with the categories scaled (the calibrated fast estimate).
+
+    ``r_always`` / ``r_live`` scale the always-live / not-always-live
+    variables, ``r_exchange`` the exchange buffers (data: batch x dtype),
+    ``r_state`` vertex state and exchange code (the number of ops), ``r_all``
+    all of these (the tiles available); code, control and stack stay.
+    """
+    p = mem["per_tile"]
+    return r_all * (p["always_live_variables"] * r_always + p["not_always_live_variables"] * r_live
+                    + p["exchange_buffers"] * r_exchange + (p["vertex_state"] + p["exchange_code"]) * r_state) \
+        + p["vertex_code"] + p["control_code"] + p["stack"]

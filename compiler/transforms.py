@@ -1,0 +1,237 @@
+"""Program transforms on a lowered network (before ``compile_program``).
+
+``offload(low, what)``
+    Keep optimizer state (``"optimizer"``) and / or weights (``"weights"``) in
+    the streaming memory beside the chip.  Before each run of consecutive
+    program steps that use an offloaded variable, a host-to-device stream
+    Copy loads it; after a run that writes it, a device-to-host Copy stores it
+    back.  The streams are marked ``remote = True`` (streaming memory, not the
+    host: the pipeline's engine times them at ``streaming_memory_bytes_per_s``)
+    and the variables ``offloaded = True``, so memory planning counts them as
+    resident only between their load and their last use.
+
+``accumulate(low, n)``
+    Gradient accumulation: ``Repeat(n, [inputs, forward, loss, backward])``
+    then one weight update.  Each weight gradient gets an accumulator (same
+    shape and tile mapping) that a ``ScaledAdd`` compute set adds it to right
+    after the step that produces it; the update reads the accumulator.  The accumulators live across the loop; the activations and
+    the per-micro-batch gradients live inside one iteration.
+
+Both expect the flat program the lowering makes for training graphs (no
+graph-function calls); lower with ``use_functions=False`` for inference.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import GraphError
+from .program import Call, Copy, Execute, Repeat, Sequence
+from .tensor import Tensor
+
+OFFLOAD_KINDS = ("optimizer", "weights")
+
+
+def _whole(graph, var) -> Tensor:
+    return Tensor(graph, var.dtype, var.shape, start=var.start, name=var.name)
+
+
+def _uses(graph):
+    """{cs id: {var id: writes?}} from the graph's edges."""
+    from .codelets import CODELETS
+    arr = graph.finalize()
+    out = {}
+    if not arr.edge_start.size:
+        return out
+    evar = graph.variable_of(arr.edge_start)
+    writes = np.zeros(arr.edge_start.size, bool)
+    off = arr.vertex_edge_offsets
+    for b in graph.batches:
+        c = CODELETS[b.codelet]
+        e0, e1 = int(off[b.v0]), int(off[b.v1])
+        writes[e0:e1] = np.array([x.writes for x in c.fields])[arr.edge_field[e0:e1]]
+    vcs = np.repeat(np.array([b.cs for b in graph.batches], np.int64), [b.v1 - b.v0 for b in graph.batches])
+    ecs = vcs[arr.edge_vertex]
+    nv = len(graph.variables) + 1
+    key = np.unique((ecs * nv + evar) * 2 + writes)
+    for k in key.tolist():
+        w = k & 1
+        cs, v = divmod(k >> 1, nv)
+        d = out.setdefault(cs, {})
+        d[v] = d.get(v, False) or bool(w)
+    return out
+
+
+def _flat(low, what):
+    prog = low.program
+    if not isinstance(prog, Sequence) or any(isinstance(c, (Call, Repeat)) for c in prog.children):
+        raise GraphError(f"{what} needs a flat program (no graph-function calls or loops): "
+                         "lower with use_functions=False and apply offload before accumulate")
+    return prog
+
+
+def _phase(node):
+    if isinstance(node, Execute):
+        return node.compute_set.phase
+    return getattr(node, "phase", None)
+
+
+def offloadable(low, what) -> list:
+    """Variable ids that ``offload(low, what)`` would move to streaming memory."""
+    g = low.graph
+    uses = _uses(g)
+    phases = {}
+    for cs, vs in uses.items():
+        ph = g.compute_sets[cs].phase
+        for v in vs:
+            phases.setdefault(v, set()).add(ph)
+    out = []
+    for v in g.variables:
+        if "optimizer" in what and v.kind == "state" and phases.get(v.id) == {"update"}:
+            out.append(v.id)
+        elif "weights" in what and v.kind == "weight" and v.id in phases:
+            out.append(v.id)
+    return out
+
+
+def offload(low, what=("optimizer",)) -> dict:
+    """Move optimizer state / weights to streaming memory (see the module docstring)."""
+    what = tuple(what)
+    bad = [w for w in what if w not in OFFLOAD_KINDS]
+    if bad:
+        raise ValueError(f"unknown offload {bad[0]!r}; choose from {', '.join(OFFLOAD_KINDS)}")
+    prog = _flat(low, "offload")
+    g = low.graph
+    uses = _uses(g)
+    targets = set(offloadable(low, what))
+    children = list(prog.children)
+    var_of_copy = {}
+    for i, c in enumerate(children):
+        if isinstance(c, Copy):
+            vs = {}
+            for t, w in ((c.src, False), (c.dst, True)):
+                if hasattr(t, "elements") and t.numel:
+                    v = g.variable(t).id
+                    vs[v] = vs.get(v, False) or w
+            var_of_copy[i] = vs
+    before = {i: [] for i in range(len(children) + 1)}
+    after = {i: [] for i in range(len(children) + 1)}
+    loads = stores = 0
+    moved = 0
+    for vid in sorted(targets):
+        var = g.variables[vid]
+        pos = []
+        for i, c in enumerate(children):
+            u = uses.get(c.compute_set.id, {}) if isinstance(c, Execute) else var_of_copy.get(i, {})
+            if vid in u:
+                pos.append((i, u[vid]))
+        if not pos:
+            continue
+        runs, cur = [], [pos[0]]
+        for p in pos[1:]:
+            if p[0] == cur[-1][0] + 1:
+                cur.append(p)
+            else:
+                runs.append(cur)
+                cur = [p]
+        runs.append(cur)
+        t = _whole(g, var)
+        for k, run in enumerate(runs):
+            s = g.add_host_to_device_fifo(f"remote:{var.name}:load{k}", var.dtype, var.size, buffers=1)
+            s.remote = True
+            cp = Copy(s, t)
+            cp.phase = _phase(children[run[0][0]])
+            before[run[0][0]].append(cp)
+            loads += 1
+            if any(w for _, w in run):
+                s2 = g.add_device_to_host_fifo(f"remote:{var.name}:store{k}", var.dtype, var.size, buffers=1)
+                s2.remote = True
+                cp2 = Copy(t, s2)
+                cp2.phase = _phase(children[run[-1][0]])
+                after[run[-1][0]].append(cp2)
+                stores += 1
+        var.offloaded = True
+        moved += var.size * _bytes(var.dtype)
+    new = []
+    for i, c in enumerate(children):
+        new += before[i]
+        new.append(c)
+        new += after[i]
+    prog.children = new
+    return {"offload": list(what), "variables": len(targets), "bytes": moved, "loads": loads, "stores": stores}
+
+
+def _bytes(dtype):
+    from .dtypes import DTYPE_BYTES
+    return DTYPE_BYTES[dtype]
+
+
+def accumulate(low, n) -> dict:
+    """Gradient accumulation over ``n`` micro-batches (see the module docstring)."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"accumulate must be >= 1, got {n}")
+    if n == 1:
+        return {"accumulate": 1, "accumulators": 0}
+    prog = _flat(low, "accumulate")
+    g = low.graph
+    from .codelets import CODELETS
+    arr = g.finalize()
+    # weight gradients: what the update vertices read through their "grad" field
+    upd = [b for b in g.batches if g.compute_sets[b.cs].phase == "update" and "grad" in CODELETS[b.codelet].field_index]
+    if not upd:
+        raise ValueError("accumulate needs a training graph (no weight-update vertices found)")
+    ev, ef, es = g.e_vertex.view(), g.e_field.view(), g.e_start.view()
+    sel = np.zeros(ev.size, bool)
+    for b in upd:
+        fi = CODELETS[b.codelet].field_index["grad"]
+        sel |= (ev >= b.v0) & (ev < b.v1) & (ef == fi)
+    idx = np.flatnonzero(sel)
+    gvar = g.variable_of(es[idx])
+    # each gradient is added to its accumulator right after the step that last writes it
+    uses = _uses(g)
+    last_writer = {}
+    for i, c in enumerate(prog.children):
+        if isinstance(c, Execute) and _phase(c) != "update":
+            for v, w in uses.get(c.compute_set.id, {}).items():
+                if w:
+                    last_writer[v] = i
+    acc_cs = {}
+    acc_of = {}
+    for vid in np.unique(gvar).tolist():
+        at = last_writer.get(vid, len(prog.children) - 1)
+        if at not in acc_cs:
+            acc_cs[at] = g.add_compute_set(f"accumulate gradients/{len(acc_cs)}", layer="accumulate",
+                                           op="accumulate", phase="bwd")
+        cs = acc_cs[at]
+        v = g.variables[vid]
+        t = g.add_variable(v.dtype, v.shape, f"{v.name}/accum", kind="gradient", op="accumulate")
+        a = g.variables[-1]
+        tm = g.tile_map.get(vid)
+        if tm is None:
+            g.map_linearly(t)
+            tm = g.tile_map[a.id]
+        else:
+            g.tile_map[a.id] = tm.copy()
+        acc_of[vid] = a
+        # one ScaledAdd vertex per run of elements on one tile
+        brk = np.flatnonzero(np.diff(tm)) + 1
+        st = np.concatenate(([0], brk))
+        ln = np.diff(np.concatenate((st, [tm.size])))
+        keep = tm[st] >= 0
+        st, ln = st[keep], ln[keep]
+        vi = np.arange(st.size)
+        g.add_vertices(cs, "ScaledAdd", tm[st], {"data": (vi, a.start + st, ln), "delta": (vi, v.start + st, ln)},
+                       dtype=v.dtype, params={"scale": 1.0})
+    # the update reads the accumulators
+    for vid, a in acc_of.items():
+        m = idx[gvar == vid]
+        es[m] = es[m] - g.variables[vid].start + a.start
+    g._finalized = None
+    body, post = [], []
+    for i, c in enumerate(prog.children):
+        (post if _phase(c) == "update" else body).append(c)
+        if i in acc_cs:
+            body.append(Execute(acc_cs[i]))
+    prog.children = [Repeat(n, Sequence(body))] + post
+    return {"accumulate": n, "accumulators": len(acc_of),
+            "accumulator_bytes": int(sum(a.size * _bytes(a.dtype) for a in acc_of.values()))}
