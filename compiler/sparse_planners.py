@@ -1,0 +1,328 @@
+"""Planners for sparse and conditional layers (models/sparse.py), family ``gather``.
+
+Importing this module registers, at import time and without editing
+compiler/planners.py:
+
+* two codelets in ``compiler.codelets.CODELETS``: ``LSHHash`` (sign bits of
+  ``K`` projections packed into one bucket id) and ``TopK`` (the ``k``
+  largest of a row: indices and values); every other vertex is an existing
+  codelet (``DynamicSlice``, ``MatMulPartial``, ``ReducePartials``);
+* a dispatcher as ``PLANNERS["gather"]`` that sends the op types below to
+  their planner and every other gather op to the original ``GatherPlanner``.
+
+Op types (all family ``gather``, because models/opgraph.py validates families):
+
+``LSHHash``       proj (B, K*L) -> codes (B, L) int32: one vertex per (sample, table)
+``LSHSelect``     codes (B, L), buckets (L, 2^K * A/L) int32 -> idx (B, A) int32:
+                  one DynamicSlice per (sample, table) copies the bucket's neuron ids
+``SparseLinear``  x (B, in), W (out, in), idx (B, A) -> y (B, A): the active
+                  neurons only.  "Owner computes": W stays where it is mapped;
+                  for each (sample, chunk of ``ch`` active ids) a DynamicSlice on
+                  a tile holding rows of W copies the selected rows next to it and
+                  a MatMulPartial (1 x in) x (in x ch) computes them there; the
+                  sample's input row is broadcast to those tiles (exchange).
+                  Vertices are dealt round-robin over the tiles holding W, i.e.
+                  the active ids are assumed spread evenly (an expectation: the
+                  real ids are data dependent).
+``TopKRoute``     logits (T, E) -> idx (T, k) int32, gates (T, k): one TopK per token
+``MoEDispatch``   x (T, d), idx (T, k) -> xe (E, C, d): one DynamicSlice per
+                  (expert, chunk of slots) reads a distinct slice of x, so the
+                  all-to-all volume T k (C E / (T k)) d is exchanged
+``MoECombine``    ye (E, C, d), idx (T, k) -> y (T, d): one DynamicSlice per
+                  (token chunk, choice) into a (k, T, d) temporary, then
+                  ReducePartials sums the k choices (gate scaling not costed)
+
+The cost of every one of them is proportional to the active part (``A`` of
+``out`` neurons, ``k`` of ``E`` experts), while the weights stay fully resident.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import codelets as _cl
+from .codelets import CODELETS, IN, OUT, Codelet, Field, vector_cycles
+from .planners import PLANNERS, Planner, spread
+
+# -- codelets ------------------------------------------------------------------------------------
+
+
+def _lsh_hash(a, p):
+    bits = (a["in"] > 0).astype(np.int64)
+    w = (1 << np.arange(bits.shape[1], dtype=np.int64))
+    return {"out": (bits * w).sum(axis=1, keepdims=True).astype(np.int32)}
+
+
+def _topk(a, p):
+    k = int(p["k"])
+    x = a["in"]
+    idx = np.argsort(-x, axis=1, kind="stable")[:, :k]
+    return {"idx": idx.astype(np.int32), "gates": np.take_along_axis(x, idx, axis=1)}
+
+
+_NEW = [
+    Codelet("LSHHash", (Field("in", IN), Field("out", OUT, dtype="int32", vector=False)),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 2.0),
+            compute=_lsh_hash, flops=lambda s, d, p: np.asarray(s["in"], np.float64), code_bytes=192,
+            doc="out = sum_i (in[i] > 0) << i: a K-bit bucket id from K random projections (SimHash)"),
+    Codelet("TopK", (Field("in", IN), Field("idx", OUT, dtype="int32"), Field("gates", OUT, same_size_as="idx")),
+            cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["in"], np.float64) * max(int(p.get("k", 1)), 1),
+                                                    d, c, 1.0),
+            compute=_topk, flops=lambda s, d, p: np.asarray(s["in"], np.float64) * max(int(p.get("k", 1)), 1),
+            code_bytes=384, doc="idx, gates = the k largest entries of in (k passes over the row)"),
+]
+for _c in _NEW:
+    if _c.name not in CODELETS:
+        CODELETS[_c.name] = _c
+        _cl.CODELET_IDS[_c.name] = len(_cl.CODELET_IDS)
+        _cl.CODELET_LIST.append(_c)
+
+
+# -- planners ------------------------------------------------------------------------------------
+def _act(ctx, name):
+    return ctx.act(name) if name in ctx.acts else ctx.weights_by_name(name)
+
+
+def _int_act(ctx, op, i):
+    """An int32 output of ``op``, mapped linearly (its producer maps it again where written)."""
+    from .layout import Act
+    name = op["outputs"][i]
+    a = Act.allocate(ctx.graph, name, ctx.shape(name), "int32", kind="activation", op=op["name"])
+    ctx.acts[name] = a
+    return a
+
+
+class LSHHashPlanner(Planner):
+    family = "gather"
+
+    def estimate(self, op, opt, ctx):
+        B, KL = ctx.shape(op["inputs"][0])
+        return float(vector_cycles(-(-B * KL // ctx.tiles), ctx.dtype, ctx.chip, 2.0)), 0.0
+
+    def lower(self, op, opt, ctx):
+        proj = _act(ctx, op["inputs"][0])
+        B, KL = ctx.shape(op["inputs"][0])
+        L = ctx.shape(op["outputs"][0])[1]
+        K = KL // L
+        y = _int_act(ctx, op, 0)
+        b, l = [a.ravel() for a in np.indices((B, L))]
+        V = b.size
+        ins = proj.start + b * KL + l * K
+        tiles = ctx.graph.tile_of_elements(ins)
+        tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles)
+        o_s = y.start + b * L + l
+        ctx.graph._map_intervals(o_s, np.ones(V, np.int64), tiles)
+        cs = ctx.compute_set(op, "lsh_hash")
+        idx = np.arange(V)
+        ctx.graph.add_vertices(cs, "LSHHash", tiles, {"in": (idx, ins, np.full(V, K, np.int64)),
+                                                      "out": (idx, o_s, np.ones(V, np.int64))}, dtype=ctx.dtype)
+        return [cs]
+
+
+class LSHSelectPlanner(Planner):
+    family = "gather"
+
+    def lower(self, op, opt, ctx):
+        codes = _act(ctx, op["inputs"][0])
+        buckets = _act(ctx, op["inputs"][1])
+        B, L = ctx.shape(op["inputs"][0])
+        A = ctx.shape(op["outputs"][0])[1]
+        per = A // L                          # neuron ids per bucket
+        y = _int_act(ctx, op, 0)
+        b, l = [a.ravel() for a in np.indices((B, L))]
+        V = b.size
+        tsize = buckets.numel // L
+        t_s = buckets.start + l * tsize
+        tiles = ctx.graph.tile_of_elements(t_s)
+        tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles)
+        o_s = y.start + b * A + l * per
+        ctx.graph._map_intervals(o_s, np.full(V, per, np.int64), tiles)
+        cs = ctx.compute_set(op, "lsh_select")
+        idx = np.arange(V)
+        ctx.graph.add_vertices(cs, "DynamicSlice", tiles, {
+            "table": (idx, t_s, np.full(V, tsize, np.int64)),
+            "index": (idx, codes.start + b * L + l, np.ones(V, np.int64)),
+            "out": (idx, o_s, np.full(V, per, np.int64))}, dtype="int32", params={"row": int(per)})
+        return [cs]
+
+
+class SparseLinearPlanner(Planner):
+    family = "gather"
+    CHUNK = 16          # active neurons per vertex
+
+    def estimate(self, op, opt, ctx):
+        B, n_in = ctx.shape(op["inputs"][0])
+        A = ctx.shape(op["outputs"][0])[1]
+        V = B * -(-A // self.CHUNK)
+        per_tile = -(-V // ctx.tiles)
+        from .codelets import amp_cycles
+        c = per_tile * (float(vector_cycles(self.CHUNK * n_in, ctx.dtype, ctx.chip)) +
+                        float(amp_cycles(self.CHUNK * n_in, ctx.dtype, ctx.chip)))
+        return c / ctx.chip.workers_per_tile, float(per_tile * self.CHUNK * n_in * 4)
+
+    def lower(self, op, opt, ctx):
+        x = _act(ctx, op["inputs"][0])
+        W = _act(ctx, op["inputs"][1])
+        ids = _act(ctx, op["inputs"][2])
+        B, n_in = ctx.shape(op["inputs"][0])
+        n_out = ctx.shape(op["inputs"][1])[0]
+        A = ctx.shape(op["outputs"][0])[1]
+        ch = min(self.CHUNK, A)
+        nch = -(-A // ch)
+        y = ctx.new_act(op, 0)
+        b, j = [a.ravel() for a in np.indices((B, nch))]
+        V = b.size
+        a0 = j * ch
+        cnt = np.minimum(ch, A - a0)
+        # the row blocks of W, one per tile that holds W: vertices dealt round-robin over them
+        rows_per_blk = max(1, -(-n_out // ctx.tiles))
+        nblk = -(-n_out // rows_per_blk)
+        blk = (b * nch + j) % nblk
+        r0 = blk * rows_per_blk
+        rl = np.minimum(rows_per_blk, n_out - r0)
+        t_s = W.start + r0 * n_in
+        t_l = rl * n_in
+        tiles = ctx.graph.tile_of_elements(t_s)
+        tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles).astype(np.int32)
+        gathered = ctx.graph.add_variable(ctx.dtype, (B, nch * ch, n_in), f"{op['name']}/rows", kind="temporary",
+                                          op=op["name"])
+        g_s = gathered._start + (b * nch * ch + a0) * n_in
+        g_l = cnt * n_in
+        ctx.graph._map_intervals(g_s, g_l, tiles)
+        idx = np.arange(V)
+        cs1 = ctx.compute_set(op, "gather_rows")
+        ctx.graph.add_vertices(cs1, "DynamicSlice", tiles, {
+            "table": (idx, t_s, t_l), "index": (idx, ids.start + b * A + a0, cnt),
+            "out": (idx, g_s, g_l)}, dtype=ctx.dtype, params={"row": int(n_in)})
+        o_s = y.start + b * A + a0
+        ctx.graph._map_intervals(o_s, cnt, tiles)
+        cs2 = ctx.compute_set(op, "sparse_matmul")
+        sig = np.stack([np.ones(V, np.int64), np.full(V, n_in), cnt], axis=1)
+        from .planners import add_by_signature
+        add_by_signature(ctx, cs2, "MatMulPartial", tiles, sig,
+                         {"a": (idx, x.start + b * n_in, np.full(V, n_in, np.int64)),
+                          "b": (idx, g_s, g_l), "out": (idx, o_s, cnt)},
+                         lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2])})
+        return [cs1, cs2]
+
+
+class TopKRoutePlanner(Planner):
+    family = "gather"
+
+    def lower(self, op, opt, ctx):
+        logits = _act(ctx, op["inputs"][0])
+        T, E = ctx.shape(op["inputs"][0])
+        k = ctx.shape(op["outputs"][0])[1]
+        idx_a = _int_act(ctx, op, 0)
+        gates = ctx.new_act(op, 1)
+        t = np.arange(T)
+        tiles = ctx.graph.tile_of_elements(logits.start + t * E)
+        tiles = np.where(tiles < 0, spread(T, ctx.tiles), tiles)
+        ctx.graph._map_intervals(idx_a.start + t * k, np.full(T, k, np.int64), tiles)
+        ctx.graph._map_intervals(gates.start + t * k, np.full(T, k, np.int64), tiles)
+        cs = ctx.compute_set(op, "topk")
+        ctx.graph.add_vertices(cs, "TopK", tiles, {"in": (t, logits.start + t * E, np.full(T, E, np.int64)),
+                                                   "idx": (t, idx_a.start + t * k, np.full(T, k, np.int64)),
+                                                   "gates": (t, gates.start + t * k, np.full(T, k, np.int64))},
+                               dtype=ctx.dtype, params={"k": int(k)})
+        return [cs]
+
+
+class MoEDispatchPlanner(Planner):
+    family = "gather"
+    CHUNK = 8           # slots per vertex
+
+    def lower(self, op, opt, ctx):
+        x = _act(ctx, op["inputs"][0])
+        ids = _act(ctx, op["inputs"][1])
+        T, d = ctx.shape(op["inputs"][0])
+        E, C, _ = ctx.shape(op["outputs"][0])
+        y = ctx.new_act(op, 0)
+        ch = min(self.CHUNK, C)
+        nch = -(-C // ch)
+        e, j = [a.ravel() for a in np.indices((E, nch))]
+        V = e.size
+        s0 = j * ch
+        cnt = np.minimum(ch, C - s0)
+        tiles = spread(V, ctx.tiles)
+        o_s = y.start + (e * C + s0) * d
+        ctx.graph._map_intervals(o_s, cnt * d, tiles)
+        # a distinct slice of x per (expert, chunk): the all-to-all volume, balanced
+        slot = (e * C + s0) % max(T - ch + 1, 1)
+        t_s = x.start + np.minimum(slot, T - cnt) * d
+        i_s = ids.start + (e * C + s0) % max(ids.numel - ch + 1, 1)
+        idx = np.arange(V)
+        cs = ctx.compute_set(op, "dispatch")
+        ctx.graph.add_vertices(cs, "DynamicSlice", tiles, {
+            "table": (idx, t_s, cnt * d), "index": (idx, i_s, cnt), "out": (idx, o_s, cnt * d)},
+            dtype=ctx.dtype, params={"row": int(d)})
+        return [cs]
+
+
+class MoECombinePlanner(Planner):
+    family = "gather"
+    CHUNK = 8           # tokens per vertex
+
+    def lower(self, op, opt, ctx):
+        ye = _act(ctx, op["inputs"][0])
+        ids = _act(ctx, op["inputs"][1])
+        E, C, d = ctx.shape(op["inputs"][0])
+        T, k = ctx.shape(op["inputs"][1])
+        y = ctx.new_act(op, 0)
+        ch = min(self.CHUNK, T)
+        nch = -(-T // ch)
+        c, q = [a.ravel() for a in np.indices((nch, k))]
+        V = c.size
+        t0 = c * ch
+        cnt = np.minimum(ch, T - t0)
+        tiles = spread(nch, ctx.tiles)[c]
+        tmp = ctx.graph.add_variable(ctx.dtype, (k, T, d), f"{op['name']}/choices", kind="temporary", op=op["name"])
+        p_s = tmp._start + (q * T + t0) * d
+        ctx.graph._map_intervals(p_s, cnt * d, tiles)
+        src = ye.start + ((q * T + t0) * d) % max(ye.numel - ch * d + 1, 1)
+        idx = np.arange(V)
+        cs1 = ctx.compute_set(op, "combine_gather")
+        ctx.graph.add_vertices(cs1, "DynamicSlice", tiles, {
+            "table": (idx, src, cnt * d), "index": (idx, ids.start + t0 * k + q, cnt),
+            "out": (idx, p_s, cnt * d)}, dtype=ctx.dtype, params={"row": int(d)})
+        # sum of the k choices: one ReducePartials per token chunk, input ordered choice-major
+        r = np.arange(nch)
+        rt = spread(nch, ctx.tiles)
+        rc = np.minimum(ch, T - r * ch)
+        ri = np.repeat(r, k)
+        qq = np.tile(np.arange(k), nch)
+        o_s = y.start + r * ch * d
+        ctx.graph._map_intervals(o_s, rc * d, rt)
+        cs2 = ctx.compute_set(op, "combine_sum")
+        ctx.graph.add_vertices(cs2, "ReducePartials", rt, {
+            "in": (ri, tmp._start + (qq * T + ri * ch) * d, rc[ri] * d), "out": (r, o_s, rc * d)},
+            dtype=ctx.dtype, params={"k": int(k), "partials": ctx.dtype})
+        return [cs1, cs2]
+
+
+SPARSE_PLANNERS = {"LSHHash": LSHHashPlanner(), "LSHSelect": LSHSelectPlanner(),
+                   "SparseLinear": SparseLinearPlanner(), "TopKRoute": TopKRoutePlanner(),
+                   "MoEDispatch": MoEDispatchPlanner(), "MoECombine": MoECombinePlanner()}
+
+
+class GatherDispatch(Planner):
+    """``PLANNERS["gather"]``: sparse op types to their planner, the rest to the original."""
+    family = "gather"
+
+    def __init__(self, base):
+        self.base = base
+
+    def _p(self, op):
+        return SPARSE_PLANNERS.get(op["op"], self.base)
+
+    def options(self, op, ctx):
+        return self._p(op).options(op, ctx)
+
+    def estimate(self, op, opt, ctx):
+        return self._p(op).estimate(op, opt, ctx)
+
+    def lower(self, op, opt, ctx):
+        return self._p(op).lower(op, opt, ctx)
+
+
+if not isinstance(PLANNERS.get("gather"), GatherDispatch):
+    PLANNERS["gather"] = GatherDispatch(PLANNERS["gather"])

@@ -1,0 +1,160 @@
+"""Chip-to-chip links and host links as SimPy resources.
+
+A :class:`Link` is one direction of the connection between two chips: it
+carries ``lanes`` IPU-Links (``chip.link_bytes_per_s`` each).  A transfer holds
+the link for ``bytes / (lanes x link_bytes_per_s)`` and then pays
+``chip.link_latency_s`` in flight (the link is free again during the flight),
+so two transfers on one link queue behind each other -- contention shows up
+as waiting time -- while transfers on different links overlap.
+
+:class:`Network` builds the links of a topology: every pair of chips that
+exchange data gets a link each way, and a chip's ``links_per_chip`` are shared
+equally by its neighbours (``lanes = links_per_chip // degree``, at least 1).
+Its :meth:`Network.allreduce` is a ring all-reduce: ``2 (R - 1)`` rounds, in
+each of which every chip sends ``bytes / R`` to the next chip of the ring, all
+links at once; every round ends with a cross-chip sync and the reduce-scatter
+rounds add the received chunk on the vector units.
+
+:class:`HostLink` is one chip's connection to the host (one transfer at a time:
+``host_link_latency_s + bytes / host_link_bytes_per_s``, as in the engine).
+
+Times are cycles of the chip clock; every transfer is recorded (``events``) so
+the Chrome trace can show each link on its own track.
+
+    >>> import simpy
+    >>> from simulator.chips import gc200
+    >>> env = simpy.Environment()
+    >>> net = Network(env, gc200, [(0, 1)])
+    >>> net.link(0, 1).lanes, net.link(1, 0).lanes
+    (10, 10)
+    >>> p = env.process(net.link(0, 1).transfer(160e6 / 1000)); _ = env.run()
+    >>> round(gc200.seconds(env.now) * 1e6, 2)     # 160 KB at 160 GB/s = 1 us, + 0.2 us latency
+    1.2
+"""
+from __future__ import annotations
+
+import simpy
+
+
+class Link:
+    """One direction between two chips (``lanes`` IPU-Links)."""
+
+    def __init__(self, env, src, dst, lanes, chip):
+        self.env, self.src, self.dst, self.lanes, self.chip = env, src, dst, int(lanes), chip
+        self.res = simpy.Resource(env, capacity=1)
+        self.bytes_per_s = self.lanes * chip.link_bytes_per_s
+        self.latency = chip.cycles(chip.link_latency_s)
+        self.bytes = 0
+        self.busy_cycles = 0.0
+        self.wait_cycles = 0.0
+        self.events = []          # (start, duration, label, bytes)
+
+    @property
+    def name(self):
+        return f"link {self.src}->{self.dst}"
+
+    def transfer(self, nbytes, label=""):
+        """SimPy generator: move ``nbytes``; returns the cycles from request to arrival."""
+        env = self.env
+        t0 = env.now
+        with self.res.request() as req:
+            yield req
+            start = env.now
+            dur = self.chip.cycles(nbytes / self.bytes_per_s) if nbytes else 0.0
+            yield env.timeout(dur)
+        self.wait_cycles += start - t0
+        self.busy_cycles += dur
+        self.bytes += int(nbytes)
+        self.events.append((start, dur, label, int(nbytes)))
+        yield env.timeout(self.latency)
+        return env.now - t0
+
+
+class HostLink:
+    """One chip's share of the host connection (one transfer at a time)."""
+
+    def __init__(self, env, chip, ipu):
+        self.env, self.chip, self.ipu = env, chip, ipu
+        self.res = simpy.Resource(env, capacity=1)
+        self.bytes = 0
+        self.busy_cycles = 0.0
+        self.events = []
+
+    @property
+    def name(self):
+        return f"host link {self.ipu}"
+
+    def transfer(self, nbytes, label=""):
+        env, chip = self.env, self.chip
+        with self.res.request() as req:
+            yield req
+            start = env.now
+            t = chip.cycles(chip.host_link_latency_s + nbytes / chip.host_link_bytes_per_s)
+            yield env.timeout(t)
+        self.bytes += int(nbytes)
+        self.busy_cycles += t
+        self.events.append((start, t, label, int(nbytes)))
+        return t
+
+
+class Network:
+    """The links of a topology given as chip pairs (each pair gets a link each way)."""
+
+    def __init__(self, env, chip, pairs):
+        if chip.links_per_chip <= 0 or chip.link_bytes_per_s <= 0:
+            raise ValueError(f"chip {chip.name!r} has no chip-to-chip links (links_per_chip = "
+                             f"{chip.links_per_chip}); several chips need them")
+        self.env, self.chip = env, chip
+        nb = {}
+        for a, b in pairs:
+            if a == b:
+                continue
+            nb.setdefault(a, set()).add(b)
+            nb.setdefault(b, set()).add(a)
+        self.neighbours = nb
+        self.links = {}
+        for a in nb:
+            for b in nb[a]:
+                lanes = max(1, chip.links_per_chip // max(len(nb[a]), len(nb[b])))
+                self.links[(a, b)] = Link(env, a, b, lanes, chip)
+
+    def link(self, a, b) -> Link:
+        return self.links[(a, b)]
+
+    def send(self, a, b, nbytes, label=""):
+        """SimPy generator: a transfer from chip ``a`` to chip ``b``."""
+        return (yield from self.link(a, b).transfer(nbytes, label))
+
+    def allreduce(self, ring, nbytes, label="allreduce", elem_bytes=4):
+        """SimPy generator: ring all-reduce of ``nbytes`` on every chip of ``ring``.
+
+        Returns (link cycles, sync cycles, reduce cycles) spent.
+        """
+        env, chip = self.env, self.chip
+        R = len(ring)
+        if R < 2 or nbytes <= 0:
+            return 0.0, 0.0, 0.0
+        chunk = nbytes / R
+        sync = chip.sync_cycles_multi_chip
+        # adding a received chunk: elements spread over all tiles, one vector pass
+        per_tile_elems = chunk / elem_bytes / chip.tiles
+        per_cycle = max(chip.vector_bytes_per_cycle // elem_bytes, 1)
+        add = per_tile_elems / per_cycle + chip.vertex_overhead_cycles
+        link_c = sync_c = red_c = 0.0
+        for rnd in range(2 * (R - 1)):
+            t0 = env.now
+            procs = [env.process(self.send(ring[i], ring[(i + 1) % R], chunk, f"{label} round {rnd}"))
+                     for i in range(R)]
+            yield env.all_of(procs)
+            link_c += env.now - t0
+            if rnd < R - 1:
+                yield env.timeout(add)
+                red_c += add
+            yield env.timeout(sync)
+            sync_c += sync
+        return link_c, sync_c, red_c
+
+    @staticmethod
+    def allreduce_bytes_per_chip(nbytes, R) -> float:
+        """Bytes each chip sends in a ring all-reduce: 2 (R - 1) / R x nbytes."""
+        return 2.0 * (R - 1) / R * nbytes if R > 1 else 0.0

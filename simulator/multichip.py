@@ -1,0 +1,622 @@
+"""Several chips: sharding, pipelining, replication and pipelined replicas.
+
+:func:`run_multichip` compiles a model for ``ipus`` chips and simulates one or
+more training (or inference) steps:
+
+* ``mode="shard"``: the layers are split over the chips (compiler/partition.py)
+  and the whole batch runs through them in turn: one chip works at a time.
+* ``mode="pipeline"``: the same stages, but the batch is cut into
+  ``micro_batches`` that flow through the stages; a training step is the
+  1F1B schedule (``schedule="1f1b"``: fill with forwards, then one forward /
+  one backward in the steady state, then drain the backwards) or GPipe's
+  (``schedule="gpipe"``: all forwards, then all backwards).  Gradients are
+  accumulated over the micro-batches; the optimizer runs once per step.
+* ``mode="replicate"``: ``replicas`` data-parallel copies, each on
+  ``ipus / replicas`` chips (1 by default) with ``batch / replicas`` samples;
+  the gradients are all-reduced over the chip-to-chip links (ring: each chip
+  sends ``2 (R - 1) / R`` x its gradient bytes) before the update.
+* ``mode="pipeline+replicate"``: ``replicas`` pipelines of ``ipus / replicas``
+  stages; stage ``s`` of every replica all-reduces with its peers.
+
+How the time is computed: every stage is lowered and compiled for ONE chip at
+the micro-batch size with the existing ``lower()`` / ``compile_program()``,
+and its program is run once in the BSP :class:`~simulator.engine.Engine`
+(timing mode, with an infinitely fast host so that only on-chip work counts).
+The engine's supersteps are grouped by phase (forward, backward, update), so
+each stage has a forward, a backward and an update time, with their compute /
+sync / exchange split.  Then a second SimPy model runs one process per chip:
+each process waits for its inputs (activations from the previous stage,
+gradients from the next one, host data from its host link's prefetch
+buffers), holds the chip for the stage's phase time, and sends its outputs
+over the links of :mod:`simulator.links` after a cross-chip sync
+(``chip.sync_cycles_multi_chip``).  Supersteps are never re-simulated per
+micro-batch.  Host streams have ``host_buffers`` buffers (prefetch): the host
+moves the next micro-batch while the chip computes; the report says which
+fraction of the host transfer time was hidden.
+
+The throughput ``sim.samples_per_second`` is ``steps x batch`` over the whole
+simulated time: host I/O, pipeline fill and drain, syncs, all-reduce and the
+optimizer included, as a user would measure it.
+
+    >>> r = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=2, batch=8, train=True)
+    >>> r["multichip"]["stages"], r["multichip"]["micro_batches"], len(r["sim"]["per_ipu"])
+    (2, 2, 2)
+    >>> r["sim"]["link_bytes"] > 0 and r["sim"]["samples_per_second"] > 0
+    True
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import simpy
+
+from compiler.executable import compile_program
+from compiler.lower import lower
+from compiler.partition import even_vs_auto, partition
+from models.opgraph import OpGraph
+
+from .chips import get_chip
+from .engine import Engine
+from .links import HostLink, Network
+
+MODES = ("shard", "pipeline", "replicate", "pipeline+replicate")
+SCHEDULES = ("1f1b", "gpipe")
+_PHASE_OF = {"fwd": "fwd", "loss": "fwd", "bwd": "bwd", "update": "update"}
+
+
+# -- one stage on one chip --------------------------------------------------------------------
+@dataclass
+class StageTiming:
+    """A stage's executable run once in the engine, its supersteps grouped by phase."""
+    index: int
+    cycles: dict                   # phase -> cycles (fwd, bwd, update)
+    split: dict                    # phase -> {"compute", "sync", "exchange"}
+    steps: dict                    # phase -> [(name, kind, rel_start, dur)] for the trace
+    vertices: int = 0
+    supersteps: int = 0
+    memory: dict = field(default_factory=dict)
+    lower_s: float = 0.0
+    sim_s: float = 0.0
+    flops: float = 0.0
+
+
+def _no_host_chip(chip):
+    """The chip with an infinitely fast host: stage inputs arrive over IPU-Links, modelled here."""
+    return chip.replace(host_link_bytes_per_s=1e18, host_link_latency_s=0.0)
+
+
+def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
+               use_functions=True, memory=True) -> StageTiming:
+    """Lower, compile and run one stage graph on one chip (see the module docstring)."""
+    t0 = time.perf_counter()
+    g = stage.graph
+    low = lower(g, chip, dtype=dtype, partials=partials, ipus=1,
+                available_memory_proportion=available_memory_proportion, use_functions=use_functions)
+    exe = compile_program(low.graph, low.program)
+    mem = {}
+    if memory:
+        try:
+            from compiler.memory import memory_report
+            m = memory_report(exe)
+            mem = {"fits": bool(m["fits"]), "peak_tile_bytes": int(m["peak_tile_bytes"]),
+                   "total_bytes": int(m.get("total_bytes", 0))}
+        except Exception as e:   # the memory planner is optional for timing
+            mem = {"error": f"{type(e).__name__}: {e}"}
+    t1 = time.perf_counter()
+    rep = Engine(exe, _no_host_chip(chip)).run()
+    t2 = time.perf_counter()
+    css = low.graph.compute_sets
+    # phase of every step: a compute set's op phase; a stream copy by its tensor; others inherit
+    tensor_phase = {}
+    for n in g.graph:
+        d = g.op(n)
+        for t in d["outputs"]:
+            tensor_phase[t] = _PHASE_OF.get(d["phase"], "fwd")
+    first_use = {}
+    for n in g.ops():
+        for t in g.op(n)["inputs"]:
+            first_use.setdefault(t, _PHASE_OF.get(g.op(n)["phase"], "fwd"))
+    steps = rep.steps
+    phases = []
+    cur = "fwd"
+    for s in steps:
+        if s["cs"] is not None:
+            cur = _PHASE_OF.get(css[s["cs"]].phase or "fwd", "fwd")
+            phases.append(cur)
+        elif s["name"].startswith("stream "):
+            t = s["name"][7:]
+            phases.append(tensor_phase.get(t) or first_use.get(t, cur))
+        else:
+            phases.append(cur)
+    cycles = {"fwd": 0.0, "bwd": 0.0, "update": 0.0}
+    split = {p: {"compute": 0.0, "sync": 0.0, "exchange": 0.0} for p in cycles}
+    trace = {p: [] for p in cycles}
+    ends = [s["start"] for s in steps[1:]] + [rep.cycles]
+    for s, ph, end in zip(steps, phases, ends):
+        dur = max(end - s["start"], 0.0)
+        rel = cycles[ph]
+        cycles[ph] += dur
+        split[ph]["compute"] += s["compute"]
+        split[ph]["sync"] += s["sync"]
+        split[ph]["exchange"] += dur - s["compute"] - s["sync"]   # exchange + control + host distribution
+        t = rel
+        for kind, d in (("compute", s["compute"]), ("sync", s["sync"]),
+                        ("exchange", dur - s["compute"] - s["sync"])):
+            if d > 0:
+                trace[ph].append((s["name"], kind, t, d))
+                t += d
+    return StageTiming(stage.index, cycles, split, trace, vertices=low.graph.num_vertices,
+                       supersteps=rep.supersteps, memory=mem, lower_s=t1 - t0, sim_s=t2 - t1,
+                       flops=rep.flops_executed)
+
+
+def _time_one(args):
+    stage, chip, kw = args
+    return time_stage(stage, chip, **kw)
+
+
+def _time_stages(stages, chip, kw, workers=None):
+    """Time every stage; several processes when there are several stages and CPUs."""
+    import os
+    n = len(stages)
+    workers = min(n, int(workers or os.cpu_count() or 1))
+    if workers <= 1 or n <= 1:
+        return [time_stage(st, chip, **kw) for st in stages]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    try:
+        ctx = mp.get_context("fork")
+    except ValueError:        # no fork on this platform
+        return [time_stage(st, chip, **kw) for st in stages]
+    # biggest stages first, so the pool stays busy
+    order = sorted(range(n), key=lambda i: -len(stages[i].graph))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        res = list(ex.map(_time_one, [(stages[i], chip, kw) for i in order]))
+    out = [None] * n
+    for i, r in zip(order, res):
+        out[i] = r
+    return out
+
+
+# -- the run ----------------------------------------------------------------------------------
+def _resolve(mode, ipus, replicas, micro_batches, batch):
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    ipus = int(ipus)
+    if mode == "shard":
+        S, R, M = ipus, 1, 1
+    elif mode == "pipeline":
+        S, R = ipus, 1
+        M = int(micro_batches or min(batch, 2 * ipus))
+    elif mode == "replicate":
+        R = int(replicas or ipus)
+        S = ipus // R
+        M = int(micro_batches or 1)
+    else:
+        R = int(replicas or 2)
+        S = ipus // R
+        M = int(micro_batches or min(max(batch // R, 1), 2 * S))
+    if S < 1 or S * R != ipus:
+        raise ValueError(f"--ipus {ipus} cannot hold {R} replicas of whole stages")
+    if batch % (R * M):
+        raise ValueError(f"batch {batch} is not divisible by replicas x micro-batches = {R} x {M}")
+    return S, R, M
+
+
+def _load(model, micro, train, optimizer, model_kw):
+    if isinstance(model, OpGraph):
+        return model
+    from .pipeline import load_model
+    return load_model(model, batch=micro, train=train, optimizer=optimizer, model_kw=model_kw)
+
+
+def run_multichip(model, chip="gc200", ipus=2, mode="pipeline", replicas=None, micro_batches=None,
+                  batch=None, train=False, dtype="fp32", placement="auto", *, partials=None,
+                  optimizer="sgd", schedule="1f1b", steps=2, host_buffers=2, model_kw=None,
+                  compare_even=False, trace=None, available_memory_proportion=0.6,
+                  use_functions=True, cuts=None, workers=None, memory=True) -> dict:
+    """Compile and simulate ``model`` on ``ipus`` chips; return the report dict.
+
+    ``model``: a built-in name, an ONNX path, a builder ``batch -> OpGraph``,
+    or an :class:`OpGraph` (then taken as ONE micro-batch: ``batch`` defaults
+    to its batch x micro-batches x replicas).  ``batch``: samples per step over
+    all replicas.  ``placement``: ``"auto"`` (balanced by dynamic programming
+    under the memory limit) or ``"even"`` (same number of layers per stage);
+    the report always carries both estimates, and ``compare_even=True`` also
+    simulates the even split and reports its throughput.  ``trace``: path of a
+    Chrome trace-event JSON file.  ``workers``: processes compiling the stages
+    in parallel (default: one per stage, at most the machine's CPU count).
+    ``memory=False`` skips the per-stage memory report (faster).
+    """
+    t0 = time.perf_counter()
+    chip = get_chip(chip)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
+    if isinstance(model, OpGraph) and batch is None:
+        R_ = int(replicas or (ipus if mode == "replicate" else 2 if mode == "pipeline+replicate" else 1))
+        M_ = int(micro_batches or (1 if mode in ("shard", "replicate") else 2 * max(int(ipus) // R_, 1)))
+        batch = model.batch * R_ * M_
+    batch = int(batch or 1)
+    S, R, M = _resolve(mode, ipus, replicas, micro_batches, batch)
+    micro = batch // (R * M)
+    if isinstance(model, OpGraph) and model.batch != micro:
+        raise ValueError(f"an OpGraph is one micro-batch: its batch {model.batch} != batch / (replicas x "
+                         f"micro-batches) = {micro}")
+    og = _load(model, micro, train, optimizer, model_kw)
+    training = any(og.op(n)["phase"] != "fwd" for n in og.graph)
+    pipelined = mode in ("pipeline", "pipeline+replicate")
+    part = partition(og, S, chip, placement=placement, dtype=dtype, pipelined=pipelined, micro_batches=M,
+                     cuts=cuts)
+    S = len(part.stages)
+    t1 = time.perf_counter()
+    kw = dict(dtype=dtype, partials=partials, available_memory_proportion=available_memory_proportion,
+              use_functions=use_functions, memory=memory)
+    timings = _time_stages(part.stages, chip, kw, workers)
+    t2 = time.perf_counter()
+    sim = _MultiChipSim(part, timings, chip, S=S, R=R, M=M, training=training, steps=int(steps),
+                        schedule=schedule if pipelined else "1f1b", host_buffers=host_buffers, dtype=dtype)
+    sim.run()
+    t3 = time.perf_counter()
+    report = _report(og, part, timings, sim, chip, mode=mode, S=S, R=R, M=M, batch=batch, micro=micro,
+                     training=training, dtype=dtype, steps=int(steps), schedule=schedule)
+    report["multichip"]["placement"]["comparison"] = even_vs_auto(og, S, chip, dtype=dtype, micro_batches=M,
+                                                                  pipelined=pipelined)
+    if compare_even and S > 1:
+        other = "even" if placement == "auto" else "auto"
+        r2 = run_multichip(og, chip, ipus, mode, replicas, M, batch, train, dtype, other, partials=partials,
+                           optimizer=optimizer, schedule=schedule, steps=steps, host_buffers=host_buffers,
+                           available_memory_proportion=available_memory_proportion,
+                           use_functions=use_functions, workers=workers, memory=memory)
+        report["multichip"]["placement"]["simulated"] = {
+            placement: {"cuts": part.cuts, "samples_per_second": report["sim"]["samples_per_second"],
+                        "step_cycles": report["sim"]["step_cycles"]},
+            other: {"cuts": r2["multichip"]["placement"]["cuts"],
+                    "samples_per_second": r2["sim"]["samples_per_second"],
+                    "step_cycles": r2["sim"]["step_cycles"]}}
+    report["timing"] = {"load_partition_s": t1 - t0, "stages_wall_s": t2 - t1,
+                        "compile_cpu_s": sum(t.lower_s for t in timings),
+                        "stage_engine_cpu_s": sum(t.sim_s for t in timings), "multichip_sim_s": t3 - t2,
+                        "total_s": time.perf_counter() - t0}
+    if trace:
+        sim.chrome_trace(trace)
+    report["_sim"] = sim
+    return report
+
+
+class _MultiChipSim:
+    """The SimPy model of several chips (one process per chip)."""
+
+    def __init__(self, part, timings, chip, *, S, R, M, training, steps, schedule, host_buffers, dtype):
+        self.part, self.timings, self.chip = part, timings, chip
+        self.S, self.R, self.M, self.training, self.steps = S, R, M, training, steps
+        self.schedule, self.host_buffers, self.dtype = schedule, max(int(host_buffers), 1), dtype
+        self.elem_bytes = 2 if dtype == "fp16" else 4
+        src = part.source
+        # per stage: transfers by (phase, dst), host inputs / outputs (bytes per micro-batch)
+        self.sends = defaultdict(lambda: defaultdict(int))     # (s, phase) -> {dst: bytes}
+        self.recvs = defaultdict(set)                          # (s, phase) -> {src stages}
+        for t in part.transfers:
+            self.sends[(t["src"], t["phase"])][t["dst"]] += t["bytes"]
+            self.recvs[(t["dst"], t["phase"])].add(t["src"])
+        self.host_in, self.host_out = [0] * S, [0] * S
+        for st in part.stages:
+            for t, srcst in st.inputs_from.items():
+                if srcst == -1:
+                    ti = src.tensors[t]
+                    self.host_in[st.index] += ti.size * (self.elem_bytes if ti.dtype.startswith(("fp", "bf")) else 4)
+            for t, dsts in st.outputs_to.items():
+                if -1 in dsts:
+                    ti = src.tensors[t]
+                    self.host_out[st.index] += ti.size * (self.elem_bytes if ti.dtype.startswith(("fp", "bf")) else 4)
+        self.grad_bytes = [st.params * self.elem_bytes for st in part.stages]
+
+    def chip_id(self, r, s):
+        return r * self.S + s
+
+    def run(self):
+        env = self.env = simpy.Environment()
+        S, R = self.S, self.R
+        pairs = set()
+        for r in range(R):
+            for (s, ph), dsts in self.sends.items():
+                for d in dsts:
+                    pairs.add((self.chip_id(r, s), self.chip_id(r, d)))
+        if R > 1:
+            for s in range(S):
+                for r in range(R):
+                    pairs.add((self.chip_id(r, s), self.chip_id((r + 1) % R, s)))
+        self.net = Network(env, self.chip, sorted(pairs)) if pairs else None
+        n = S * R
+        self.host = [HostLink(env, self.chip, i) for i in range(n)]
+        self.stat = [defaultdict(float) for _ in range(n)]
+        self.chip_events = [[] for _ in range(n)]     # (start, dur, name, kind)
+        self.arrivals = defaultdict(env.event)
+        self.host_wait = 0.0
+        self.host_xfer = 0.0
+        self.host_bytes = 0
+        self.allreduce_bytes = 0.0
+        self.barriers = {}
+        self.feeds, self.drains = {}, {}
+        total = self.steps * self.M
+        for r in range(R):
+            for s in range(S):
+                c = self.chip_id(r, s)
+                if self.host_in[s]:
+                    store = simpy.Store(env, capacity=self.host_buffers)
+                    slots = simpy.Container(env, capacity=self.host_buffers, init=self.host_buffers)
+                    self.feeds[c] = (store, slots)
+                    env.process(self._feeder(c, self.host_in[s], total, store, slots))
+                if self.host_out[s]:
+                    store = simpy.Store(env, capacity=self.host_buffers)
+                    self.drains[c] = store
+                    env.process(self._drainer(c, self.host_out[s], total, store))
+        self.procs = [env.process(self._chip(r, s)) for r in range(R) for s in range(S)]
+        self.drained = [env.event() for _ in range(n)]
+        env.run()
+        self.cycles = float(env.now)
+
+    # -- host ---------------------------------------------------------------------------------
+    def _feeder(self, c, nbytes, count, store, slots):
+        for i in range(count):
+            yield slots.get(1)
+            t = yield from self.host[c].transfer(nbytes, f"in {i}")
+            self.host_xfer += t
+            self.host_bytes += nbytes
+            yield store.put(t)
+
+    def _drainer(self, c, nbytes, count, store):
+        for i in range(count):
+            yield store.get()
+            t = yield from self.host[c].transfer(nbytes, f"out {i}")
+            self.host_xfer += t
+            self.host_bytes += nbytes
+
+    # -- one chip -------------------------------------------------------------------------------
+    def _busy(self, c, dur, name, kind):
+        if dur > 0:
+            self.chip_events[c].append((self.env.now, dur, name, kind))
+            self.stat[c][kind] += dur
+            yield self.env.timeout(dur)
+
+    def _phase(self, c, s, ph, label):
+        """Run stage ``s``'s phase ``ph`` once: the engine's supersteps, replayed for the trace."""
+        tm = self.timings[s]
+        start = self.env.now
+        for name, kind, rel, d in tm.steps[ph]:
+            self.chip_events[c].append((start + rel, d, f"{label} {name}", kind))
+        for kind, v in tm.split[ph].items():
+            self.stat[c][kind] += v
+        yield self.env.timeout(tm.cycles[ph])
+
+    def _wait(self, c, ev, what):
+        t0 = self.env.now
+        res = yield ev
+        w = self.env.now - t0
+        if w > 0:
+            self.chip_events[c].append((t0, w, what, "idle"))
+            self.stat[c]["idle"] += w
+        return res
+
+    def _send(self, r, s, ph, key):
+        env = self.env
+        c = self.chip_id(r, s)
+        for dst, nbytes in sorted(self.sends.get((s, ph), {}).items()):
+            yield from self._busy(c, self.chip.sync_cycles_multi_chip, "cross-chip sync", "sync")
+            t0 = env.now
+            yield from self.net.send(c, self.chip_id(r, dst), nbytes, f"{ph} {key} s{s}->s{dst}")
+            self.chip_events[c].append((t0, env.now - t0, f"send {ph} to stage {dst}", "link"))
+            self.stat[c]["link"] += env.now - t0
+            self.arrivals[(r, key, s, dst, ph)].succeed()
+
+    def _fwd(self, r, s, step, m):
+        c = self.chip_id(r, s)
+        key = (step, m)
+        if c in self.feeds:
+            store, slots = self.feeds[c]
+            t0 = self.env.now
+            yield store.get()
+            w = self.env.now - t0
+            self.host_wait += w
+            if w > 0:
+                self.chip_events[c].append((t0, w, f"host input {step}.{m}", "host"))
+                self.stat[c]["host"] += w
+            slots.put(1)
+        for src in sorted(self.recvs.get((s, "fwd"), ())):
+            yield from self._wait(c, self.arrivals[(r, key, src, s, "fwd")], f"wait activations {step}.{m}")
+        yield from self._phase(c, s, "fwd", f"F{step}.{m}")
+        yield from self._send(r, s, "fwd", key)
+        if c in self.drains and not self.training:
+            yield from self._put_out(c, step, m)
+
+    def _put_out(self, c, step, m):
+        t0 = self.env.now
+        yield self.drains[c].put(m)
+        w = self.env.now - t0
+        if w > 0:
+            self.host_wait += w
+            self.stat[c]["host"] += w
+            self.chip_events[c].append((t0, w, f"host output {step}.{m}", "host"))
+
+    def _bwd(self, r, s, step, m):
+        c = self.chip_id(r, s)
+        key = (step, m)
+        for src in sorted(self.recvs.get((s, "bwd"), ())):
+            yield from self._wait(c, self.arrivals[(r, key, src, s, "bwd")], f"wait gradients {step}.{m}")
+        yield from self._phase(c, s, "bwd", f"B{step}.{m}")
+        yield from self._send(r, s, "bwd", key)
+        if c in self.drains:
+            yield from self._put_out(c, step, m)
+
+    def _order(self, s):
+        M, S = self.M, self.S
+        if not self.training:
+            return [("F", m) for m in range(M)]
+        if self.schedule == "gpipe":
+            return [("F", m) for m in range(M)] + [("B", m) for m in range(M)]
+        warm = min(S - s - 1, M)
+        out = [("F", m) for m in range(warm)]
+        for i in range(M - warm):
+            out += [("F", warm + i), ("B", i)]
+        out += [("B", m) for m in range(M - warm, M)]
+        return out
+
+    def _allreduce(self, r, s, step):
+        """Barrier of stage ``s``'s replicas, then one ring all-reduce (run by the last to arrive)."""
+        env = self.env
+        key = (s, step)
+        b = self.barriers.get(key)
+        if b is None:
+            b = self.barriers[key] = {"n": 0, "done": env.event()}
+        b["n"] += 1
+        c = self.chip_id(r, s)
+        t0 = env.now
+        if b["n"] == self.R:
+            ring = [self.chip_id(q, s) for q in range(self.R)]
+            res = yield env.process(self.net.allreduce(ring, self.grad_bytes[s], f"allreduce s{s} step {step}",
+                                                       self.elem_bytes))
+            self.allreduce_bytes += Network.allreduce_bytes_per_chip(self.grad_bytes[s], self.R) * self.R
+            b["done"].succeed(res)
+        link_c, sync_c, red_c = yield b["done"]
+        waited = env.now - t0 - (link_c + sync_c + red_c)
+        if waited > 0:
+            self.chip_events[c].append((t0, waited, "wait replicas", "idle"))
+            self.stat[c]["idle"] += waited
+        t = env.now - (link_c + sync_c + red_c)
+        self.chip_events[c].append((t, link_c + sync_c + red_c, "all-reduce", "link"))
+        self.stat[c]["allreduce"] += link_c + sync_c + red_c
+
+    def _chip(self, r, s):
+        for step in range(self.steps):
+            for kind, m in self._order(s):
+                if kind == "F":
+                    yield from self._fwd(r, s, step, m)
+                else:
+                    yield from self._bwd(r, s, step, m)
+            if self.training:
+                if self.R > 1:
+                    yield from self._allreduce(r, s, step)
+                yield from self._phase(self.chip_id(r, s), s, "update", f"U{step}")
+
+    # -- results ----------------------------------------------------------------------------------
+    def per_ipu(self):
+        out = []
+        for r in range(self.R):
+            for s in range(self.S):
+                c = self.chip_id(r, s)
+                st = self.stat[c]
+                busy = st["compute"] + st["sync"] + st["exchange"] + st["link"] + st["allreduce"]
+                out.append({"ipu": c, "stage": s, "replica": r,
+                            "cycles": self.cycles,
+                            "compute_cycles": st["compute"], "sync_cycles": st["sync"],
+                            "exchange_cycles": st["exchange"], "link_cycles": st["link"],
+                            "allreduce_cycles": st["allreduce"], "idle_cycles": st["idle"],
+                            "host_wait_cycles": st["host"], "busy_cycles": busy,
+                            "utilisation": busy / self.cycles if self.cycles else 0.0,
+                            "compute_utilisation": st["compute"] / self.cycles if self.cycles else 0.0})
+        return out
+
+    def link_stats(self):
+        if self.net is None:
+            return []
+        return [{"link": l.name, "lanes": l.lanes, "bytes": l.bytes, "busy_cycles": l.busy_cycles,
+                 "wait_cycles": l.wait_cycles,
+                 "utilisation": l.busy_cycles / self.cycles if self.cycles else 0.0}
+                for l in self.net.links.values() if l.bytes]
+
+    def chrome_trace(self, path=None) -> dict:
+        """Trace-event JSON: one process per chip (compute / sync / exchange / link / host / idle
+        tracks), one process for the links and one for the host links."""
+        us = 1e6 / self.chip.clock_hz
+        kinds = ("compute", "sync", "exchange", "link", "host", "idle")
+        ev = []
+        n = self.S * self.R
+        for c in range(n):
+            r, s = divmod(c, self.S)
+            ev.append({"ph": "M", "name": "process_name", "pid": c,
+                       "args": {"name": f"IPU {c} (stage {s}, replica {r})"}})
+            for tid, k in enumerate(kinds):
+                ev.append({"ph": "M", "name": "thread_name", "pid": c, "tid": tid, "args": {"name": k}})
+            for start, dur, name, kind in self.chip_events[c]:
+                ev.append({"ph": "X", "name": name, "cat": kind, "pid": c, "tid": kinds.index(kind),
+                           "ts": start * us, "dur": dur * us})
+        lp = n
+        ev.append({"ph": "M", "name": "process_name", "pid": lp, "args": {"name": "IPU-Links"}})
+        links = list(self.net.links.values()) if self.net else []
+        for tid, l in enumerate(links):
+            ev.append({"ph": "M", "name": "thread_name", "pid": lp, "tid": tid, "args": {"name": l.name}})
+            for start, dur, label, nb in l.events:
+                ev.append({"ph": "X", "name": label, "cat": "link", "pid": lp, "tid": tid, "ts": start * us,
+                           "dur": dur * us, "args": {"bytes": nb}})
+        hp = n + 1
+        ev.append({"ph": "M", "name": "process_name", "pid": hp, "args": {"name": "host links"}})
+        for tid, h in enumerate(self.host):
+            ev.append({"ph": "M", "name": "thread_name", "pid": hp, "tid": tid, "args": {"name": h.name}})
+            for start, dur, label, nb in h.events:
+                ev.append({"ph": "X", "name": label, "cat": "host", "pid": hp, "tid": tid, "ts": start * us,
+                           "dur": dur * us, "args": {"bytes": nb}})
+        trace = {"traceEvents": ev, "displayTimeUnit": "ns"}
+        if path:
+            with open(path, "w") as f:
+                json.dump(trace, f)
+        return trace
+
+
+def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, training, dtype, steps, schedule):
+    per = sim.per_ipu()
+    cycles = sim.cycles
+    seconds = chip.seconds(cycles)
+    link_bytes = sum(l.bytes for l in sim.net.links.values()) if sim.net else 0
+    hidden = 1.0 if sim.host_xfer <= 0 else max(0.0, 1.0 - sim.host_wait / sim.host_xfer)
+    ideal = [sum(t.cycles.values()) for t in timings]    # one micro-batch fwd+bwd+update
+    stage_rows = []
+    for st, tm in zip(part.stages, timings):
+        stage_rows.append({"stage": st.index, "ipus": [r * S + st.index for r in range(R)],
+                           "first_layer": st.units[0] if st.units else None,
+                           "last_layer": st.units[-1] if st.units else None,
+                           "layers": len(st.units), "ops": len(st.ops), "params": int(st.params),
+                           "est_cycles": st.est_cycles, "fwd_cycles": tm.cycles["fwd"],
+                           "bwd_cycles": tm.cycles["bwd"], "update_cycles": tm.cycles["update"],
+                           "vertices": tm.vertices, "supersteps": tm.supersteps, "memory": tm.memory,
+                           "host_in_bytes": sim.host_in[st.index], "host_out_bytes": sim.host_out[st.index],
+                           "grad_bytes": sim.grad_bytes[st.index] if training else 0})
+    busiest = max(range(S), key=lambda s: timings[s].cycles["fwd"] + timings[s].cycles["bwd"])
+    ideal_step = M * (timings[busiest].cycles["fwd"] + timings[busiest].cycles["bwd"]) + \
+        timings[busiest].cycles["update"]
+    step_cycles = cycles / steps
+    flops = sum(t.flops for t in timings) * M * R * steps
+    fits = all(t.memory.get("fits", True) for t in timings)
+    return {
+        "model": {"name": og.name, "params": int(og.params()), "flops_per_micro_batch": int(og.flops()),
+                  "batch": batch, "micro_batch": micro, "train": bool(training), "dtype": dtype},
+        "chip": {"name": chip.name, "ipus": S * R, "tiles_per_ipu": chip.tiles, "clock_hz": chip.clock_hz},
+        "multichip": {"mode": mode, "stages": S, "replicas": R, "micro_batches": M, "schedule": schedule,
+                      "steps": steps, "placement": part.summary() | {"method": part.placement},
+                      "per_stage": stage_rows, "transfers": part.transfers,
+                      "links": sim.link_stats()},
+        "memory": {"fits": fits, "peak_tile_bytes": max((t.memory.get("peak_tile_bytes", 0) for t in timings),
+                                                        default=0)},
+        "sim": {"cycles": cycles, "seconds": seconds, "step_cycles": step_cycles,
+                "step_seconds": chip.seconds(step_cycles),
+                "samples_per_second": steps * batch / seconds if seconds else 0.0,
+                "compute_cycles": sum(p["compute_cycles"] for p in per),
+                "sync_cycles": sum(p["sync_cycles"] for p in per),
+                "exchange_cycles": sum(p["exchange_cycles"] for p in per),
+                "link_cycles": sum(p["link_cycles"] for p in per),
+                "allreduce_cycles": sum(p["allreduce_cycles"] for p in per),
+                "idle_cycles": sum(p["idle_cycles"] for p in per),
+                "per_ipu": per, "link_bytes": int(link_bytes), "allreduce_bytes": int(sim.allreduce_bytes),
+                "host_bytes": int(sim.host_bytes), "host_transfer_cycles": sim.host_xfer,
+                "host_wait_cycles": sim.host_wait, "hidden_transfer_fraction": hidden,
+                "bubble_fraction": 1.0 - ideal_step / step_cycles if step_cycles else 0.0,
+                "ideal_step_cycles": ideal_step, "flops_executed": flops,
+                "achieved_flops_per_second": flops / seconds if seconds else 0.0,
+                "mean_utilisation": sum(p["utilisation"] for p in per) / len(per)},
+    }
+
+
+def report_json(report) -> str:
+    """The report without its private ``_sim`` object, as JSON."""
+    return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2, default=str)

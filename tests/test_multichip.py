@@ -1,0 +1,179 @@
+"""Several chips: partition, links, sharding / pipelining / replication, sparse layers."""
+import json
+
+import pytest
+import simpy
+
+from compiler.partition import even_vs_auto, partition, place
+from models import get_model
+from simulator.chips import gc200
+from simulator.links import Network
+from simulator.multichip import run_multichip
+
+
+def _mlp(batch, train=True):
+    return get_model("mnist-mlp", batch=batch, train=train)
+
+
+def test_partition_covers_every_op_once_and_cuts_carry_tensors():
+    og = _mlp(4)
+    p = partition(og, 2, gc200, placement="even")
+    ops = [o for s in p.stages for o in s.ops]
+    assert sorted(ops) == sorted(og.graph.nodes)
+    assert p.transfers and {t["phase"] for t in p.transfers} == {"fwd", "bwd"}
+    for t in p.transfers:
+        assert p.stages[t["dst"]].graph.tensors[t["tensor"]].kind == "input"
+        assert t["tensor"] in p.stages[t["src"]].graph.outputs
+
+
+def test_training_stage_keeps_its_layers_backward_and_update():
+    p = partition(_mlp(4), 2, gc200, placement="even")
+    for s in p.stages:
+        layers = {s.graph.op(n)["layer"] for n in s.graph.graph if s.graph.op(n)["phase"] in ("bwd", "update")}
+        fwd = {s.graph.op(n)["layer"] for n in s.graph.graph if s.graph.op(n)["phase"] == "fwd"}
+        assert layers - {"loss"} <= fwd
+
+
+def test_auto_placement_balances_better_than_even():
+    # one heavy unit then many light ones: even by count puts the heavy one with others
+    cyc = [100.0] + [10.0] * 9
+    even = place(cyc, [0] * 10, [0] * 10, 2, 1e18, method="even")
+    auto = place(cyc, [0] * 10, [0] * 10, 2, 1e18, method="auto")
+    cost = lambda cuts: max(sum(cyc[a:b]) for a, b in zip(cuts, cuts[1:] + [10]))
+    assert cost(auto) < cost(even)
+    assert auto == [0, 1]
+
+
+def test_auto_placement_respects_memory_limit():
+    cyc = [10.0] * 6
+    mem = [5.0, 5.0, 5.0, 5.0, 1.0, 1.0]
+    cuts = place(cyc, [0] * 6, mem, 2, 12.0, method="auto")
+    b = cuts + [6]
+    assert all(sum(mem[b[i]:b[i + 1]]) <= 12.0 for i in range(2))
+
+
+def test_even_vs_auto_report_on_resnet():
+    r = even_vs_auto(get_model("resnet50", batch=1, train=True), 4, gc200, micro_batches=4)
+    assert r["auto"]["est_max_stage_cycles"] <= r["even"]["est_max_stage_cycles"]
+
+
+def test_link_contention_serialises_transfers():
+    env = simpy.Environment()
+    net = Network(env, gc200, [(0, 1)])
+    l = net.link(0, 1)
+    for _ in range(2):
+        env.process(l.transfer(1e6))
+    env.run()
+    one = gc200.cycles(1e6 / l.bytes_per_s)
+    assert env.now == pytest.approx(2 * one + l.latency)
+    assert l.wait_cycles == pytest.approx(one)
+
+
+def test_ring_allreduce_sends_2_r_minus_1_over_r():
+    env = simpy.Environment()
+    R = 4
+    net = Network(env, gc200, [(i, (i + 1) % R) for i in range(R)])
+    env.process(net.allreduce(list(range(R)), 4e6))
+    env.run()
+    sent = sum(l.bytes for l in net.links.values())
+    assert sent == pytest.approx(R * Network.allreduce_bytes_per_chip(4e6, R), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    out = {}
+    for mode, kw in [("shard", {}), ("pipeline", {"micro_batches": 4}), ("replicate", {}),
+                     ("pipeline+replicate", {"replicas": 2, "micro_batches": 2})]:
+        out[mode] = run_multichip("mnist-mlp", "gc200", ipus=4, mode=mode, batch=16, train=True, **kw)
+    return out
+
+
+def test_report_keys(runs, tmp_path):
+    for mode, r in runs.items():
+        s = r["sim"]
+        for k in ("cycles", "samples_per_second", "per_ipu", "link_bytes", "host_bytes", "hidden_transfer_fraction"):
+            assert k in s, (mode, k)
+        assert len(s["per_ipu"]) == 4
+        assert all(0 <= p["utilisation"] <= 1 for p in s["per_ipu"])
+        assert 0 <= s["hidden_transfer_fraction"] <= 1
+        assert s["host_bytes"] > 0 and s["samples_per_second"] > 0
+    json.dumps({k: v for k, v in runs["pipeline"].items() if not k.startswith("_")}, default=str)
+
+
+def test_modes_shape(runs):
+    assert runs["shard"]["multichip"]["stages"] == 4 and runs["shard"]["multichip"]["micro_batches"] == 1
+    assert runs["replicate"]["multichip"]["replicas"] == 4 and runs["replicate"]["sim"]["allreduce_bytes"] > 0
+    pr = runs["pipeline+replicate"]["multichip"]
+    assert (pr["stages"], pr["replicas"], pr["micro_batches"]) == (2, 2, 2)
+    assert runs["pipeline+replicate"]["sim"]["allreduce_bytes"] > 0
+    assert runs["pipeline"]["sim"]["link_bytes"] > 0
+
+
+def test_shard_runs_one_chip_at_a_time(runs):
+    r = runs["shard"]["sim"]
+    busy = sum(p["busy_cycles"] for p in r["per_ipu"])
+    assert busy <= r["cycles"] * 1.001     # no two chips work at once
+
+
+def test_pipeline_overlaps_stages():
+    kw = dict(batch=64, train=False, steps=2, model_kw={"hidden": 2048})
+    pipe = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=8, **kw)
+    shard = run_multichip("mnist-mlp", "gc200", ipus=2, mode="shard", **kw)
+    busy = sum(p["busy_cycles"] for p in pipe["sim"]["per_ipu"])
+    assert busy > 0
+    assert 0 <= pipe["sim"]["hidden_transfer_fraction"] <= 1
+    # micro-batches let the host stream the next one while the chips compute
+    assert pipe["sim"]["hidden_transfer_fraction"] > shard["sim"]["hidden_transfer_fraction"]
+
+
+def test_more_micro_batches_smaller_bubble():
+    r2 = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=2, batch=32, train=True)
+    r8 = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=8, batch=32, train=True)
+    assert r8["sim"]["bubble_fraction"] < r2["sim"]["bubble_fraction"]
+
+
+def test_cross_chip_sync_costs_more():
+    r = run_multichip("mnist-mlp", "gc200", ipus=2, mode="shard", batch=8, train=True, steps=1)
+    assert gc200.sync_cycles_multi_chip > gc200.sync_cycles
+    ev = r["_sim"].chip_events[0]
+    assert any(e[2] == "cross-chip sync" and e[1] == gc200.sync_cycles_multi_chip for e in ev)
+
+
+def test_chrome_trace_tracks(runs, tmp_path):
+    tr = runs["pipeline+replicate"]["_sim"].chrome_trace(tmp_path / "t.json")
+    names = {e["args"]["name"] for e in tr["traceEvents"] if e["ph"] == "M" and e["name"] == "process_name"}
+    assert {"IPU 0 (stage 0, replica 0)", "IPU-Links", "host links"} <= names
+    cats = {e["cat"] for e in tr["traceEvents"] if e["ph"] == "X"}
+    assert {"compute", "sync", "exchange", "link", "host"} <= cats
+    link_tracks = {e["tid"] for e in tr["traceEvents"] if e["ph"] == "X" and e["cat"] == "link"
+                   and e["pid"] == 4}
+    assert len(link_tracks) >= 2
+
+
+def test_bad_mode_and_batch():
+    with pytest.raises(ValueError):
+        run_multichip("mnist-mlp", "gc200", ipus=2, mode="bogus", batch=4)
+    with pytest.raises(ValueError):
+        run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=3, batch=4)
+
+
+# -- sparse / conditional layers ---------------------------------------------------------------
+def test_slide_layer_cost_scales_with_active_fraction():
+    from models.sparse import compare, slide_mlp
+    kw = dict(batch=4, n_in=64, hidden=64, n_out=16384, tables=4, bits=6)
+    small = compare(slide_mlp, active=64, **kw)
+    big = compare(slide_mlp, active=1024, **kw)
+    assert small["sparse"]["compute_cycles"] < big["sparse"]["compute_cycles"]
+    assert big["sparse"]["compute_cycles"] < big["dense"]["compute_cycles"]
+    assert small["sparse"]["memory"].get("total_bytes", 1) > 0
+
+
+def test_moe_cost_scales_with_k():
+    from models.sparse import compare, moe_layer_model
+    # big enough that the routing supersteps do not dominate (at toy sizes MoE loses to dense)
+    kw = dict(batch=2, tokens_per_sample=128, d_model=256, hidden=512, experts=16)
+    k1 = compare(moe_layer_model, k=1, **kw)
+    k4 = compare(moe_layer_model, k=4, **kw)
+    assert k1["sparse"]["cycles"] < k4["sparse"]["cycles"]
+    assert k1["sparse"]["flops"] < k1["dense"]["flops"]
+    assert k1["sparse"]["cycles"] < k1["dense"]["cycles"]
