@@ -34,6 +34,12 @@ def _add_model_args(p):
                    help="training: accumulate gradients over N micro-batches of --batch, then update once")
     p.add_argument("--offload", default="", metavar="optimizer|weights",
                    help="keep optimizer state and / or weights in streaming memory (comma-separated)")
+    p.add_argument("--mode", default="shard", choices=["shard", "pipeline", "replicate", "pipeline+replicate"],
+                   help="how --ipus N chips are used (shard: one graph over all their tiles)")
+    p.add_argument("--micro-batches", type=int, default=None, help="pipelining: micro-batches per step")
+    p.add_argument("--replicas", type=int, default=None, help="replication: data-parallel copies")
+    p.add_argument("--placement", default="auto", choices=["auto", "even"], help="pipeline stage placement")
+    p.add_argument("--no-fuse", action="store_true", help="do not fuse element-wise ops into their producers")
     p.add_argument("--available-memory-proportion", type=float, default=0.6)
     p.add_argument("--no-functions", action="store_true", help="inline repeated blocks instead of graph functions")
     p.add_argument("--json", help="write the report here")
@@ -83,13 +89,52 @@ def summary(rep) -> str:
     return "\n".join(lines)
 
 
-def cmd_compile(args, simulate=False):
+def build_kwargs(args) -> dict:
+    """The keyword arguments of simulator.pipeline.build that the model options give."""
+    return dict(chip=args.chip, batch=args.batch, train=args.train, optimizer=args.optimizer,
+                dtype=args.dtype, partials=args.partials, ipus=args.ipus,
+                available_memory_proportion=args.available_memory_proportion,
+                use_functions=not args.no_functions, recompute=args.recompute,
+                accumulate=args.accumulate, offload=args.offload, fuse=not args.no_fuse)
+
+
+def build_from_args(args, simulate=False):
+    """Compile (and simulate) what the command line asks for: every command uses this."""
     from simulator.pipeline import build
-    c = build(args.model, chip=args.chip, batch=args.batch, train=args.train, optimizer=args.optimizer,
-              dtype=args.dtype, partials=args.partials, ipus=args.ipus,
-              available_memory_proportion=args.available_memory_proportion, simulate=simulate,
-              use_functions=not args.no_functions, recompute=getattr(args, "recompute", "none"),
-              accumulate=getattr(args, "accumulate", 1), offload=getattr(args, "offload", ""))
+    return build(args.model, simulate=simulate, **build_kwargs(args))
+
+
+def cmd_multichip(args, simulate=True):
+    """--ipus N with --mode pipeline / replicate / pipeline+replicate."""
+    from simulator.multichip import report_json, run_multichip
+    rep = run_multichip(args.model, chip=args.chip, ipus=args.ipus, mode=args.mode, replicas=args.replicas,
+                        micro_batches=args.micro_batches, batch=args.batch, train=args.train, dtype=args.dtype,
+                        partials=args.partials, optimizer=args.optimizer, placement=args.placement,
+                        available_memory_proportion=args.available_memory_proportion,
+                        use_functions=not args.no_functions, trace=getattr(args, "trace", None))
+    s, mc = rep["sim"], rep.get("multichip", {})
+    print(f"model     {args.model}: batch {args.batch}, {'training' if args.train else 'inference'}, {args.dtype}")
+    print(f"chips     {args.ipus} x {args.chip}, mode {args.mode}: {mc.get('stages')} stages x "
+          f"{mc.get('replicas')} replicas, {mc.get('micro_batches')} micro-batches, schedule {mc.get('schedule')}")
+    for st in mc.get("per_stage", []):
+        print(f"stage {st['stage']}   IPUs {st['ipus']}: {st['first_layer']} .. {st['last_layer']} ({st['layers']} layers), "
+              f"{st['vertices']:,} vertices, fwd {st['fwd_cycles']:,.0f} / bwd {st['bwd_cycles']:,.0f} / update "
+              f"{st['update_cycles']:,.0f} cycles, {'fits' if st['memory'].get('fits') else 'DOES NOT FIT'} "
+              f"(peak tile {st['memory'].get('peak_tile_bytes', 0):,} B)")
+    print(f"time      {s['step_seconds'] * 1e3:.3f} ms per step, {s['samples_per_second']:,.1f} samples/s, "
+          f"bubble {s['bubble_fraction']:.0%}, link bytes {s['link_bytes']:,}, "
+          f"host transfer hidden {s['hidden_transfer_fraction']:.0%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(report_json(rep))
+        print(f"report    {args.json}")
+    return rep
+
+
+def cmd_compile(args, simulate=False):
+    if args.ipus > 1 and args.mode != "shard":
+        return cmd_multichip(args, simulate)
+    c = build_from_args(args, simulate)
     print(summary(c.report))
     mem = c.report["memory"]
     print(f"reuse     {mem['no_reuse_bytes'] / 2**20:.1f} MiB without reuse -> {mem['with_reuse_bytes'] / 2**20:.1f} MiB "

@@ -67,6 +67,20 @@ def _offload_tuple(offload):
     return tuple(offload)
 
 
+# Graph sizes Poplar's compiler produced for the same networks (shared/reference/published-figures.md)
+PUBLISHED_GRAPHS = {
+    ("resnet50", False): {"vertices": 3.22e6, "edges": 6.21e6,
+                          "source": "Graphcore, 'Inside an AI brain', Feb 2017 (ResNet-50 inference)"},
+    ("alexnet", True): {"vertices": 18.7e6, "edges": 115.8e6,
+                        "source": "Graphcore, 'Inside an AI brain', Feb 2017 (AlexNet training loop)"},
+}
+
+
+def published_graph(name, train) -> dict | None:
+    """Poplar's published graph size for this model, with ours beside it when known."""
+    return PUBLISHED_GRAPHS.get((str(name).lower(), bool(train)))
+
+
 def compile_model(model, **kw) -> dict:
     """Compile (and optionally simulate) a model; return the report as nested dicts (see :func:`build`)."""
     return build(model, **kw).report
@@ -75,7 +89,7 @@ def compile_model(model, **kw) -> dict:
 def build(model, *, chip="gc200", batch=1, train=False, optimizer="sgd", dtype="fp32", partials=None,
           ipus=1, available_memory_proportion=0.6, simulate=False, use_functions=True,
           recompute="none", accumulate=1, offload=(), model_kw=None, suggest=True,
-          verify_suggestions=False) -> Compiled:
+          verify_suggestions=False, fuse=True) -> Compiled:
     """Compile (and optionally simulate) ``model``.
 
     ``recompute``: none | blocks | sqrt | all (training graphs); ``accumulate``:
@@ -103,7 +117,7 @@ def build(model, *, chip="gc200", batch=1, train=False, optimizer="sgd", dtype="
     t1 = time.perf_counter()
     funcs = use_functions and "weights" not in offload
     low = lower(og, chip_obj, dtype=dtype, partials=partials, ipus=ipus,
-                available_memory_proportion=available_memory_proportion, use_functions=funcs)
+                available_memory_proportion=available_memory_proportion, use_functions=funcs, fuse=fuse)
     info = {}
     if offload:
         info["offload"] = transforms.offload(low, offload)
@@ -138,6 +152,11 @@ def build(model, *, chip="gc200", batch=1, train=False, optimizer="sgd", dtype="
         "memory": {k: v for k, v in mem.items() if k not in NON_JSON_KEYS},
         "timing": {"load_s": t1 - t0, "compile_s": t2 - t1},
     }
+    pub = published_graph(model if isinstance(model, str) else og.name, train)
+    if pub:
+        report["graph"]["published"] = dict(pub, ratio_vertices=report["graph"]["vertices_executed"] / pub["vertices"],
+                                            ratio_edges=report["graph"]["edges"] / pub["edges"])
+    report["graph"]["fused_ops"] = sum(1 for p in low.plans.values() if "fused_into" in p)
     if og is not og0:
         report["memory"]["recompute"] = recompute_summary(og0, og) | {"mode": recompute}
     report["memory"].update(info)

@@ -122,3 +122,36 @@ def test_cli_bad_chip_file_names_the_key(tmp_path, capsys):
     chip.write_text('base = "gc200"\ntiles = 0\n')
     assert ipusim_cli.main(["compile", "mnist-mlp", "--chip", str(chip)]) == 2
     assert "tiles" in capsys.readouterr().err
+
+
+def test_report_shows_published_graph_size_beside_ours(resnet50):
+    pub = resnet50.report["graph"]["published"]
+    assert pub["vertices"] == 3.22e6 and pub["edges"] == 6.21e6
+    assert pub["ratio_vertices"] == pytest.approx(resnet50.report["graph"]["vertices_executed"] / 3.22e6)
+
+
+def _add_relu_graph():
+    from models.opgraph import OpGraph
+    g = OpGraph("add-relu")
+    for n in ("x", "y"):
+        g.add_tensor(n, (4, 256), kind="input")
+    g.add_tensor("s", (4, 256))
+    g.add_tensor("r", (4, 256))
+    g.add_op("add", "Add", ["x", "y"], ["s"], family="elementwise", flops=1024)
+    g.add_op("relu", "Relu", ["s"], ["r"], family="elementwise", flops=1024)
+    g.outputs.append("r")
+    return g
+
+
+def test_fusion_saves_supersteps():
+    fused = compile_model(_add_relu_graph(), simulate=True)
+    plain = compile_model(_add_relu_graph(), simulate=True, fuse=False)
+    assert fused["graph"]["fused_ops"] >= 1
+    assert fused["sim"]["supersteps"] < plain["sim"]["supersteps"]
+
+
+def test_cli_pipeline_mode_runs_stages_on_chips(capsys):
+    assert ipusim_cli.main(["simulate", "mnist-mlp", "--train", "--batch", "8", "--ipus", "2",
+                            "--mode", "pipeline", "--micro-batches", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "stage 0" in out and "stage 1" in out and "samples/s" in out

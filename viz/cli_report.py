@@ -13,20 +13,9 @@ import os
 __all__ = ["add_parser", "cmd_report", "cmd_dot"]
 
 
-# compile options that newer versions of add_model_args / build() know; forwarded when both have them
-OPTIONAL_BUILD_ARGS = ("recompute", "accumulate", "offload")
-
-
 def _build(args, simulate):
-    import inspect
-
-    from simulator.pipeline import build
-    params = inspect.signature(build).parameters
-    extra = {k: getattr(args, k) for k in OPTIONAL_BUILD_ARGS if hasattr(args, k) and k in params}
-    return build(args.model, chip=args.chip, batch=args.batch, train=args.train, optimizer=args.optimizer,
-                 dtype=args.dtype, partials=args.partials, ipus=args.ipus,
-                 available_memory_proportion=args.available_memory_proportion, simulate=simulate,
-                 use_functions=not args.no_functions, **extra)
+    from ipusim_cli import build_from_args
+    return build_from_args(args, simulate)
 
 
 def cmd_report(args):
