@@ -50,21 +50,27 @@ def check_graph(graph, arrays):
                          + "; call set_tile_mapping(vertex, tile)")
     # 2. edges inside the element space, inside one variable
     if arrays.edge_start.size:
-        end = arrays.edge_start + arrays.edge_len
-        bad = np.flatnonzero((arrays.edge_start < 0) | (end > graph.num_elements))
-        if bad.size:
-            e = int(bad[0])
-            raise GraphError(f"{_where(graph, arrays.edge_vertex[e])}: edge to elements "
-                             f"[{arrays.edge_start[e]}, {end[e]}) outside the graph's {graph.num_elements} elements")
-        vs = graph.variable_of(arrays.edge_start)
-        ve = graph.variable_of(end - 1)
-        bad = np.flatnonzero(vs != ve)
-        if bad.size:
-            e = int(bad[0])
-            raise GraphError(f"{_where(graph, arrays.edge_vertex[e])}: one edge spans two variables "
-                             f"({graph.variables[vs[e]].name!r} and {graph.variables[ve[e]].name!r})")
+        # in chunks, so that checking 100 M edges needs no gigabytes of temporaries
         var_dtype = np.array([DTYPE_IDS[v.dtype] for v in graph.variables], np.int8)
-        edge_dtype = var_dtype[vs]
+        edge_dtype = np.empty(arrays.edge_start.size, np.int8)
+        step = 1 << 24
+        for c0 in range(0, arrays.edge_start.size, step):
+            st = arrays.edge_start[c0:c0 + step]
+            end = st + arrays.edge_len[c0:c0 + step]
+            bad = np.flatnonzero((st < 0) | (end > graph.num_elements))
+            if bad.size:
+                e = c0 + int(bad[0])
+                raise GraphError(f"{_where(graph, arrays.edge_vertex[e])}: edge to elements "
+                                 f"[{arrays.edge_start[e]}, {end[bad[0]]}) outside the graph's "
+                                 f"{graph.num_elements} elements")
+            vs = graph.variable_of(st)
+            ve = graph.variable_of(end - 1)
+            bad = np.flatnonzero(vs != ve)
+            if bad.size:
+                e = c0 + int(bad[0])
+                raise GraphError(f"{_where(graph, arrays.edge_vertex[e])}: one edge spans two variables "
+                                 f"({graph.variables[vs[bad[0]]].name!r} and {graph.variables[ve[bad[0]]].name!r})")
+            edge_dtype[c0:c0 + step] = var_dtype[vs]
     # 3. per batch: fields connected, sizes, dtypes
     sizes_all = []
     for b in graph.batches:
@@ -120,23 +126,24 @@ def check_write_conflicts(graph, arrays):
     from .graph import GraphError
     if arrays.edge_start.size == 0:
         return
-    writes = np.zeros(arrays.edge_start.size, bool)
-    cs_of_edge = np.empty(arrays.edge_start.size, np.int64)
     off = arrays.vertex_edge_offsets
+    ws, wcs = [], []
     for b in graph.batches:
         c = CODELETS[b.codelet]
         wf = np.array([f.writes for f in c.fields])
         e0, e1 = int(off[b.v0]), int(off[b.v1])
-        writes[e0:e1] = wf[arrays.edge_field[e0:e1]]
-        cs_of_edge[e0:e1] = b.cs
-    w = np.flatnonzero(writes)
+        idx = e0 + np.flatnonzero(wf[arrays.edge_field[e0:e1]])
+        ws.append(idx)
+        wcs.append(np.full(idx.size, b.cs, np.int32))
+    w = np.concatenate(ws) if ws else np.zeros(0, np.int64)
     if w.size < 2:
         return
-    order = np.lexsort((arrays.edge_start[w], cs_of_edge[w]))
+    cs_w = np.concatenate(wcs)
+    order = np.lexsort((arrays.edge_start[w], cs_w))
     w = w[order]
     st = arrays.edge_start[w]
     en = st + arrays.edge_len[w]
-    cs = cs_of_edge[w]
+    cs = cs_w[order]
     clash = np.flatnonzero((cs[1:] == cs[:-1]) & (st[1:] < en[:-1]))
     if clash.size:
         i = int(clash[0])
