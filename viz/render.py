@@ -170,9 +170,11 @@ def _edge_caps(length, max_samples):
 
 
 def rasterize(xy, src, dst, color_index, palette, size=2048, frame=None,
-              max_samples=600_000_000, node_size=None):
+              max_samples=600_000_000, node_size=None, node_mask=None):
     """Accumulate edges and vertices; returns (edges, nodes) float32 buffers
-    of shape (3, H, W) holding summed colour (one unit per pixel crossed)."""
+    of shape (3, H, W) holding summed colour (one unit per pixel crossed).
+    ``node_mask`` (bool (n,)): only these nodes are drawn as points (all
+    nodes still anchor edges)."""
     frame = frame or _Frame(size, None, None)
     W, H = frame.W, frame.H
     pal = _palette01(palette)
@@ -238,6 +240,8 @@ def rasterize(xy, src, dst, color_index, palette, size=2048, frame=None,
         offs = [(ox, oy) for ox in range(-r, r + 1) for oy in range(-r, r + 1)
                 if ox * ox + oy * oy <= max(node_size, 0.5) ** 2 + 1e-9] or [(0, 0)]
         inside = (px >= 0) & (px <= W - 1) & (py >= 0) & (py <= H - 1)
+        if node_mask is not None:
+            inside &= np.asarray(node_mask, dtype=bool).ravel()
         bx = np.round(px).astype(np.int32)
         by = np.round(py).astype(np.int32)
         for ox, oy in offs:
@@ -338,7 +342,7 @@ def render_png(xy, src, dst, color_index, palette, path, size: int = 2048,
     """Render a PNG.  ``xy`` (n, 2) positions, ``src``/``dst`` (m,) edges,
     ``color_index`` (n,) index into ``palette`` ((k, 3) RGB, 0..1 or 0..255),
     ``legend`` list of (label, rgb).  Extra keywords: ``max_samples``,
-    ``node_size`` (px radius), ``edge_gain``, ``node_gain``, ``glow``,
+    ``node_size`` (px radius), ``node_mask``, ``edge_gain``, ``node_gain``, ``glow``,
     ``background``.  Returns the PIL image."""
     img, _ = _image(xy, src, dst, color_index, palette, size, legend, title, **kw)
     img.save(path, format="PNG", compress_level=3)
@@ -408,7 +412,8 @@ def render_svg(xy, src, dst, color_index, palette, path, size: int = 2048,
                         f'stroke="{hexes[ci[s]]}"/>')
         body.append('</g>')
         body.append('<g style="mix-blend-mode:screen" fill-opacity="0.9">')
-        for i in range(n):
+        mask = kw.get("node_mask")
+        for i in (range(n) if mask is None else np.flatnonzero(np.asarray(mask, bool)).tolist()):
             body.append(f'<circle cx="{P[i, 0]:.1f}" cy="{P[i, 1]:.1f}" r="{r:.1f}" '
                         f'fill="{hexes[ci[i]]}"/>')
         body.append('</g>')
