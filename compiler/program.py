@@ -87,3 +87,17 @@ def walk(program, functions=None):
             stack.append(p.body)
         elif isinstance(p, Call):
             stack.append(p.function.program)
+
+
+def leaves(program, mult=1):
+    """Yield (node, times) for every Execute / Copy / Sync in the order the program runs
+    them once, ``times`` being how often it runs (Repeat multiplies, Call recurses)."""
+    if isinstance(program, Sequence):
+        for c in program.children:
+            yield from leaves(c, mult)
+    elif isinstance(program, Repeat):
+        yield from leaves(program.body, mult * int(program.count))
+    elif isinstance(program, Call):
+        yield from leaves(program.function.program, mult)
+    else:
+        yield program, mult

@@ -36,7 +36,7 @@ import numpy as np
 import simpy
 
 from compiler.executable import ExchangePlan, Executable, StreamCopy
-from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync
+from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync, leaves
 
 from .functional import FunctionalState
 from .report import SimReport
@@ -286,21 +286,11 @@ class Engine:
 def stream_copy_counts(exe) -> dict:
     """How many times each host stream is copied when the program runs."""
     counts = {}
-
-    def visit(p, mult):
-        if isinstance(p, Sequence):
-            for c in p.children:
-                visit(c, mult)
-        elif isinstance(p, Repeat):
-            visit(p.body, mult * int(p.count))
-        elif isinstance(p, Call):
-            visit(p.function.program, mult)
-        elif isinstance(p, Copy):
+    for p, mult in leaves(exe.program):
+        if isinstance(p, Copy):
             plan = exe.copies[id(p)]
             if isinstance(plan, StreamCopy):
                 counts[plan.stream.name] = counts.get(plan.stream.name, 0) + mult
-
-    visit(exe.program, 1)
     return counts
 
 

@@ -342,20 +342,6 @@ class RemoteAwareEngine(Engine):
 
 def static_vertices_executed(exe) -> int:
     """Vertices run by one execution of the program (Repeat and Call multiply)."""
-    from compiler.program import Call, Execute, Repeat, Sequence
-    total = 0
-
-    def visit(p, mult):
-        nonlocal total
-        if isinstance(p, Sequence):
-            for ch in p.children:
-                visit(ch, mult)
-        elif isinstance(p, Repeat):
-            visit(p.body, mult * int(p.count))
-        elif isinstance(p, Call):
-            visit(p.function.program, mult)
-        elif isinstance(p, Execute):
-            total += mult * exe.compute[p.compute_set.id].vertices
-
-    visit(exe.program, 1)
-    return total
+    from compiler.program import Execute, leaves
+    return sum(mult * exe.compute[p.compute_set.id].vertices for p, mult in leaves(exe.program)
+               if isinstance(p, Execute))

@@ -14,14 +14,9 @@ import time
 
 __all__ = ["add_parser", "cmd_render"]
 
-OPTIONAL_BUILD_ARGS = ("recompute", "accumulate", "offload")
 
 
 def cmd_render(args):
-    import inspect
-
-    from simulator.pipeline import build
-
     from .graph_image import COLORS, LEVELS, render_model_graph
     if args.level not in LEVELS:
         raise ValueError(f"unknown level {args.level!r} (choose one of {', '.join(LEVELS)})")
@@ -42,15 +37,10 @@ def cmd_render(args):
         if not args.quiet:
             print(f"  [{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    params = inspect.signature(build).parameters
-    extra = {k: getattr(args, k) for k in OPTIONAL_BUILD_ARGS if hasattr(args, k) and k in params}
+    from ipusim_cli import build_kwargs
     timings = {}
     render_model_graph(args.model, out, level=args.level, color=args.color, size=args.size,
-                       chip=args.chip, batch=args.batch, train=args.train, dtype=args.dtype,
-                       seed=args.seed, progress=progress, timings=timings,
-                       optimizer=args.optimizer, partials=args.partials, ipus=args.ipus,
-                       available_memory_proportion=args.available_memory_proportion,
-                       use_functions=not args.no_functions, **extra)
+                       seed=args.seed, progress=progress, timings=timings, **build_kwargs(args))
     t = timings
     print(f"image     {out} ({args.level} level, {t.get('nodes', 0):,} nodes laid out, "
           f"{t.get('lines', 0):,} lines)")
