@@ -65,6 +65,8 @@ class Codelet:
     code_bytes: int = 256      # machine code, once per tile that runs it
     state_bytes_per_field: int = 8   # pointer + size per connected region
     doc: str = ""
+    shared: tuple = ()         # fields whose semantics accept rows shared between vertices
+                               # (``arrays[f]`` distinct rows, ``arrays[f + "__rows"]`` which one each reads)
     field_index: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -143,17 +145,33 @@ def _conv_partial(a, p):
     by params ``ptop``, ``pbot``, ``pleft``, ``pright``.  ``weights`` holds
     [groups, kh, kw, cig, cog].
     """
-    nv = a["in"].shape[0]
+    nu = a["in"].shape[0]          # distinct input windows (shared by output channel groups)
+    nv = a["weights"].shape[0]
     kh, kw, s = p["kh"], p["kw"], p["stride"]
     g, cig, cog, wout = p["groups"], p["cig"], p["cog"], p["wout"]
     rows = kh - p.get("ptop", 0) - p.get("pbot", 0)
     win = a["in"].shape[1] // (g * rows * cig)
-    x = _pad_window(a["in"].reshape(nv, g, rows, win, cig), p)
-    # im2col: [nv, wout, g * kh * kw * cig], then one batched matrix product
+    x = _pad_window(a["in"].reshape(nu, g, rows, win, cig), p)
+    # im2col once per distinct window: [nu, wout, g * kh * kw * cig]
+    K = g * kh * kw * cig
     win_view = np.lib.stride_tricks.sliding_window_view(x, kw, axis=3)[:, :, :, : (wout - 1) * s + 1: s]
-    cols = win_view.transpose(0, 3, 1, 2, 5, 4).reshape(nv, wout, g * kh * kw * cig)   # nv,wout,(g,kh,kw,cig)
-    w = a["weights"].reshape(nv, g * kh * kw * cig, cog)
-    out = np.matmul(cols, w).reshape(nv, wout * cog)
+    cols = win_view.transpose(0, 3, 1, 2, 5, 4).reshape(nu, wout, K)
+    w = a["weights"].reshape(nv, K, cog)
+    inv = a.get("in__rows")
+    if inv is None:
+        out = np.matmul(cols, w).reshape(nv, wout * cog)
+    else:
+        counts = np.bincount(inv, minlength=nu)
+        if np.all(counts == counts[0]):
+            # every window feeds m vertices: one product per window with their weights side by side
+            m = int(counts[0])
+            order = np.argsort(inv, kind="stable")
+            W = w[order].reshape(nu, m, K, cog).transpose(0, 2, 1, 3).reshape(nu, K, m * cog)
+            o = np.matmul(cols, W).reshape(nu, wout, m, cog).transpose(0, 2, 1, 3).reshape(nv, wout * cog)
+            out = np.empty_like(o)
+            out[order] = o
+        else:
+            out = np.matmul(cols[inv], w).reshape(nv, wout * cog)
     if p.get("accumulate"):
         out = out + a["out"]
     return {"out": out}
@@ -322,7 +340,7 @@ _TABLE = [
     # matrix-unit (AMP) vertices
     Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"], d, c),
-            compute=_conv_partial,
+            compute=_conv_partial, shared=("in",),
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
             code_bytes=1024, doc="one row segment of a convolution's output for one channel group, on the AMP"),
     Codelet("MatMulPartial", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),

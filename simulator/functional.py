@@ -77,13 +77,38 @@ class FunctionalState:
             fields = {}
             for fi, f in enumerate(c.fields):
                 m = sel_e & (ef == fi)
-                idx = intervals.expand(es[m], el[m]).reshape(verts.size, int(sig[gi, fi]))
+                rows = self._shared_rows(f, es[m], el[m], verts.size) if f.reads and not f.writes else None
+                if rows is not None:
+                    rep_starts, rep_lens, inv = rows
+                    idx = intervals.expand(rep_starts, rep_lens).reshape(inv.max() + 1, int(sig[gi, fi]))
+                    fields[f.name + "__rows"] = inv
+                else:
+                    idx = intervals.expand(es[m], el[m]).reshape(verts.size, int(sig[gi, fi]))
                 if self.mem.size < 2**31:
                     idx = idx.astype(np.int32)   # half the memory traffic of every gather
                 fields[f.name] = idx
             plans.append(fields)
         self._plans[key] = plans
         return plans
+
+    @staticmethod
+    def _shared_rows(f, starts, lens, nv):
+        """Vertices that read exactly the same regions through a field (a convolution's
+        input window read by every output channel group): the distinct region lists,
+        and which one each vertex reads.  None when nothing is shared."""
+        if nv < 2 or starts.size % nv:
+            return None
+        k = starts.size // nv
+        S = starts.reshape(nv, k)
+        L = lens.reshape(nv, k)
+        key = np.stack([S[:, 0], S[:, -1], S.sum(axis=1), L.sum(axis=1)], axis=1)
+        _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        inv = inv.ravel()
+        if first.size * 2 > nv:
+            return None
+        if not (np.array_equal(S, S[first][inv]) and np.array_equal(L, L[first][inv])):
+            return None
+        return S[first].ravel(), L[first].ravel(), inv
 
     def execute(self, csid):
         g = self.exe.graph
@@ -97,6 +122,13 @@ class FunctionalState:
                 # float32 in, as the chip computes (fp16 values are stored rounded)
                 args = {f.name: self.mem[fields[f.name]]
                         for f in c.fields if f.reads or f.direction == "inout" or f.name in ("out",)}
+                for f in c.fields:   # fields read identically by several vertices: gathered once
+                    inv = fields.get(f.name + "__rows")
+                    if inv is not None:
+                        if f.name in c.shared:
+                            args[f.name + "__rows"] = inv
+                        else:
+                            args[f.name] = args[f.name][inv]
                 try:
                     outs = apply_post(c, dict(c.compute(args, b.params)), b.params)
                 except Exception as e:  # a codelet's semantics failed: say which
