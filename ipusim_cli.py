@@ -78,6 +78,14 @@ def summary(rep) -> str:
     ]
     if mem.get("message"):
         lines.append(f"          {mem['message']}")
+    fu = g.get("fusion")
+    if fu and fu["supersteps_saved"]:
+        lines.append(f"fusion    {g['fused_ops']} element-wise ops fused into their producers: "
+                     f"{fu['supersteps_saved']} supersteps and ~{fu['cycles_saved_estimate']:,} cycles saved per step")
+    pub = g.get("published")
+    if pub:
+        lines.append(f"published Poplar: {pub['vertices'] / 1e6:.2f} M vertices, {pub['edges'] / 1e6:.2f} M edges "
+                     f"({pub['source']}); ours / theirs: vertices {pub['ratio_vertices']:.2f}, edges {pub['ratio_edges']:.2f}")
     if "sim" in rep:
         s = rep["sim"]
         lines.append(f"time      {s['cycles']:,.0f} cycles = {s['seconds'] * 1e3:.3f} ms: compute {s['compute_cycles']:,.0f}, "

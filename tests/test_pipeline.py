@@ -148,6 +148,9 @@ def test_fusion_saves_supersteps():
     plain = compile_model(_add_relu_graph(), simulate=True, fuse=False)
     assert fused["graph"]["fused_ops"] >= 1
     assert fused["sim"]["supersteps"] < plain["sim"]["supersteps"]
+    saved = plain["sim"]["supersteps"] - fused["sim"]["supersteps"]
+    assert fused["graph"]["fusion"]["supersteps_saved"] == saved
+    assert plain["sim"]["cycles"] - fused["sim"]["cycles"] >= fused["graph"]["fusion"]["cycles_saved_estimate"]
 
 
 def test_cli_pipeline_mode_runs_stages_on_chips(capsys):
