@@ -179,13 +179,21 @@ class Liveness:
         ii, st, en = self.iv_item[o], self.iv_start[o], self.iv_end[o]
         bounds = np.searchsorted(ii, np.arange(len(self.item_vars) + 1))
         cnt = bounds[self.pair_item + 1] - bounds[self.pair_item]
-        rep = np.repeat(np.arange(self.pair_item.size), cnt)
         from .allocator import _ranges
-        k = _ranges(bounds[self.pair_item], bounds[self.pair_item + 1])
-        tiles, b = self.pair_tile[rep], self.pair_bytes[rep].astype(np.float64)
-        key_s = st[k] * T + tiles
-        key_e = (en[k] + 1) * T + tiles
-        d = np.bincount(key_s, weights=b, minlength=(S + 1) * T) - np.bincount(key_e, weights=b, minlength=(S + 1) * T)
+        d = np.zeros((S + 1) * T)
+        # (pair x interval) rows in chunks of about 4 M, so that items with many
+        # intervals on many tiles do not need gigabytes at once
+        csum = np.cumsum(cnt)
+        cuts = np.searchsorted(csum, np.arange(1 << 22, int(csum[-1]) if csum.size else 0, 1 << 22))
+        for a, z in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [self.pair_item.size]))):
+            if z <= a:
+                continue
+            pi = np.arange(a, z)
+            rep = np.repeat(pi, cnt[a:z])
+            k = _ranges(bounds[self.pair_item[a:z]], bounds[self.pair_item[a:z] + 1])
+            tiles, b = self.pair_tile[rep], self.pair_bytes[rep].astype(np.float64)
+            d += np.bincount(st[k] * T + tiles, weights=b, minlength=(S + 1) * T)
+            d -= np.bincount((en[k] + 1) * T + tiles, weights=b, minlength=(S + 1) * T)
         live = np.cumsum(d.reshape(S + 1, T), axis=0)[:S]
         return live.max(axis=0)
 
@@ -200,22 +208,26 @@ def _events(exe, steps, copies):
     nsteps = len(steps)
     ev = []
     if arr.edge_start.size and nsteps:
-        evar = g.variable_of(arr.edge_start)
-        reads = np.zeros(arr.edge_start.size, bool)
-        writes = np.zeros(arr.edge_start.size, bool)
+        # direction of every edge (1 byte each), then (cs, var, direction) keys in chunks of
+        # edges so that 100 M edges need no gigabytes of int64 temporaries
+        rw = np.zeros(arr.edge_start.size, np.int8)
         off = arr.vertex_edge_offsets
         for b in g.batches:
             c = CODELETS[b.codelet]
             e0, e1 = int(off[b.v0]), int(off[b.v1])
             f = arr.edge_field[e0:e1]
-            reads[e0:e1] = np.array([x.reads for x in c.fields])[f]
-            writes[e0:e1] = np.array([x.writes for x in c.fields])[f]
-        vcs = np.repeat(np.array([b.cs for b in g.batches], np.int64), [b.v1 - b.v0 for b in g.batches])
-        ecs = vcs[arr.edge_vertex]
-        code = evar.astype(np.int64) * 4 + reads * 1 + writes * 2
-        key = np.unique(ecs * (len(g.variables) * 4 + 4) + code)
-        pcs = key // (len(g.variables) * 4 + 4)
-        pcode = key % (len(g.variables) * 4 + 4)
+            rw[e0:e1] = np.array([int(x.reads) + 2 * int(x.writes) for x in c.fields], np.int8)[f]
+        vcs = np.repeat(np.array([b.cs for b in g.batches], np.int32), [b.v1 - b.v0 for b in g.batches])
+        span = len(g.variables) * 4 + 4
+        keys = []
+        step_e = 1 << 23
+        for c0 in range(0, arr.edge_start.size, step_e):
+            sl = slice(c0, c0 + step_e)
+            code = g.variable_of(arr.edge_start[sl]).astype(np.int64) * 4 + rw[sl]
+            keys.append(np.unique(vcs[arr.edge_vertex[sl]].astype(np.int64) * span + code))
+        key = np.unique(np.concatenate(keys))
+        pcs = key // span
+        pcode = key % span
         # one row per (cs, var, direction); several directions of one var are combined below
         step_cs = np.array([s[0] for s in steps], np.int64)
         step_call = np.array([s[1] for s in steps], np.int64)
@@ -338,10 +350,11 @@ def liveness(exe) -> Liveness:
         if pv.size:
             o = np.argsort(pv, kind="stable")
             bnd = np.searchsorted(pv[o], np.arange(nvar + 1))
+            pto, pbo = pt[o], pb[o]       # once: a slice of a fresh copy per variable kept every copy alive
             for vid in np.flatnonzero(used & (nlife == 1)).tolist():
                 a, b = bnd[vid], bnd[vid + 1]
                 if b > a:
-                    sig[vid] = (pt[o][a:b], pb[o][a:b])
+                    sig[vid] = (pto[a:b], pbo[a:b])
         ew_cs = {b.cs for b in g.batches if b.codelet in INPLACE_CODELETS}
         non_ew = {b.cs for b in g.batches if b.codelet not in INPLACE_CODELETS}
         ok_cs = ew_cs - non_ew
