@@ -282,7 +282,12 @@ def tonemap(acc_e, acc_n, edge_gain=None, node_gain=None, glow=0.6, background=B
     # picture looks alike whatever the graph size
     def ref(l):
         nz = l[l > 0]
-        return float(np.quantile(nz, 0.995)) if nz.size else 1.0
+        if not nz.size:
+            return 1.0
+        # a few very dense hubs (weights read by thousands of vertices) must not set the
+        # exposure of the whole picture: cap the reference at 8x the 90th percentile
+        q995, q90 = np.quantile(nz, [0.995, 0.90])
+        return float(min(q995, 3.0 * q90))
 
     re, rn = ref(le), ref(ln)
     eg = 0.7 / re if edge_gain is None else edge_gain
@@ -310,8 +315,12 @@ def _draw_text(img, frame):
     from PIL import ImageDraw
     d = ImageDraw.Draw(img)
     if frame.title:
-        d.text((frame.pad, frame.pad), str(frame.title), fill=(235, 238, 245),
-               font=_font(frame.title_px, bold=True))
+        # shrink a long title until it fits the picture's width
+        px = frame.title_px
+        width = img.size[0] - 2 * frame.pad
+        while px > 8 and d.textlength(str(frame.title), font=_font(px, bold=True)) > width:
+            px -= 2
+        d.text((frame.pad, frame.pad), str(frame.title), fill=(235, 238, 245), font=_font(px, bold=True))
     if frame.legend:
         f = _font(frame.font_px)
         sw = int(frame.font_px * 0.8)
