@@ -34,8 +34,9 @@ def _add_model_args(p):
                    help="training: accumulate gradients over N micro-batches of --batch, then update once")
     p.add_argument("--offload", default="", metavar="optimizer|weights",
                    help="keep optimizer state and / or weights in streaming memory (comma-separated)")
-    p.add_argument("--mode", default="shard", choices=["shard", "pipeline", "replicate", "pipeline+replicate"],
-                   help="how --ipus N chips are used (shard: one graph over all their tiles)")
+    p.add_argument("--mode", default="shard", choices=["shard", "pipeline", "replicate", "pipeline+replicate", "spread"],
+                   help="how --ipus N chips are used: shard (layers split over the chips, run in turn), "
+                        "pipeline, replicate, pipeline+replicate, or spread (one graph over all their tiles)")
     p.add_argument("--micro-batches", type=int, default=None, help="pipelining: micro-batches per step")
     p.add_argument("--replicas", type=int, default=None, help="replication: data-parallel copies")
     p.add_argument("--placement", default="auto", choices=["auto", "even"], help="pipeline stage placement")
@@ -140,7 +141,7 @@ def cmd_multichip(args, simulate=True):
 
 
 def cmd_compile(args, simulate=False):
-    if args.ipus > 1 and args.mode != "shard":
+    if args.ipus > 1 and args.mode != "spread":
         return cmd_multichip(args, simulate)
     c = build_from_args(args, simulate)
     print(summary(c.report))

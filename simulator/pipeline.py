@@ -253,7 +253,7 @@ def suggestions(model, og, mem, chip, opts, *, train, optimizer, model_kw=None, 
         if "weights" not in o["offload"]:
             out.append(("--offload weights", {"offload": tuple(o["offload"]) + ("weights",)}))
         for k in (2, 4):
-            out.append((f"--ipus {o['ipus'] * k} (more chips)", {"ipus": o["ipus"] * k}))
+            out.append((f"--ipus {o['ipus'] * k} --mode spread (more chips)", {"ipus": o["ipus"] * k}))
         return out
 
     res = []
