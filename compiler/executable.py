@@ -151,7 +151,7 @@ def _aggregate(keys, values, *more):
 def _union(keys, start, length):
     """Merge intervals that overlap and share every key (touching ones stay apart).
 
-    ``keys``: tuple of non-negative int arrays, packed into one int64 sort key.
+    ``keys``: tuple of non-negative int arrays, packed into one int64 key.
     Returns the index of each merged interval's first member (into the
     inputs), its start and its length.
     """
@@ -159,20 +159,8 @@ def _union(keys, start, length):
     for k in keys:
         k = k.astype(np.int64)
         key = key * (int(k.max()) + 1 if k.size else 1) + k
-    o = np.lexsort((start, key))
-    st, en = start[o], start[o] + length[o]
-    ks = key[o]
-    change = np.ones(o.size, bool)
-    change[1:] = ks[1:] != ks[:-1]
-    # running max of the ends within each key: lift each key's ends above all earlier ones
-    rank = np.cumsum(change) - 1
-    span = int(en.max()) + 1
-    run_end = np.maximum.accumulate(en + rank * span) - rank * span
-    new = change.copy()
-    new[1:] |= st[1:] >= run_end[:-1]
-    heads = np.flatnonzero(new)
-    tails = np.append(heads[1:], o.size) - 1
-    return o[heads], st[heads], run_end[tails] - st[heads]
+    first, st, en = intervals.merge_per_key(key, start, start + length)
+    return first, st, en - st
 
 
 def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngroups):

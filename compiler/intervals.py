@@ -82,3 +82,35 @@ def split_at(starts, lengths, bounds):
     pend = np.where(k == np.repeat(ncut, npieces), ends[parent],
                     bounds[np.clip(nxt, 0, max(bounds.size - 1, 0))] if bounds.size else 0)
     return pstart.astype(np.int64), (pend - pstart).astype(np.int64), parent
+
+
+def merge_per_key(key, start, end, closed=False):
+    """Merge the intervals that share a key and overlap, vectorized.
+
+    Intervals are [start, end) (``closed=True``: [start, end], so that two
+    lives meeting at one step merge).  Returns (first, start, end): for each
+    merged interval, the index (into the inputs) of its first member, its
+    start and its end, sorted by key then start.
+
+    >>> merge_per_key(np.array([0, 0, 1]), np.array([0, 3, 0]), np.array([4, 6, 2]))
+    (array([0, 2]), array([0, 0]), array([6, 2]))
+    """
+    key = np.asarray(key, np.int64)
+    start = np.asarray(start, np.int64)
+    end = np.asarray(end, np.int64)
+    if key.size == 0:
+        z = np.zeros(0, np.int64)
+        return z, z, z
+    o = np.lexsort((start, key))
+    k, st, en = key[o], start[o], end[o]
+    newk = np.ones(k.size, bool)
+    newk[1:] = k[1:] != k[:-1]
+    # running max of the ends within each key: lift each key's ends above all earlier ones
+    rank = np.cumsum(newk) - 1
+    span = int(en.max() - min(int(st.min()), 0)) + 2
+    run = np.maximum.accumulate(en + rank * span) - rank * span
+    new = newk.copy()
+    new[1:] |= st[1:] > run[:-1] if closed else st[1:] >= run[:-1]
+    heads = np.flatnonzero(new)
+    tails = np.append(heads[1:], k.size) - 1
+    return o[heads], st[heads], run[tails]

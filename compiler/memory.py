@@ -42,6 +42,7 @@ import numpy as np
 from .allocator import allocate
 from .codelets import CODELETS
 from .dtypes import DTYPE_BYTES
+from .intervals import merge_per_key
 from .program import Call, Copy, Execute, Repeat, Sequence, walk
 
 #: variable kinds that hold their bytes for the whole program
@@ -312,18 +313,8 @@ def liveness(exe) -> Liveness:
         s_end = np.where(ext, np.maximum(s_end, r1), s_end)
     # merge overlapping lives of one variable
     if s_var.size:
-        o = np.lexsort((s_start, s_var))
-        s_var, s_start, s_end = s_var[o], s_start[o], s_end[o]
-        newv = np.ones(s_var.size, bool)
-        newv[1:] = s_var[1:] != s_var[:-1]
-        rank = np.cumsum(newv) - 1
-        span = int(s_end.max()) + 2
-        run = np.maximum.accumulate(s_end + rank * span) - rank * span
-        new = newv.copy()
-        new[1:] |= s_start[1:] > run[:-1]
-        h = np.flatnonzero(new)
-        t = np.append(h[1:], s_var.size) - 1
-        s_var, s_start, s_end = s_var[h], s_start[h], run[t]
+        first, s_start, s_end = merge_per_key(s_var, s_start, s_end, closed=True)
+        s_var = s_var[first]
     # bytes per tile
     pv, pt, pb = variable_tile_bytes(g)
     used = np.zeros(nvar, bool)
@@ -397,19 +388,8 @@ def liveness(exe) -> Liveness:
     np.maximum.at(mb, inv, pb)
     # item lives: union of the members' lives, merged
     iv_item = item_of_var[s_var]
-    o = np.lexsort((s_start, iv_item))
-    ii, st, en = iv_item[o], s_start[o], s_end[o]
-    if ii.size:
-        newi = np.ones(ii.size, bool)
-        newi[1:] = ii[1:] != ii[:-1]
-        rank = np.cumsum(newi) - 1
-        span = int(en.max()) + 2
-        run = np.maximum.accumulate(en + rank * span) - rank * span
-        new = newi.copy()
-        new[1:] |= st[1:] > run[:-1]
-        h = np.flatnonzero(new)
-        t = np.append(h[1:], ii.size) - 1
-        ii, st, en = ii[h], st[h], run[t]
+    first, st, en = merge_per_key(iv_item, s_start, s_end, closed=True)
+    ii = iv_item[first]
     return Liveness(max(S, 1), item_of_var, item_vars, ii, st, en, u // T, u % T, mb, T, inplace)
 
 
