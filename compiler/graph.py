@@ -212,18 +212,34 @@ class Graph:
         starts = np.asarray(starts, np.int64)
         lengths = np.asarray(lengths, np.int64)
         tiles = np.broadcast_to(np.asarray(tiles, np.int32), starts.shape)
+        self._finalized = None
+        if starts.size == 0:
+            return
         vstarts = self._var_starts.view()
         ps, pl, parent = intervals.split_at(starts, lengths, vstarts[1:])
         pvar = self.variable_of(ps)
-        for vid in np.unique(pvar):
-            sel = pvar == vid
+        if pvar[0] == pvar[-1] and np.all(pvar == pvar[0]):
+            groups = [(int(pvar[0]), None)]
+        else:
+            o = np.argsort(pvar, kind="stable")
+            u, first = np.unique(pvar[o], return_index=True)
+            bounds = np.append(first, o.size)
+            groups = [(int(v), o[bounds[i]:bounds[i + 1]]) for i, v in enumerate(u.tolist())]
+        for vid, sel in groups:
             var = self.variables[vid]
             tm = self.tile_map.get(vid)
             if tm is None:
                 tm = self.tile_map[vid] = np.full(var.size, -1, np.int32)
-            local = intervals.expand(ps[sel] - var.start, pl[sel])
-            tm[local] = np.repeat(tiles[parent[sel]], pl[sel])
-        self._finalized = None
+            s_, l_, t_ = (ps, pl, tiles[parent]) if sel is None else (ps[sel], pl[sel], tiles[parent[sel]])
+            s_ = s_ - var.start
+            if s_.size == 1:
+                tm[s_[0]:s_[0] + l_[0]] = t_[0]
+                continue
+            lo, hi = int(s_.min()), int((s_ + l_).max())
+            if int(l_.sum()) == hi - lo and np.all(s_[1:] == s_[:-1] + l_[:-1]):
+                tm[lo:hi] = np.repeat(t_, l_)      # pieces in order, back to back: one pass
+            else:
+                tm[intervals.expand(s_, l_)] = np.repeat(t_, l_)
 
     def set_tile_mapping(self, what, tile):
         """Map a tensor (or a slice of one) or a vertex to a tile."""
@@ -250,18 +266,16 @@ class Graph:
         tiles = np.arange(self.num_tiles) if tiles is None else np.asarray(tiles)
         chunks = -(-n // grain)
         per_tile = -(-chunks // tiles.size)
-        el = np.arange(n, dtype=np.int64)
-        tile_of = tiles[(el // grain) // per_tile].astype(np.int32)
-        idx = tensor.elements().ravel()
         if tensor._idx is None:
-            # contiguous: map per-tile intervals without expanding twice
-            bounds = np.flatnonzero(np.diff(tile_of)) + 1
-            st = np.concatenate(([0], bounds))
-            ln = np.diff(np.concatenate((st, [n])))
-            self._map_intervals(tensor._start + st, ln, tile_of[st])
+            # contiguous: one interval per tile, no per-element arrays
+            st = np.arange(0, n, per_tile * grain, dtype=np.int64)
+            ln = np.minimum(st + per_tile * grain, n) - st
+            self._map_intervals(tensor._start + st, ln, tiles[np.arange(st.size)].astype(np.int32))
         else:
             # a scattered view: map element by element
-            self._map_intervals(idx, np.ones_like(idx), tile_of)
+            el = np.arange(n, dtype=np.int64)
+            idx = tensor.elements().ravel()
+            self._map_intervals(idx, np.ones_like(idx), tiles[(el // grain) // per_tile].astype(np.int32))
 
     def tile_of_elements(self, elements) -> np.ndarray:
         elements = np.asarray(elements, np.int64)

@@ -30,6 +30,22 @@ def spread(n: int, tiles: int) -> np.ndarray:
     return ((np.arange(n, dtype=np.int64) * tiles) // max(n, 1)).astype(np.int32)
 
 
+def unique_rows(rows):
+    """``np.unique(rows, axis=0, return_inverse=True)`` for small non-negative ints,
+    packed into one int64 key per row (much faster than the row-wise unique)."""
+    rows = np.asarray(rows, np.int64)
+    if rows.size and rows.min() >= 0:
+        span = rows.max(axis=0) + 1
+        if float(np.prod(span.astype(np.float64))) < 2.0**62:
+            key = np.zeros(rows.shape[0], np.int64)
+            for j in range(rows.shape[1]):
+                key = key * int(span[j]) + rows[:, j]
+            uk, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            return rows[first], inv.ravel()
+    u, inv = np.unique(rows, axis=0, return_inverse=True)
+    return u, inv.ravel()
+
+
 def add_by_signature(ctx, cs, codelet, tiles, sig, fields, params_of, dtype=None):
     """Add vertices in one batch per distinct signature row, so that vertices whose
     windows differ (image borders, last segments) get their own parameters.
@@ -37,8 +53,7 @@ def add_by_signature(ctx, cs, codelet, tiles, sig, fields, params_of, dtype=None
     ``fields``: name -> (vertex index, starts, lengths) with vertex index 0..V-1.
     """
     sig = np.asarray(sig, np.int64).reshape(len(tiles), -1)
-    u, inv = np.unique(sig, axis=0, return_inverse=True)
-    inv = inv.ravel()
+    u, inv = unique_rows(sig)
     order_v = np.argsort(inv, kind="stable")
     bounds_v = np.searchsorted(inv[order_v], np.arange(len(u) + 1))
     local = np.empty(len(tiles), np.int64)
