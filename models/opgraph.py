@@ -131,9 +131,42 @@ class OpGraph:
 
     # -- queries --------------------------------------------------------
     def ops(self):
-        """Op names in a topological order (stable: insertion order breaks ties)."""
+        """Op names in a topological order (stable: insertion order breaks ties).
+
+        Weight updates (phase ``update``) run as early as they can: right after
+        the last op that produces one of their inputs or reads a tensor they
+        overwrite in place, so that each gradient dies as soon as its layer's
+        backward pass is done (as TensorFlow / PopART schedule them), instead of
+        every gradient staying live until the end of the backward pass.
+        """
         order = {n: i for i, n in enumerate(self.graph.nodes)}
-        return list(nx.lexicographical_topological_sort(self.graph, key=order.__getitem__))
+        topo = list(nx.lexicographical_topological_sort(self.graph, key=order.__getitem__))
+        nodes = self.graph.nodes
+        upd = [n for n in topo if nodes[n]["phase"] == "update"]
+        if not upd or len(upd) == len(topo):
+            return topo
+        rest = [n for n in topo if nodes[n]["phase"] != "update"]
+        pos = {n: i for i, n in enumerate(rest)}
+        readers = {}
+        for n in rest:
+            for t in nodes[n]["inputs"]:
+                readers.setdefault(t, []).append(n)
+        slot, after = {}, {}
+        for u in upd:
+            d = nodes[u]
+            deps = list(self.graph.predecessors(u))
+            for t in d["outputs"]:
+                src = self.tensors[t].inplace_of
+                if src is not None:
+                    deps += readers.get(src, [])
+            k = max((pos[p] if p in pos else slot[p] for p in deps), default=-1)
+            slot[u] = k
+            after.setdefault(k, []).append(u)
+        out = list(after.get(-1, []))
+        for i, n in enumerate(rest):
+            out.append(n)
+            out += after.get(i, [])
+        return out
 
     def op(self, name) -> dict:
         return self.graph.nodes[name]

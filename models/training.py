@@ -25,9 +25,10 @@ Conventions of the result:
 * one optimizer op per parameter (phase ``update``, family ``optimizer``):
   ``SGDMomentumUpdate`` (state ``<p>.momentum``) or ``AdamUpdate`` (state
   ``<p>.adam_m``, ``<p>.adam_v``). Updated values are new tensors with
-  ``inplace_of`` set to the tensor they overwrite. ``g.ops()`` lists every
-  update op after every backward op, so all reads of a weight come before
-  its in-place update in that order.
+  ``inplace_of`` set to the tensor they overwrite. ``g.ops()`` lists each
+  update op right after the last op that reads its weight or produces its
+  gradient, so every read of a weight comes before its in-place update and
+  each gradient dies as soon as its layer is done.
 
 Backward FLOPs: each of the two Conv / Gemm / MatMul gradients costs the
 forward FLOPs without bias; bias gradients and ``Sum`` / reductions 1 per

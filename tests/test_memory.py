@@ -195,9 +195,18 @@ def test_recompute_rewires_backward_to_recomputed_tensors():
         if d["phase"] == "recompute":
             consumers = [c for c in r.graph.successors(o)]
             assert consumers and min(pos[c] for c in consumers) > pos[o]
-    # updates still come after every read of their weight
-    last_update = min(pos[o] for o in order if r.op(o)["phase"] == "update")
-    assert max(pos[o] for o in order if r.op(o)["phase"] in ("bwd", "recompute")) < last_update
+    # each update comes after every read of the weight it overwrites (recomputed reads too)
+    # and after its gradient, and before the end of the backward pass (gradients die early)
+    updates = [o for o in order if r.op(o)["phase"] == "update"]
+    for u in updates:
+        for out in r.op(u)["outputs"]:
+            src = r.tensors[out].inplace_of
+            readers = [o for o in order if o != u and src in r.op(o)["inputs"]]
+            assert readers or r.tensors[src].kind == "state", u
+            assert all(pos[o] < pos[u] for o in readers), u
+        assert all(pos[p] < pos[u] for p in r.graph.predecessors(u))
+    last_bwd = max(pos[o] for o in order if r.op(o)["phase"] == "bwd")
+    assert min(pos[u] for u in updates) < last_bwd
     s = recompute_summary(g, r)
     assert 0.5 < s["extra_forward_passes"] <= 1.01
 

@@ -141,10 +141,23 @@ def test_updated_tensors_are_in_place_and_not_counted_as_params():
     assert g.params() == get_model("resnet50").params()
 
 
-def test_update_ops_come_after_all_backward_ops():
+def test_update_ops_run_as_soon_as_their_weight_is_no_longer_read():
     g = _train("resnet50")
-    phases = [g.op(n)["phase"] for n in g.ops()]
-    assert phases.index("update") > max(i for i, p in enumerate(phases) if p == "bwd")
+    order = g.ops()
+    pos = {n: i for i, n in enumerate(order)}
+    phases = [g.op(n)["phase"] for n in order]
+    # the first layer's updates wait for the end of the backward pass, the last layer's do not
+    assert phases.index("update") < max(i for i, p in enumerate(phases) if p == "bwd")
+    for n in order:
+        if g.op(n)["phase"] != "update":
+            continue
+        w = g.op(n)["inputs"][0]
+        readers = [o for o in order if o != n and w in g.op(o)["inputs"]]
+        grad = g.tensors[g.op(n)["inputs"][1]].producer
+        assert readers and max(pos[o] for o in readers) < pos[n]
+        assert pos[grad] < pos[n]
+        # and no later than right after the last of them
+        assert pos[n] - max(max(pos[o] for o in readers), pos[grad]) <= 8
 
 
 def test_backward_costs_about_twice_the_forward():
