@@ -81,6 +81,7 @@ class StageTiming:
     lower_s: float = 0.0
     sim_s: float = 0.0
     flops: float = 0.0
+    detail: dict | None = None     # per-tile bytes and liveness curve (``time_stage(detail=True)``)
 
 
 def _no_host_chip(chip):
@@ -88,21 +89,63 @@ def _no_host_chip(chip):
     return chip.replace(host_link_bytes_per_s=1e18, host_link_latency_s=0.0)
 
 
+#: points kept of a stage's liveness curve in its detail (the peak of every bucket is kept)
+DETAIL_CURVE_POINTS = 1500
+
+
+def _stage_detail(m, exe, chip) -> dict:
+    """The few arrays of a stage's memory report that the views need, as float32 (a stage can be big:
+    its liveness, allocation and executable are dropped)."""
+    import numpy as np
+    from compiler.memory import execute_order
+    per_tile = {k: np.asarray(v, dtype=np.float32) for k, v in m["per_tile"].items()
+                if k != "not_always_live_lower_bound"}
+    curve = np.asarray(m.get("liveness_curve", []), dtype=np.float64)
+    n = curve.size
+    if n > DETAIL_CURVE_POINTS:       # bucket maxima: the peak survives the thinning
+        edges = np.linspace(0, n, DETAIL_CURVE_POINTS + 1).astype(np.int64)
+        x = np.array([lo + int(np.argmax(curve[lo:hi])) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo])
+    else:
+        x = np.arange(n)
+    try:
+        css = exe.graph.compute_sets
+        order = execute_order(exe.program)
+        names = [css[order[i]].name if i < len(order) else "" for i in x.tolist()]
+    except Exception:   # noqa: BLE001 - names are only hover text
+        names = [""] * x.size
+    return {"per_tile": per_tile, "sram_bytes_per_tile": int(m["sram_bytes_per_tile"]),
+            "tiles": int(chip.tiles), "curve_steps": x.astype(np.int32), "curve_bytes": curve[x].astype(np.float32),
+            "curve_names": names, "steps": int(n), "peak_step": int(m.get("peak_step", 0)),
+            "peak_step_name": m.get("peak_step_name", ""), "always_live_bytes": int(m.get("always_live_bytes", 0)),
+            "not_always_live_peak_bytes": int(m.get("not_always_live_peak_bytes", 0))}
+
+
 def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
-               use_functions=True, memory=True) -> StageTiming:
-    """Lower, compile and run one stage graph on one chip (see the module docstring)."""
+               use_functions=True, memory=True, detail=False) -> StageTiming:
+    """Lower, compile and run one stage graph on one chip (see the module docstring).
+
+    ``detail=True`` (with ``memory``) keeps the stage's per-tile bytes by category and its
+    liveness curve (thinned to :data:`DETAIL_CURVE_POINTS`) in ``StageTiming.detail``.
+    """
     t0 = time.perf_counter()
     g = stage.graph
     low = lower(g, chip, dtype=dtype, partials=partials, ipus=1,
                 available_memory_proportion=available_memory_proportion, use_functions=use_functions)
     exe = compile_program(low.graph, low.program)
     mem = {}
+    info = None
     if memory:
         try:
             from compiler.memory import memory_report
             m = memory_report(exe)
             mem = {"fits": bool(m["fits"]), "peak_tile_bytes": int(m["peak_tile_bytes"]),
-                   "total_bytes": int(m.get("total_bytes", 0))}
+                   "total_bytes": int(m.get("total_bytes", 0)),
+                   "sram_bytes_per_tile": int(m["sram_bytes_per_tile"]), "oom_tiles": int(m.get("oom_tiles", 0)),
+                   "worst_tiles": [{k: (int(v) if isinstance(v, (int, float)) else v) for k, v in w.items()}
+                                   for w in m.get("worst_tiles", [])[:5]]}
+            if detail:
+                info = _stage_detail(m, exe, chip)
+            del m
         except Exception as e:   # the memory planner is optional for timing
             mem = {"error": f"{type(e).__name__}: {e}"}
     t1 = time.perf_counter()
@@ -150,7 +193,7 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
                 t += d
     return StageTiming(stage.index, cycles, split, trace, vertices=low.graph.num_vertices,
                        supersteps=rep.supersteps, memory=mem, lower_s=t1 - t0, sim_s=t2 - t1,
-                       flops=rep.flops_executed)
+                       flops=rep.flops_executed, detail=info)
 
 
 def _time_one(args):
@@ -199,11 +242,21 @@ def _resolve(mode, ipus, replicas, micro_batches, batch):
         R = int(replicas or 2)
         S = ipus // R
         M = int(micro_batches or min(max(batch // R, 1), 2 * S))
+    if R < 1 or M < 1:
+        raise ValueError(f"replicas and micro-batches must be at least 1, got {R} and {M}")
     if S < 1 or S * R != ipus:
-        raise ValueError(f"--ipus {ipus} cannot hold {R} replicas of whole stages")
+        raise ValueError(f"--ipus {ipus} cannot hold {R} replicas of whole stages "
+                         f"(the replicas must divide the {ipus} chips)")
     if batch % (R * M):
         raise ValueError(f"batch {batch} is not divisible by replicas x micro-batches = {R} x {M}")
     return S, R, M
+
+
+def resolve(mode, ipus, replicas=None, micro_batches=None, batch=1):
+    """``(stages, replicas, micro_batches)`` that :func:`run_multichip` would use; raises ValueError
+    for an impossible combination (unknown mode, replicas not dividing the chips, batch not
+    divisible by replicas x micro-batches).  Cheap: nothing is loaded or compiled."""
+    return _resolve(mode, ipus, replicas, micro_batches, int(batch))
 
 
 def _load(model, micro, train, optimizer, model_kw):
@@ -217,7 +270,8 @@ def run_multichip(model, chip="gc200", ipus=2, mode="pipeline", replicas=None, m
                   batch=None, train=False, dtype="fp32", placement="auto", *, partials=None,
                   optimizer="sgd", schedule="1f1b", steps=2, host_buffers=2, model_kw=None,
                   compare_even=False, trace=None, available_memory_proportion=0.6,
-                  use_functions=True, cuts=None, workers=None, memory=True) -> dict:
+                  use_functions=True, cuts=None, workers=None, memory=True, stage_detail=False,
+                  strict=False) -> dict:
     """Compile and simulate ``model`` on ``ipus`` chips; return the report dict.
 
     ``model``: a built-in name, an ONNX path, a builder ``batch -> OpGraph``,
@@ -230,6 +284,10 @@ def run_multichip(model, chip="gc200", ipus=2, mode="pipeline", replicas=None, m
     Chrome trace-event JSON file.  ``workers``: processes compiling the stages
     in parallel (default: one per stage, at most the machine's CPU count).
     ``memory=False`` skips the per-stage memory report (faster).
+    ``stage_detail=True`` adds ``report["_stage_memory"]``: per stage, its per-tile bytes by
+    category and its (thinned) liveness curve (see :func:`time_stage`); private like ``_sim``.
+    ``strict=True``: a model with fewer layers than the stages asked for raises ValueError
+    (by default it runs on fewer chips; ``multichip.stages_requested`` says how many were asked).
     """
     t0 = time.perf_counter()
     chip = get_chip(chip)
@@ -250,10 +308,13 @@ def run_multichip(model, chip="gc200", ipus=2, mode="pipeline", replicas=None, m
     pipelined = mode in ("pipeline", "pipeline+replicate")
     part = partition(og, S, chip, placement=placement, dtype=dtype, pipelined=pipelined, micro_batches=M,
                      cuts=cuts)
-    S = len(part.stages)
+    S_asked, S = S, len(part.stages)
+    if strict and S < S_asked:
+        raise ValueError(f"{og.name} splits into at most {S} stages (one layer or more each), not {S_asked}: "
+                         f"use at most {S * R} chips for {R} replica{'s' if R > 1 else ''} in mode {mode}")
     t1 = time.perf_counter()
     kw = dict(dtype=dtype, partials=partials, available_memory_proportion=available_memory_proportion,
-              use_functions=use_functions, memory=memory)
+              use_functions=use_functions, memory=memory, detail=bool(stage_detail and memory))
     timings = _time_stages(part.stages, chip, kw, workers)
     t2 = time.perf_counter()
     sim = _MultiChipSim(part, timings, chip, S=S, R=R, M=M, training=training, steps=int(steps),
@@ -262,6 +323,11 @@ def run_multichip(model, chip="gc200", ipus=2, mode="pipeline", replicas=None, m
     t3 = time.perf_counter()
     report = _report(og, part, timings, sim, chip, mode=mode, S=S, R=R, M=M, batch=batch, micro=micro,
                      training=training, dtype=dtype, steps=int(steps), schedule=schedule)
+    report["multichip"]["stages_requested"] = S_asked
+    if stage_detail:
+        report["_stage_memory"] = [t.detail for t in timings]
+        for t in timings:
+            t.detail = None
     report["multichip"]["placement"]["comparison"] = even_vs_auto(og, S, chip, dtype=dtype, micro_batches=M,
                                                                   pipelined=pipelined)
     if compare_even and S > 1:
@@ -597,7 +663,9 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
                       "per_stage": stage_rows, "transfers": part.transfers,
                       "links": sim.link_stats()},
         "memory": {"fits": fits, "peak_tile_bytes": max((t.memory.get("peak_tile_bytes", 0) for t in timings),
-                                                        default=0)},
+                                                        default=0),
+                   "sram_bytes_per_tile": int(chip.sram_bytes_per_tile),
+                   "oom_tiles": sum(t.memory.get("oom_tiles", 0) for t in timings) * R},
         "sim": {"cycles": cycles, "seconds": seconds, "step_cycles": step_cycles,
                 "step_seconds": chip.seconds(step_cycles),
                 "samples_per_second": steps * batch / seconds if seconds else 0.0,

@@ -126,3 +126,56 @@ def test_controls_change_the_views_and_bad_input_is_reported(page, server):
                            " return s && s.innerText.includes('1,472 tiles'); }")
     assert "from the cache" in page.inner_text("#status")
     assert "batch 16 " in _summary(page)
+
+
+def _wait_title(page, gid, words):
+    page.wait_for_function("([gid, w]) => { const gd = document.querySelector('#' + gid + ' .js-plotly-plot');"
+                           " return gd && gd.layout && gd.layout.title && gd.layout.title.text.includes(w); }",
+                           arg=[gid, words])
+
+
+def test_chip_mode_control_switches_the_views(page, server):
+    """chips=2: spread (one graph), then each multichip mode; the views follow; an impossible one says why."""
+    page.wait_for_selector("#fit-badge")
+    _set(page, "batch", 8)
+    # one chip: the control is there but has nothing to choose
+    _set(page, "ipus", 1)
+    page.wait_for_function("() => document.querySelector('#chip-mode input[value=pipeline]').disabled")
+    _set(page, "ipus", 2)
+    page.wait_for_function("() => !document.querySelector('#chip-mode input[value=pipeline]').disabled")
+    page.wait_for_function("() => { const s = document.querySelector('#status-summary');"
+                           " return s && s.innerText.includes('× 2') && s.innerText.includes('batch 8 '); }")
+    _wait_title(page, "fig-trace", "Execution trace")
+    spread_trace, spread_mem = _figure(page, "fig-trace"), _figure(page, "fig-memory")
+
+    seen = {}
+    for mode, words in (("pipeline", "pipeline bubble"), ("shard", "fit per chip"),
+                        ("replicate", "replicas of a stage")):
+        page.click(f"#chip-mode input[value='{mode}']")
+        page.wait_for_function("m => { const s = document.querySelector('#status-summary');"
+                               " return s && s.innerText.includes(m + ':'); }", arg=mode)
+        _wait_title(page, "fig-trace", f"per chip ({mode})")
+        _wait_title(page, "fig-memory", "Tile memory per chip")
+        assert words in page.inner_text("#status").lower()
+        seen[mode] = (_figure(page, "fig-trace"), _figure(page, "fig-memory"), _figure(page, "fig-liveness"))
+        assert "Liveness per stage" in seen[mode][2]["title"]
+    assert seen["pipeline"][0]["data"] != spread_trace["data"] and seen["pipeline"][1]["data"] != spread_mem["data"]
+    assert seen["pipeline"][0]["data"] != seen["shard"][0]["data"]
+    assert seen["replicate"][1]["n"] == 1 and seen["shard"][1]["n"] == 2      # one tile grid per stage
+
+    # replicas that do not divide the chips: a message in the page, then a good setting again
+    page.click("#chip-mode input[value='pipeline+replicate']")
+    _set(page, "replicas", 3)
+    page.wait_for_function("() => { const e = document.querySelector('#status #error-message');"
+                           " return e && e.innerText.includes('replicas'); }")
+    _set(page, "ipus", 4)
+    page.fill("#replicas", "")
+    page.press("#replicas", "Enter")
+    page.wait_for_function("() => { const s = document.querySelector('#status-summary');"
+                           " return s && s.innerText.includes('pipeline+replicate:'); }")
+    assert page.inner_text("#fit-badge") == "FITS"
+
+    # back to spread: the one-graph views return
+    page.click("#chip-mode input[value='spread']")
+    _wait_title(page, "fig-trace", "Execution trace<br>")
+    assert "Tile memory per chip" not in _figure(page, "fig-memory")["title"]

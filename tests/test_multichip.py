@@ -179,3 +179,30 @@ def test_moe_cost_scales_with_k():
     assert k1["sparse"]["cycles"] < k4["sparse"]["cycles"]
     assert k1["sparse"]["flops"] < k1["dense"]["flops"]
     assert k1["sparse"]["cycles"] < k1["dense"]["cycles"]
+
+
+def test_stage_detail_is_bounded_and_private():
+    from simulator.multichip import DETAIL_CURVE_POINTS, report_json
+    r = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", batch=4, train=True, steps=1,
+                      stage_detail=True, workers=1)
+    detail = r["_stage_memory"]
+    assert len(detail) == r["multichip"]["stages"] == 2
+    for d, row in zip(detail, r["multichip"]["per_stage"]):
+        total = d["per_tile"]["total"]
+        assert total.size == gc200.tiles and total.dtype.itemsize == 4
+        assert int(total.max()) == pytest.approx(row["memory"]["peak_tile_bytes"], abs=1)
+        assert 0 < d["curve_steps"].size <= DETAIL_CURVE_POINTS and len(d["curve_names"]) == d["curve_steps"].size
+        assert row["memory"]["worst_tiles"][0]["bytes"] == row["memory"]["peak_tile_bytes"]
+    assert "_stage_memory" not in json.loads(report_json(r))
+    assert "_stage_memory" not in run_multichip("mnist-mlp", "gc200", ipus=2, mode="shard", batch=2, steps=1)
+
+
+def test_resolve_and_strict_stages():
+    from simulator.multichip import resolve
+    assert resolve("pipeline+replicate", 4, 2, 2, 8) == (2, 2, 2)
+    with pytest.raises(ValueError, match="divide"):
+        resolve("replicate", 3, 2, None, 4)
+    r = run_multichip("mnist-mlp", "gc200", ipus=8, mode="shard", batch=2, steps=1, memory=False)
+    assert r["multichip"]["stages_requested"] == 8 > r["multichip"]["stages"]
+    with pytest.raises(ValueError, match="stages"):
+        run_multichip("mnist-mlp", "gc200", ipus=8, mode="shard", batch=2, strict=True)

@@ -4,15 +4,21 @@
 
 Controls (left): model (built-in or an uploaded ``.onnx``), training or inference,
 chip preset or custom fields (tiles, SRAM per tile, clock, exchange rate), number
-of chips, batch size, precision, recomputation (when ``pipeline.build`` has a
-``recompute`` option), available memory proportion, and the axis of the
-trade-off chart.
+of chips and how they are used (spread: one graph over all their tiles; shard,
+pipeline, replicate, pipeline+replicate: :func:`simulator.multichip.run_multichip`,
+with optional replicas and micro-batches), batch size, precision, recomputation
+(when ``pipeline.build`` has a ``recompute`` option), available memory
+proportion, and the axis of the trade-off chart.
 
 Views (right): fits / out of memory with the worst tiles, throughput and latency,
 the trade-off chart (throughput and peak tile memory against tiles, SRAM per tile
 or batch, fit boundary drawn; a mini-sweep of 7 points around the current
 setting), the tile memory map, the liveness curve, the execution trace and the
-cycles per layer (figures from :mod:`viz.views`).
+cycles per layer (figures from :mod:`viz.views`).  For the multichip modes: fits /
+out of memory per stage with its worst tiles, throughput, step time, pipeline
+bubble, link and host traffic, a tile memory map per stage (the chips of one
+stage's replicas hold the same bytes), each stage's liveness curve, a trace with
+one row per chip and the cycles per stage.
 
 How it stays responsive: every compile runs in a small pool of worker processes
 (:class:`Jobs`); a callback that finds its setting still compiling shows a
@@ -36,7 +42,8 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-__all__ = ["make_app", "serve", "compute_point", "Jobs", "tradeoff_values", "CHIP_FIELDS"]
+__all__ = ["make_app", "serve", "compute_point", "Jobs", "tradeoff_values", "CHIP_FIELDS", "CHIP_MODES",
+           "settings_to_params"]
 
 #: the chip fields the page edits: (field, control id, label, unit factor from the control to the field)
 CHIP_FIELDS = (("tiles", "tiles", "tiles per chip", 1),
@@ -44,6 +51,18 @@ CHIP_FIELDS = (("tiles", "tiles", "tiles per chip", 1),
                ("clock_hz", "clock", "clock (GHz)", 1e9),
                ("exchange_bytes_per_cycle_per_tile", "exch", "exchange (B/cycle/tile)", 1))
 AXES = {"tiles": "tiles per chip", "sram_bytes_per_tile": "SRAM per tile", "batch": "batch size"}
+#: how several chips are used: (value, label, what it does). "spread" is pipeline.build(ipus=N);
+#: the others are simulator.multichip.run_multichip's modes.
+CHIP_MODES = (("spread", "spread", "one graph over all the chips' tiles"),
+              ("shard", "shard", "layers split over the chips, run in turn"),
+              ("pipeline", "pipeline", "the same stages, micro-batches flow through them"),
+              ("replicate", "replicate", "data-parallel copies, gradients all-reduced"),
+              ("pipeline+replicate", "pipeline + replicate", "replicas of a pipeline"))
+MULTICHIP_MODES = tuple(m for m, _, _ in CHIP_MODES if m != "spread")
+#: the point parameters that are run_multichip's, not pipeline.build's
+MULTICHIP_KEYS = ("mode", "replicas", "micro_batches")
+USES_REPLICAS = ("replicate", "pipeline+replicate")
+USES_MICRO_BATCHES = ("pipeline", "replicate", "pipeline+replicate")
 ORANGE, BLUE, RED, GREEN, GREY = "#EF8A2F", "#3B76AF", "#E3242B", "#2E8B57", "#A0A7B0"
 
 
@@ -96,20 +115,62 @@ def _figures(c) -> dict:
     return out
 
 
+def split_point(params: dict):
+    """``params`` -> ``(model, Chip, build keywords, multichip keywords)``; the last is ``{}`` for one
+    graph (one chip, or several chips in the "spread" mode)."""
+    from simulator.sweep import split_params
+    params = dict(params)
+    mc = {k: params.pop(k) for k in MULTICHIP_KEYS if k in params}
+    model, chip, kw = split_params(params)
+    if mc and mc.get("mode", "spread") != "spread" and int(kw.get("ipus", 1)) > 1:
+        return model, chip, kw, mc
+    return model, chip, kw, {}
+
+
+def _run_multichip(model, chip, kw: dict, mc: dict, figures: bool) -> dict:
+    """One multichip point (run_multichip): its JSON-able report and, with ``figures``, the views."""
+    from simulator.multichip import run_multichip
+    from simulator.sweep import _jsonable
+    kw = dict(kw)
+    args = {k: kw.pop(k) for k in ("ipus", "batch", "train", "dtype", "partials", "optimizer",
+                                    "available_memory_proportion", "use_functions", "model_kw") if k in kw}
+    if kw.get("recompute") in (None, "none", False):
+        kw.pop("recompute", None)          # the default: nothing to recompute
+    if kw:
+        raise ValueError(f"option {next(iter(kw))!r} does not apply to the {mc['mode']} mode "
+                         "(several chips run by simulator.multichip)")
+    rep = run_multichip(model, chip=chip, mode=mc["mode"], replicas=mc.get("replicas"),
+                        micro_batches=mc.get("micro_batches"), workers=1, stage_detail=figures, strict=True,
+                        **args)
+    sim = rep.pop("_sim")
+    detail = rep.pop("_stage_memory", None)
+    out = {"report": _jsonable({k: v for k, v in rep.items() if not k.startswith("_")})}
+    if figures:
+        out["figures"] = _multichip_figures(out["report"], sim, detail)
+    return out
+
+
 def compute_point(params: dict, figures: bool = True) -> dict:
     """Compile + simulate one setting; return ``{"report", "figures", "wall_s"}`` or ``{"error"}``.
 
-    ``params`` are sweep parameters (:func:`simulator.sweep.split_params`). Never raises.
+    ``params`` are sweep parameters (:func:`simulator.sweep.split_params`), plus, for several
+    chips used otherwise than as one graph, ``mode`` (shard, pipeline, replicate,
+    pipeline+replicate) and optionally ``replicas`` / ``micro_batches``: then the point is
+    :func:`simulator.multichip.run_multichip` and its report has a ``multichip`` section.
+    Never raises.
     """
     t0 = time.perf_counter()
     try:
-        from simulator.pipeline import build
-        from simulator.sweep import _jsonable, split_params
-        model, chip, kw = split_params(params)
-        c = build(model, chip=chip, simulate=True, **kw)
-        out = {"report": _jsonable(c.report)}
-        if figures:
-            out["figures"] = _figures(c)
+        model, chip, kw, mc = split_point(params)
+        if mc:
+            out = _run_multichip(model, chip, kw, mc, figures)
+        else:
+            from simulator.pipeline import build
+            from simulator.sweep import _jsonable
+            c = build(model, chip=chip, simulate=True, **kw)
+            out = {"report": _jsonable(c.report)}
+            if figures:
+                out["figures"] = _figures(c)
     except Exception as e:  # noqa: BLE001 - shown in the page
         out = {"error": _message(e)}
     out["wall_s"] = time.perf_counter() - t0
@@ -206,9 +267,24 @@ class Jobs:
 
 # ------------------------------------------------------------------------------------------
 # settings
+def _optional_count(label, v):
+    """A blank field is None ("automatic"); otherwise a whole number of at least 1."""
+    if v is None or v == "":
+        return None
+    if not float(v).is_integer() or v < 1:
+        raise ValueError(f"{label} must be a whole number of at least 1 (or blank: automatic), got {v}")
+    return int(v)
+
+
 def settings_to_params(model, mode, preset, fields: dict, ipus, batch, dtype, recompute, amp,
-                       recompute_spec=None) -> dict:
-    """Control values -> sweep parameters (validated: raises ValueError with a message for the page)."""
+                       recompute_spec=None, chip_mode=None, replicas=None, micro_batches=None) -> dict:
+    """Control values -> point parameters (validated: raises ValueError with a message for the page).
+
+    ``chip_mode``: how several chips are used (:data:`CHIP_MODES`); ignored for one chip and
+    for "spread" (one graph over all tiles: ``pipeline.build(ipus=N)``).  The multichip modes
+    add ``mode`` and, when given, ``replicas`` / ``micro_batches`` (blank: run_multichip's
+    defaults) to the parameters.
+    """
     from simulator.chips import get_chip
     from simulator.sweep import split_params
     if not model:
@@ -234,16 +310,36 @@ def settings_to_params(model, mode, preset, fields: dict, ipus, batch, dtype, re
             raise ValueError(f"{label} must be a whole number of at least 1, got {v}")
     params.update(train=(mode == "train"), batch=int(batch), ipus=int(ipus), dtype=dtype or "fp32",
                   available_memory_proportion=round(float(amp if amp is not None else 0.6), 3))
-    if recompute_spec and mode == "train" and recompute is not None and recompute != recompute_spec[0]:
+    multi = int(ipus) > 1 and chip_mode not in (None, "", "spread")
+    if recompute_spec and mode == "train" and recompute is not None and recompute != recompute_spec[0] \
+            and not multi:
         params["recompute"] = recompute   # only when not the default: same setting, same cache entry
     split_params(params)    # chip errors (tiles=0 ...) and unknown options now, before any compile
+    if multi:
+        from simulator.multichip import resolve
+        if chip_mode not in MULTICHIP_MODES:
+            raise ValueError(f"unknown way to use the chips {chip_mode!r}; choose from "
+                             f"{', '.join(m for m, _, _ in CHIP_MODES)}")
+        params["mode"] = chip_mode
+        r = _optional_count("replicas", replicas) if chip_mode in USES_REPLICAS else None
+        m = _optional_count("micro-batches", micro_batches) if chip_mode in USES_MICRO_BATCHES else None
+        if r is not None:
+            params["replicas"] = r
+        if m is not None:
+            params["micro_batches"] = m
+        try:
+            resolve(chip_mode, int(ipus), r, m, int(batch))
+        except ValueError as e:
+            raise ValueError(str(e).replace(f"--ipus {int(ipus)}", f"{int(ipus)} chips")) from None
     return params
 
 
 def tradeoff_values(axis: str, params: dict) -> list:
-    """5-8 values of ``axis`` around the current setting (the current one included)."""
-    from simulator.sweep import split_params
-    _, chip, kw = split_params(params)
+    """5-8 values of ``axis`` around the current setting (the current one included).
+
+    For a multichip setting, batch sizes that the replicas x micro-batches do not divide are left out.
+    """
+    _, chip, kw, mc = split_point(params)
     if axis == "tiles":
         step = chip.tiles_per_supertile
         vals = {max(step, int(round(chip.tiles * f / step)) * step) for f in (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2)}
@@ -254,6 +350,16 @@ def tradeoff_values(axis: str, params: dict) -> list:
     elif axis == "batch":
         b = int(kw.get("batch", 1))
         vals = {max(1, b // 4), max(1, b // 2), b, 2 * b, 4 * b, 8 * b}
+        if mc:
+            from simulator.multichip import resolve
+
+            def ok(v):
+                try:
+                    resolve(mc["mode"], kw.get("ipus", 1), mc.get("replicas"), mc.get("micro_batches"), v)
+                    return True
+                except ValueError:
+                    return v == b
+            vals = {v for v in vals if ok(v)}
     else:
         raise ValueError(f"unknown trade-off axis {axis!r}")
     return sorted(v for v in vals if v > 0)
@@ -297,7 +403,7 @@ def tradeoff_figure(axis: str, current, rows: list, total: int, sram_bytes: int)
     thr = [rep.get("sim", {}).get("samples_per_second", 0.0) for _, rep in ok]
     peak = [rep["memory"]["peak_tile_bytes"] / 1024 for _, rep in ok]
     fits = [bool(rep["memory"]["fits"]) for _, rep in ok]
-    lat = [rep.get("sim", {}).get("seconds", 0.0) * 1e3 for _, rep in ok]
+    lat = [rep.get("sim", {}).get("step_seconds", rep.get("sim", {}).get("seconds", 0.0)) * 1e3 for _, rep in ok]
     sram = [rep["memory"]["sram_bytes_per_tile"] / 1024 for _, rep in ok]
     hover = [f"{AXES[axis]} {x:,.0f}<br>throughput {t:,.1f} samples/s<br>latency {l:.3f} ms<br>"
              f"peak tile {p:,.1f} KiB of {s:,.0f} KiB<br><b>{'fits' if f else 'OUT OF MEMORY'}</b>"
@@ -384,6 +490,265 @@ def _simple_trace(c):
 
 
 # ------------------------------------------------------------------------------------------
+# several chips (simulator.multichip): the views drawn from its report, its SimPy run and the
+# per-stage memory detail (one compiled stage per chip of a replica; replicas are identical)
+KIND_COLOURS = {"compute": BLUE, "sync": GREY, "exchange": ORANGE, "link": "#8E6BB5", "host": "#4CA35A",
+                "idle": "#E4E8EC"}
+#: bars of the multichip trace, over all chips (more events are merged into blocks)
+TRACE_BARS = 12000
+FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=12, color="#263238")
+
+
+def _stage_chips(rep: dict) -> list:
+    """Per stage, the chips that run it (one per replica)."""
+    return [row["ipus"] for row in rep["multichip"]["per_stage"]]
+
+
+def _chips_label(ipus: list) -> str:
+    return ("IPU " if len(ipus) == 1 else "IPUs ") + ", ".join(str(i) for i in ipus)
+
+
+def _multichip_figures(rep: dict, sim, detail) -> dict:
+    """The four views of a multichip point, each as a plain figure dict (one failing view shows a note)."""
+    makers = {"memory": lambda: multichip_memory_map(rep, detail),
+              "liveness": lambda: multichip_liveness(rep, detail),
+              "trace": lambda: multichip_trace(rep, sim),
+              "layers": lambda: multichip_stage_cycles(rep)}
+    out = {}
+    for name, fn in makers.items():
+        try:
+            out[name] = fn().to_plotly_json()
+        except Exception as e:  # noqa: BLE001
+            out[name] = _empty_figure(f"{name} view failed: {_message(e)}").to_plotly_json()
+    return out
+
+
+def _fig_layout(fig, title, height, **kw):
+    fig.update_layout(template="plotly_white", font=FONT, height=height,
+                      title=dict(text=title, x=0.01, xanchor="left", font=dict(size=16)),
+                      margin=dict(l=70, r=30, t=80, b=50), **kw)
+    return fig
+
+
+def multichip_memory_map(rep: dict, detail) -> "go.Figure":
+    """One tile grid per stage (the chips of its replicas hold the same bytes), one colour scale
+    from 0 to the SRAM per tile; out-of-memory tiles circled red."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    from viz.views import CATEGORY_LABELS, grid_shape
+    if not detail or any(d is None for d in detail):
+        return _empty_figure("no tile memory map: the stages were compiled without their memory report", 480)
+    chips = _stage_chips(rep)
+    S = len(detail)
+    sram = float(detail[0]["sram_bytes_per_tile"])
+    ncol = 1 if S == 1 else 2 if S <= 4 else 3 if S <= 9 else 4
+    nrow = -(-S // ncol)
+    titles = []
+    for i, (d, ipus) in enumerate(zip(detail, chips)):
+        total = d["per_tile"]["total"]
+        peak = float(total.max()) if total.size else 0.0
+        oom = int((total > sram).sum())
+        titles.append(f"stage {i} · {_chips_label(ipus)}: peak {_kib(peak)} ({peak / sram:.0%})"
+                      + (f" <b style='color:{RED}'>{oom} tiles OOM</b>" if oom else ""))
+    fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=min(0.1, 0.25 / nrow))
+    kib = sram / 1024
+    n_oom = 0
+    for i, (d, ipus) in enumerate(zip(detail, chips)):
+        per = d["per_tile"]
+        total = np.asarray(per["total"], dtype=np.float64)
+        T = total.size
+        rows, cols = grid_shape(d.get("tiles", T) or T)
+        z = np.full(rows * cols, np.nan)
+        z[:T] = total / 1024
+        cats = [(k, CATEGORY_LABELS.get(k, k.replace("_", " ")), np.asarray(v)) for k, v in per.items()
+                if k != "total"]
+        text = np.full(rows * cols, "", dtype=object)
+        for t in range(T):
+            lines = [f"<b>stage {i}, tile {t}</b> ({_chips_label(ipus)})",
+                     f"total <b>{_kib(total[t])}</b> of {_kib(sram)} ({total[t] / sram:.1%})"
+                     + (" <b>OUT OF MEMORY</b>" if total[t] > sram else "")]
+            lines += [f"{lab}: {_kib(a[t])}" for _, lab, a in cats if a[t]]
+            text[t] = "<br>".join(lines)
+        r, c = divmod(i, ncol)
+        fig.add_trace(go.Heatmap(z=z.reshape(rows, cols), text=text.reshape(rows, cols), coloraxis="coloraxis",
+                                 xgap=1, ygap=1, hoverongaps=False, hovertemplate="%{text}<extra></extra>",
+                                 name=f"stage {i}"), row=r + 1, col=c + 1)
+        oom = np.flatnonzero(total > sram)
+        if oom.size:
+            fig.add_trace(go.Scatter(x=oom % cols, y=oom // cols, mode="markers", name="out of memory",
+                                     legendgroup="oom", showlegend=n_oom == 0,
+                                     marker=dict(symbol="square-open", color=RED, size=6, line=dict(width=2)),
+                                     text=text[oom], hovertemplate="%{text}<extra></extra>"),
+                          row=r + 1, col=c + 1)
+            n_oom += int(oom.size)
+        fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False,
+                         constrain="domain", constraintoward="top", row=r + 1, col=c + 1)
+        yname = "y" if i == 0 else f"y{i + 1}"
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, scaleanchor=yname, scaleratio=1,
+                         constrain="domain", row=r + 1, col=c + 1)
+    for a in fig.layout.annotations:
+        a.font = dict(size=11.5)
+    peak = max(float(d["per_tile"]["total"].max()) for d in detail)
+    sub = (f"{S} stage{'s' if S > 1 else ''} on {rep['chip']['ipus']} chips; worst peak {_kib(peak)} "
+           f"({peak / sram:.0%} of {_kib(sram)} SRAM); "
+           + (f"<b style='color:{RED}'>{n_oom} tiles out of memory</b>" if n_oom else "all tiles fit"))
+    # about 440 px of plot width in the card: a panel's height follows its grid's aspect, plus its title
+    g_rows, g_cols = grid_shape(detail[0].get("tiles", 0) or detail[0]["per_tile"]["total"].size)
+    per_row = 440 / ncol * g_rows / g_cols + 45
+    _fig_layout(fig, f"Tile memory per chip<br><sup>{sub}</sup>", int(max(300, 120 + nrow * per_row)),
+                coloraxis=dict(colorscale="Viridis", cmin=0, cmax=kib,
+                               colorbar=dict(title=dict(text="KiB used", side="right"), thickness=14, len=0.9)),
+                legend=dict(orientation="h", yanchor="top", y=-0.02, x=1, xanchor="right"))
+    top = max(peak / 1024, 1e-3)
+    fig.update_layout(margin=dict(l=20, r=20, t=100, b=30), plot_bgcolor="#ffffff", updatemenus=[dict(
+        type="buttons", direction="left", x=1.0, xanchor="right", y=1.0, yanchor="bottom", showactive=True,
+        pad=dict(b=52, r=4), font=dict(size=11), bgcolor="#f3f5f7", bordercolor="#cfd8dc",
+        buttons=[dict(label="colour scale: 0 to SRAM", method="relayout", args=[{"coloraxis.cmax": kib}]),
+                 dict(label="0 to busiest tile", method="relayout", args=[{"coloraxis.cmax": top}])])])
+    return fig
+
+
+def multichip_liveness(rep: dict, detail) -> "go.Figure":
+    """Every stage's not-always-live bytes per program step; the worst stage's peak is marked."""
+    import numpy as np
+    import plotly.graph_objects as go
+    if not detail or any(d is None for d in detail):
+        return _empty_figure("no liveness: the stages were compiled without their memory report", 480)
+    chips = _stage_chips(rep)
+    palette = [BLUE, ORANGE, GREEN, "#8E6BB5", RED, "#17BECF", "#8C564B", "#E377C2"]
+    fig = go.Figure()
+    worst = max(range(len(detail)), key=lambda i: float(np.max(detail[i]["curve_bytes"], initial=0)))
+    for i, (d, ipus) in enumerate(zip(detail, chips)):
+        x = np.asarray(d["curve_steps"])
+        y = np.asarray(d["curve_bytes"], dtype=np.float64) / 2**20
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"stage {i} ({_chips_label(ipus)})",
+                                 line=dict(color=palette[i % len(palette)], width=2.5 if i == worst else 1.5,
+                                           shape="hv"),
+                                 customdata=d["curve_names"],
+                                 hovertemplate=f"stage {i}, step %{{x}}: <b>%{{y:,.3f}} MiB</b><br>%{{customdata}}"
+                                               "<extra></extra>"))
+    d = detail[worst]
+    y = np.asarray(d["curve_bytes"], dtype=np.float64)
+    if y.size:
+        k = int(np.argmax(y))
+        p = int(d["curve_steps"][k])
+        fig.add_trace(go.Scatter(x=[p], y=[y[k] / 2**20], mode="markers", name="peak", showlegend=False,
+                                 marker=dict(color=RED, size=11, symbol="diamond", line=dict(width=1, color="white")),
+                                 hoverinfo="skip"))
+        fig.add_annotation(x=p, y=y[k] / 2**20, text=f"stage {worst} peak {_kib(y[k])}<br>{d['curve_names'][k]}",
+                           showarrow=True, arrowhead=2, ax=50, ay=-36, bgcolor="rgba(255,255,255,0.9)",
+                           bordercolor=RED, font=dict(size=11))
+    sub = (f"per stage, program steps of that stage's chip; worst: stage {worst} "
+           f"({_kib(d['not_always_live_peak_bytes'])}, always-live {_kib(d['always_live_bytes'])} not shown)")
+    _fig_layout(fig, f"Liveness per stage: not-always-live memory<br><sup>{sub}</sup>", 480,
+                legend=dict(orientation="h", yanchor="top", y=-0.16, x=0))
+    fig.update_xaxes(title="program step of the stage")
+    fig.update_yaxes(title="MiB live (one chip)", rangemode="tozero")
+    return fig
+
+
+def _merge_events(events, cap: int) -> list:
+    """At most about ``cap`` bars for one chip: consecutive events merged into blocks named by the
+    kind that fills most of them. ``events``: (start, dur, name, kind) sorted by start."""
+    if len(events) <= cap:
+        return [(s, d, n, k, None) for s, d, n, k in events]
+    span = (events[-1][0] + events[-1][1] - events[0][0]) / cap
+    out, block = [], []
+
+    def flush():
+        if not block:
+            return
+        t0 = block[0][0]
+        t1 = max(s + d for s, d, _, _ in block)
+        by = {}
+        for _, d, _, k in block:
+            by[k] = by.get(k, 0.0) + d
+        kind = max(by, key=by.get)
+        out.append((t0, t1 - t0, f"{block[0][2]} … ({len(block)} events)", kind, by))
+        block.clear()
+    for e in events:
+        if block and e[0] - block[0][0] >= span:
+            flush()
+        block.append(e)
+    flush()
+    return out
+
+
+def multichip_trace(rep: dict, sim) -> "go.Figure":
+    """One row per chip: compute / sync / exchange (the stage's supersteps), link sends, host waits
+    and idle time over the simulated steps (microseconds)."""
+    import plotly.graph_objects as go
+    mc = rep["multichip"]
+    S, R = mc["stages"], mc["replicas"]
+    n = S * R
+    us = 1e6 / float(sim.chip.clock_hz)
+    cap = max(200, TRACE_BARS // max(n, 1))
+    per = {k: {"base": [], "x": [], "y": [], "text": []} for k in KIND_COLOURS}
+    rows = []
+    merged = False
+    for c in range(n):
+        r, s = divmod(c, S)
+        row = f"IPU {c} · stage {s}" + (f" · replica {r}" if R > 1 else "")
+        rows.append(row)
+        evs = sorted(sim.chip_events[c], key=lambda e: e[0])
+        bars = _merge_events(evs, cap)
+        merged |= len(bars) < len(evs)
+        for start, dur, name, kind, by in bars:
+            d = per.setdefault(kind, {"base": [], "x": [], "y": [], "text": []})
+            d["base"].append(start * us)
+            d["x"].append(dur * us)
+            d["y"].append(row)
+            extra = "" if by is None else "<br>" + ", ".join(f"{k} {v * us:,.2f} µs" for k, v in by.items())
+            d["text"].append(f"<b>{name}</b><br>{kind}: {dur:,.0f} cycles = {dur * us:,.3f} µs"
+                             f"<br>starts at {start * us:,.3f} µs{extra}")
+    fig = go.Figure()
+    for kind, d in per.items():
+        if not d["x"]:
+            continue
+        fig.add_trace(go.Bar(name=kind, orientation="h", base=d["base"], x=d["x"], y=d["y"], text=d["text"],
+                             textposition="none", hovertemplate="%{text}<extra></extra>",
+                             marker=dict(color=KIND_COLOURS.get(kind, GREY), line=dict(width=0))))
+    s_ = rep["sim"]
+    total_us = s_["cycles"] * us
+    sub = (f"{mc['steps']} steps, {mc['micro_batches']} micro-batch{'es' if mc['micro_batches'] > 1 else ''} each, "
+           f"{total_us:,.1f} µs; step {s_['step_seconds'] * 1e6:,.1f} µs"
+           + (f", bubble {s_['bubble_fraction']:.0%}" if mc["mode"] in ("pipeline", "pipeline+replicate") else "")
+           + (" (short events merged into blocks)" if merged else ""))
+    _fig_layout(fig, f"Execution trace per chip ({mc['mode']})<br><sup>{sub}</sup>", 170 + 46 * n,
+                barmode="overlay", bargap=0.3,
+                legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+    fig.update_yaxes(categoryorder="array", categoryarray=rows[::-1], title=None, ticksuffix="  ")
+    fig.update_xaxes(title="time (µs) — drag to zoom, double-click to reset",
+                     range=[0, total_us * 1.005 if total_us else 1])
+    return fig
+
+
+def multichip_stage_cycles(rep: dict) -> "go.Figure":
+    """Forward / backward / update cycles of one micro-batch per stage, with the layers it holds."""
+    import plotly.graph_objects as go
+    rows = rep["multichip"]["per_stage"]
+    names = [f"stage {r['stage']}<br>{_chips_label(r['ipus'])}" for r in rows]
+    hover = [f"{r['first_layer']} … {r['last_layer']} ({r['layers']} layers, {r['ops']} ops)<br>"
+             f"{r['vertices']:,} vertices, {r['params']:,} params" for r in rows]
+    fig = go.Figure()
+    for key, label, colour in (("fwd_cycles", "forward", BLUE), ("bwd_cycles", "backward", ORANGE),
+                               ("update_cycles", "update", GREEN)):
+        ys = [r[key] for r in rows]
+        if any(ys):
+            fig.add_trace(go.Bar(x=names, y=ys, name=label, marker_color=colour, customdata=hover,
+                                 hovertemplate=f"%{{x}}<br>{label}: <b>%{{y:,.0f}} cycles</b><br>%{{customdata}}"
+                                               "<extra></extra>"))
+    mc = rep["multichip"]
+    sub = f"one micro-batch of {rep['model']['micro_batch']} samples; placement {mc['placement'].get('method', '')}"
+    _fig_layout(fig, f"Cycles per stage<br><sup>{sub}</sup>", 380, barmode="stack",
+                legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+    fig.update_yaxes(title="cycles", rangemode="tozero")
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
 # the page
 CSS = """
 body { margin:0; font-family: Inter, 'Segoe UI', Helvetica, Arial, sans-serif; background:#F4F6F8; color:#263238; }
@@ -423,6 +788,9 @@ table.worst th { color:#78909C; font-weight:600; }
 .spinner { width:14px; height:14px; border:2px solid #CFD8DC; border-top-color:#3B76AF; border-radius:50%;
            animation:spin 0.8s linear infinite; }
 @keyframes spin { to { transform: rotate(360deg); } }
+.chip-mode { font-size:13.5px; margin-top:2px; }
+.chip-mode label { margin:2px 0; }
+.opt-note { color:#90A4AE; font-size:11.5px; }
 .status-grid { display:grid; grid-template-columns:minmax(0,1.3fr) minmax(0,1fr); gap:16px; }
 """
 
@@ -486,6 +854,93 @@ def _status_card(rep: dict, wall_s: float, cached: bool):
     return html.Div(out)
 
 
+def _oom_text(rows: list, sram: int) -> str | None:
+    """The vendor-style message, per stage that does not fit."""
+    lines = []
+    for r in rows:
+        m = r.get("memory", {})
+        if m.get("fits", True) or not m.get("worst_tiles"):
+            continue
+        w = m["worst_tiles"][0]
+        lines.append(f"Stage {r['stage']} ({_chips_label(r['ipus'])}): out of memory on tile {w['tile']}: "
+                     f"{w['bytes']} bytes used but tiles only have {sram} ({m.get('oom_tiles', 0)} tiles over; "
+                     f"dominated by {w['dominant']})")
+    return "\n".join(lines) or None
+
+
+def _multichip_status_card(rep: dict, wall_s: float, cached: bool):
+    """Fits / OOM per stage (worst tiles of each), throughput, step time, bubble, link and host traffic."""
+    from dash import html
+    mem, sim, m, chip, mc = rep["memory"], rep["sim"], rep["model"], rep["chip"], rep["multichip"]
+    fits = mem["fits"]
+    sram = mem["sram_bytes_per_tile"]
+    mode = mc["mode"]
+    pipelined = mode in ("pipeline", "pipeline+replicate")
+    head = html.Div(className="status-head", children=[
+        html.Span("FITS" if fits else "OUT OF MEMORY", className="badge " + ("fit" if fits else "oom"),
+                  id="fit-badge"),
+        html.Span(f"{m['name']} · {'training' if m['train'] else 'inference'} · batch {m['batch']} · {m['dtype']} · "
+                  f"{chip['name']} × {chip['ipus']}: {chip['tiles_per_ipu']:,} tiles × {_kib(sram)} · {mode}: "
+                  f"{mc['stages']} stage{'s' if mc['stages'] > 1 else ''} × {mc['replicas']} "
+                  f"replica{'s' if mc['replicas'] > 1 else ''}, {mc['micro_batches']} micro-batch"
+                  f"{'es' if mc['micro_batches'] > 1 else ''} of {m['micro_batch']}",
+                  className="status-line", id="status-summary"),
+    ])
+
+    def kpi(label, value, note=None, kid=None):
+        kids = [html.Small(label), html.B(value, id=kid) if kid else html.B(value)]
+        if note:
+            kids.append(html.Span(note, className="note"))
+        return html.Div(className="kpi", children=kids)
+    hidden = sim.get("hidden_transfer_fraction", 0.0)
+    kpis = [kpi("throughput", f"{_rate(sim.get('samples_per_second', 0.0))} /s", kid="kpi-throughput"),
+            kpi("latency (one step)", f"{sim.get('step_seconds', 0.0) * 1e3:,.3f} ms",
+                f"{sim.get('step_cycles', 0):,.0f} cycles", kid="kpi-latency")]
+    if pipelined:
+        kpis.append(kpi("pipeline bubble", f"{sim.get('bubble_fraction', 0.0):.0%}", "of a step idle",
+                        kid="kpi-bubble"))
+    kpis += [kpi("peak tile memory", _kib(mem["peak_tile_bytes"]), f"{mem['peak_tile_bytes'] / sram:.0%} of SRAM "
+                 "(worst stage)"),
+             kpi("chip-to-chip links", _kib(sim.get("link_bytes", 0)),
+                 (f"all-reduce {_kib(sim.get('allreduce_bytes', 0))}" if sim.get("allreduce_bytes") else
+                  "activations / gradients"), kid="kpi-links"),
+             kpi("host traffic", _kib(sim.get("host_bytes", 0)), f"{hidden:.0%} of its time hidden"),
+             kpi("compile + simulate", f"{wall_s:.2f} s", "from the cache" if cached else "just computed")]
+    # per stage: its chips, layers, fit, worst tiles
+    body = []
+    for r in mc["per_stage"]:
+        sm = r.get("memory", {})
+        worst = sm.get("worst_tiles", [])[:3]
+        ok = sm.get("fits", True)
+        body.append(html.Tr([
+            html.Td(r["stage"]), html.Td(", ".join(str(i) for i in r["ipus"])),
+            html.Td(f"{r['layers']}", title=f"{r['first_layer']} … {r['last_layer']}"),
+            html.Td(_kib(sm.get("peak_tile_bytes", 0)), style=None if ok else {"color": RED}),
+            html.Td("fits" if ok else f"OOM ({sm.get('oom_tiles', 0)})", style={"color": GREEN if ok else RED}),
+            html.Td(", ".join(f"tile {w['tile']} {_kib(w['bytes'])} ({w['bytes'] / sram:.0%}, "
+                              f"{w['dominant'].replace('_', ' ')})" for w in worst[:2]),
+                    style={"textAlign": "left", "color": None if ok else RED})]))
+    table = html.Table(className="worst", id="stage-table", children=[
+        html.Thead(html.Tr([html.Th("stage"), html.Th("IPUs"), html.Th("layers"), html.Th("peak tile"),
+                            html.Th(""), html.Th("worst tiles (bytes, % of SRAM, mostly)",
+                                                 style={"textAlign": "left"})])),
+        html.Tbody(body)])
+    caption = ("fit per stage (the replicas of a stage hold the same bytes)" if mc["replicas"] > 1
+               else "fit per chip")
+    out = [head, html.Div(kpis, className="kpis"),
+           html.Div(caption, className="status-line", style={"marginTop": "12px"}), table]
+    notes = []
+    if mc.get("stages_requested", mc["stages"]) > mc["stages"]:
+        notes.append(f"{m['name']} has too few layers for {mc['stages_requested']} stages: {mc['stages']} used")
+    if notes:
+        out.append(html.Div("; ".join(notes), className="note"))
+    msg = None if fits else _oom_text(mc["per_stage"], sram)
+    if msg:
+        out.append(html.Div(msg, className="msg-error", id="oom-message",
+                            style={"marginTop": "10px", "fontSize": "12.5px"}))
+    return html.Div(out)
+
+
 def _error_box(msg: str, what: str = "cannot compile this setting"):
     from dash import html
     return html.Div(className="msg-error", id="error-message", children=[html.B(what + ": "), msg])
@@ -503,6 +958,28 @@ def _field_values(chip) -> list:
         v = getattr(chip, field) / scale
         out.append(int(v) if float(v).is_integer() else round(v, 6))
     return out
+
+
+def chip_mode_options(ipus) -> list:
+    """The options of the chip-mode control: all disabled for one chip (nothing to choose)."""
+    from dash import html
+    one = not isinstance(ipus, (int, float)) or ipus <= 1
+    return [{"label": html.Span([" " + label, html.Span(" — " + what, className="opt-note")]),
+             "value": value, "disabled": one} for value, label, what in CHIP_MODES]
+
+
+def chip_mode_note(ipus, chip_mode) -> str:
+    if not isinstance(ipus, (int, float)) or ipus <= 1:
+        return "one chip: set chips to 2 or more to choose how they are used"
+    if chip_mode in (None, "spread"):
+        return f"one graph compiled over the {int(ipus)} chips' tiles (pipeline.build)"
+    bits = [f"simulated by simulator.multichip over {int(ipus)} chips"]
+    if chip_mode in USES_REPLICAS:
+        bits.append("replicas blank: " + ("one per chip" if chip_mode == "replicate" else "2"))
+    if chip_mode in USES_MICRO_BATCHES:
+        bits.append("micro-batches blank: " + ("1" if chip_mode == "replicate" else "automatic"))
+    bits.append("recomputation does not apply")
+    return "; ".join(bits)
 
 
 def _control_layout(models: list, presets: list, recompute_spec, default_model: str):
@@ -532,6 +1009,16 @@ def _control_layout(models: list, presets: list, recompute_spec, default_model: 
             html.Div([html.Label("chips", className="ctl", htmlFor="ipus"), num(id="ipus", value=1, step=1)]),
             html.Div([html.Label("batch size", className="ctl", htmlFor="batch"), num(id="batch", value=1, step=1)]),
         ]),
+        html.Label("how the chips are used", className="ctl", htmlFor="chip-mode"),
+        dcc.RadioItems(id="chip-mode", options=chip_mode_options(1), value="spread", className="chip-mode",
+                       labelStyle={"display": "block"}),
+        html.Div(className="grid2", children=[
+            html.Div([html.Label("replicas", className="ctl", htmlFor="replicas"),
+                      num(id="replicas", step=1, placeholder="auto", disabled=True)]),
+            html.Div([html.Label("micro-batches", className="ctl", htmlFor="micro-batches"),
+                      num(id="micro-batches", step=1, placeholder="auto", disabled=True)]),
+        ]),
+        html.Div(chip_mode_note(1, "spread"), className="note", id="chip-mode-note"),
         html.H3("compiler"),
         dcc.RadioItems(id="dtype", options=[{"label": " fp32", "value": "fp32"}, {"label": " fp16", "value": "fp16"}],
                        value="fp32", inline=True, labelStyle={"marginRight": "14px"}, style={"fontSize": "14px"}),
@@ -559,7 +1046,6 @@ def make_app(jobs: Jobs | None = None, *, default_model: str | None = None, poll
 
     import models
     from simulator.chips import get_chip, list_chips
-    from simulator.sweep import split_params
     jobs = jobs or Jobs(workers=min(2, os.cpu_count() or 1))
     recompute_spec = recompute_modes()
     model_names = models.list_models()
@@ -603,10 +1089,20 @@ def make_app(jobs: Jobs | None = None, *, default_model: str | None = None, poll
             return [no_update] * len(CHIP_FIELDS)
         return _field_values(get_chip(preset))
 
+    # -- how several chips are used: only with 2 chips or more --------------------------------
+    @app.callback(Output("chip-mode", "options"), Output("replicas", "disabled"), Output("micro-batches", "disabled"),
+                  Output("chip-mode-note", "children"), Input("ipus", "value"), Input("chip-mode", "value"))
+    def _chip_mode_enabled(ipus, chip_mode):
+        multi = isinstance(ipus, (int, float)) and ipus > 1
+        return (chip_mode_options(ipus), not (multi and chip_mode in USES_REPLICAS),
+                not (multi and chip_mode in USES_MICRO_BATCHES), chip_mode_note(ipus, chip_mode))
+
     # -- recomputation applies to training graphs only ----------------------------------------
-    @app.callback(Output("recompute", "disabled"), Input("mode", "value"))
-    def _recompute_enabled(mode):
-        return not (recompute_spec and mode == "train")
+    @app.callback(Output("recompute", "disabled"), Input("mode", "value"), Input("ipus", "value"),
+                  Input("chip-mode", "value"))
+    def _recompute_enabled(mode, ipus, chip_mode):
+        multi = isinstance(ipus, (int, float)) and ipus > 1 and chip_mode in MULTICHIP_MODES
+        return not (recompute_spec and mode == "train" and not multi)
 
     # -- upload an ONNX file -------------------------------------------------------------------
     @app.callback(Output("model", "options"), Output("model", "value"), Output("upload-msg", "children"),
@@ -641,13 +1137,16 @@ def make_app(jobs: Jobs | None = None, *, default_model: str | None = None, poll
                   Output("fig-layers", "figure"), Output("poll-main", "disabled"), Output("current", "data"),
                   Input("model", "value"), Input("mode", "value"), Input("chip-preset", "value"), *field_inputs,
                   Input("ipus", "value"), Input("batch", "value"), Input("dtype", "value"),
-                  Input("recompute", "value"), Input("amp", "value"), Input("poll-main", "n_intervals"))
-    def _compile(model, mode, preset, tiles, sram, clock, exch, ipus, batch, dtype, recompute, amp, _n):
+                  Input("recompute", "value"), Input("amp", "value"), Input("chip-mode", "value"),
+                  Input("replicas", "value"), Input("micro-batches", "value"), Input("poll-main", "n_intervals"))
+    def _compile(model, mode, preset, tiles, sram, clock, exch, ipus, batch, dtype, recompute, amp, chip_mode,
+                 replicas, micro_batches, _n):
         keep = [no_update] * 4
         try:
             params = settings_to_params(model, mode, preset, {"tiles": tiles, "sram": sram, "clock": clock,
                                                               "exch": exch}, ipus, batch, dtype,
-                                        recompute, amp, recompute_spec)
+                                        recompute, amp, recompute_spec, chip_mode=chip_mode,
+                                        replicas=replicas, micro_batches=micro_batches)
         except Exception as e:  # noqa: BLE001 - ChipError, bad numbers...
             blank = _empty_figure("no result for this setting")
             return _error_box(_message(e), "impossible setting"), "", blank, blank, blank, blank, True, None
@@ -656,6 +1155,8 @@ def make_app(jobs: Jobs | None = None, *, default_model: str | None = None, poll
             state, res = jobs.get(params, True)
             if state == "running":
                 label = os.path.basename(str(params["model"]))
+                if params.get("mode"):
+                    label += f" on {params['ipus']} chips ({params['mode']})"
                 return (no_update, _progress(f"compiling and simulating {label} — {res:.0f} s so far "
                                              "(views below are from the previous setting)"),
                         *keep, False, no_update)
@@ -663,7 +1164,8 @@ def make_app(jobs: Jobs | None = None, *, default_model: str | None = None, poll
                 blank = _empty_figure("no result for this setting")
                 return _error_box(res["error"]), "", blank, blank, blank, blank, True, None
             figs = res["figures"]
-            return (_status_card(res["report"], res["wall_s"], cached), "", figs.get("memory"),
+            card = (_multichip_status_card if "multichip" in res["report"] else _status_card)
+            return (card(res["report"], res["wall_s"], cached), "", figs.get("memory"),
                     figs.get("liveness"), figs.get("trace"), figs.get("layers") or _empty_figure("—"), True, params)
         except Exception as e:  # noqa: BLE001 - never a dead page
             return _error_box(_message(e), "internal error"), "", *keep, True, None
@@ -676,7 +1178,7 @@ def make_app(jobs: Jobs | None = None, *, default_model: str | None = None, poll
             return _empty_figure("no trade-off: the current setting has no result", 400), True, ""
         try:
             values = tradeoff_values(axis, params)
-            _, chip, kw = split_params(params)
+            _, chip, kw, _mc = split_point(params)
             current = {"tiles": chip.tiles, "sram_bytes_per_tile": chip.sram_bytes_per_tile,
                        "batch": kw.get("batch", 1)}[axis]
             rows, missing, in_flight = [], [], False
