@@ -236,10 +236,26 @@ class Graph:
                 tm[s_[0]:s_[0] + l_[0]] = t_[0]
                 continue
             lo, hi = int(s_.min()), int((s_ + l_).max())
-            if int(l_.sum()) == hi - lo and np.all(s_[1:] == s_[:-1] + l_[:-1]):
+            total = int(l_.sum())
+            if total == hi - lo and np.all(s_[1:] == s_[:-1] + l_[:-1]):
                 tm[lo:hi] = np.repeat(t_, l_)      # pieces in order, back to back: one pass
-            else:
-                tm[intervals.expand(s_, l_)] = np.repeat(t_, l_)
+                continue
+            if 2 * total >= hi - lo:
+                if not np.all(s_[1:] >= s_[:-1]):
+                    o = np.argsort(s_, kind="stable")
+                    s_, l_, t_ = s_[o], l_[o], t_[o]
+                gaps = s_[1:] - (s_[:-1] + l_[:-1])
+                if np.all(gaps >= 0):
+                    # disjoint pieces, dense in [lo, hi): one pass with the gaps kept
+                    vals = np.full(2 * s_.size - 1, -2, np.int32)
+                    vals[0::2] = t_
+                    lens = np.zeros(2 * s_.size - 1, np.int64)
+                    lens[0::2] = l_
+                    lens[1::2] = gaps
+                    rep = np.repeat(vals, lens)
+                    np.copyto(tm[lo:hi], rep, where=rep != -2)
+                    continue
+            tm[intervals.expand(s_, l_)] = np.repeat(t_, l_)
 
     def set_tile_mapping(self, what, tile):
         """Map a tensor (or a slice of one) or a vertex to a tile."""
