@@ -116,9 +116,9 @@ def variable_tile_bytes(g):
         tm = g.tile_map.get(v.id)
         if tm is None or v.size == 0:
             continue
-        u, c = np.unique(tm, return_counts=True)
-        keep = u >= 0
-        u, c = u[keep], c[keep]
+        c = np.bincount(tm + 1)[1:]      # elements per tile (-1: unmapped), no sort
+        u = np.flatnonzero(c)
+        c = c[u]
         vs.append(np.full(u.size, v.id, np.int64))
         ts.append(u.astype(np.int64))
         bs.append(c.astype(np.int64) * DTYPE_BYTES[v.dtype])
