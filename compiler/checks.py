@@ -108,16 +108,17 @@ def check_graph(graph, arrays):
     arrays.extra["sizes"] = sizes_all
     # 4. every variable fully mapped
     for var in graph.variables:
-        tm = graph.tile_map.get(var.id)
+        runs = graph.tile_map.runs(var.id)
         if var.size == 0:
             continue
-        if tm is None:
+        if runs is None:
             raise GraphError(f"tensor {var.name!r} ({var.dtype}, shape {var.shape}) has no tile mapping; "
                              f"call set_tile_mapping or map_linearly")
-        un = np.flatnonzero(tm < 0)
+        un = np.flatnonzero(runs[1] < 0)
         if un.size:
-            raise GraphError(f"tensor {var.name!r}: element {int(un[0])} (of {var.size}) is not mapped to a tile"
-                             + (f" ({un.size} unmapped elements)" if un.size > 1 else ""))
+            nun = int(graph.tile_map.run_lengths(var.id)[un].sum())
+            raise GraphError(f"tensor {var.name!r}: element {int(runs[0][un[0]])} (of {var.size}) is not mapped to a tile"
+                             + (f" ({nun} unmapped elements)" if nun > 1 else ""))
     # 5. no two vertices of one compute set write the same element
     check_write_conflicts(graph, arrays)
 

@@ -6,7 +6,7 @@ presets are such objects).  Everything that grows with the size of a network
 lives in numpy arrays (struct of arrays):
 
 * variables own contiguous ranges of one global element space; their tile
-  mapping is an int32 array per variable (-1: unmapped);
+  mapping is stored as runs per variable (:class:`TileMaps`; -1: unmapped);
 * vertices are rows of ``vertex_tile`` grouped in *batches* (one codelet, one
   compute set, one dtype, one dict of parameters, a contiguous id range);
 * edges are rows of (vertex, field, start, length): one contiguous region of a
@@ -145,13 +145,123 @@ class DataStream:
         return self.numel * DTYPE_BYTES[self.dtype]
 
 
+class TileMaps:
+    """Tile mapping of every variable as runs: per variable, sorted run starts
+    (relative to the variable) covering ``[0, size)`` and each run's tile (-1:
+    unmapped), adjacent runs on one tile merged.  Memory grows with the number
+    of mapped regions, not with the elements (a training graph has hundreds of
+    millions of elements and a few million regions).
+
+    Dict-like for reading per-element arrays (``get`` / ``[]`` materialize one
+    variable); :meth:`runs` is the cheap access.
+    """
+
+    def __init__(self, graph):
+        self._g = graph
+        self._runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- runs -----------------------------------------------------------------------
+    def runs(self, vid):
+        """(starts, tiles) of the variable's runs, or None when nothing is mapped."""
+        return self._runs.get(int(vid))
+
+    def run_lengths(self, vid):
+        st, tl = self._runs[int(vid)]
+        return np.diff(np.append(st, self._g.variables[int(vid)].size))
+
+    def set_runs(self, vid, starts, tiles):
+        starts = np.asarray(starts, np.int64)
+        tiles = np.asarray(tiles, np.int32)
+        keep = np.ones(starts.size, bool)
+        keep[1:] = tiles[1:] != tiles[:-1]
+        self._runs[int(vid)] = (starts[keep], tiles[keep])
+
+    def assign(self, vid, s, l, t):
+        """Map pieces [s, s + l) of variable ``vid`` (relative starts) to tiles ``t``;
+        later assignments override earlier ones, as do later pieces of one call."""
+        size = self._g.variables[vid].size
+        nz = l > 0
+        if not np.all(nz):
+            s, l, t = s[nz], l[nz], t[nz]
+        if s.size == 0:
+            if vid not in self._runs:
+                self._runs[vid] = (np.zeros(1, np.int64), np.full(1, -1, np.int32))
+            return
+        if s.size > 1 and not np.all(s[1:] > s[:-1]):
+            o = np.argsort(s, kind="stable")
+            s, l, t = s[o], l[o], t[o]
+        if s.size > 1 and np.any(s[1:] < s[:-1] + l[:-1]):
+            # pieces of one call overlap (rare): the last one wins, element by element
+            arr = self.get(vid)
+            if arr is None:
+                arr = np.full(size, -1, np.int32)
+            arr[intervals.expand(s, l)] = np.repeat(t, l)
+            self[vid] = arr
+            return
+        old = self._runs.get(vid)
+        if old is None:
+            old = (np.zeros(1, np.int64), np.full(1, -1, np.int32))
+        ost, otl = old
+        e = s + l
+        bnd = np.unique(np.concatenate((ost, s, e)))
+        bnd = bnd[bnd < size]
+        k = np.searchsorted(s, bnd, side="right") - 1
+        kc = np.clip(k, 0, None)
+        covered = (k >= 0) & (bnd < e[kc])
+        tile = np.where(covered, t[kc], otl[np.searchsorted(ost, bnd, side="right") - 1])
+        self.set_runs(vid, bnd, tile)
+
+    # -- dict-like access (per-element arrays) ---------------------------------------------
+    def get(self, vid, default=None):
+        r = self._runs.get(int(vid))
+        if r is None:
+            return default
+        st, tl = r
+        return np.repeat(tl, np.diff(np.append(st, self._g.variables[int(vid)].size)))
+
+    def __getitem__(self, vid):
+        out = self.get(vid)
+        if out is None:
+            raise KeyError(vid)
+        return out
+
+    def __setitem__(self, vid, arr):
+        arr = np.asarray(arr, np.int32).ravel()
+        if arr.size == 0:
+            self._runs[int(vid)] = (np.zeros(1, np.int64), np.full(1, -1, np.int32))
+            return
+        st = np.concatenate(([0], np.flatnonzero(np.diff(arr)) + 1)).astype(np.int64)
+        self._runs[int(vid)] = (st, arr[st])
+
+    def __contains__(self, vid):
+        return int(vid) in self._runs
+
+    def __len__(self):
+        return len(self._runs)
+
+    def keys(self):
+        return self._runs.keys()
+
+    def tile_of(self, vid, rel):
+        """Tile of elements at relative positions ``rel`` of variable ``vid`` (-1 unmapped)."""
+        r = self._runs.get(int(vid))
+        if r is None:
+            return np.full(np.shape(rel), -1, np.int32)
+        st, tl = r
+        return tl[np.searchsorted(st, rel, side="right") - 1]
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes + b.nbytes for a, b in self._runs.values())
+
+
 class Graph:
     def __init__(self, target, name: str = "graph"):
         self.target = target
         self.name = name
         self.num_tiles = int(target.tiles) * int(getattr(target, "ipus", 1) or 1)
         self.variables: list[Variable] = []
-        self.tile_map: dict[int, np.ndarray] = {}
+        self.tile_map = TileMaps(self)
         self._var_starts = _Grow(np.int64)
         self.num_elements = 0
         self.compute_sets: list[ComputeSet] = []
@@ -227,35 +337,8 @@ class Graph:
             groups = [(int(v), o[bounds[i]:bounds[i + 1]]) for i, v in enumerate(u.tolist())]
         for vid, sel in groups:
             var = self.variables[vid]
-            tm = self.tile_map.get(vid)
-            if tm is None:
-                tm = self.tile_map[vid] = np.full(var.size, -1, np.int32)
             s_, l_, t_ = (ps, pl, tiles[parent]) if sel is None else (ps[sel], pl[sel], tiles[parent[sel]])
-            s_ = s_ - var.start
-            if s_.size == 1:
-                tm[s_[0]:s_[0] + l_[0]] = t_[0]
-                continue
-            lo, hi = int(s_.min()), int((s_ + l_).max())
-            total = int(l_.sum())
-            if total == hi - lo and np.all(s_[1:] == s_[:-1] + l_[:-1]):
-                tm[lo:hi] = np.repeat(t_, l_)      # pieces in order, back to back: one pass
-                continue
-            if 2 * total >= hi - lo:
-                if not np.all(s_[1:] >= s_[:-1]):
-                    o = np.argsort(s_, kind="stable")
-                    s_, l_, t_ = s_[o], l_[o], t_[o]
-                gaps = s_[1:] - (s_[:-1] + l_[:-1])
-                if np.all(gaps >= 0):
-                    # disjoint pieces, dense in [lo, hi): one pass with the gaps kept
-                    vals = np.full(2 * s_.size - 1, -2, np.int32)
-                    vals[0::2] = t_
-                    lens = np.zeros(2 * s_.size - 1, np.int64)
-                    lens[0::2] = l_
-                    lens[1::2] = gaps
-                    rep = np.repeat(vals, lens)
-                    np.copyto(tm[lo:hi], rep, where=rep != -2)
-                    continue
-            tm[intervals.expand(s_, l_)] = np.repeat(t_, l_)
+            self.tile_map.assign(vid, s_ - var.start, l_, t_.astype(np.int32))
 
     def set_tile_mapping(self, what, tile):
         """Map a tensor (or a slice of one) or a vertex to a tile."""
@@ -297,11 +380,13 @@ class Graph:
         elements = np.asarray(elements, np.int64)
         out = np.full(elements.shape, -1, np.int32)
         vids = self.variable_of(elements)
+        if vids.size and vids.min() == vids.max():
+            vid = int(vids.flat[0])
+            return self.tile_map.tile_of(vid, elements - self.variables[vid].start).astype(np.int32)
         for vid in np.unique(vids):
-            tm = self.tile_map.get(int(vid))
-            if tm is not None:
+            if int(vid) in self.tile_map:
                 sel = vids == vid
-                out[sel] = tm[elements[sel] - self.variables[vid].start]
+                out[sel] = self.tile_map.tile_of(int(vid), elements[sel] - self.variables[vid].start)
         return out
 
     def get_tile_mapping(self, tensor: Tensor) -> list:
@@ -445,24 +530,67 @@ class Graph:
         return s
 
     # -- finalisation -----------------------------------------------------------------------
+    SORT_CHUNK = 1 << 23
+
+    def _sort_edges(self):
+        """Sort the edge rows by vertex (stable: a field's regions keep their order), in
+        place in the graph's own buffers, batch by batch when every batch's edges are
+        contiguous (as the bulk API writes them), so the temporaries are one batch's."""
+        grows = (self.e_vertex, self.e_field, self.e_start, self.e_len)
+        ev = self.e_vertex.view()
+        n = ev.size
+        if n == 0:
+            return
+        C = self.SORT_CHUNK
+        if all(bool(np.all(ev[a + 1:min(a + C, n - 1) + 1] >= ev[a:min(a + C, n - 1)])) for a in range(0, n - 1, C)):
+            self._trim(grows)
+            return
+        v0s = np.array([b.v0 for b in self.batches], np.int64)
+        counts = np.zeros(len(self.batches), np.int64)
+        contiguous, last = True, -1
+        for a in range(0, n, C):
+            bi = np.searchsorted(v0s, ev[a:a + C], side="right") - 1
+            if bi[0] < last or np.any(bi[1:] < bi[:-1]):
+                contiguous = False
+                break
+            last = int(bi[-1])
+            counts += np.bincount(bi, minlength=len(self.batches))
+        if contiguous:
+            offs = np.concatenate(([0], np.cumsum(counts)))
+            for b in range(len(self.batches)):
+                e0, e1 = int(offs[b]), int(offs[b + 1])
+                seg = ev[e0:e1]
+                if e1 - e0 > 1 and not np.all(seg[1:] >= seg[:-1]):
+                    o = np.argsort(seg, kind="stable")
+                    for gr in grows:
+                        a = gr.a
+                        a[e0:e1] = a[e0:e1][o]
+        else:
+            o = np.argsort(ev, kind="stable")
+            for gr in grows:
+                gr.a = gr.a[:gr.n][o]
+        self._trim(grows)
+
+    @staticmethod
+    def _trim(grows):
+        for gr in grows:     # give back the growth slack (one array copied at a time)
+            if gr.a.size > gr.n + (gr.n >> 4) + 16:
+                gr.a = gr.a[:gr.n].copy()
+
     def finalize(self) -> "GraphArrays":
         """Freeze the graph into arrays (CSR edges sorted by vertex) and check it."""
         if self._finalized is not None:
             return self._finalized
         from .checks import check_graph
+        self._sort_edges()
         ev = self.e_vertex.view()
-        order = np.argsort(ev, kind="stable")
-        sorted_ok = ev.size == 0 or bool(np.all(np.diff(ev) >= 0))
-        if sorted_ok:
-            order = None
-        take = (lambda a: a) if order is None else (lambda a: a[order])
         nv = self.num_vertices
         arrays = GraphArrays(
             vertex_tile=self.vertex_tile.view(),
             vertex_batch=np.repeat(np.arange(len(self.batches), dtype=np.int32),
                                    [b.v1 - b.v0 for b in self.batches]) if self.batches else np.zeros(0, np.int32),
-            edge_vertex=take(ev), edge_field=take(self.e_field.view()),
-            edge_start=take(self.e_start.view()), edge_len=take(self.e_len.view()),
+            edge_vertex=ev, edge_field=self.e_field.view(),
+            edge_start=self.e_start.view(), edge_len=self.e_len.view(),
             vertex_edge_offsets=np.concatenate(([0], np.cumsum(np.bincount(ev, minlength=nv)))).astype(np.int64),
         )
         check_graph(self, arrays)

@@ -113,10 +113,11 @@ def variable_tile_bytes(g):
     """Sparse (var, tile, bytes) of every mapped variable."""
     vs, ts, bs = [], [], []
     for v in g.variables:
-        tm = g.tile_map.get(v.id)
-        if tm is None or v.size == 0:
+        runs = g.tile_map.runs(v.id)
+        if runs is None or v.size == 0:
             continue
-        c = np.bincount(tm + 1)[1:]      # elements per tile (-1: unmapped), no sort
+        ln = g.tile_map.run_lengths(v.id)
+        c = np.bincount(runs[1] + 1, weights=ln)[1:].astype(np.int64)   # elements per tile (-1: unmapped)
         u = np.flatnonzero(c)
         c = c[u]
         vs.append(np.full(u.size, v.id, np.int64))

@@ -443,11 +443,12 @@ def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
     W = ctx.chip.workers_per_tile
     T = ctx.tiles
     bounds = np.arange(unit, n, unit, dtype=np.int64)
-    tm = ctx.graph.tile_map.get(like.var) if like is not None else None
-    if tm is not None and tm.size >= n:
-        tmv = tm[:n]
-        brk = np.flatnonzero(np.diff(tmv)) + 1
+    tmaps = ctx.graph.tile_map
+    runs = tmaps.runs(like.var) if like is not None else None
+    if runs is not None and ctx.graph.variables[like.var].size >= n:
+        brk = runs[0][(runs[0] > 0) & (runs[0] < n)]
         bounds = np.union1d(bounds, brk - brk % step)
+        tmv = True
     else:
         tmv = None
         per = -(-(n // step) // T) * step
@@ -456,7 +457,11 @@ def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
     st = np.concatenate(([0], bounds)).astype(np.int64)
     ln = np.diff(np.concatenate((st, [n]))).astype(np.int64)
     linear = np.minimum(st // max(-(-(n // step) // T) * step, 1), T - 1)
-    tiles = (np.where(tmv[st] >= 0, tmv[st], linear) if tmv is not None else linear).astype(np.int32)
+    if tmv is not None:
+        at = tmaps.tile_of(like.var, st)
+        tiles = np.where(at >= 0, at, linear).astype(np.int32)
+    else:
+        tiles = linear.astype(np.int32)
     # split further so every tile has work for its workers, and no chunk exceeds the cap
     per_tile = np.bincount(tiles, minlength=T)
     k = np.maximum(1, -(-W // np.maximum(per_tile[tiles], 1)))
@@ -782,11 +787,11 @@ class GatherPlanner(Planner):
         t_s = table.start + bi * vrows * cb
         t_l = np.minimum(vrows * cb, table.start + table.numel - t_s)
         # read the part of the block held by the tile the vertex runs on (no exchange of the table)
-        tm = ctx.graph.tile_map.get(table.var)
-        if tm is not None:
-            brk = np.flatnonzero(np.diff(tm)) + 1
+        runs = ctx.graph.tile_map.runs(table.var)
+        if runs is not None:
+            brk = runs[0][1:]
             rel = t_s - table.start
-            nxt = np.concatenate((brk, [tm.size]))[np.searchsorted(brk, rel, side="right")]
+            nxt = np.concatenate((brk, [ctx.graph.variables[table.var].size]))[np.searchsorted(brk, rel, side="right")]
             t_l = np.maximum(np.minimum(t_l, nxt - rel), 1)
         tiles = ctx.graph.tile_of_elements(t_s)
         tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles)

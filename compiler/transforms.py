@@ -206,21 +206,18 @@ def accumulate(low, n) -> dict:
         v = g.variables[vid]
         t = g.add_variable(v.dtype, v.shape, f"{v.name}/accum", kind="gradient", op="accumulate")
         a = g.variables[-1]
-        tm = g.tile_map.get(vid)
-        if tm is None:
+        if vid not in g.tile_map:
             g.map_linearly(t)
-            tm = g.tile_map[a.id]
         else:
-            g.tile_map[a.id] = tm.copy()
+            g.tile_map.set_runs(a.id, *g.tile_map.runs(vid))
         acc_of[vid] = a
         # one ScaledAdd vertex per run of elements on one tile
-        brk = np.flatnonzero(np.diff(tm)) + 1
-        st = np.concatenate(([0], brk))
-        ln = np.diff(np.concatenate((st, [tm.size])))
-        keep = tm[st] >= 0
-        st, ln = st[keep], ln[keep]
+        st, tl = g.tile_map.runs(a.id)
+        ln = g.tile_map.run_lengths(a.id)
+        keep = tl >= 0
+        st, ln, tl = st[keep], ln[keep], tl[keep]
         vi = np.arange(st.size)
-        g.add_vertices(cs, "ScaledAdd", tm[st], {"data": (vi, a.start + st, ln), "delta": (vi, v.start + st, ln)},
+        g.add_vertices(cs, "ScaledAdd", tl, {"data": (vi, a.start + st, ln), "delta": (vi, v.start + st, ln)},
                        dtype=v.dtype, params={"scale": 1.0})
     # the update reads the accumulators
     for vid, a in acc_of.items():

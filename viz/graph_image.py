@@ -146,13 +146,12 @@ def _chunks(graph, chunk=None):
     for var in graph.variables:
         if var.size == 0:
             continue
-        tm = graph.tile_map.get(var.id)
-        if tm is None:
+        runs = graph.tile_map.runs(var.id)
+        if runs is None:
             st = np.zeros(1, np.int64)
             tl = np.full(1, -1, np.int32)
         else:
-            st = np.concatenate(([0], np.flatnonzero(np.diff(tm)) + 1)).astype(np.int64)
-            tl = tm[st]
+            st, tl = runs
         if chunk:
             # cut runs longer than ``chunk`` elements into blocks
             en = np.append(st[1:], var.size)
