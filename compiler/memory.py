@@ -300,7 +300,7 @@ def liveness(exe) -> Liveness:
         brk[1:] |= allcall[var[1:]] & (call[1:] != call[:-1])
     seg = np.cumsum(brk) - 1
     heads = np.flatnonzero(brk)
-    tails = np.append(heads[1:], n) - 1
+    tails = (np.append(heads[1:], n) - 1)[:heads.size]
     s_var, s_start, s_end = var[heads], step[heads], step[tails]
     s_firstw = wr[heads] == 1
     # Repeat: loop-carried or used outside -> live over the whole loop
