@@ -1,11 +1,15 @@
 """Functional ResNet-50 inference through the ONNX backend vs onnx's reference evaluator (issue 3).
 
-    .venv/bin/python bench/bench_onnx_backend.py [--model resnet50] [--chip gc200]
+    .venv/bin/python bench/bench_onnx_backend.py [--model resnet50] [--chip gc200] [--repeat N]
 
 Exports the built-in model to ONNX (opset 15, random weights), runs the same
 input through onnx.reference.ReferenceEvaluator and through
 simulator.onnx_backend (compile + functional simulation), side by side, and
 prints both times, their ratio and the largest difference of the outputs.
+``prepare`` covers import, lowering, compile_program (costs and exchange plans)
+and the functional gather plans; ``run`` is one functional inference (with its
+timing simulation).  ``--repeat N`` does the whole comparison N times in this
+process and reports each side's best (the machine may be shared).
 """
 import argparse
 import os
@@ -28,6 +32,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--chip", default="gc200")
+    ap.add_argument("--repeat", type=int, default=1, help="best of N side-by-side comparisons")
     a = ap.parse_args()
     path = os.path.join(tempfile.mkdtemp(), f"{a.model}.onnx")
     models.to_onnx(models.get_model(a.model), path, opset=15)
@@ -35,17 +40,24 @@ def main():
     name = m.graph.input[0].name
     shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    t = time.perf_counter()
-    ref = ReferenceEvaluator(m).run(None, {name: x})[0]
-    t_ref = time.perf_counter() - t
-    t = time.perf_counter()
-    rep = backend.prepare(m, chip=a.chip)
-    t_prep = time.perf_counter() - t
-    out = rep.run([x])[0]
-    t_ours = time.perf_counter() - t
+    best = None
+    for _ in range(max(1, a.repeat)):
+        t = time.perf_counter()
+        ref = ReferenceEvaluator(m).run(None, {name: x})[0]
+        t_ref = time.perf_counter() - t
+        t = time.perf_counter()
+        rep = backend.prepare(m, chip=a.chip)
+        t_prep = time.perf_counter() - t
+        out = rep.run([x])[0]
+        t_ours = time.perf_counter() - t
+        if best is None:
+            best = (t_ref, t_prep, t_ours)
+        else:   # the fastest reference run; our fastest end to end run, with its prepare
+            best = (min(best[0], t_ref),) + (best[1:] if best[2] <= t_ours else (t_prep, t_ours))
+    t_ref, t_prep, t_ours = best
     err = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
     print(f"{a.model}: reference evaluator {t_ref:.1f} s; simulated chip {t_ours:.1f} s "
-          f"(prepare = import + lower + compile {t_prep:.1f} s, functional run {t_ours - t_prep:.1f} s); "
+          f"(prepare = import + lower + compile + gather plans {t_prep:.1f} s, functional run {t_ours - t_prep:.1f} s); "
           f"ratio {t_ours / t_ref:.2f}x (target <= 3x); max relative difference {err:.2e}; "
           f"{rep.report.cycles:,.0f} simulated cycles")
 

@@ -144,34 +144,53 @@ def _conv_partial(a, p):
     rows and pixels that fall in the padding are not connected and are given
     by params ``ptop``, ``pbot``, ``pleft``, ``pright``.  ``weights`` holds
     [groups, kh, kw, cig, cog].
+
+    Both ``in`` and ``weights`` may arrive as distinct rows shared by several
+    vertices (``in__rows`` / ``weights__rows``: which row each vertex reads):
+    vertices are then computed as one matrix product per set of windows that
+    meet the same weights (im2col of the windows times the weights side by side).
     """
-    nu = a["in"].shape[0]          # distinct input windows (shared by output channel groups)
-    nv = a["weights"].shape[0]
+    xin, wts = a["in"], a["weights"]
+    iu, iw = a.get("in__rows"), a.get("weights__rows")
+    nu, nw = xin.shape[0], wts.shape[0]
+    nv = iu.size if iu is not None else (iw.size if iw is not None else nu)
+    iu = np.arange(nv) if iu is None else np.asarray(iu, np.int64)
+    iw = np.arange(nv) if iw is None else np.asarray(iw, np.int64)
     kh, kw, s = p["kh"], p["kw"], p["stride"]
     g, cig, cog, wout = p["groups"], p["cig"], p["cog"], p["wout"]
     rows = kh - p.get("ptop", 0) - p.get("pbot", 0)
-    win = a["in"].shape[1] // (g * rows * cig)
-    x = _pad_window(a["in"].reshape(nu, g, rows, win, cig), p)
+    win = xin.shape[1] // (g * rows * cig)
+    x = _pad_window(xin.reshape(nu, g, rows, win, cig), p)
     # im2col once per distinct window: [nu, wout, g * kh * kw * cig]
     K = g * kh * kw * cig
-    win_view = np.lib.stride_tricks.sliding_window_view(x, kw, axis=3)[:, :, :, : (wout - 1) * s + 1: s]
-    cols = win_view.transpose(0, 3, 1, 2, 5, 4).reshape(nu, wout, K)
-    w = a["weights"].reshape(nv, K, cog)
-    inv = a.get("in__rows")
-    if inv is None:
-        out = np.matmul(cols, w).reshape(nv, wout * cog)
+    if kh == 1 and kw == 1:
+        cols = x[:, :, 0, : (wout - 1) * s + 1: s, :].transpose(0, 2, 1, 3).reshape(nu, wout, K)
     else:
-        counts = np.bincount(inv, minlength=nu)
-        if np.all(counts == counts[0]):
-            # every window feeds m vertices: one product per window with their weights side by side
-            m = int(counts[0])
-            order = np.argsort(inv, kind="stable")
-            W = w[order].reshape(nu, m, K, cog).transpose(0, 2, 1, 3).reshape(nu, K, m * cog)
-            o = np.matmul(cols, W).reshape(nu, wout, m, cog).transpose(0, 2, 1, 3).reshape(nv, wout * cog)
-            out = np.empty_like(o)
-            out[order] = o
+        win_view = np.lib.stride_tricks.sliding_window_view(x, kw, axis=3)[:, :, :, : (wout - 1) * s + 1: s]
+        cols = win_view.transpose(0, 3, 1, 2, 5, 4).reshape(nu, wout, K)
+    w = wts.reshape(nw, K, cog)
+    cnt = np.bincount(iu, minlength=nu)
+    m = int(cnt[0]) if nu else 0
+    if nv and m and np.all(cnt == m):
+        # every window feeds m vertices: sort them by (window, weights), then one product
+        # per distinct set of weights [nu_s * wout, K] @ [K, m * cog]
+        order = np.lexsort((iw, iu)).reshape(nu, m)
+        wsets = iw[order]
+        if np.all(wsets == wsets[:1]):
+            sets, sinv = wsets[:1], np.zeros(nu, np.int64)
         else:
-            out = np.matmul(cols[inv], w).reshape(nv, wout * cog)
+            sets, sinv = np.unique(wsets, axis=0, return_inverse=True)
+            sinv = sinv.ravel()
+        out = np.empty((nv, wout, cog), np.result_type(cols, w))
+        for si in range(sets.shape[0]):
+            us = np.flatnonzero(sinv == si) if sets.shape[0] > 1 else None
+            c = cols if us is None else cols[us]
+            W = w[sets[si]].transpose(1, 0, 2).reshape(K, m * cog)
+            r = np.matmul(c.reshape(-1, K), W).reshape(-1, wout, m, cog)
+            out[order if us is None else order[us]] = r.transpose(0, 2, 1, 3)
+        out = out.reshape(nv, wout * cog)
+    else:
+        out = np.matmul(cols[iu], w[iw]).reshape(nv, wout * cog)
     if p.get("accumulate"):
         out = out + a["out"]
     return {"out": out}
@@ -340,7 +359,7 @@ _TABLE = [
     # matrix-unit (AMP) vertices
     Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"], d, c),
-            compute=_conv_partial, shared=("in",),
+            compute=_conv_partial, shared=("in", "weights"),
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
             code_bytes=1024, doc="one row segment of a convolution's output for one channel group, on the AMP"),
     Codelet("MatMulPartial", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),

@@ -87,6 +87,8 @@ class Executable:
     copies: dict                  # id(Copy node) -> ExchangePlan | StreamCopy
     vertex_cycles: list           # per batch: (n,) cycle estimates
     tiles_per_chip: int
+    # what functional runs derive from the graph alone (gather plans), kept between runs
+    functional_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_vertices(self):
@@ -101,13 +103,11 @@ def _runs_of_mapping(graph: Graph):
     """Global boundaries where the owning tile changes, and each run's tile."""
     starts, tiles = [], []
     for var in graph.variables:
-        tm = graph.tile_map.get(var.id)
-        if tm is None or var.size == 0:
+        runs = graph.tile_map.runs(var.id)
+        if runs is None or var.size == 0:
             continue
-        brk = np.flatnonzero(np.diff(tm)) + 1
-        st = np.concatenate(([0], brk))
-        starts.append(st + var.start)
-        tiles.append(tm[st])
+        starts.append(runs[0] + var.start)
+        tiles.append(runs[1])
     if not starts:
         return np.zeros(0, np.int64), np.zeros(0, np.int32)
     s = np.concatenate(starts)
@@ -116,28 +116,63 @@ def _runs_of_mapping(graph: Graph):
     return s[o], t[o]
 
 
-def _pieces(graph, starts, lengths, run_starts, run_tiles):
+class _Lookup:
+    """``searchsorted(bounds, q, side="right") - 1`` for many queries ``q`` in
+    [0, limit): a table of the answer at every 2**shift-th element, then a step over
+    the few bounds between that element and the query (no binary search per query)."""
+
+    def __init__(self, bounds, limit):
+        self.bounds = np.asarray(bounds, np.int64)
+        self.shift = 6
+        while (int(limit) >> self.shift) > (1 << 22):
+            self.shift += 1
+        at = np.arange((int(limit) >> self.shift) + 2, dtype=np.int64) << self.shift
+        self.table = (np.searchsorted(self.bounds, at, side="right") - 1).astype(
+            np.int32 if self.bounds.size < 2**31 - 1 else np.int64)
+        self.ext = np.append(self.bounds, np.iinfo(np.int64).max)
+
+    def __call__(self, q):
+        q = np.asarray(q, np.int64)
+        r = self.table[q >> self.shift].astype(np.int64)
+        todo = np.flatnonzero(self.ext[r + 1] <= q)
+        while todo.size:
+            r[todo] += 1
+            todo = todo[self.ext[r[todo] + 1] <= q[todo]]
+        return r
+
+
+def _pieces(graph, starts, lengths, run_starts, run_tiles, lookup=None):
     """Split regions at tile-mapping boundaries; return pieces with their tile.
 
     Most regions lie on one tile: they are found with two lookups per region
     (the run number of their first and last element) and only the others are
-    split.
+    split, at the starts of the runs between those two.
     """
     if starts.size == 0 or run_starts.size == 0:
         z = np.zeros(0, np.int64)
         return z, z, z, z.astype(np.int32)
-    r0 = np.searchsorted(run_starts, starts, side="right") - 1
-    r1 = np.searchsorted(run_starts, starts + lengths - 1, side="right") - 1
-    single = r0 == r1
-    if np.all(single):
+    find = lookup or (lambda q: np.searchsorted(run_starts, q, side="right") - 1)
+    r0 = find(starts)
+    last = starts + lengths - 1
+    nxt = np.append(run_starts, np.iinfo(np.int64).max)
+    r1 = r0.copy()
+    beyond = np.flatnonzero(nxt[r0 + 1] <= last)      # regions that reach into a later run
+    if beyond.size == 0:
         return starts, lengths, np.arange(starts.size), run_tiles[np.clip(r0, 0, None)]
-    multi = np.flatnonzero(~single)
-    ps, pl, parent = intervals.split_at(starts[multi], lengths[multi], run_starts)
-    ri = np.searchsorted(run_starts, ps, side="right") - 1
-    one = np.flatnonzero(single)
-    return (np.concatenate((starts[one], ps)), np.concatenate((lengths[one], pl)),
+    r1[beyond] = find(last[beyond])
+    multi = beyond
+    one = np.flatnonzero(r0 == r1)
+    # piece k of region i covers run r0[i] + k, cut at that run's start / end
+    a, z = r0[multi], r1[multi]
+    npieces = z - a + 1
+    parent = np.repeat(np.arange(multi.size), npieces)
+    k = np.arange(parent.size) - np.repeat(np.cumsum(npieces) - npieces, npieces)
+    run = a[parent] + k
+    ps = np.where(k == 0, starts[multi][parent], run_starts[np.clip(run, 0, None)])
+    pe = np.where(run == z[parent], last[multi][parent] + 1, nxt[run + 1])
+    return (np.concatenate((starts[one], ps)), np.concatenate((lengths[one], pe - ps)),
             np.concatenate((one, multi[parent])),
-            np.concatenate((run_tiles[np.clip(r0[one], 0, None)], run_tiles[np.clip(ri, 0, None)])))
+            np.concatenate((run_tiles[np.clip(r0[one], 0, None)], run_tiles[np.clip(run, 0, None)])))
 
 
 def _aggregate(keys, values, *more):
@@ -159,11 +194,93 @@ def _union(keys, start, length):
     for k in keys:
         k = k.astype(np.int64)
         key = key * (int(k.max()) + 1 if k.size else 1) + k
+    start = np.asarray(start, np.int64)
     first, st, en = intervals.merge_per_key(key, start, start + length)
     return first, st, en - st
 
 
-def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngroups):
+def _bits(n):
+    """Bits that hold the values 0..n-1."""
+    return max(int(n) - 1, 0).bit_length()
+
+
+def _sorted_union(key, start, end, kbits):
+    """Union of the intervals [start, end) (length > 0) that share a key, touching ones
+    apart: (key, start, end) of the merged intervals, sorted by key then start.
+
+    Starts and ends are sorted independently (values, not an argsort): among a key's
+    intervals in start order, the first i end before the (i+1)-th starts exactly when the
+    i-th smallest end does.  None when (key, position) does not fit in an int64.
+    """
+    pb = _bits(int(end.max()) + 1)
+    if kbits + pb > 62:
+        return None
+    hi = key << pb
+    a = np.sort(hi | start)
+    b = np.sort(hi | end)
+    mask = (1 << pb) - 1
+    ka, sa = a >> pb, a & mask
+    eb = b & mask
+    new = np.empty(a.size, bool)
+    new[0] = True
+    np.not_equal(ka[1:], ka[:-1], out=new[1:])
+    new[1:] |= eb[:-1] <= sa[1:]
+    heads = np.flatnonzero(new)
+    tails = np.append(heads[1:], a.size) - 1
+    return ka[heads], sa[heads], eb[tails]
+
+
+def _plan_sorted(group, src_tile, dst_tile, start, length, ebytes):
+    """Receptions (group, src, dst, bytes) and the send / receive aggregates of
+    :func:`_plan`, with sorts of packed values.  The element size is part of the key
+    (overlapping pieces share a variable, hence a dtype), so the merged intervals need
+    no link back to their members.  None where the packed keys would not fit."""
+    start = start.astype(np.int64)
+    if start.size == 0 or int(start.min()) < 0:
+        return None
+    if int(ebytes.min()) < 0 or int(ebytes.max()) > 64:
+        return None
+    if min(int(group.min()), int(src_tile.min()), int(dst_tile.min())) < 0:
+        return None
+    present = np.bincount(ebytes, minlength=1) > 0
+    eu = np.flatnonzero(present).astype(np.int64)            # the element sizes present
+    ecode = (np.cumsum(present) - 1)[ebytes].astype(np.int64)
+    GB, SB, DB, EB = (_bits(int(group.max()) + 1), _bits(int(src_tile.max()) + 1),
+                      _bits(int(dst_tile.max()) + 1), _bits(eu.size))
+    k1 = (((group.astype(np.int64) << DB | dst_tile) << SB | src_tile) << EB) | ecode
+    r1 = _sorted_union(k1, start, start + length, GB + DB + SB + EB)
+    if r1 is None:
+        return None
+    key, st, en = r1
+    e = key & ((1 << EB) - 1)
+    s = (key >> EB) & ((1 << SB) - 1)
+    gd = key >> (EB + SB)
+    d = gd & ((1 << DB) - 1)
+    g = gd >> DB
+    nb = (en - st) * eu[e]
+    # receptions per (group, dst): contiguous in this order
+    rh = np.flatnonzero(np.concatenate(([True], gd[1:] != gd[:-1])))
+    T = np.int64(1 << 32)
+    rk = g[rh] * T + d[rh]
+    rb = np.add.reduceat(nb, rh)
+    # sends: union of the receptions per (group, src), then per (group, src)
+    k2 = ((g << SB | s) << EB) | e
+    r2 = _sorted_union(k2, st, en, GB + SB + EB)
+    if r2 is None:
+        return None
+    key2, st2, en2 = r2
+    e2 = key2 & ((1 << EB) - 1)
+    gs = key2 >> EB
+    g2, s2 = gs >> SB, gs & ((1 << SB) - 1)
+    nb2 = (en2 - st2) * eu[e2]
+    sh = np.flatnonzero(np.concatenate(([True], gs[1:] != gs[:-1])))
+    sk = g2[sh] * T + s2[sh]
+    sb = np.add.reduceat(nb2, sh)
+    sm = np.diff(np.append(sh, gs.size)).astype(np.int64)
+    return (g, s, d, nb), (sk, sb.astype(np.int64), sm), (rk, rb.astype(np.int64))
+
+
+def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngroups, ebytes=None):
     """Exchange plans per group (compute set) from remote pieces.
 
     Reads are multicast: a region is sent once by its owner however many tiles
@@ -177,18 +294,24 @@ def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngro
     if not np.all(keep):
         group, src_tile, dst_tile = group[keep], src_tile[keep], dst_tile[keep]
         start, length, nbytes = start[keep], length[keep], nbytes[keep]
+        ebytes = None if ebytes is None else ebytes[keep]
     if group.size == 0:
         return plans
-    ebytes = nbytes // np.maximum(length, 1)
-    # receptions: union of the pieces per (group, dst, src)
-    i, st, ln = _union((group, dst_tile, src_tile), start, length)
-    g, s, d, nb = group[i], src_tile[i], dst_tile[i], ln * ebytes[i]
-    # sends: union of the receptions per (group, src)
-    j, _, sln = _union((g, s), st, ln)
-    gs, ss, nbs = g[j], s[j], sln * ebytes[i][j]
+    if ebytes is None:
+        ebytes = nbytes // np.maximum(length, 1)
     T = np.int64(1 << 32)
-    sk, sb, sm = _aggregate(gs * T + ss, nbs.astype(np.float64), np.ones(j.size))
-    rk, rb = _aggregate(g * T + d, nb.astype(np.float64))
+    fast = _plan_sorted(group, src_tile, dst_tile, start, length, ebytes)
+    if fast is not None:
+        (g, s, d, nb), (sk, sb, sm), (rk, rb) = fast
+    else:
+        # receptions: union of the pieces per (group, dst, src)
+        i, st, ln = _union((group, dst_tile, src_tile), start, length)
+        g, s, d, nb = group[i], src_tile[i], dst_tile[i], ln * ebytes[i]
+        # sends: union of the receptions per (group, src)
+        j, _, sln = _union((g, s), st, ln)
+        gs, ss, nbs = g[j], s[j], sln * ebytes[i][j]
+        sk, sb, sm = _aggregate(gs * T + ss, nbs.astype(np.float64), np.ones(j.size))
+        rk, rb = _aggregate(g * T + d, nb.astype(np.float64))
     sg, rg = sk // T, rk // T
     cs_, cd_ = s // tiles_per_chip, d // tiles_per_chip
     cross = cs_ != cd_
@@ -207,10 +330,11 @@ def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngro
     return plans
 
 
-EXCHANGE_CHUNK_EDGES = 4_000_000
+EXCHANGE_CHUNK_EDGES = 250_000   # small enough that the temporaries come from the heap, not fresh pages
 
 
-def _plan_edges(graph, arrays, ranges, vt, vcs, var_bytes, run_starts, run_tiles, tiles_per_chip, ncs):
+def _plan_edges(graph, arrays, ranges, vt, vcs, var_bytes, run_starts, run_tiles, tiles_per_chip, ncs,
+                run_lookup=None, var_lookup=None):
     """Exchange plans (in, out) for the edges in ``ranges`` [(e0, e1, batch)]."""
     idx = intervals.expand(np.array([r[0] for r in ranges]), np.array([r[1] - r[0] for r in ranges]))
     reads = np.empty(idx.size, bool)
@@ -223,17 +347,20 @@ def _plan_edges(graph, arrays, ranges, vt, vcs, var_bytes, run_starts, run_tiles
         writes[pos:pos + e1 - e0] = np.array([x.writes for x in c.fields])[f]
         pos += e1 - e0
     est = arrays.edge_start[idx]
-    ps, pl, parent, ptile = _pieces(graph, est, arrays.edge_len[idx].astype(np.int64), run_starts, run_tiles)
-    ebytes = var_bytes[graph.variable_of(est)]
+    ps, pl, parent, ptile = _pieces(graph, est, arrays.edge_len[idx].astype(np.int64), run_starts, run_tiles,
+                                    run_lookup)
+    ebytes = var_bytes[graph.variable_of(est) if var_lookup is None else var_lookup(est)]
     pv = arrays.edge_vertex[idx[parent]]
     pvt = vt[pv].astype(np.int64)
     remote = ptile != pvt
     pcs = vcs[pv]
-    pb = pl * ebytes[parent]
-    r = remote & reads[parent]
-    xin = _plan(pcs[r], ptile[r].astype(np.int64), pvt[r], ps[r], pl[r], pb[r], tiles_per_chip, ncs)
-    w = remote & writes[parent]
-    xout = _plan(pcs[w], pvt[w], ptile[w].astype(np.int64), ps[w], pl[w], pb[w], tiles_per_chip, ncs)
+    peb = ebytes[parent]
+    r = np.flatnonzero(remote & reads[parent])
+    xin = _plan(pcs[r], ptile[r].astype(np.int64), pvt[r], ps[r], pl[r], pl[r] * peb[r], tiles_per_chip, ncs,
+                ebytes=peb[r])
+    w = np.flatnonzero(remote & writes[parent])
+    xout = _plan(pcs[w], pvt[w], ptile[w].astype(np.int64), ps[w], pl[w], pl[w] * peb[w], tiles_per_chip, ncs,
+                 ebytes=peb[w])
     return xin, xout
 
 
@@ -288,6 +415,9 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
     exchange_in, exchange_out = {}, {}
     if arrays.edge_start.size:
         var_bytes = np.array([DTYPE_BYTES[v.dtype] for v in graph.variables], np.int64)
+        limit = max(graph.num_elements, 1)
+        run_lookup = _Lookup(run_starts, limit) if run_starts.size else None
+        var_lookup = _Lookup(np.array([v.start for v in graph.variables], np.int64), limit)
         off = arrays.vertex_edge_offsets
         # compute sets in chunks of about EXCHANGE_CHUNK_EDGES edges: every compute set's
         # edges are planned together (multicast is exact), the temporaries stay bounded
@@ -301,20 +431,25 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
             size += sum(e1 - e0 for e0, e1, _ in rs)
             if size >= EXCHANGE_CHUNK_EDGES or i == len(items) - 1:
                 xin, xout = _plan_edges(graph, arrays, [r for rs_ in chunk for r in rs_], vt, vcs, var_bytes,
-                                        run_starts, run_tiles, tiles_per_chip, ncs)
+                                        run_starts, run_tiles, tiles_per_chip, ncs, run_lookup, var_lookup)
                 exchange_in.update(xin)
                 exchange_out.update(xout)
                 chunk, size = [], 0
     # -- copies ---------------------------------------------------------------------
-    copies = {}
+    # (tensor-to-tensor copies planned together, in one pass; the dict in program order)
+    copies, tensor_copies = {}, []
     for p in walk(program):
         if isinstance(p, Copy):
-            copies[id(p)] = _plan_copy(graph, p, run_starts, run_tiles, tiles_per_chip)
+            copies[id(p)] = _plan_copy(graph, p, run_starts, run_tiles, tiles_per_chip, defer=True)
+            if copies[id(p)] is None:
+                tensor_copies.append(p)
+    if tensor_copies:
+        copies.update(_plan_tensor_copies(graph, tensor_copies, run_starts, run_tiles, tiles_per_chip))
     return Executable(graph, arrays, program, compute, exchange_in, exchange_out, copies,
                       vertex_cycles, tiles_per_chip)
 
 
-def _plan_copy(graph, p: Copy, run_starts, run_tiles, tiles_per_chip):
+def _plan_copy(graph, p: Copy, run_starts, run_tiles, tiles_per_chip, defer=False):
     src, dst = p.src, p.dst
     if isinstance(src, DataStream) or isinstance(dst, DataStream):
         stream, t = (src, dst) if isinstance(src, DataStream) else (dst, src)
@@ -335,17 +470,77 @@ def _plan_copy(graph, p: Copy, run_starts, run_tiles, tiles_per_chip):
                          f"({dst.numel} elements): sizes differ")
     if src.dtype != dst.dtype:
         raise GraphError(f"Copy from {src.name!r} ({src.dtype}) to {dst.name!r} ({dst.dtype}): dtypes differ")
-    se, de = src.elements().ravel(), dst.elements().ravel()
-    st, dt = graph.tile_of_elements(se).astype(np.int64), graph.tile_of_elements(de).astype(np.int64)
-    remote = np.flatnonzero(st != dt)
-    se, st, dt = se[remote], st[remote], dt[remote]
-    # one piece per run of consecutive source elements of one variable between one pair of tiles
-    brk = np.flatnonzero((np.diff(se) != 1) | (np.diff(st) != 0) | (np.diff(dt) != 0)
-                         | (np.diff(graph.variable_of(se)) != 0)) + 1
-    first = np.concatenate(([0], brk)).astype(np.int64)
-    ln = np.diff(np.concatenate((first, [se.size]))).astype(np.int64)
-    if se.size == 0:
-        first = ln = np.zeros(0, np.int64)
-    plans = _plan(np.zeros(first.size, np.int64), st[first], dt[first], se[first], ln,
-                  ln * DTYPE_BYTES[src.dtype], tiles_per_chip, 1)
-    return plans.get(0, ExchangePlan.empty())
+    if defer:
+        return None
+    return _plan_tensor_copies(graph, [p], run_starts, run_tiles, tiles_per_chip)[id(p)]
+
+
+def _copy_pieces(graph, p, run_starts, run_tiles, var_starts, mapped):
+    """The remote pieces of one tensor-to-tensor Copy: maximal runs of consecutive source
+    elements of one variable between one pair of tiles (source tile != destination tile),
+    as (source starts, lengths, source tiles, destination tiles).
+
+    Computed on intervals: the copy's element positions are cut wherever the source or
+    the destination view jumps, crosses a tile-mapping run or a variable start.
+    """
+    n = p.src.numel
+    z = np.zeros(0, np.int64)
+    if n == 0:
+        return z, z, z, z
+    sides = []
+    cuts = [np.array([0, n], np.int64)]
+    for t in (p.src, p.dst):
+        s, ln = t.intervals()
+        s, ln = s.astype(np.int64), ln.astype(np.int64)
+        off = np.cumsum(ln) - ln                    # position of each interval in the copy
+        cuts.append(off)
+        for bounds in (run_starts, var_starts):     # boundaries strictly inside an interval
+            lo = np.searchsorted(bounds, s, side="right")
+            hi = np.searchsorted(bounds, s + ln, side="left")
+            k = np.maximum(hi - lo, 0)
+            if k.any():
+                bi = intervals.expand(lo, k)
+                cuts.append(np.repeat(off - s, k) + bounds[bi])
+        sides.append((s, off))
+    cut = np.unique(np.concatenate(cuts))
+    pos, length = cut[:-1], np.diff(cut)
+    addr = []
+    for s, off in sides:
+        i = np.searchsorted(off, pos, side="right") - 1
+        addr.append(s[i] + (pos - off[i]))
+    tiles = [_tile_of(a, run_starts, run_tiles, var_starts, mapped) for a in addr]
+    remote = tiles[0] != tiles[1]
+    ss, ln, st, dt = addr[0][remote], length[remote], tiles[0][remote], tiles[1][remote]
+    if ss.size == 0:
+        return z, z, z, z
+    # join pieces the element-wise rule would not have cut: consecutive source, same tiles
+    # and variable (cuts from the destination side or from local pieces in between)
+    var = np.searchsorted(var_starts, ss, side="right") - 1
+    join = np.zeros(ss.size, bool)
+    join[1:] = (ss[1:] == ss[:-1] + ln[:-1]) & (st[1:] == st[:-1]) & (dt[1:] == dt[:-1]) & (var[1:] == var[:-1])
+    head = np.flatnonzero(~join)
+    ln = np.add.reduceat(ln, head)
+    return ss[head], ln, st[head], dt[head]
+
+
+def _tile_of(addr, run_starts, run_tiles, var_starts, mapped):
+    """Tile of each element (-1 where its variable has no mapping), as tile_of_elements."""
+    out = np.full(addr.size, -1, np.int64)
+    if run_starts.size:
+        r = np.searchsorted(run_starts, addr, side="right") - 1
+        out = np.where(r >= 0, run_tiles[np.clip(r, 0, None)].astype(np.int64), -1)
+    vid = np.searchsorted(var_starts, addr, side="right") - 1
+    return np.where(mapped[vid], out, -1)
+
+
+def _plan_tensor_copies(graph, ps, run_starts, run_tiles, tiles_per_chip):
+    """Exchange plans of tensor-to-tensor Copy programs, all planned in one pass."""
+    var_starts = np.array([v.start for v in graph.variables], np.int64)
+    mapped = np.array([v.id in graph.tile_map for v in graph.variables] + [False])
+    parts = [_copy_pieces(graph, p, run_starts, run_tiles, var_starts, mapped) for p in ps]
+    grp = np.repeat(np.arange(len(ps), dtype=np.int64), [x[0].size for x in parts])
+    cat = [np.concatenate([x[i] for x in parts]) if parts else np.zeros(0, np.int64) for i in range(4)]
+    ss, ln, st, dt = cat
+    nb = ln * np.array([DTYPE_BYTES[p.src.dtype] for p in ps], np.int64)[grp] if grp.size else ln
+    plans = _plan(grp, st, dt, ss, ln, nb, tiles_per_chip, len(ps))
+    return {id(p): plans.get(i, ExchangePlan.empty()) for i, p in enumerate(ps)}

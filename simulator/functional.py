@@ -5,6 +5,11 @@ The chip's memory is one float array over the graph's global element space
 batch by batch: the fields of all vertices of a batch with equal field sizes
 are gathered into 2-D arrays, the codelet's semantics run once, and outputs
 are scattered back.  No Python loop per vertex.
+
+The gather plans (index arrays per batch and field) depend only on the graph,
+so they are built once per executable and kept with it
+(``exe.functional_cache``): a second run of the same executable starts
+computing at once.
 """
 from __future__ import annotations
 
@@ -18,6 +23,27 @@ class FunctionalError(RuntimeError):
     pass
 
 
+class _SingleThreadedBlas:
+    """Run numpy's BLAS on one thread inside the block (threadpoolctl).
+
+    The semantics make many medium-sized matrix products; BLAS worker threads
+    gain little on them and, when the machine's cores are busy with other work,
+    spin-wait for each other and make every product several times slower.
+    """
+    _controller = None
+
+    def __enter__(self):
+        if _SingleThreadedBlas._controller is None:
+            from threadpoolctl import ThreadpoolController
+            _SingleThreadedBlas._controller = ThreadpoolController()
+        self._limit = _SingleThreadedBlas._controller.limit(limits=1, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        self._limit.restore_original_limits()
+        return False
+
+
 def _as_dtype(values, dtype):
     """Values as stored for a tensor of ``dtype``: fp16 ones rounded to half precision."""
     if dtype == "fp16":
@@ -25,14 +51,140 @@ def _as_dtype(values, dtype):
     return np.asarray(values, np.float32)
 
 
+class _Span:
+    """A field's elements when they are one contiguous range of memory, row after row:
+    read as a view, written as one block copy."""
+    __slots__ = ("sl", "shape")
+
+    def __init__(self, start, rows, size):
+        self.sl = slice(start, start + rows * size)
+        self.shape = (rows, size)
+
+
+class _Rows:
+    """A field's elements as regions of one length ``L`` each: gathered as rows of a
+    sliding-window view of memory, with one index per region (not per element)."""
+    __slots__ = ("starts", "L", "shape")
+
+    def __init__(self, starts, L, rows, size):
+        self.starts, self.L, self.shape = starts, L, (rows, size)
+
+
+ROWS_MIN_LEN = 4     # regions at least this long are gathered as rows
+
+
+def _index(starts, lens, rows, size, itype, write=False):
+    """What a field's regions (in order, ``rows`` x ``size`` elements) gather: a
+    :class:`_Span` when they follow each other in memory, :class:`_Rows` when they are
+    read only and all of one length, else an index array."""
+    starts = np.asarray(starts, np.int64)
+    lens = np.asarray(lens, np.int64)
+    if starts.size and np.array_equal(starts[1:], starts[:-1] + lens[:-1]):
+        return _Span(int(starts[0]), rows, size)
+    if not write and starts.size and int(lens[0]) >= ROWS_MIN_LEN and np.all(lens == lens[0]):
+        return _Rows(starts.astype(itype), int(lens[0]), rows, size)
+    return intervals.expand(starts, lens, dtype=itype).reshape(rows, size)
+
+
+def _gather(mem, idx, windows):
+    if isinstance(idx, _Span):
+        v = mem[idx.sl].reshape(idx.shape)
+        v.flags.writeable = False     # a view of the tiles' memory: semantics must not write it
+        return v
+    if isinstance(idx, _Rows):
+        w = windows.get(idx.L)
+        if w is None:
+            w = windows[idx.L] = np.lib.stride_tricks.sliding_window_view(mem, idx.L)
+        return w[idx.starts].reshape(idx.shape)
+    return mem[idx]
+
+
+# random odd multipliers: a row's hash is a wrapping dot product with them
+_HASH = np.random.default_rng(12345).integers(1, 2**62, size=(2, 4096), dtype=np.int64) | 1
+
+
+def _distinct_rows(S, L=None):
+    """Rows (vertices) of region lists ``S``/``L`` [n, k] that are identical:
+    (index of each distinct row's first vertex, which distinct row each vertex reads),
+    distinct rows in order of first appearance.  None if ``k`` is too large."""
+    n, k = S.shape
+    if k > _HASH.shape[1]:
+        if L is not None:
+            return None
+        _, first, inv = np.unique(S, axis=0, return_index=True, return_inverse=True)
+        return first, inv.ravel()
+    with np.errstate(over="ignore"):
+        h = (S * _HASH[0, :k]).sum(axis=1)
+        if L is not None:
+            h += (L * _HASH[1, :k]).sum(axis=1)
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    inv = inv.ravel()
+    # hashes can collide: check exactly
+    if not (np.array_equal(S, S[first][inv]) and (L is None or np.array_equal(L, L[first][inv]))):
+        if L is not None:
+            return None
+        _, first, inv = np.unique(S, axis=0, return_index=True, return_inverse=True)
+        inv = inv.ravel()
+    if first.size > 1 and np.any(first[1:] < first[:-1]):
+        perm = np.argsort(first)
+        rank = np.empty_like(perm)
+        rank[perm] = np.arange(perm.size)
+        first, inv = first[perm], rank[inv]
+    return first, inv
+
+
+class _Args(dict):
+    """A vertex batch's fields, gathered from memory when the semantics first use them
+    (an in-out field only read under some parameters costs nothing otherwise)."""
+    __slots__ = ("mem", "idx", "rows", "windows")
+
+    def __missing__(self, name):
+        idx = self.idx.get(name)
+        if idx is None:
+            raise KeyError(name)
+        val = _gather(self.mem, idx, self.windows)
+        inv = self.rows.get(name)
+        if inv is not None:
+            val = val[inv]
+        self[name] = val
+        return val
+
+    def get(self, name, default=None):
+        return self[name] if name in self or name in self.idx else default
+
+    def __contains__(self, name):
+        return dict.__contains__(self, name) or name in self.idx
+
+
+class _Group:
+    """Vertices of one batch with equal field sizes: what to gather, compute and scatter."""
+    __slots__ = ("gather", "rows", "shared", "outs")
+
+    def __init__(self):
+        self.gather = {}     # field -> index array [rows, elements]
+        self.rows = {}       # field -> which gathered row each vertex reads (expanded when gathered)
+        self.shared = {}     # field -> which row each vertex reads: given to the semantics as f"{f}__rows"
+        self.outs = {}       # field -> index array [vertices, elements]
+
+
 class FunctionalState:
     def __init__(self, exe, inputs=None):
         self.exe = exe
         g = exe.graph
+        cache = getattr(exe, "functional_cache", None)
+        if cache is None:
+            cache = {}
+            try:
+                exe.functional_cache = cache
+            except AttributeError:
+                pass
+        self._cache = cache
         self.mem = np.zeros(g.num_elements, np.float32)
         for v in g.variables:
             if v.constant is not None:
                 self.mem[v.start: v.start + v.size] = _as_dtype(np.asarray(v.constant).ravel(), v.dtype)
+        self._itype = np.int32 if self.mem.size < 2**31 else np.int64
+        self._windows = {}      # region length -> sliding-window view of mem
         self.inputs = {k: list(np.asarray(x, np.float32).reshape(-1, g.streams[k].numel))
                        if k in g.streams else None for k, x in (inputs or {}).items()}
         for k in self.inputs:
@@ -40,109 +192,158 @@ class FunctionalState:
                 raise FunctionalError(f"input given for unknown stream {k!r} "
                                       f"(streams: {', '.join(g.streams) or 'none'})")
         self.outputs = {}
-        self._plans = {}
-        self._by_cs = None
-        self._fp16 = np.zeros(0, bool)
+        self._plans = cache.setdefault("plans", {})
+        self._copies = cache.setdefault("copies", {})
+        self._by_cs = cache.get("by_cs")
 
     # -- host access --------------------------------------------------------------------
     def write(self, tensor, value):
-        self.mem[tensor.elements().ravel()] = _as_dtype(np.asarray(value).ravel(), tensor.dtype)
+        value = _as_dtype(np.asarray(value).ravel(), tensor.dtype)
+        st, ln = tensor.intervals()
+        if len(st) == 1 and value.size == int(ln[0]):     # one contiguous region: a block copy
+            self.mem[int(st[0]): int(st[0]) + int(ln[0])] = value
+        else:
+            self.mem[tensor.elements().ravel()] = value
 
     def read(self, tensor):
         return self.mem[tensor.elements()].copy()
 
     # -- execution --------------------------------------------------------------------------
+    def prepare(self):
+        """Build every batch's gather plan now (they are otherwise built at first use)."""
+        for b in self.exe.graph.batches:
+            self._batch_plan(b)
+
     def _batch_plan(self, b):
         """Gather index arrays per field for the vertices of one batch, grouped by sizes."""
-        key = id(b)
-        if key in self._plans:
-            return self._plans[key]
+        key = (b.v0, b.v1, b.cs)
+        plans = self._plans.get(key)
+        if plans is None:
+            plans = self._plans[key] = self._build_plan(b)
+        return plans
+
+    def _build_plan(self, b):
         arr = self.exe.arrays
         c = CODELETS[b.codelet]
         off = arr.vertex_edge_offsets
         e0, e1 = int(off[b.v0]), int(off[b.v1])
-        ev = arr.edge_vertex[e0:e1] - b.v0
-        ef = arr.edge_field[e0:e1]
-        es, el = arr.edge_start[e0:e1], arr.edge_len[e0:e1]
         n = b.v1 - b.v0
         nf = len(c.fields)
-        sizes = np.zeros((n, nf), np.int64)
-        np.add.at(sizes, (ev, ef), el)
-        sig, group = np.unique(sizes, axis=0, return_inverse=True)
-        group = group.ravel()
+        if n == 0:
+            return []
+        ev = arr.edge_vertex[e0:e1].astype(np.int64) - b.v0
+        ef = arr.edge_field[e0:e1].astype(np.int64)
+        es, el = arr.edge_start[e0:e1], arr.edge_len[e0:e1].astype(np.int64)
+        sizes = np.bincount(ev * nf + ef, weights=el, minlength=n * nf).astype(np.int64).reshape(n, nf)
+        counts = np.bincount(ev * nf + ef, minlength=n * nf).reshape(n, nf)   # edges per vertex and field
+        if np.all(sizes == sizes[0]):
+            sig, group = sizes[:1], np.zeros(n, np.int64)
+        else:
+            first, group = _distinct_rows(sizes, None)
+            sig = sizes[first]
+        ng = sig.shape[0]
+        # edges ordered by (group, field), each vertex's edges in their order (a radix sort
+        # where the keys are small)
+        ekey = ef if ng == 1 else group[ev] * nf + ef
+        if ng * nf < 2**15:
+            ekey = ekey.astype(np.int16)
+        o = np.argsort(ekey, kind="stable")
+        bounds = np.searchsorted(ekey[o], np.arange(ng * nf + 1))
+        itype = self._itype
         plans = []
-        for gi in range(sig.shape[0]):
-            verts = np.flatnonzero(group == gi)
-            sel_e = np.isin(ev, verts)
-            fields = {}
+        for gi in range(ng):
+            gverts = slice(None) if ng == 1 else np.flatnonzero(group == gi)
+            nv = n if ng == 1 else gverts.size
+            grp = _Group()
             for fi, f in enumerate(c.fields):
-                m = sel_e & (ef == fi)
-                rows = self._shared_rows(f, es[m], el[m], verts.size) if f.reads and not f.writes else None
-                if rows is not None:
-                    rep_starts, rep_lens, inv = rows
-                    idx = intervals.expand(rep_starts, rep_lens).reshape(inv.max() + 1, int(sig[gi, fi]))
-                    fields[f.name + "__rows"] = inv
-                else:
-                    idx = intervals.expand(es[m], el[m]).reshape(verts.size, int(sig[gi, fi]))
-                if self.mem.size < 2**31:
-                    idx = idx.astype(np.int32)   # half the memory traffic of every gather
-                fields[f.name] = idx
-            plans.append(fields)
-        self._plans[key] = plans
+                sel = o[bounds[gi * nf + fi]: bounds[gi * nf + fi + 1]]
+                s, ln = es[sel], el[sel]
+                size = int(sig[gi, fi])
+                dist = None
+                if f.reads and not f.writes and nv > 1 and sel.size % nv == 0:
+                    k = sel.size // nv
+                    s0 = s[::k]
+                    if np.all(s0[1:] > s0[:-1]) and f.name not in c.shared:
+                        pass    # every vertex starts further on: no two read the same regions
+                    elif np.all(counts[gverts, fi] == k):
+                        dist = _distinct_rows(s.reshape(nv, k).astype(np.int64), ln.reshape(nv, k))
+                        # sharing pays when rows repeat; the semantics that accept shared rows always want them
+                        if dist is not None and dist[0].size * 2 > nv and f.name not in c.shared:
+                            dist = None
+                if dist is not None:
+                    first, inv = dist
+                    k = sel.size // nv
+                    S = s.reshape(nv, k)[first].ravel()
+                    Ls = ln.reshape(nv, k)[first].ravel()
+                    grp.gather[f.name] = _index(S, Ls, first.size, size, itype)
+                    if f.name in c.shared:
+                        grp.shared[f.name + "__rows"] = inv
+                    else:
+                        grp.rows[f.name] = inv
+                    continue
+                idx = _index(s, ln, nv, size, itype, write=f.writes)
+                if f.reads or f.name == "out":
+                    grp.gather[f.name] = idx
+                if f.writes:
+                    grp.outs[f.name] = idx
+            plans.append(grp)
         return plans
-
-    @staticmethod
-    def _shared_rows(f, starts, lens, nv):
-        """Vertices that read exactly the same regions through a field (a convolution's
-        input window read by every output channel group): the distinct region lists,
-        and which one each vertex reads.  None when nothing is shared."""
-        if nv < 2 or starts.size % nv:
-            return None
-        k = starts.size // nv
-        S = starts.reshape(nv, k)
-        L = lens.reshape(nv, k)
-        key = np.stack([S[:, 0], S[:, -1], S.sum(axis=1), L.sum(axis=1)], axis=1)
-        _, first, inv = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        inv = inv.ravel()
-        if first.size * 2 > nv:
-            return None
-        if not (np.array_equal(S, S[first][inv]) and np.array_equal(L, L[first][inv])):
-            return None
-        return S[first].ravel(), L[first].ravel(), inv
 
     def execute(self, csid):
         g = self.exe.graph
         if self._by_cs is None:
-            self._by_cs = {}
+            by_cs = {}
             for b in g.batches:
-                self._by_cs.setdefault(b.cs, []).append(b)
-        for b in self._by_cs.get(csid, ()):
+                by_cs.setdefault(b.cs, []).append(b)
+            self._by_cs = self._cache["by_cs"] = by_cs
+        batches = self._by_cs.get(csid, ())
+        if batches:
+            with _SingleThreadedBlas():
+                self._execute(batches)
+
+    def _execute(self, batches):
+        g = self.exe.graph
+        mem = self.mem
+        for b in batches:
             c = CODELETS[b.codelet]
-            for fields in self._batch_plan(b):
+            for grp in self._batch_plan(b):
                 # float32 in, as the chip computes (fp16 values are stored rounded)
-                args = {f.name: self.mem[fields[f.name]]
-                        for f in c.fields if f.reads or f.direction == "inout" or f.name in ("out",)}
-                for f in c.fields:   # fields read identically by several vertices: gathered once
-                    inv = fields.get(f.name + "__rows")
-                    if inv is not None:
-                        if f.name in c.shared:
-                            args[f.name + "__rows"] = inv
-                        else:
-                            args[f.name] = args[f.name][inv]
+                args = _Args(grp.shared)
+                args.mem, args.idx, args.rows, args.windows = mem, grp.gather, grp.rows, self._windows
                 try:
                     outs = apply_post(c, dict(c.compute(args, b.params)), b.params)
                 except Exception as e:  # a codelet's semantics failed: say which
                     raise FunctionalError(f"codelet {b.codelet} in compute set "
                                           f"{g.compute_sets[b.cs].name!r} failed: {e}") from e
                 for name, val in outs.items():
-                    idx = fields[name]
+                    idx = grp.outs[name]
                     val = np.asarray(val).reshape(idx.shape)
                     if b.dtype == "fp16":
                         val = val.astype(np.float16)
-                    self.mem[idx] = val
+                    elif np.may_share_memory(val, mem):   # an input returned as it is
+                        val = val.copy()
+                    if isinstance(idx, _Span):
+                        mem[idx.sl] = val.reshape(-1)
+                    else:
+                        mem[idx] = val
+
+    def _copy_plan(self, src, dst):
+        key = (id(src), id(dst))
+        hit = self._copies.get(key)
+        if hit is None or hit[0] is not src or hit[1] is not dst:
+            s, d = src.elements().ravel(), dst.elements().ravel()
+            sl = dl = None
+            if s.size and np.all(np.diff(s) == 1):
+                sl = slice(int(s[0]), int(s[0]) + s.size)
+            if d.size and np.all(np.diff(d) == 1):
+                dl = slice(int(d[0]), int(d[0]) + d.size)
+            hit = (src, dst, s if sl is None else sl, d if dl is None else dl)
+            self._copies[key] = hit
+        return hit[2], hit[3]
 
     def copy(self, src, dst):
-        self.mem[dst.elements().ravel()] = self.mem[src.elements().ravel()]
+        s, d = self._copy_plan(src, dst)
+        self.mem[d] = self.mem[s]
 
     def stream_copy(self, plan):
         name = plan.stream.name

@@ -32,6 +32,7 @@ from compiler.lower import lower
 
 from .chips import get_chip
 from .engine import Engine
+from .functional import FunctionalState
 
 EXACT_OPS = {"Conv", "Gemm", "MatMul", "Relu", "MaxPool", "GlobalAveragePool", "BatchNormalization",
              "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity",
@@ -93,6 +94,9 @@ class SimBackendRep(BackendRep):
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
                              use_functions=options.pop("use_functions", True))
         self.exe = compile_program(self.lowered.graph, self.lowered.program)
+        # the functional gather plans depend on the graph only: built once, here, and kept
+        # with the executable for every run
+        FunctionalState(self.exe).prepare()
         self._weights = self._host_weights()
         self.report = None
 
@@ -141,6 +145,9 @@ class SimBackendRep(BackendRep):
             sc, b, mu, v = (np.asarray(og.tensors[n].data, np.float64) for n in (scale, bias, mean, var))
             s = sc / np.sqrt(v + eps)
             out[name] = s if what == "bn_scale" else b - mu * s
+        for name, flat in out.items():   # fp32 tensors: converted once here, not at every run
+            if low.acts[name].tensor.dtype == "fp32":
+                out[name] = np.asarray(flat, np.float32)
         return out
 
     def run(self, inputs, **kwargs):
@@ -170,6 +177,44 @@ class SimBackendRep(BackendRep):
         return namedtuple("Outputs", [f"o{i}" for i in range(len(outs))])(*outs)
 
 
+FULL_CHECK_BYTES = 16 << 20
+
+
+def _check_model(model):
+    """``onnx.checker.check_model``, as ``Backend.prepare`` does.  Above FULL_CHECK_BYTES of
+    weights the checker runs on a light copy (large initializers as typed graph inputs):
+    the same nodes, attributes, opsets and graph structure are checked without
+    serializing the weights (the importer reads and checks those itself)."""
+    src = model.graph
+    if sum(len(t.raw_data) for t in src.initializer) <= FULL_CHECK_BYTES:
+        onnx.checker.check_model(model)
+        return
+    from onnx import helper
+    light = onnx.ModelProto()
+    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        if model.HasField(f):
+            setattr(light, f, getattr(model, f))
+    light.opset_import.extend(model.opset_import)
+    light.metadata_props.extend(model.metadata_props)
+    light.functions.extend(model.functions)
+    g = light.graph
+    for f in ("name", "doc_string"):
+        if src.HasField(f):
+            setattr(g, f, getattr(src, f))
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    inputs = {i.name for i in src.input}
+    for t in src.initializer:
+        if t.ByteSize() <= 4096:
+            g.initializer.append(t)
+        elif t.name not in inputs:
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    onnx.checker.check_model(light)
+
+
 class SimBackend(Backend):
     @classmethod
     def is_compatible(cls, model, device="CPU", **kwargs):
@@ -183,7 +228,7 @@ class SimBackend(Backend):
     def prepare(cls, model, device="CPU", **kwargs):
         if not cls.supports_device(device):
             raise BackendError(f"device {device!r} is not supported (the simulated chip runs as 'CPU')")
-        super().prepare(model, device, **kwargs)
+        _check_model(model)
         return SimBackendRep(model, **kwargs)
 
     @classmethod
