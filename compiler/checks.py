@@ -140,7 +140,11 @@ def check_write_conflicts(graph, arrays):
     if w.size < 2:
         return
     cs_w = np.concatenate(wcs)
-    order = np.lexsort((arrays.edge_start[w], cs_w))
+    ne = int(graph.num_elements) + 1
+    if (int(cs_w.max()) + 1) * ne < 2**62:   # one sort of packed (compute set, start)
+        order = np.argsort(cs_w.astype(np.int64) * ne + arrays.edge_start[w], kind="stable")
+    else:
+        order = np.lexsort((arrays.edge_start[w], cs_w))
     w = w[order]
     st = arrays.edge_start[w]
     en = st + arrays.edge_len[w]

@@ -199,10 +199,25 @@ class TileMaps:
             self[vid] = arr
             return
         old = self._runs.get(vid)
-        if old is None:
-            old = (np.zeros(1, np.int64), np.full(1, -1, np.int32))
-        ost, otl = old
         e = s + l
+        if old is None or (old[0].size == 1 and old[1][0] == -1):
+            # nothing mapped yet: the pieces, with unmapped gaps between them
+            gap = np.empty(s.size, np.int64)
+            gap[0] = s[0]
+            gap[1:] = s[1:] - e[:-1]
+            st = np.empty(2 * s.size + 1, np.int64)
+            tl = np.full(2 * s.size + 1, -1, np.int32)
+            st[0] = 0
+            st[1::2] = s
+            st[2::2] = e
+            tl[1::2] = t
+            keep = np.ones(st.size, bool)
+            keep[0] = gap[0] > 0
+            keep[2:-1:2] = gap[1:] > 0
+            keep[-1] = e[-1] < size
+            self.set_runs(vid, st[keep], tl[keep])
+            return
+        ost, otl = old
         bnd = np.unique(np.concatenate((ost, s, e)))
         bnd = bnd[bnd < size]
         k = np.searchsorted(s, bnd, side="right") - 1
