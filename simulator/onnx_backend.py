@@ -45,7 +45,9 @@ class BackendError(ValueError):
 
 def _to_storage(data, kind, info, act):
     """Host array (ONNX layout) -> flat array in the graph's storage order."""
-    x = np.asarray(data, np.float64)
+    x = np.asarray(data)
+    if x.dtype.kind != "f":      # float data keeps its precision (a float32 copy is exact and half the bytes)
+        x = x.astype(np.float64)
     if kind == "conv":
         P, Cog, go, ncig, cig, kh, kw = (info[k] for k in ("P", "Cog", "go", "ncig", "cig", "kh", "kw"))
         return x.reshape(Cog, go, P, ncig, cig, kh, kw).transpose(2, 0, 3, 5, 6, 4, 1).ravel()
