@@ -105,6 +105,24 @@ def amp_cycles(macs, dtype, chip):
     return chip.vertex_overhead_cycles + np.ceil(2.0 * np.asarray(macs, np.float64) / per_worker)
 
 
+def amp_width(dtype) -> int:
+    """Input channels (contraction elements) the AMP takes per pass: 8 for fp32, 16 for
+    fp16 / int8.  A contraction of fewer elements per group is padded to this width."""
+    return 16 if DTYPE_BYTES[dtype] <= 2 else 8
+
+
+def amp_padded(k, dtype):
+    """``k`` contraction elements rounded up to whole AMP passes."""
+    w = amp_width(dtype)
+    return np.ceil(np.asarray(k, np.float64) / w) * w
+
+
+def mac_cycles(macs, dtype, chip):
+    """Cycles of one worker doing ``macs`` multiply-adds with plain vector MAC
+    instructions (no matrix unit): one 64-bit vector of MACs per issue, no padding."""
+    return vector_cycles(macs, dtype, chip)
+
+
 def _ew_flops(field_name, per=1.0):
     return lambda sizes, dtype, params: np.asarray(sizes[field_name], np.float64) * per
 
@@ -358,15 +376,30 @@ _TABLE = [
             doc="out[j] = reduce_i in[i, j]: sums the partials of a split contraction"),
     # matrix-unit (AMP) vertices
     Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
-            cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"], d, c),
+            cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]
+                                                 * amp_padded(p["cig"], d), d, c),
             compute=_conv_partial, shared=("in", "weights"),
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
-            code_bytes=1024, doc="one row segment of a convolution's output for one channel group, on the AMP"),
+            code_bytes=1024, doc="one row segment of a convolution's output for one channel group, on the AMP "
+                                 "(input channel groups padded to the AMP's width)"),
     Codelet("MatMulPartial", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),
-            cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["k"], d, c),
+            cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * amp_padded(p["k"], d), d, c),
             compute=_matmul_partial,
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["k"],
-            code_bytes=768, doc="out[m, n] (+)= a[m, k] b[k, n] on the AMP"),
+            code_bytes=768, doc="out[m, n] (+)= a[m, k] b[k, n] on the AMP (k padded to the AMP's width)"),
+    # the same contractions with plain vector MACs (Poplar's horizontal-MAC vertices): no
+    # padding, a fraction of the AMP's rate; the planners choose per op
+    Codelet("ConvPartialMAC", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
+            cycles=lambda s, d, p, c: mac_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]
+                                                 * p["cig"], d, c),
+            compute=_conv_partial, shared=("in", "weights"),
+            flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
+            code_bytes=768, doc="ConvPartial with vector MACs instead of the AMP"),
+    Codelet("MatMulPartialMAC", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),
+            cycles=lambda s, d, p, c: mac_cycles(np.asarray(s["out"], np.float64) * p["k"], d, c),
+            compute=_matmul_partial,
+            flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["k"],
+            code_bytes=512, doc="MatMulPartial with vector MACs instead of the AMP"),
     Codelet("Pool", (Field("in", IN), Field("out", OUT)),
             cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["out"], np.float64) * p["kh"] * p["kw"], d, c),
             compute=_pool,

@@ -23,12 +23,13 @@ from math import prod
 
 import numpy as np
 
+from .codelets import amp_width
 from .dtypes import DTYPE_BYTES
 
 
 def channel_group(c: int, dtype: str) -> int:
     """Channels stored together: 16 for fp16 / int8, 8 for fp32 (the AMP's input width)."""
-    want = 16 if DTYPE_BYTES[dtype] <= 2 else 8
+    want = amp_width(dtype)
     if c % want == 0:
         return want
     for g in range(min(want, c), 0, -1):

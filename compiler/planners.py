@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codelets import CODELETS, amp_cycles, vector_cycles
+from .codelets import CODELETS, amp_cycles, amp_padded, mac_cycles, vector_cycles
 from .dtypes import DTYPE_BYTES
 from .layout import Act
 
@@ -88,6 +88,21 @@ def choose(planner, op, ctx):
     return opt
 
 
+#: how a contraction runs: on the matrix unit (AMP, contraction padded to its width) or
+#: with plain vector MACs (no padding, a fraction of the rate); chosen per op by the cost
+METHODS = ("amp", "mac")
+CONV_CODELET = {"amp": "ConvPartial", "mac": "ConvPartialMAC"}
+MATMUL_CODELET = {"amp": "MatMulPartial", "mac": "MatMulPartialMAC"}
+
+
+def contraction_cycles(opt, outer, k, dtype, chip):
+    """One vertex's cycles for ``outer`` outputs x ``k``-element contractions (``k`` is
+    what the AMP pads: a channel group, a k chunk) by the option's method."""
+    if opt.get("method", "amp") == "mac":
+        return mac_cycles(outer * k, dtype, chip)
+    return amp_cycles(outer * amp_padded(k, dtype), dtype, chip)
+
+
 def _pow2_upto(n, cap=64):
     out, k = [], 1
     while k <= min(n, cap):
@@ -139,7 +154,8 @@ class ConvPlanner(Planner):
         Wo = y[3]
         cig = x.Cg if groups == 1 else 1
         segs = sorted({max(1, -(-Wo // d)) for d in (1, 2, 4, 8)})
-        return [{"wseg": w, "parts": p} for w in segs for p in _pow2_upto(cig, 16) if cig % p == 0]
+        return [{"wseg": w, "parts": p, "method": m} for m in METHODS
+                for w in segs for p in _pow2_upto(cig, 16) if cig % p == 0]
 
     def _shape(self, op, opt, ctx):
         x, y, kh, kw, s, pt, pl, groups = self.dims(op, ctx)
@@ -156,7 +172,8 @@ class ConvPlanner(Planner):
         chip, T, b = ctx.chip, ctx.tiles, DTYPE_BYTES[ctx.dtype]
         V = P * N * Cog * Ho * nws
         per_tile = -(-V // T)
-        vc = float(amp_cycles(wseg * go * kh * kw * cipp, ctx.dtype, chip))
+        cig_size = x.g if cipp >= x.g else cipp
+        vc = float(contraction_cycles(opt, wseg * go * kh * kw * (cipp // cig_size), cig_size, ctx.dtype, chip))
         compute = -(-per_tile // chip.workers_per_tile) * vc
         in_bytes = per_tile * kh * min(x.W, wseg * s + kw) * cipp * b
         w_bytes = min(per_tile, P * Cog) * go * cipp * kh * kw * b
@@ -235,7 +252,7 @@ class ConvPlanner(Planner):
         if P == 1:
             o_s, o_l = y.rows(n, cog, oh, w0, w1)
             g._map_intervals(o_s, o_l, tiles)
-            add_by_signature(ctx, cs, "ConvPartial", tiles, sig,
+            add_by_signature(ctx, cs, CONV_CODELET[opt.get("method", "amp")], tiles, sig,
                              {"in": (vi, in_s, in_l), "weights": (np.arange(V), w_s, w_l),
                               "out": (np.arange(V), o_s, o_l)}, params_of)
             out.append(cs)
@@ -245,7 +262,7 @@ class ConvPlanner(Planner):
             ps = part._start + (((((p * N + n) * Cog + cog) * Ho + oh) * Wo + w0) * go)
             pl_ = (w1 - w0) * go
             g._map_intervals(ps, pl_, tiles)
-            add_by_signature(ctx, cs, "ConvPartial", tiles, sig,
+            add_by_signature(ctx, cs, CONV_CODELET[opt.get("method", "amp")], tiles, sig,
                              {"in": (vi, in_s, in_l), "weights": (np.arange(V), w_s, w_l),
                               "out": (np.arange(V), ps, pl_)},
                              lambda u: params_of(u, {"partials": ctx.partials}))
@@ -307,7 +324,8 @@ class MatMulPlanner(Planner):
         for mseg in sorted({1, 2, 4, 8, 16, M} & set(range(1, M + 1))):
             for nb in sorted({g, 2 * g, 4 * g, N} & set(range(1, N + 1))):
                 for P in _pow2_upto(K, 64):
-                    opts.append({"mseg": mseg, "nb": nb, "parts": P})
+                    for m in METHODS:
+                        opts.append({"mseg": mseg, "nb": nb, "parts": P, "method": m})
         return opts
 
     def estimate(self, op, opt, ctx):
@@ -317,7 +335,7 @@ class MatMulPlanner(Planner):
         kpp = -(-K // P)
         V = P * batch * (-(-M // mseg)) * (-(-N // nb))
         per_tile = -(-V // T)
-        vc = float(amp_cycles(mseg * nb * kpp, ctx.dtype, chip))
+        vc = float(contraction_cycles(opt, mseg * nb, kpp, ctx.dtype, chip))
         compute = -(-per_tile // chip.workers_per_tile) * vc
         pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
         bytes_in = per_tile * (mseg * kpp + kpp * nb) * b
@@ -389,7 +407,7 @@ class MatMulPlanner(Planner):
             o_s = y.start + orow * N + n0[oi]
             o_l = ncols[oi]
             g._map_intervals(o_s, o_l, tiles[oi])
-            add_by_signature(ctx, cs, "MatMulPartial", tiles, sig, {"a": (ai, a_s, a_l), "b": b_f, "out": (oi, o_s, o_l)},
+            add_by_signature(ctx, cs, MATMUL_CODELET[opt.get("method", "amp")], tiles, sig, {"a": (ai, a_s, a_l), "b": b_f, "out": (oi, o_s, o_l)},
                              lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2])})
             out.append(cs)
         else:
@@ -397,7 +415,7 @@ class MatMulPlanner(Planner):
                                   op=op["name"])
             ps = part._start + p[oi] * (batch * M * N) + orow * N + n0[oi]
             g._map_intervals(ps, ncols[oi], tiles[oi])
-            add_by_signature(ctx, cs, "MatMulPartial", tiles, sig, {"a": (ai, a_s, a_l), "b": b_f,
+            add_by_signature(ctx, cs, MATMUL_CODELET[opt.get("method", "amp")], tiles, sig, {"a": (ai, a_s, a_l), "b": b_f,
                                                                    "out": (oi, ps, ncols[oi])},
                              lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2]), "partials": ctx.partials})
             # reduction: one vertex per (batch, row block, column block); its input is

@@ -115,3 +115,17 @@ def test_wrong_input_shape_is_a_clear_error(tiny):
     m, rep = tiny
     with pytest.raises(backend.BackendError, match="expected shape"):
         rep.run([np.zeros((1, 3, 16, 16), np.float32)])
+
+
+def test_vector_mac_vertices_give_the_same_values():
+    # a chip whose matrix unit is no faster than its vector unit: the planners choose
+    # ConvPartialMAC / MatMulPartialMAC vertices, whose values must be as exact
+    from simulator.chips import gc2
+    weak = gc2.replace(flops_per_cycle_per_tile={"fp32": 2.0, "fp16": 4.0})
+    m = _tiny_model()
+    rep = backend.prepare(m, chip=weak)
+    codelets = {b.codelet for b in rep.lowered.graph.batches}
+    assert {"ConvPartialMAC", "MatMulPartialMAC"} <= codelets and "ConvPartial" not in codelets
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    for got, want in zip(rep.run([x]), _ref(m, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

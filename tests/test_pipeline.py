@@ -158,3 +158,30 @@ def test_cli_pipeline_mode_runs_stages_on_chips(capsys):
                             "--mode", "pipeline", "--micro-batches", "4"]) == 0
     out = capsys.readouterr().out
     assert "stage 0" in out and "stage 1" in out and "samples/s" in out
+
+
+# -- matrix unit vs plain vector MACs -----------------------------------------------------------
+def test_amp_pads_small_channel_groups_and_planners_weigh_vector_macs():
+    from compiler.codelets import CODELETS
+    from compiler.planners import ConvPlanner, contraction_cycles
+    import numpy as np
+    # a 3-channel input group costs the AMP a whole 8-wide pass (fp32)
+    conv = CODELETS["ConvPartial"]
+    p = {"groups": 1, "kh": 3, "kw": 3, "stride": 1, "cig": 3, "cog": 8}
+    c3 = conv.cycles({"out": np.array([64])}, "fp32", p, gc200)
+    c8 = conv.cycles({"out": np.array([64])}, "fp32", dict(p, cig=8), gc200)
+    assert float(c3[0]) == float(c8[0])
+    mac = CODELETS["ConvPartialMAC"].cycles({"out": np.array([64])}, "fp32", p, gc200)
+    assert float(mac[0]) > float(c3[0])        # the AMP is still faster on a GC200
+    # on the presets the AMP is chosen for every convolution and matmul of ResNet-50
+    c = build("mnist-mlp", chip="gc200", batch=4)
+    assert {p.get("method") for p in c.lowered.plans.values() if "method" in p} == {"amp"}
+    # a chip whose matrix unit is no faster than its vector unit gets vector-MAC vertices
+    weak = gc200.replace(flops_per_cycle_per_tile={"fp32": 2.0, "fp16": 4.0})
+    c = build("mnist-mlp", chip=weak, batch=4)
+    methods = {p.get("method") for p in c.lowered.plans.values() if "method" in p}
+    assert methods == {"mac"}
+    codelets = {b.codelet for b in c.lowered.graph.batches}
+    assert "MatMulPartialMAC" in codelets and "MatMulPartial" not in codelets
+    assert contraction_cycles({"method": "mac"}, 10, 3, "fp32", weak) < contraction_cycles({"method": "amp"}, 10, 3, "fp32", weak)
+    assert ConvPlanner.family == "conv"
