@@ -222,14 +222,47 @@ def _unit_costs(og, chip, dtype, units, of):
     return cyc, act, par, training
 
 
+def cut_cycles(og, chip, dtype, units, of):
+    """Per boundary k (between unit k-1 and unit k, k = 0..U), the link cycles of the
+    tensors that cross it: activations forwards and gradients backwards, each tensor
+    over every boundary between its producer and its last consumer.  Boundaries 0
+    and U (the host side) cost nothing.  Link rate: ``links_per_chip // 2`` lanes of
+    ``link_bytes_per_s`` between neighbouring chips (simulator/links.py)."""
+    U = len(units)
+    cut = np.zeros(U + 2)
+    lanes = max(int(getattr(chip, "links_per_chip", 0)) // 2, 1)
+    rate = lanes * float(getattr(chip, "link_bytes_per_s", 0.0))
+    if rate <= 0 or U < 2:
+        return np.zeros(U + 1)
+    last = {}
+    for n in og.graph:
+        for t in og.op(n)["inputs"]:
+            u = of[n]
+            last[t] = max(last.get(t, u), u)
+    for t, b in last.items():
+        ti = og.tensors[t]
+        if ti.producer is None or ti.kind in ("param", "state", "constant"):
+            continue
+        a = of[ti.producer]
+        if b > a:
+            nb = _nbytes(ti, dtype)
+            cut[a + 1] += nb
+            cut[b + 1] -= nb
+    cut = np.cumsum(cut)[:U + 1]
+    cut[0] = cut[U] = 0.0
+    return cut / rate * float(chip.clock_hz)
+
+
 # -- placement ------------------------------------------------------------------------------------
-def place(unit_cycles, unit_act, unit_par, stages, limit_bytes, *, method="auto", inflight=None):
+def place(unit_cycles, unit_act, unit_par, stages, limit_bytes, *, method="auto", inflight=None, cut=None):
     """Cut points (first unit of each stage) for ``stages`` contiguous stages.
 
     ``method="even"``: the same number of units per stage.  ``"auto"``:
     minimise the largest stage's cycles, subject to each stage's bytes
     (``params + activations x inflight[stage]``) <= ``limit_bytes``; when no
     split fits, the memory limit is dropped (the report then says it does not fit).
+    ``cut[k]``: cycles of moving what crosses boundary k over the link; a stage
+    pays its incoming and outgoing boundaries, so cuts avoid fat boundaries.
     """
     U = len(unit_cycles)
     S = min(int(stages), U)
@@ -239,6 +272,7 @@ def place(unit_cycles, unit_act, unit_par, stages, limit_bytes, *, method="auto"
     pc = np.concatenate(([0.0], np.cumsum(unit_cycles)))
     pa = np.concatenate(([0.0], np.cumsum(unit_act)))
     pp = np.concatenate(([0.0], np.cumsum(unit_par)))
+    cc = np.zeros(U + 1) if cut is None else np.asarray(cut, np.float64)
 
     def solve(lim):
         INF = float("inf")
@@ -254,7 +288,7 @@ def place(unit_cycles, unit_act, unit_par, stages, limit_bytes, *, method="auto"
                     mem = (pp[j] - pp[i]) + (pa[j] - pa[i]) * infl[s - 1]
                     if mem > lim:
                         continue
-                    v = max(best[s - 1][i], pc[j] - pc[i])
+                    v = max(best[s - 1][i], pc[j] - pc[i] + cc[i] + cc[j])
                     if v < best[s][j] - 1e-9:
                         best[s][j], arg[s][j] = v, i
         if best[S][U] == float("inf"):
@@ -286,8 +320,9 @@ def partition(og: OpGraph, stages: int, chip, *, placement="auto", dtype="fp32",
     else:
         inflight = [1] * S
     limit = USABLE_MEMORY_FRACTION * chip.total_sram_bytes
+    cc = cut_cycles(og, chip, dtype, units, of)
     if cuts is None:
-        cuts = place(cyc, act, par, S, limit, method=placement, inflight=inflight)
+        cuts = place(cyc, act, par, S, limit, method=placement, inflight=inflight, cut=cc)
     cuts = list(cuts)
     bounds = cuts + [len(units)]
     unit_stage = np.zeros(len(units), np.int64)
@@ -346,7 +381,7 @@ def partition(og: OpGraph, stages: int, chip, *, placement="auto", dtype="fp32",
         g.grads = {k: v for k, v in og.grads.items() if k in g.tensors and v in g.tensors}
         # a stage with no loss still needs the lowering's notion of "training" (phases), kept by the ops
         stage = Stage(s, g, units[bounds[s]:bounds[s + 1]], mine, inputs_from, outputs_to,
-                      est_cycles=float(cyc[bounds[s]:bounds[s + 1]].sum()),
+                      est_cycles=float(cyc[bounds[s]:bounds[s + 1]].sum() + cc[bounds[s]] + cc[bounds[s + 1]]),
                       est_bytes=float(par[bounds[s]:bounds[s + 1]].sum()
                                       + act[bounds[s]:bounds[s + 1]].sum() * inflight[s]))
         st_objs.append(stage)
@@ -356,16 +391,18 @@ def partition(og: OpGraph, stages: int, chip, *, placement="auto", dtype="fp32",
 
 def even_vs_auto(og: OpGraph, stages: int, chip, *, dtype="fp32", micro_batches=1, pipelined=True) -> dict:
     """The estimated slowest stage of the even and the automatic placement, side by side."""
-    units, of = _units(legalise(og))
-    cyc, act, par, training = _unit_costs(legalise(og), chip, dtype, units, of)
+    og = legalise(og)
+    units, of = _units(og)
+    cyc, act, par, training = _unit_costs(og, chip, dtype, units, of)
+    cc = cut_cycles(og, chip, dtype, units, of)
     S = max(1, min(int(stages), len(units)))
     inflight = [min(S - s, micro_batches) for s in range(S)] if training and pipelined else [1] * S
     limit = USABLE_MEMORY_FRACTION * chip.total_sram_bytes
     res = {}
     for m in ("even", "auto"):
-        cuts = place(cyc, act, par, S, limit, method=m, inflight=inflight)
+        cuts = place(cyc, act, par, S, limit, method=m, inflight=inflight, cut=cc)
         b = cuts + [len(units)]
-        sc = [float(cyc[b[i]:b[i + 1]].sum()) for i in range(S)]
+        sc = [float(cyc[b[i]:b[i + 1]].sum() + cc[b[i]] + cc[b[i + 1]]) for i in range(S)]
         sm = [float(par[b[i]:b[i + 1]].sum() + act[b[i]:b[i + 1]].sum() * inflight[i]) for i in range(S)]
         res[m] = {"cuts": cuts, "est_stage_cycles": sc, "est_max_stage_cycles": max(sc), "est_stage_bytes": sm,
                   "fits_estimate": all(x <= limit for x in sm)}

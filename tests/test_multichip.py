@@ -44,6 +44,23 @@ def test_auto_placement_balances_better_than_even():
     assert auto == [0, 1]
 
 
+def test_auto_placement_avoids_cutting_where_much_data_crosses():
+    # four equal layers; the boundary after the second carries far more bytes than the others
+    cyc, act, par = [1.0] * 4, [0.0] * 4, [0.0] * 4
+    assert place(cyc, act, par, 2, 1e9, method="auto") == [0, 2]          # balanced without link costs
+    cut = [0.0, 0.5, 100.0, 0.5, 0.0]
+    assert place(cyc, act, par, 2, 1e9, method="auto", cut=cut) in ([0, 1], [0, 3])
+    # the crossing bytes come from the tensors a cut separates: an MLP's hidden activation
+    from compiler.partition import _units, cut_cycles, legalise
+    og = legalise(get_model("mnist-mlp", batch=8, train=True))
+    units, of = _units(og)
+    cc = cut_cycles(og, gc200, "fp32", units, of)
+    assert cc[0] == 0 and cc[-1] == 0 and all(c > 0 for c in cc[1:-1])
+    p = partition(og, 2, gc200, placement="auto")
+    k = p.cuts[1]
+    assert p.stages[0].est_cycles == pytest.approx(sum(p.unit_cycles[:k]) + cc[k])   # it pays its outgoing cut
+
+
 def test_auto_placement_respects_memory_limit():
     cyc = [10.0] * 6
     mem = [5.0, 5.0, 5.0, 5.0, 1.0, 1.0]
