@@ -76,6 +76,7 @@ class StageTiming:
     split: dict                    # phase -> {"compute", "sync", "exchange"}
     steps: dict                    # phase -> [(name, kind, rel_start, dur)] for the trace
     vertices: int = 0
+    edges: int = 0
     supersteps: int = 0
     memory: dict = field(default_factory=dict)
     lower_s: float = 0.0
@@ -191,7 +192,7 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
             if d > 0:
                 trace[ph].append((s["name"], kind, t, d))
                 t += d
-    return StageTiming(stage.index, cycles, split, trace, vertices=low.graph.num_vertices,
+    return StageTiming(stage.index, cycles, split, trace, vertices=low.graph.num_vertices, edges=low.graph.num_edges,
                        supersteps=rep.supersteps, memory=mem, lower_s=t1 - t0, sim_s=t2 - t1,
                        flops=rep.flops_executed, detail=info)
 
@@ -645,7 +646,7 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
                            "layers": len(st.units), "ops": len(st.ops), "params": int(st.params),
                            "est_cycles": st.est_cycles, "fwd_cycles": tm.cycles["fwd"],
                            "bwd_cycles": tm.cycles["bwd"], "update_cycles": tm.cycles["update"],
-                           "vertices": tm.vertices, "supersteps": tm.supersteps, "memory": tm.memory,
+                           "vertices": tm.vertices, "edges": tm.edges, "supersteps": tm.supersteps, "memory": tm.memory,
                            "host_in_bytes": sim.host_in[st.index], "host_out_bytes": sim.host_out[st.index],
                            "grad_bytes": sim.grad_bytes[st.index] if training else 0})
     busiest = max(range(S), key=lambda s: timings[s].cycles["fwd"] + timings[s].cycles["bwd"])

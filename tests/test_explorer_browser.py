@@ -157,6 +157,7 @@ def test_chip_mode_control_switches_the_views(page, server):
         _wait_title(page, "fig-trace", f"per chip ({mode})")
         _wait_title(page, "fig-memory", "Tile memory per chip")
         assert words in page.inner_text("#status").lower()
+        assert "vertices" in page.inner_text("#kpi-graph") and "edges" in page.inner_text("#stage-table")
         seen[mode] = (_figure(page, "fig-trace"), _figure(page, "fig-memory"), _figure(page, "fig-liveness"))
         assert "Liveness per stage" in seen[mode][2]["title"]
     assert seen["pipeline"][0]["data"] != spread_trace["data"] and seen["pipeline"][1]["data"] != spread_mem["data"]

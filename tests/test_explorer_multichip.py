@@ -102,6 +102,22 @@ def test_status_card_for_several_chips(points):
     for words in ("FITS", "pipeline bubble", "chip-to-chip links", "host traffic", "stage-table", "kpi-throughput"):
         assert words in text
     assert "pipeline bubble" not in str(_multichip_status_card(points["shard"]["report"], 0.5, True))
+    # graph size: vertices and edges, summed over the stages and per stage in the table
+    for mode in ("pipeline", "replicate"):
+        rows = points[mode]["report"]["multichip"]["per_stage"]
+        assert all(r["vertices"] > 0 and r["edges"] > 0 for r in rows), mode
+        text = str(_multichip_status_card(points[mode]["report"], 0.5, False))
+        assert "kpi-graph" in text and f"{sum(r['vertices'] for r in rows):,} vertices" in text
+        assert f"{sum(r['edges'] for r in rows):,} edges" in text
+        assert all(f"{r['edges']:,}" in text for r in rows)
+
+
+def test_memory_and_liveness_row_align_and_one_stage_bar_is_narrow(points):
+    for mode, res in points.items():
+        figs = res["figures"]
+        assert figs["memory"]["layout"]["height"] == figs["liveness"]["layout"]["height"] >= 380, mode
+    bars = [t for t in points["replicate"]["figures"]["layers"]["data"] if t["type"] == "bar"]
+    assert bars and all(t["width"] <= 0.25 for t in bars)        # one stage: not one wide wall
 
 
 def test_out_of_memory_per_stage_and_too_many_stages():

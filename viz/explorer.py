@@ -510,17 +510,29 @@ def _chips_label(ipus: list) -> str:
 
 def _multichip_figures(rep: dict, sim, detail) -> dict:
     """The four views of a multichip point, each as a plain figure dict (one failing view shows a note)."""
-    makers = {"memory": lambda: multichip_memory_map(rep, detail),
+    makers = {"memory": lambda: multichip_memory_map(rep, detail, ROW_MIN_HEIGHT),
               "liveness": lambda: multichip_liveness(rep, detail),
               "trace": lambda: multichip_trace(rep, sim),
               "layers": lambda: multichip_stage_cycles(rep)}
-    out = {}
+    figs = {}
     for name, fn in makers.items():
         try:
-            out[name] = fn().to_plotly_json()
+            figs[name] = fn()
         except Exception as e:  # noqa: BLE001
-            out[name] = _empty_figure(f"{name} view failed: {_message(e)}").to_plotly_json()
-    return out
+            figs[name] = _empty_figure(f"{name} view failed: {_message(e)}")
+    _align_row(figs["memory"], figs["liveness"])
+    return {name: f.to_plotly_json() for name, f in figs.items()}
+
+
+#: the smallest height of the tile memory / liveness row of a multichip setting
+ROW_MIN_HEIGHT = 380
+
+
+def _align_row(memory, liveness):
+    """The tile grids and the liveness curves sit side by side in one row, whose cards stretch to
+    the taller one (and the figures fill their cards): the liveness takes the grids' height (at
+    least :data:`ROW_MIN_HEIGHT`), so neither card is left with empty space below its figure."""
+    liveness.update_layout(height=max(ROW_MIN_HEIGHT, int(memory.layout.height or ROW_MIN_HEIGHT)))
 
 
 def _fig_layout(fig, title, height, **kw):
@@ -530,9 +542,10 @@ def _fig_layout(fig, title, height, **kw):
     return fig
 
 
-def multichip_memory_map(rep: dict, detail) -> "go.Figure":
+def multichip_memory_map(rep: dict, detail, min_height: int = 300) -> "go.Figure":
     """One tile grid per stage (the chips of its replicas hold the same bytes), one colour scale
-    from 0 to the SRAM per tile; out-of-memory tiles circled red."""
+    from 0 to the SRAM per tile (under the grids); out-of-memory tiles circled red.  The figure is
+    as tall as its grids need, and at least ``min_height``."""
     import numpy as np
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -549,10 +562,12 @@ def multichip_memory_map(rep: dict, detail) -> "go.Figure":
         total = d["per_tile"]["total"]
         peak = float(total.max()) if total.size else 0.0
         oom = int((total > sram).sum())
-        titles.append(f"stage {i} · {_chips_label(ipus)}: peak {_kib(peak)} ({peak / sram:.0%})"
+        # side by side, a panel is narrow: its chips on one line, its peak on the next
+        titles.append(f"stage {i} · {_chips_label(ipus)}" + (": " if ncol == 1 else "<br>")
+                      + f"peak {_kib(peak)} ({peak / sram:.0%})"
                       + (f" <b style='color:{RED}'>{oom} tiles OOM</b>" if oom else ""))
     fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=titles, horizontal_spacing=0.06,
-                        vertical_spacing=min(0.1, 0.25 / nrow))
+                        vertical_spacing=0.05)
     kib = sram / 1024
     n_oom = 0
     for i, (d, ipus) in enumerate(zip(detail, chips)):
@@ -583,26 +598,45 @@ def multichip_memory_map(rep: dict, detail) -> "go.Figure":
                                      text=text[oom], hovertemplate="%{text}<extra></extra>"),
                           row=r + 1, col=c + 1)
             n_oom += int(oom.size)
-        fig.update_yaxes(autorange="reversed", showticklabels=False, showgrid=False, zeroline=False,
+        # fixed ranges: the out-of-memory markers do not pad the grid
+        fig.update_yaxes(range=[rows - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False,
                          constrain="domain", constraintoward="top", row=r + 1, col=c + 1)
         yname = "y" if i == 0 else f"y{i + 1}"
-        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, scaleanchor=yname, scaleratio=1,
-                         constrain="domain", row=r + 1, col=c + 1)
+        fig.update_xaxes(range=[-0.5, cols - 0.5], showticklabels=False, showgrid=False, zeroline=False,
+                         scaleanchor=yname, scaleratio=1, constrain="domain", row=r + 1, col=c + 1)
     for a in fig.layout.annotations:
         a.font = dict(size=11.5)
     peak = max(float(d["per_tile"]["total"].max()) for d in detail)
     sub = (f"{S} stage{'s' if S > 1 else ''} on {rep['chip']['ipus']} chips; worst peak {_kib(peak)} "
            f"({peak / sram:.0%} of {_kib(sram)} SRAM); "
            + (f"<b style='color:{RED}'>{n_oom} tiles out of memory</b>" if n_oom else "all tiles fit"))
-    # about 440 px of plot width in the card: a panel's height follows its grid's aspect, plus its title
+    # about 490 px of plot width in the card (the colour bar lies under the grids, not beside them):
+    # a row of panels is as tall as its grids' aspect makes them, with a title above each row but
+    # the first (that one sits in the top margin); the rows get exactly that height, from the top,
+    # and the colour bar goes just under them, whatever is left of the figure below
     g_rows, g_cols = grid_shape(detail[0].get("tiles", 0) or detail[0]["per_tile"]["total"].size)
-    per_row = 440 / ncol * g_rows / g_cols + 45
-    _fig_layout(fig, f"Tile memory per chip<br><sup>{sub}</sup>", int(max(300, 120 + nrow * per_row)),
+    grid_h = 490 * (1 - 0.06 * (ncol - 1)) / ncol * g_rows / g_cols
+    gap = 32 if ncol == 1 else 46         # room for the panel titles of the next row
+    top_m, bottom_m = (100 if ncol == 1 else 112), 66
+    need = nrow * grid_h + (nrow - 1) * gap
+    height = int(max(min_height, top_m + bottom_m + need + 4))
+    plot_h = height - top_m - bottom_m
+    for r in range(nrow):
+        y1 = 1 - r * (grid_h + gap) / plot_h
+        for c in range(ncol):
+            if r * ncol + c < S:
+                fig.update_yaxes(domain=[max(y1 - grid_h / plot_h, 0.0), y1], row=r + 1, col=c + 1)
+    for k, a in enumerate(fig.layout.annotations[:S]):        # the panel titles follow their rows
+        a.y = 1 - (k // ncol) * (grid_h + gap) / plot_h
+    bar_y = max(1 - need / plot_h - 0.02, 0.0)
+    _fig_layout(fig, f"Tile memory per chip<br><sup>{sub}</sup>", height,
                 coloraxis=dict(colorscale="Viridis", cmin=0, cmax=kib,
-                               colorbar=dict(title=dict(text="KiB used", side="right"), thickness=14, len=0.9)),
-                legend=dict(orientation="h", yanchor="top", y=-0.02, x=1, xanchor="right"))
+                               colorbar=dict(title=dict(text="KiB used", side="right"), orientation="h",
+                                             x=0, xanchor="left", y=bar_y, yanchor="top", len=0.6,
+                                             thickness=12)),
+                legend=dict(orientation="h", yanchor="top", y=bar_y, x=1, xanchor="right"))
     top = max(peak / 1024, 1e-3)
-    fig.update_layout(margin=dict(l=20, r=20, t=100, b=30), plot_bgcolor="#ffffff", updatemenus=[dict(
+    fig.update_layout(margin=dict(l=20, r=20, t=top_m, b=bottom_m), plot_bgcolor="#ffffff", updatemenus=[dict(
         type="buttons", direction="left", x=1.0, xanchor="right", y=1.0, yanchor="bottom", showactive=True,
         pad=dict(b=52, r=4), font=dict(size=11), bgcolor="#f3f5f7", bordercolor="#cfd8dc",
         buttons=[dict(label="colour scale: 0 to SRAM", method="relayout", args=[{"coloraxis.cmax": kib}]),
@@ -640,10 +674,11 @@ def multichip_liveness(rep: dict, detail) -> "go.Figure":
         fig.add_annotation(x=p, y=y[k] / 2**20, text=f"stage {worst} peak {_kib(y[k])}<br>{d['curve_names'][k]}",
                            showarrow=True, arrowhead=2, ax=50, ay=-36, bgcolor="rgba(255,255,255,0.9)",
                            bordercolor=RED, font=dict(size=11))
-    sub = (f"per stage, program steps of that stage's chip; worst: stage {worst} "
-           f"({_kib(d['not_always_live_peak_bytes'])}, always-live {_kib(d['always_live_bytes'])} not shown)")
+    sub = (f"program steps of each stage's chip; worst: stage {worst}, {_kib(d['not_always_live_peak_bytes'])}"
+           f"<br>(always-live {_kib(d['always_live_bytes'])} not shown)")
     _fig_layout(fig, f"Liveness per stage: not-always-live memory<br><sup>{sub}</sup>", 480,
-                legend=dict(orientation="h", yanchor="top", y=-0.16, x=0))
+                legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, x=0))
+    fig.update_layout(margin=dict(t=96, b=84))
     fig.update_xaxes(title="program step of the stage")
     fig.update_yaxes(title="MiB live (one chip)", rangemode="tozero")
     return fig
@@ -732,19 +767,25 @@ def multichip_stage_cycles(rep: dict) -> "go.Figure":
     names = [f"stage {r['stage']}<br>{_chips_label(r['ipus'])}" for r in rows]
     hover = [f"{r['first_layer']} … {r['last_layer']} ({r['layers']} layers, {r['ops']} ops)<br>"
              f"{r['vertices']:,} vertices, {r['params']:,} params" for r in rows]
+    # a bar is at most about a fifth of the plot wide: one stage is not one wall of colour
+    width = min(0.7, 0.2 * len(rows))
     fig = go.Figure()
     for key, label, colour in (("fwd_cycles", "forward", BLUE), ("bwd_cycles", "backward", ORANGE),
                                ("update_cycles", "update", GREEN)):
         ys = [r[key] for r in rows]
         if any(ys):
-            fig.add_trace(go.Bar(x=names, y=ys, name=label, marker_color=colour, customdata=hover,
+            fig.add_trace(go.Bar(x=names, y=ys, name=label, marker_color=colour, customdata=hover, width=width,
                                  hovertemplate=f"%{{x}}<br>{label}: <b>%{{y:,.0f}} cycles</b><br>%{{customdata}}"
                                                "<extra></extra>"))
+    totals = [sum(r[k] for k in ("fwd_cycles", "bwd_cycles", "update_cycles")) for r in rows]
+    fig.add_trace(go.Scatter(x=names, y=totals, mode="text", text=[f"{t:,.0f}" for t in totals],
+                             textposition="top center", textfont=dict(size=11.5, color="#455A64"),
+                             showlegend=False, hoverinfo="skip", name="total"))
     mc = rep["multichip"]
     sub = f"one micro-batch of {rep['model']['micro_batch']} samples; placement {mc['placement'].get('method', '')}"
     _fig_layout(fig, f"Cycles per stage<br><sup>{sub}</sup>", 380, barmode="stack",
-                legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
-    fig.update_yaxes(title="cycles", rangemode="tozero")
+                legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1, traceorder="normal"))
+    fig.update_yaxes(title="cycles", rangemode="tozero", range=[0, max(totals + [1]) * 1.12])
     return fig
 
 
@@ -906,22 +947,34 @@ def _multichip_status_card(rep: dict, wall_s: float, cached: bool):
                   "activations / gradients"), kid="kpi-links"),
              kpi("host traffic", _kib(sim.get("host_bytes", 0)), f"{hidden:.0%} of its time hidden"),
              kpi("compile + simulate", f"{wall_s:.2f} s", "from the cache" if cached else "just computed")]
-    # per stage: its chips, layers, fit, worst tiles
+    # graph size: every stage compiled once (a replica's graph; the other replicas are copies)
+    rows = mc["per_stage"]
+    n_vert = sum(int(r.get("vertices", 0)) for r in rows)
+    has_edges = all("edges" in r for r in rows)
+    n_edges = sum(int(r["edges"]) for r in rows) if has_edges else None
+    where = (f"{len(rows)} stage{'s' if len(rows) > 1 else ''}"
+             + (f" (each of {mc['replicas']} replicas)" if mc["replicas"] > 1 else ""))
+    kpis.insert(-1, kpi("graph", f"{n_vert:,} vertices",
+                        (f"{n_edges:,} edges" if has_edges else "edges not reported") + f", {where}",
+                        kid="kpi-graph"))
+    # per stage: its chips, layers, graph, fit, worst tiles
     body = []
-    for r in mc["per_stage"]:
+    for r in rows:
         sm = r.get("memory", {})
         worst = sm.get("worst_tiles", [])[:3]
         ok = sm.get("fits", True)
         body.append(html.Tr([
             html.Td(r["stage"]), html.Td(", ".join(str(i) for i in r["ipus"])),
             html.Td(f"{r['layers']}", title=f"{r['first_layer']} … {r['last_layer']}"),
+            html.Td(f"{int(r.get('vertices', 0)):,}"), html.Td(f"{int(r['edges']):,}" if "edges" in r else "—"),
             html.Td(_kib(sm.get("peak_tile_bytes", 0)), style=None if ok else {"color": RED}),
             html.Td("fits" if ok else f"OOM ({sm.get('oom_tiles', 0)})", style={"color": GREEN if ok else RED}),
             html.Td(", ".join(f"tile {w['tile']} {_kib(w['bytes'])} ({w['bytes'] / sram:.0%}, "
                               f"{w['dominant'].replace('_', ' ')})" for w in worst[:2]),
                     style={"textAlign": "left", "color": None if ok else RED})]))
     table = html.Table(className="worst", id="stage-table", children=[
-        html.Thead(html.Tr([html.Th("stage"), html.Th("IPUs"), html.Th("layers"), html.Th("peak tile"),
+        html.Thead(html.Tr([html.Th("stage"), html.Th("IPUs"), html.Th("layers"), html.Th("vertices"),
+                            html.Th("edges"), html.Th("peak tile"),
                             html.Th(""), html.Th("worst tiles (bytes, % of SRAM, mostly)",
                                                  style={"textAlign": "left"})])),
         html.Tbody(body)])
