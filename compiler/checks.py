@@ -71,6 +71,7 @@ def check_graph(graph, arrays):
                 raise GraphError(f"{_where(graph, arrays.edge_vertex[e])}: one edge spans two variables "
                                  f"({graph.variables[vs[bad[0]]].name!r} and {graph.variables[ve[bad[0]]].name!r})")
             edge_dtype[c0:c0 + step] = var_dtype[vs]
+        arrays.extra["edge_dtype"] = edge_dtype    # DTYPE_IDS of each edge's variable
     # 3. per batch: fields connected, sizes, dtypes
     sizes_all = []
     for b in graph.batches:

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import intervals
 from .codelets import CODELETS, post_cycles
-from .dtypes import DTYPE_BYTES
+from .dtypes import DTYPE_BYTES, DTYPE_NAMES
 from .graph import DataStream, Graph, GraphError
 from .program import Call, Copy, Execute, Repeat, Sequence, Sync, walk
 from .tensor import Tensor
@@ -116,31 +116,6 @@ def _runs_of_mapping(graph: Graph):
     return s[o], t[o]
 
 
-class _Lookup:
-    """``searchsorted(bounds, q, side="right") - 1`` for many queries ``q`` in
-    [0, limit): a table of the answer at every 2**shift-th element, then a step over
-    the few bounds between that element and the query (no binary search per query)."""
-
-    def __init__(self, bounds, limit):
-        self.bounds = np.asarray(bounds, np.int64)
-        self.shift = 6
-        while (int(limit) >> self.shift) > (1 << 22):
-            self.shift += 1
-        at = np.arange((int(limit) >> self.shift) + 2, dtype=np.int64) << self.shift
-        self.table = (np.searchsorted(self.bounds, at, side="right") - 1).astype(
-            np.int32 if self.bounds.size < 2**31 - 1 else np.int64)
-        self.ext = np.append(self.bounds, np.iinfo(np.int64).max)
-
-    def __call__(self, q):
-        q = np.asarray(q, np.int64)
-        r = self.table[q >> self.shift].astype(np.int64)
-        todo = np.flatnonzero(self.ext[r + 1] <= q)
-        while todo.size:
-            r[todo] += 1
-            todo = todo[self.ext[r[todo] + 1] <= q[todo]]
-        return r
-
-
 def _pieces(graph, starts, lengths, run_starts, run_tiles, lookup=None):
     """Split regions at tile-mapping boundaries; return pieces with their tile.
 
@@ -155,15 +130,15 @@ def _pieces(graph, starts, lengths, run_starts, run_tiles, lookup=None):
     r0 = find(starts)
     last = starts + lengths - 1
     nxt = np.append(run_starts, np.iinfo(np.int64).max)
-    r1 = r0.copy()
     beyond = np.flatnonzero(nxt[r0 + 1] <= last)      # regions that reach into a later run
     if beyond.size == 0:
         return starts, lengths, np.arange(starts.size), run_tiles[np.clip(r0, 0, None)]
-    r1[beyond] = find(last[beyond])
     multi = beyond
-    one = np.flatnonzero(r0 == r1)
+    single = np.ones(starts.size, bool)
+    single[multi] = False
+    one = np.flatnonzero(single)
     # piece k of region i covers run r0[i] + k, cut at that run's start / end
-    a, z = r0[multi], r1[multi]
+    a, z = r0[multi], find(last[multi])
     npieces = z - a + 1
     parent = np.repeat(np.arange(multi.size), npieces)
     k = np.arange(parent.size) - np.repeat(np.cumsum(npieces) - npieces, npieces)
@@ -210,24 +185,27 @@ def _sorted_union(key, start, end, kbits):
 
     Starts and ends are sorted independently (values, not an argsort): among a key's
     intervals in start order, the first i end before the (i+1)-th starts exactly when the
-    i-th smallest end does.  None when (key, position) does not fit in an int64.
+    i-th smallest end does.  Every key has as many starts as ends, so the i-th smallest
+    packed start and end share a key, and a merged interval begins where the packed end
+    before it is at most the packed start (a new key or a gap).  None when
+    (key, position) does not fit in an int64.
     """
     pb = _bits(int(end.max()) + 1)
     if kbits + pb > 62:
         return None
-    hi = key << pb
-    a = np.sort(hi | start)
-    b = np.sort(hi | end)
-    mask = (1 << pb) - 1
-    ka, sa = a >> pb, a & mask
-    eb = b & mask
+    a = key << pb
+    b = a | end
+    a |= start
+    a.sort(kind="stable")     # (timsort: faster than quicksort on these partly ordered keys)
+    b.sort(kind="stable")
     new = np.empty(a.size, bool)
     new[0] = True
-    np.not_equal(ka[1:], ka[:-1], out=new[1:])
-    new[1:] |= eb[:-1] <= sa[1:]
+    np.less_equal(b[:-1], a[1:], out=new[1:])
     heads = np.flatnonzero(new)
     tails = np.append(heads[1:], a.size) - 1
-    return ka[heads], sa[heads], eb[tails]
+    mask = (1 << pb) - 1
+    ah = a[heads]
+    return ah >> pb, ah & mask, b[tails] & mask
 
 
 def _plan_sorted(group, src_tile, dst_tile, start, length, ebytes):
@@ -235,7 +213,7 @@ def _plan_sorted(group, src_tile, dst_tile, start, length, ebytes):
     :func:`_plan`, with sorts of packed values.  The element size is part of the key
     (overlapping pieces share a variable, hence a dtype), so the merged intervals need
     no link back to their members.  None where the packed keys would not fit."""
-    start = start.astype(np.int64)
+    start = np.asarray(start, np.int64)
     if start.size == 0 or int(start.min()) < 0:
         return None
     if int(ebytes.min()) < 0 or int(ebytes.max()) > 64:
@@ -244,10 +222,11 @@ def _plan_sorted(group, src_tile, dst_tile, start, length, ebytes):
         return None
     present = np.bincount(ebytes, minlength=1) > 0
     eu = np.flatnonzero(present).astype(np.int64)            # the element sizes present
-    ecode = (np.cumsum(present) - 1)[ebytes].astype(np.int64)
     GB, SB, DB, EB = (_bits(int(group.max()) + 1), _bits(int(src_tile.max()) + 1),
                       _bits(int(dst_tile.max()) + 1), _bits(eu.size))
-    k1 = (((group.astype(np.int64) << DB | dst_tile) << SB | src_tile) << EB) | ecode
+    k1 = (group.astype(np.int64) << DB | dst_tile) << SB | src_tile
+    if EB:      # more than one element size: its code in the key
+        k1 = k1 << EB | (np.cumsum(present) - 1)[ebytes]
     r1 = _sorted_union(k1, start, start + length, GB + DB + SB + EB)
     if r1 is None:
         return None
@@ -287,13 +266,14 @@ def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngro
     receive it, and a tile receives each element once however many of its
     vertices read it (overlapping regions are merged, per receiver and per
     sender).  Every piece lies in one variable, so overlapping pieces share a
-    dtype.
+    dtype.  ``nbytes`` may be None where ``ebytes`` (bytes per element) is given.
     """
     plans = {}
     keep = length > 0
     if not np.all(keep):
         group, src_tile, dst_tile = group[keep], src_tile[keep], dst_tile[keep]
-        start, length, nbytes = start[keep], length[keep], nbytes[keep]
+        start, length = start[keep], length[keep]
+        nbytes = None if nbytes is None else nbytes[keep]
         ebytes = None if ebytes is None else ebytes[keep]
     if group.size == 0:
         return plans
@@ -333,9 +313,10 @@ def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngro
 EXCHANGE_CHUNK_EDGES = 250_000   # small enough that the temporaries come from the heap, not fresh pages
 
 
-def _plan_edges(graph, arrays, ranges, vt, vcs, var_bytes, run_starts, run_tiles, tiles_per_chip, ncs,
-                run_lookup=None, var_lookup=None):
-    """Exchange plans (in, out) for the edges in ``ranges`` [(e0, e1, batch)]."""
+def _plan_edges(graph, arrays, ranges, vt, vcs, edge_bytes, run_starts, run_tiles, tiles_per_chip, ncs,
+                run_lookup=None):
+    """Exchange plans (in, out) for the edges in ``ranges`` [(e0, e1, batch)];
+    ``edge_bytes``: the element size of every edge."""
     idx = intervals.expand(np.array([r[0] for r in ranges]), np.array([r[1] - r[0] for r in ranges]))
     reads = np.empty(idx.size, bool)
     writes = np.empty(idx.size, bool)
@@ -346,22 +327,28 @@ def _plan_edges(graph, arrays, ranges, vt, vcs, var_bytes, run_starts, run_tiles
         reads[pos:pos + e1 - e0] = np.array([x.reads for x in c.fields])[f]
         writes[pos:pos + e1 - e0] = np.array([x.writes for x in c.fields])[f]
         pos += e1 - e0
-    est = arrays.edge_start[idx]
-    ps, pl, parent, ptile = _pieces(graph, est, arrays.edge_len[idx].astype(np.int64), run_starts, run_tiles,
-                                    run_lookup)
-    ebytes = var_bytes[graph.variable_of(est) if var_lookup is None else var_lookup(est)]
-    pv = arrays.edge_vertex[idx[parent]]
-    pvt = vt[pv].astype(np.int64)
+    ps, pl, parent, ptile = _pieces(graph, arrays.edge_start[idx], arrays.edge_len[idx].astype(np.int64),
+                                    run_starts, run_tiles, run_lookup)
+    pe = idx[parent]                      # the edge of each piece
+    pv = arrays.edge_vertex[pe]
+    pvt = vt[pv]
     remote = ptile != pvt
     pcs = vcs[pv]
-    peb = ebytes[parent]
-    r = np.flatnonzero(remote & reads[parent])
-    xin = _plan(pcs[r], ptile[r].astype(np.int64), pvt[r], ps[r], pl[r], pl[r] * peb[r], tiles_per_chip, ncs,
-                ebytes=peb[r])
-    w = np.flatnonzero(remote & writes[parent])
-    xout = _plan(pcs[w], pvt[w], ptile[w].astype(np.int64), ps[w], pl[w], pl[w] * peb[w], tiles_per_chip, ncs,
-                 ebytes=peb[w])
-    return xin, xout
+    xs = []
+    for rw, (src, dst) in ((reads, (ptile, pvt)), (writes, (pvt, ptile))):
+        r = np.flatnonzero(remote & rw[parent])
+        xs.append(_plan(pcs[r], src[r], dst[r], ps[r], pl[r], None, tiles_per_chip, ncs,
+                        ebytes=edge_bytes[pe[r]]))
+    return tuple(xs)
+
+
+def _edge_bytes(graph, arrays):
+    """Element size of every edge (from its variable's dtype, as the checks found it)."""
+    dt = arrays.extra.get("edge_dtype")
+    if dt is None:
+        var_bytes = np.array([DTYPE_BYTES[v.dtype] for v in graph.variables], np.int64)
+        return var_bytes[graph.variable_of(arrays.edge_start)]
+    return np.array([DTYPE_BYTES[n] for n in DTYPE_NAMES], np.int64)[dt]
 
 
 def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable:
@@ -414,10 +401,8 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
     run_starts, run_tiles = _runs_of_mapping(graph)
     exchange_in, exchange_out = {}, {}
     if arrays.edge_start.size:
-        var_bytes = np.array([DTYPE_BYTES[v.dtype] for v in graph.variables], np.int64)
-        limit = max(graph.num_elements, 1)
-        run_lookup = _Lookup(run_starts, limit) if run_starts.size else None
-        var_lookup = _Lookup(np.array([v.start for v in graph.variables], np.int64), limit)
+        edge_bytes = _edge_bytes(graph, arrays)
+        run_lookup = intervals.Lookup(run_starts, max(graph.num_elements, 1)) if run_starts.size else None
         off = arrays.vertex_edge_offsets
         # compute sets in chunks of about EXCHANGE_CHUNK_EDGES edges: every compute set's
         # edges are planned together (multicast is exact), the temporaries stay bounded
@@ -430,8 +415,8 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
             chunk.append(rs)
             size += sum(e1 - e0 for e0, e1, _ in rs)
             if size >= EXCHANGE_CHUNK_EDGES or i == len(items) - 1:
-                xin, xout = _plan_edges(graph, arrays, [r for rs_ in chunk for r in rs_], vt, vcs, var_bytes,
-                                        run_starts, run_tiles, tiles_per_chip, ncs, run_lookup, var_lookup)
+                xin, xout = _plan_edges(graph, arrays, [r for rs_ in chunk for r in rs_], vt, vcs, edge_bytes,
+                                        run_starts, run_tiles, tiles_per_chip, ncs, run_lookup)
                 exchange_in.update(xin)
                 exchange_out.update(xout)
                 chunk, size = [], 0

@@ -278,6 +278,7 @@ class Graph:
         self.variables: list[Variable] = []
         self.tile_map = TileMaps(self)
         self._var_starts = _Grow(np.int64)
+        self._var_lookup = None       # intervals.Lookup over the variable starts (variable_of)
         self.num_elements = 0
         self.compute_sets: list[ComputeSet] = []
         self.batches: list[Batch] = []
@@ -311,9 +312,19 @@ class Graph:
         self.variables[-1].constant = np.array(arr)
         return t
 
+    LOOKUP_MIN_QUERIES = 1 << 16   # from this many elements on, variable_of uses a lookup table
+
     def variable_of(self, elements) -> np.ndarray:
         """Variable id of each global element index."""
-        return np.searchsorted(self._var_starts.view(), elements, side="right") - 1
+        starts = self._var_starts.view()
+        if np.size(elements) >= self.LOOKUP_MIN_QUERIES:
+            look = self._var_lookup
+            if look is None or look.bounds.size != starts.size or look.limit != max(self.num_elements, 1):
+                look = self._var_lookup = intervals.Lookup(starts, max(self.num_elements, 1))
+            q = np.asarray(elements)
+            if q.dtype.kind in "iu" and look.covers(q):
+                return look(q)
+        return np.searchsorted(starts, elements, side="right") - 1
 
     def variable(self, tensor_or_name) -> Variable:
         if isinstance(tensor_or_name, str):

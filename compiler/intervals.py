@@ -119,3 +119,36 @@ def merge_per_key(key, start, end, closed=False):
     heads = np.flatnonzero(new)
     tails = np.append(heads[1:], k.size) - 1
     return o[heads], st[heads], run[tails]
+
+
+class Lookup:
+    """``searchsorted(bounds, q, side="right") - 1`` for many queries ``q`` in
+    [0, limit): a table of the answer at every 2**shift-th element, then a step over
+    the few bounds between that element and the query (no binary search per query).
+
+    >>> Lookup(np.array([0, 5, 5, 9]), 12)(np.array([0, 4, 5, 11]))
+    array([0, 0, 2, 3])
+    """
+
+    def __init__(self, bounds, limit):
+        self.bounds = np.asarray(bounds, np.int64)
+        self.limit = int(limit)
+        self.shift = 6
+        while (self.limit >> self.shift) > (1 << 22):
+            self.shift += 1
+        at = np.arange((self.limit >> self.shift) + 2, dtype=np.int64) << self.shift
+        self.table = np.searchsorted(self.bounds, at, side="right") - 1
+        self.after = np.append(self.bounds[1:], np.iinfo(np.int64).max)   # the next bound after each
+
+    def __call__(self, q):
+        q = np.asarray(q, np.int64)
+        r = self.table[q >> self.shift]
+        todo = np.flatnonzero(self.after[r] <= q)
+        while todo.size:
+            r[todo] += 1
+            todo = todo[self.after[r[todo]] <= q[todo]]
+        return r
+
+    def covers(self, q):
+        """Whether every query lies in [0, limit) (where the table answers)."""
+        return q.size == 0 or (int(q.min()) >= 0 and int(q.max()) < self.limit)

@@ -51,6 +51,15 @@ def _as_dtype(values, dtype):
     return np.asarray(values, np.float32)
 
 
+def _memory_region(tensor):
+    """A tensor's elements in memory: a slice where they are one contiguous range, else
+    their index array (flat)."""
+    st, ln = tensor.intervals()
+    if len(st) == 1 and int(ln[0]) > 0:
+        return slice(int(st[0]), int(st[0]) + int(ln[0]))
+    return tensor.elements().ravel()
+
+
 class _Span:
     """A field's elements when they are one contiguous range of memory, row after row:
     read as a view, written as one block copy."""
@@ -331,13 +340,7 @@ class FunctionalState:
         key = (id(src), id(dst))
         hit = self._copies.get(key)
         if hit is None or hit[0] is not src or hit[1] is not dst:
-            s, d = src.elements().ravel(), dst.elements().ravel()
-            sl = dl = None
-            if s.size and np.all(np.diff(s) == 1):
-                sl = slice(int(s[0]), int(s[0]) + s.size)
-            if d.size and np.all(np.diff(d) == 1):
-                dl = slice(int(d[0]), int(d[0]) + d.size)
-            hit = (src, dst, s if sl is None else sl, d if dl is None else dl)
+            hit = (src, dst, _memory_region(src), _memory_region(dst))
             self._copies[key] = hit
         return hit[2], hit[3]
 
