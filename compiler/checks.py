@@ -23,16 +23,22 @@ def _tensor_at(graph, element):
     return f"tensor {var.name!r} (element {int(element - var.start)})"
 
 
-def field_sizes(arrays, batch, codelet):
-    """Elements connected to each field of each vertex of one batch: field -> (n,) int64."""
+def field_size_matrix(arrays, batch, nf):
+    """(elements, edges) connected to each of ``nf`` fields of each vertex of one batch,
+    as two [vertices, fields] int64 arrays."""
     off = arrays.vertex_edge_offsets
     e0, e1 = int(off[batch.v0]), int(off[batch.v1])
     n = batch.v1 - batch.v0
-    nf = len(codelet.fields)
     key = (arrays.edge_vertex[e0:e1].astype(np.int64) - batch.v0) * nf + arrays.edge_field[e0:e1]
-    sz = np.bincount(key, weights=arrays.edge_len[e0:e1], minlength=n * nf).reshape(n, nf)
+    sz = np.bincount(key, weights=arrays.edge_len[e0:e1], minlength=n * nf).astype(np.int64).reshape(n, nf)
     cnt = np.bincount(key, minlength=n * nf).reshape(n, nf)
-    return ({f.name: sz[:, i].astype(np.int64) for i, f in enumerate(codelet.fields)},
+    return sz, cnt
+
+
+def field_sizes(arrays, batch, codelet):
+    """Elements connected to each field of each vertex of one batch: field -> (n,) int64."""
+    sz, cnt = field_size_matrix(arrays, batch, len(codelet.fields))
+    return ({f.name: sz[:, i] for i, f in enumerate(codelet.fields)},
             {f.name: cnt[:, i] for i, f in enumerate(codelet.fields)})
 
 

@@ -32,7 +32,7 @@ from . import intervals
 from .codelets import CODELETS, post_cycles
 from .dtypes import DTYPE_BYTES, DTYPE_NAMES
 from .graph import DataStream, Graph, GraphError
-from .program import Call, Copy, Execute, Repeat, Sequence, Sync, walk
+from .program import Copy, Execute, walk
 from .tensor import Tensor
 
 
@@ -425,7 +425,7 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
     copies, tensor_copies = {}, []
     for p in walk(program):
         if isinstance(p, Copy):
-            copies[id(p)] = _plan_copy(graph, p, run_starts, run_tiles, tiles_per_chip, defer=True)
+            copies[id(p)] = _plan_stream_copy(graph, p)
             if copies[id(p)] is None:
                 tensor_copies.append(p)
     if tensor_copies:
@@ -434,7 +434,9 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
                       vertex_cycles, tiles_per_chip)
 
 
-def _plan_copy(graph, p: Copy, run_starts, run_tiles, tiles_per_chip, defer=False):
+def _plan_stream_copy(graph, p: Copy):
+    """A host-stream Copy's plan; None for a (checked) tensor-to-tensor Copy, which
+    :func:`_plan_tensor_copies` plans with the others."""
     src, dst = p.src, p.dst
     if isinstance(src, DataStream) or isinstance(dst, DataStream):
         stream, t = (src, dst) if isinstance(src, DataStream) else (dst, src)
@@ -455,9 +457,7 @@ def _plan_copy(graph, p: Copy, run_starts, run_tiles, tiles_per_chip, defer=Fals
                          f"({dst.numel} elements): sizes differ")
     if src.dtype != dst.dtype:
         raise GraphError(f"Copy from {src.name!r} ({src.dtype}) to {dst.name!r} ({dst.dtype}): dtypes differ")
-    if defer:
-        return None
-    return _plan_tensor_copies(graph, [p], run_starts, run_tiles, tiles_per_chip)[id(p)]
+    return None
 
 
 def _copy_pieces(graph, p, run_starts, run_tiles, var_starts, mapped):

@@ -298,7 +298,6 @@ def liveness(exe) -> Liveness:
     if n:
         brk[1:] |= (full[1:] == 1) & ~newvar[1:]
         brk[1:] |= allcall[var[1:]] & (call[1:] != call[:-1])
-    seg = np.cumsum(brk) - 1
     heads = np.flatnonzero(brk)
     tails = (np.append(heads[1:], n) - 1)[:heads.size]
     s_var, s_start, s_end = var[heads], step[heads], step[tails]

@@ -175,7 +175,7 @@ def accumulate(low, n) -> dict:
     prog = _flat(low, "accumulate")
     g = low.graph
     from .codelets import CODELETS
-    arr = g.finalize()
+    g.finalize()
     # weight gradients: what the update vertices read through their "grad" field
     upd = [b for b in g.batches if g.compute_sets[b.cs].phase == "update" and "grad" in CODELETS[b.codelet].field_index]
     if not upd:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler import intervals
+from compiler.checks import field_size_matrix
 from compiler.codelets import CODELETS, apply_post
 
 
@@ -207,12 +208,7 @@ class FunctionalState:
 
     # -- host access --------------------------------------------------------------------
     def write(self, tensor, value):
-        value = _as_dtype(np.asarray(value).ravel(), tensor.dtype)
-        st, ln = tensor.intervals()
-        if len(st) == 1 and value.size == int(ln[0]):     # one contiguous region: a block copy
-            self.mem[int(st[0]): int(st[0]) + int(ln[0])] = value
-        else:
-            self.mem[tensor.elements().ravel()] = value
+        self.mem[_memory_region(tensor)] = _as_dtype(np.asarray(value).ravel(), tensor.dtype)
 
     def read(self, tensor):
         return self.mem[tensor.elements()].copy()
@@ -243,8 +239,7 @@ class FunctionalState:
         ev = arr.edge_vertex[e0:e1].astype(np.int64) - b.v0
         ef = arr.edge_field[e0:e1].astype(np.int64)
         es, el = arr.edge_start[e0:e1], arr.edge_len[e0:e1].astype(np.int64)
-        sizes = np.bincount(ev * nf + ef, weights=el, minlength=n * nf).astype(np.int64).reshape(n, nf)
-        counts = np.bincount(ev * nf + ef, minlength=n * nf).reshape(n, nf)   # edges per vertex and field
+        sizes, counts = field_size_matrix(arr, b, nf)     # elements / edges per vertex and field
         if np.all(sizes == sizes[0]):
             sig, group = sizes[:1], np.zeros(n, np.int64)
         else:

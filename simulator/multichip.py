@@ -637,7 +637,6 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
     seconds = chip.seconds(cycles)
     link_bytes = sum(l.bytes for l in sim.net.links.values()) if sim.net else 0
     hidden = 1.0 if sim.host_xfer <= 0 else max(0.0, 1.0 - sim.host_wait / sim.host_xfer)
-    ideal = [sum(t.cycles.values()) for t in timings]    # one micro-batch fwd+bwd+update
     stage_rows = []
     for st, tm in zip(part.stages, timings):
         stage_rows.append({"stage": st.index, "ipus": [r * S + st.index for r in range(R)],

@@ -13,7 +13,6 @@ tests/test_validation.py holds every fast row within its ``tolerance``.
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 

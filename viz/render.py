@@ -391,7 +391,7 @@ def render_svg(xy, src, dst, color_index, palette, path, size: int = 2048,
     n, m = xy.shape[0], src.size
     frame = _Frame(size, legend, title)
     W, H = frame.W, frame.H
-    head = [f'<?xml version="1.0" encoding="UTF-8"?>',
+    head = ['<?xml version="1.0" encoding="UTF-8"?>',
             f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
             f'width="{W}" height="{H}" viewBox="0 0 {W} {H}">',
             f'<rect width="{W}" height="{H}" fill="rgb{tuple(BACKGROUND)}"/>']
