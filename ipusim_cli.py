@@ -160,7 +160,7 @@ def cmd_compile(args, simulate=False):
 
 
 def cmd_chips(args):
-    from simulator.chips import get_chip, list_chips
+    from hardware.chips import get_chip, list_chips
     for n in list_chips():
         print(get_chip(n).describe())
 

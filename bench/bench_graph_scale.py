@@ -69,7 +69,7 @@ def main():
         from compiler.executable import compile_program
         from compiler.memory import memory_report
         from compiler.program import Execute, Sequence
-        from simulator.chips import get_chip
+        from hardware.chips import get_chip
         g.target = get_chip("gc200")
         exe = compile_program(g, Sequence(*[Execute(c) for c in css]))
         t3 = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codelets import CODELETS, field_dtype
-from .dtypes import DTYPE_IDS, DTYPE_NAMES
+from hardware.dtypes import DTYPE_IDS, DTYPE_NAMES
 
 
 def _where(graph, vertex):

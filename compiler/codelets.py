@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from .dtypes import DTYPE_BYTES
+from hardware.dtypes import DTYPE_BYTES
 
 IN, OUT, INOUT = "in", "out", "inout"
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import intervals
 from .codelets import CODELETS, post_cycles
-from .dtypes import DTYPE_BYTES, DTYPE_NAMES
+from hardware.dtypes import DTYPE_BYTES, DTYPE_NAMES
 from .graph import DataStream, Graph, GraphError
 from .program import Copy, Execute, walk
 from .tensor import Tensor

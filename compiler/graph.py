@@ -36,7 +36,7 @@ import numpy as np
 
 from . import intervals
 from .codelets import CODELETS, field_dtype, get_codelet
-from .dtypes import DTYPE_BYTES, canonical
+from hardware.dtypes import DTYPE_BYTES, canonical
 from .tensor import Tensor
 
 

@@ -24,7 +24,7 @@ from math import prod
 import numpy as np
 
 from .codelets import amp_width
-from .dtypes import DTYPE_BYTES
+from hardware.dtypes import DTYPE_BYTES
 
 
 def channel_group(c: int, dtype: str) -> int:

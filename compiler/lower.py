@@ -10,7 +10,7 @@ streams out.  In inference graphs a block that repeats with identical shapes
 called for every repetition, with its inputs and weights copied in.
 
     >>> from models.opgraph import OpGraph
-    >>> from simulator.chips import gc2
+    >>> from hardware.chips import gc2
     >>> g = OpGraph("mlp")
     >>> _ = g.add_tensor("x", (4, 64), kind="input"); _ = g.add_tensor("w", (64, 32), kind="param")
     >>> _ = g.add_tensor("y", (4, 32)); _ = g.add_tensor("z", (4, 32))
@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dtypes import canonical
+from hardware.dtypes import FLOAT_DTYPES as FLOAT, canonical
 from .graph import Graph
 from .layout import Act, channel_group
 from .planners import PLANNERS, LoweringError, choose
 from .program import Call, Copy, Execute, Sequence
 
-FLOAT = ("fp32", "fp16", "bf16", "fp64")
 
 
 @dataclass

@@ -41,7 +41,7 @@ import numpy as np
 
 from .allocator import allocate
 from .codelets import CODELETS
-from .dtypes import DTYPE_BYTES
+from hardware.dtypes import DTYPE_BYTES, FLOAT_DTYPES as FLOATS
 from .intervals import merge_per_key
 from .program import Call, Copy, Execute, Repeat, Sequence, walk
 
@@ -539,7 +539,6 @@ def oom_message(mem) -> str | None:
 
 
 # -- fast estimates on the op graph, for suggestions --------------------------------------
-FLOATS = ("fp32", "fp16", "bf16", "fp64")
 
 
 def opgraph_memory(opg, dtype="fp32", offload=()) -> dict:
@@ -548,7 +547,7 @@ def opgraph_memory(opg, dtype="fp32", offload=()) -> dict:
     A fast model of the lowered memory (no in-place, no tile imbalance): used,
     calibrated against a real compile, to estimate the effect of an option.
     """
-    eb = {"int8": 1, "fp16": 2, "bf16": 2}.get(dtype, 4)
+    eb = DTYPE_BYTES.get(dtype, 4)
 
     def nbytes(t):
         return t.size * (eb if t.dtype in FLOATS else 4)

@@ -25,7 +25,7 @@ gradient, + optimizer state) and the activations a stage keeps for its
 backward pass (x the micro-batches in flight in a pipeline).
 
     >>> from models import get_model
-    >>> from simulator.chips import gc200
+    >>> from hardware.chips import gc200
     >>> p = partition(get_model("mnist-mlp", batch=4, train=True), 2, gc200, placement="even")
     >>> [len(s.units) for s in p.stages], sum(len(s.graph) for s in p.stages) == p.source_ops
     ([2, 2], True)
@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.opgraph import DTYPE_BYTES, OpGraph
+from hardware.dtypes import DTYPE_BYTES, FLOAT_DTYPES as _FLOAT
+from models.opgraph import OpGraph
 
 #: fraction of a chip's SRAM the placement lets a stage's tensors use (the rest:
 #: vertex code and state, exchange buffers, temporaries, fragmentation).  CHOSEN.
@@ -49,7 +50,6 @@ AMP_EFFICIENCY = {"conv": 0.45, "matmul": 0.45}
 #: norms read twice and write once ...).  CHOSEN, order of the codelet costs.
 VECTOR_PASSES = {"elementwise": 1.0, "pool": 9.0, "norm": 4.0, "softmax": 6.0, "reduce": 1.0,
                  "loss": 8.0, "optimizer": 3.0, "gather": 2.0, "concat": 1.0, "reshape": 0.0}
-_FLOAT = ("fp32", "fp16", "bf16", "fp64")
 
 
 @dataclass

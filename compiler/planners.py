@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codelets import CODELETS, amp_cycles, amp_padded, mac_cycles, vector_cycles
-from .dtypes import DTYPE_BYTES
+from hardware.dtypes import DTYPE_BYTES
 from .layout import Act
 
 

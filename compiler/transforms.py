@@ -161,7 +161,7 @@ def offload(low, what=("optimizer",)) -> dict:
 
 
 def _bytes(dtype):
-    from .dtypes import DTYPE_BYTES
+    from hardware.dtypes import DTYPE_BYTES
     return DTYPE_BYTES[dtype]
 
 

@@ -13,7 +13,7 @@ from compiler.executable import compile_program
 from compiler.graph import Graph, GraphError
 from compiler.program import Sequence
 from compiler.tensor import concat
-from simulator.chips import get_chip
+from hardware.chips import get_chip
 
 
 def show_mapping(g, t):

@@ -17,7 +17,7 @@ import numpy as np
 from compiler.executable import compile_program
 from compiler.graph import Graph
 from compiler.program import Copy, Execute, Repeat, Sequence
-from simulator.chips import get_chip
+from hardware.chips import get_chip
 from simulator.engine import Engine
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from compiler.executable import compile_program
 from compiler.graph import Graph
 from compiler.program import Copy, Execute, Sequence
-from simulator.chips import get_chip
+from hardware.chips import get_chip
 from simulator.engine import Engine
 
 

@@ -27,6 +27,8 @@ from math import prod
 
 import numpy as np
 
+from hardware.dtypes import FLOAT_DTYPES
+
 from . import oprules
 from .errors import ModelError
 from .opgraph import OpGraph
@@ -407,7 +409,7 @@ class _Importer:
             raise ModelError(f"tensor {name!r} has no producer")
         if role in (("BatchNormalization", 3), ("BatchNormalization", 4)):
             kind = "state"
-        elif t.dtype in ("fp32", "fp16", "bf16", "fp64") and t.data.size > 1:
+        elif t.dtype in FLOAT_DTYPES and t.data.size > 1:
             kind = "param"
         else:
             kind = "constant"
@@ -420,7 +422,7 @@ class _Importer:
         if not present or any(x.data is None for x in present):
             return False
         # float tensors with more than one element are weights: ops on them stay ops
-        return all(x.dtype not in ("fp32", "fp16", "bf16", "fp64") or x.data.size <= 1
+        return all(x.dtype not in FLOAT_DTYPES or x.data.size <= 1
                    for x in present)
 
     def _fold(self, op, ins, attrs):

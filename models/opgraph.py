@@ -39,6 +39,8 @@ from math import prod
 
 import networkx as nx
 
+from hardware.dtypes import DTYPE_BYTES
+
 FAMILIES = (
     "conv",        # convolutions and their gradients
     "matmul",      # Gemm / MatMul and their gradients
@@ -54,8 +56,6 @@ FAMILIES = (
     "gather",      # Gather / embedding lookups / dynamic slices
 )
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1, "int32": 4, "int64": 8, "bool": 1,
-               "fp64": 8, "bf16": 2, "uint8": 1}
 
 TENSOR_KINDS = ("input", "param", "activation", "constant", "grad", "state", "output")
 

@@ -133,7 +133,7 @@ def compare(builder, chip="gc200", dtype="fp32", **kw) -> dict:
     """Compile + simulate the sparse and the dense version; cycles, memory and FLOPs of each."""
     from compiler.executable import compile_program
     from compiler.lower import lower
-    from simulator.chips import get_chip
+    from hardware.chips import get_chip
     from simulator.engine import Engine
     chip = get_chip(chip)
     out = {}

@@ -43,13 +43,14 @@ from math import prod
 
 import numpy as np
 
+from hardware.dtypes import FLOAT_DTYPES as _FLOAT
+
 from . import oprules
 from .builder import block_ops, set_block_types
 from .errors import ModelError
 from .opgraph import OpGraph
 
 OPTIMIZERS = ("sgd", "adam")
-_FLOAT = ("fp32", "fp16", "bf16", "fp64")
 
 
 def make_training_graph(fwd: OpGraph, optimizer: str = "sgd", momentum: float = 0.9, *,

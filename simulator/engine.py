@@ -17,7 +17,7 @@ waits for the stream's SimPy process, which moves data over the host link and
 may run ahead of the program by the stream's buffer depth (prefetch), so host
 transfers overlap compute.
 
-    >>> from simulator.chips import gc2
+    >>> from hardware.chips import gc2
     >>> from compiler.graph import Graph
     >>> from compiler.program import Execute, Repeat
     >>> from compiler.executable import compile_program

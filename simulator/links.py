@@ -22,7 +22,7 @@ Times are cycles of the chip clock; every transfer is recorded (``events``) so
 the Chrome trace can show each link on its own track.
 
     >>> import simpy
-    >>> from simulator.chips import gc200
+    >>> from hardware.chips import gc200
     >>> env = simpy.Environment()
     >>> net = Network(env, gc200, [(0, 1)])
     >>> net.link(0, 1).lanes, net.link(1, 0).lanes

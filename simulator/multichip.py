@@ -58,7 +58,7 @@ from compiler.lower import lower
 from compiler.partition import even_vs_auto, partition
 from models.opgraph import OpGraph
 
-from .chips import get_chip
+from hardware.chips import get_chip
 from .engine import Engine
 from .links import HostLink, Network
 

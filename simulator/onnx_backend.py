@@ -30,7 +30,7 @@ from onnx.backend.base import Backend, BackendRep
 from compiler.executable import compile_program
 from compiler.lower import lower
 
-from .chips import get_chip
+from hardware.chips import get_chip
 from .engine import Engine
 from .functional import FunctionalState
 

@@ -25,10 +25,10 @@ from compiler.recompute import recompute as apply_recompute
 from compiler.recompute import recompute_summary
 from compiler import transforms
 
-from .chips import get_chip
+from hardware.chips import get_chip
+from hardware.dtypes import DTYPE_BYTES
 from .engine import Engine
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 #: suggestions estimated (not recompiled) count as fitting below this fraction of a tile
 ESTIMATE_MARGIN = 0.95
 

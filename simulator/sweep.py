@@ -12,7 +12,7 @@ of the cross product, a single value is the same for every point::
     simulate = true                       # reserved: simulate each point (default true)
 
 Keys: ``model`` (required), ``chip`` (default ``"gc200"``), any chip field
-(``simulator.chips.VALUE_FIELDS``: ``tiles``, ``sram_bytes_per_tile``,
+(``hardware.chips.VALUE_FIELDS``: ``tiles``, ``sram_bytes_per_tile``,
 ``clock_hz``, ``exchange_bytes_per_cycle_per_tile`` ...), and any keyword of
 :func:`simulator.pipeline.build` (``batch``, ``train``, ``dtype``, ``ipus``,
 ``available_memory_proportion`` ... and whatever options it grows later).
@@ -139,7 +139,7 @@ def _build_keywords():
 
 def split_params(params: dict):
     """``params`` -> (model, Chip, build keywords). Raises ChipError / SweepError."""
-    from simulator.chips import VALUE_FIELDS, get_chip
+    from hardware.chips import VALUE_FIELDS, get_chip
     params = dict(params)
     if "model" not in params:
         raise SweepError("point has no 'model'")

@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from .chips import gc2, gc200
+from hardware.chips import gc2, gc200
 
 JIA = "Jia et al. 2019, arXiv 1912.03413"
 REF = "/work/shared/reference/ipu-hardware.md"

@@ -1,4 +1,4 @@
-"""Tests for simulator/chips.py: presets match the published figures, TOML
+"""Tests for hardware/chips.py: presets match the published figures, TOML
 loading (complete and base + override), and every validation error names its key."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.chips import (
+from hardware.chips import (
     PRESET_DIR, PRESETS, VALUE_FIELDS, Chip, ChipError, bow, chip_from_toml, gc2, gc200,
     get_chip, list_chips, multi_chip_sync_cycles,
 )

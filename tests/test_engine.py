@@ -12,7 +12,7 @@ import pytest
 from compiler.executable import compile_program
 from compiler.graph import Graph
 from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync
-from simulator.chips import gc2
+from hardware.chips import gc2
 from simulator.engine import CALL_CONTROL_CYCLES, REPEAT_CONTROL_CYCLES, Engine, simulate
 
 CHIP = gc2.replace(tiles=8)

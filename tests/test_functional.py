@@ -13,7 +13,7 @@ from compiler.executable import compile_program
 from compiler.graph import Graph
 from compiler.program import Copy, Execute, Repeat, Sequence
 from compiler.tensor import concat
-from simulator.chips import gc2
+from hardware.chips import gc2
 from simulator.engine import Engine
 
 CHIP = gc2.replace(tiles=4)

@@ -10,7 +10,7 @@ from compiler.executable import compile_program
 from compiler.graph import Graph, GraphError
 from compiler.program import Copy, Execute, Sequence
 from compiler.tensor import concat
-from simulator.chips import gc2
+from hardware.chips import gc2
 from simulator.engine import Engine
 from simulator.functional import FunctionalError
 

@@ -62,7 +62,7 @@ def test_edges_follow_bytes(compiled):
     g = graph_of(compiled, level="vertex")
     gr = compiled.lowered.graph
     a = compiled.exe.arrays
-    from compiler.dtypes import DTYPE_BYTES
+    from hardware.dtypes import DTYPE_BYTES
     vb = np.array([DTYPE_BYTES[v.dtype] for v in gr.variables])[gr.variable_of(a.edge_start)]
     want = float((a.edge_len * vb).sum())
     nv = g.n_vertices

@@ -17,7 +17,7 @@ from compiler.program import Execute, Repeat, Sequence
 from compiler.recompute import checkpoints, recompute, recompute_summary
 from models.builder import GraphBuilder
 from models.zoo import _bottleneck
-from simulator.chips import gc200
+from hardware.chips import gc200
 from simulator.pipeline import build
 
 CHIP = SimpleNamespace(tiles=4, sram_bytes_per_tile=1 << 16, workers_per_tile=6, vector_bytes_per_cycle=8,

@@ -6,7 +6,7 @@ import simpy
 
 from compiler.partition import even_vs_auto, partition, place
 from models import get_model
-from simulator.chips import gc200
+from hardware.chips import gc200
 from simulator.links import Network
 from simulator.multichip import run_multichip
 

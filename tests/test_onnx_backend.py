@@ -120,7 +120,7 @@ def test_wrong_input_shape_is_a_clear_error(tiny):
 def test_vector_mac_vertices_give_the_same_values():
     # a chip whose matrix unit is no faster than its vector unit: the planners choose
     # ConvPartialMAC / MatMulPartialMAC vertices, whose values must be as exact
-    from simulator.chips import gc2
+    from hardware.chips import gc2
     weak = gc2.replace(flops_per_cycle_per_tile={"fp32": 2.0, "fp16": 4.0})
     m = _tiny_model()
     rep = backend.prepare(m, chip=weak)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import ipusim_cli
-from simulator.chips import gc200
+from hardware.chips import gc200
 from simulator.pipeline import build, compile_model
 
 REQUIRED = {"model": ["name", "params", "flops"],

@@ -8,11 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compiler import intervals
-from compiler.dtypes import DTYPE_BYTES
+from hardware.dtypes import DTYPE_BYTES
 from compiler.executable import compile_program
 from compiler.graph import Graph
 from compiler.program import Execute, Sequence
-from simulator.chips import gc2
+from hardware.chips import gc2
 from simulator.engine import Engine
 
 CHIP = gc2.replace(tiles=8)

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from simulator.chips import gc200
+from hardware.chips import gc200
 from simulator.pipeline import build
 from viz import dot, views
 from viz.report_html import FIGURE_IDS, report_html, write_report
@@ -142,7 +142,7 @@ def test_layer_cycles_add_up_to_the_run(mlp_train):
 
 
 def test_layer_memory_counts_every_variable(mlp_train):
-    from compiler.dtypes import DTYPE_BYTES
+    from hardware.dtypes import DTYPE_BYTES
     c = mlp_train
     tab = views.layer_table(c)
     total = sum(v.size * DTYPE_BYTES[v.dtype] for v in c.exe.graph.variables)

@@ -285,7 +285,7 @@ def settings_to_params(model, mode, preset, fields: dict, ipus, batch, dtype, re
     add ``mode`` and, when given, ``replicas`` / ``micro_batches`` (blank: run_multichip's
     defaults) to the parameters.
     """
-    from simulator.chips import get_chip
+    from hardware.chips import get_chip
     from simulator.sweep import split_params
     if not model:
         raise ValueError("choose a model")
@@ -369,7 +369,7 @@ def _with(params: dict, axis: str, value) -> dict:
     p = dict(params)
     p[axis] = value
     if axis in ("tiles", "sram_bytes_per_tile"):
-        from simulator.chips import get_chip
+        from hardware.chips import get_chip
         if getattr(get_chip(p["chip"]), axis) == value:
             p.pop(axis)            # the same point as "no override": share its cache entry
     return p
@@ -1037,7 +1037,7 @@ def chip_mode_note(ipus, chip_mode) -> str:
 
 def _control_layout(models: list, presets: list, recompute_spec, default_model: str):
     from dash import dcc, html
-    from simulator.chips import get_chip
+    from hardware.chips import get_chip
     g = get_chip("gc200")
     num = functools.partial(dcc.Input, type="number", debounce=True)
     return html.Div(className="side", children=[
@@ -1098,7 +1098,7 @@ def make_app(jobs: Jobs | None = None, *, default_model: str | None = None, poll
     from dash import Input, Output, State, ctx, dcc, html, no_update
 
     import models
-    from simulator.chips import get_chip, list_chips
+    from hardware.chips import get_chip, list_chips
     jobs = jobs or Jobs(workers=min(2, os.cpu_count() or 1))
     recompute_spec = recompute_modes()
     model_names = models.list_models()

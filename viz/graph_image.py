@@ -199,7 +199,7 @@ def _bipartite(graph, arrays, bounds, say):
     el = arrays.edge_len.astype(np.int64)
     writes, _ = _edge_directions(graph, arrays)
     var_starts = np.array([v.start for v in graph.variables], np.int64)
-    from compiler.dtypes import DTYPE_BYTES
+    from hardware.dtypes import DTYPE_BYTES
     var_bytes = np.array([DTYPE_BYTES[v.dtype] for v in graph.variables], np.float32)
     ebytes = var_bytes[np.searchsorted(var_starts, es, side="right") - 1]
     ps, pl, parent = intervals.split_at(es, el, bounds[1:])
@@ -232,7 +232,7 @@ def _bipartite(graph, arrays, bounds, say):
 
 def _copy_links(graph, program, bounds, functions=None):
     """(chunk_src, chunk_dst, bytes) of Copy programs between tensors."""
-    from compiler.dtypes import DTYPE_BYTES
+    from hardware.dtypes import DTYPE_BYTES
     from compiler.program import Copy, walk
     from compiler.tensor import Tensor
     cs, cd, cb = [], [], []
@@ -409,7 +409,7 @@ def _tile_level(c, color, legend_max, chunk, say):
 
 
 def _op_level(og, color, legend_max, say):
-    from compiler.dtypes import DTYPE_BYTES
+    from hardware.dtypes import DTYPE_BYTES
     ops = og.ops()
     idx = {o: i for i, o in enumerate(ops)}
     layer_names, lidx = [], {}

@@ -354,7 +354,7 @@ def layer_table(c) -> dict:
     with lists aligned to ``layers`` (op order; steps outside any layer, such as
     copies and host streams, under ``"(copies & streams)"``).
     """
-    from compiler.dtypes import DTYPE_BYTES
+    from hardware.dtypes import DTYPE_BYTES
     css = c.exe.graph.compute_sets
     op_layer, tensor_layer, _ = _op_layer_map(c)
     cyc = {}

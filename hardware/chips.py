@@ -26,13 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-try:  # Poplar-style dtype aliases ("half" -> "fp16"), shared with the compiler
-    from compiler.dtypes import canonical as _canonical_dtype
-except ImportError:  # pragma: no cover - chips.py stays usable on its own
-    def _canonical_dtype(dtype: str) -> str:
-        d = str(dtype).lower()
-        return {"float": "fp32", "float32": "fp32", "half": "fp16", "float16": "fp16",
-                "char": "int8"}.get(d, d)
+from .dtypes import canonical as _canonical_dtype
 
 __all__ = [
     "Chip", "ChipError", "gc2", "gc200", "bow", "PRESETS", "FLOP_DTYPES",
