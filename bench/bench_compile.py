@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from simulator.pipeline import build  # noqa: E402
+from simulator.run import build  # noqa: E402
 
 
 def rss_gib():

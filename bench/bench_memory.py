@@ -13,7 +13,7 @@ import sys
 import time
 
 import models
-from simulator.pipeline import build
+from simulator.run import build
 
 
 def mib(b):
@@ -51,7 +51,7 @@ def main(argv=None):
     print(f"every op output, forward               {sum(by.values()) / 1e6:.2f} M")
     print(f"conv + residual-add outputs            {(by['Conv'] + by['Add']) / 1e6:.2f} M   (published: about 16 M)")
     print(f"conv outputs (BN, ReLU, Add in place)  {by['Conv'] / 1e6:.2f} M")
-    c = timed("resnet50 inference, no functions", model="resnet50", use_functions=False)
+    c = timed("resnet50 inference, no functions", model="resnet50", functions=False)
     vs = c.exe.graph.variables
     print(f"lowered: weight variables {sum(v.size for v in vs if v.kind == 'weight') / 1e6:.2f} M elements, "
           f"activation variables {sum(v.size for v in vs if v.kind == 'activation') / 1e6:.2f} M elements")

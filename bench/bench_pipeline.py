@@ -17,7 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from simulator.multichip import report_json, run_multichip  # noqa: E402
+from simulator.config import RunConfig  # noqa: E402
+from simulator.multichip import run_multichip  # noqa: E402
+from simulator.report import jsonable  # noqa: E402
 
 
 def main(argv=None):
@@ -39,10 +41,10 @@ def main(argv=None):
     ap.add_argument("--trace", default=None)
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    r = run_multichip(a.model, a.chip, ipus=a.ipus, mode=a.mode, replicas=a.replicas,
-                      micro_batches=a.micro_batches, batch=a.batch, train=not a.inference, dtype=a.dtype,
-                      placement=a.placement, compare_even=a.compare_even, trace=a.trace, workers=a.workers,
-                      memory=not a.no_memory)
+    cfg = RunConfig(model=a.model, chip=a.chip, ipus=a.ipus, mode=a.mode, replicas=a.replicas,
+                    micro_batches=a.micro_batches, batch=a.batch, train=not a.inference, dtype=a.dtype,
+                    placement=a.placement)
+    r = run_multichip(cfg, compare_even=a.compare_even, trace=a.trace, workers=a.workers, memory=not a.no_memory)
     wall = time.perf_counter() - t0
     s, m = r["sim"], r["multichip"]
     print(f"{a.model} {'inference' if a.inference else 'training'} batch {a.batch} on {a.ipus} x {a.chip}, "
@@ -68,7 +70,8 @@ def main(argv=None):
     if a.json:
         os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
         with open(a.json, "w") as f:
-            f.write(report_json(r | {"bench": {"wall_s": wall}}))
+            json.dump(jsonable({k: v for k, v in r.items() if not k.startswith("_")} | {"bench": {"wall_s": wall}}),
+                      f, indent=2)
     return r, wall
 
 

@@ -54,7 +54,7 @@ def write_dot(path, g):
 
 
 def child(name, model, train, batch, out, size, sfdp_timeout):
-    from simulator.pipeline import build
+    from simulator.run import build
     from viz.graph_image import draw, graph_of, place
     r = {"case": name, "model": model, "train": train, "batch": batch}
     t0 = time.perf_counter()

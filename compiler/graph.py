@@ -139,6 +139,7 @@ class DataStream:
     numel: int
     direction: str
     buffers: int = 1      # prefetch depth: host transfers run this far ahead
+    remote: bool = False  # streaming memory (an offloaded tensor), not the host
 
     @property
     def nbytes(self):

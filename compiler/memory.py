@@ -28,7 +28,7 @@ In place.  An element-wise compute set whose output has exactly the tiles and
 bytes of an input whose life ends at that step writes over that input: the two
 share one allocation (Poplar's in-place ops).
 
-    >>> from simulator.pipeline import build
+    >>> from simulator.run import build
     >>> m = build("mnist-mlp", train=True, batch=16).memory
     >>> m["no_reuse_bytes"] >= m["always_live_bytes"] + m["not_always_live_peak_bytes"]
     True

@@ -11,16 +11,18 @@ Writes to --out (default out/):
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import ipusim_cli  # noqa: E402
 from examples import tutorial_add_reduce  # noqa: E402
-from simulator.pipeline import build  # noqa: E402
+from ipusim_cli.text import summary  # noqa: E402
+from simulator.config import RunConfig  # noqa: E402
+from simulator.run import run  # noqa: E402
+from viz.graph_image import render_model_graph  # noqa: E402
+from viz.report_html import write_report  # noqa: E402
 
 
 def main(argv=None):
@@ -42,24 +44,18 @@ def main(argv=None):
         raise SystemExit(f"tutorial result {got} differs from numpy's {want}")
 
     stem = os.path.join(args.out, args.model)
-    c = build(args.model, chip=args.chip, simulate=True)
-    print(ipusim_cli.summary(c.report))
-    with open(stem + ".json", "w") as f:
-        json.dump(ipusim_cli._jsonable(c.report), f, indent=2)
-    c.sim.chrome_trace(stem + "_trace.json")
+    r = run(RunConfig(model=args.model, chip=args.chip))
+    c = r.compiled
+    print(summary(r.report))
+    r.to_json(stem + ".json")
+    r.chrome_trace(stem + "_trace.json")
     print(f"report    {stem}.json\ntrace     {stem}_trace.json (open in https://ui.perfetto.dev)")
 
     image = None
     if not args.no_image:
-        try:
-            from viz.graph_image import render_model_graph
-        except ImportError:
-            render_model_graph = None
-        if render_model_graph is not None:
-            t = time.perf_counter()
-            image = render_model_graph(c, stem + "_graph.png")
-            print(f"image     {image} ({time.perf_counter() - t:.0f} s)")
-    from viz.report_html import write_report
+        t = time.perf_counter()
+        image = render_model_graph(c, stem + "_graph.png")
+        print(f"image     {image} ({time.perf_counter() - t:.0f} s)")
     info = write_report(c, stem + "_report.html", model=args.model, graph_image=False, graph_image_path=image)
     print(f"page      {info['path']}")
     print(f"demo done: {c.report['graph']['vertices']:,} vertices, "

@@ -269,6 +269,20 @@ class Chip:
         """Convert seconds to (fractional) cycles at this chip's clock."""
         return seconds * self.clock_hz
 
+    def host_transfer_cycles(self, nbytes: float, *, streaming: bool = False) -> float:
+        """Cycles to move ``nbytes`` over this chip's host link: latency + bytes / rate.
+
+        ``streaming=True``: to or from the streaming memory (its own rate where the chip
+        has one, else the host link's).  The one home of this formula: the engine's host
+        streams and offloaded tensors and the multi-chip host links all call it.
+
+        >>> round(gc200.host_transfer_cycles(6.25e9 / 1000))   # 1 ms + 5 us at 1.33 GHz
+        1336650
+        """
+        rate = (self.streaming_memory_bytes_per_s or self.host_link_bytes_per_s) if streaming \
+            else self.host_link_bytes_per_s
+        return self.cycles(self.host_link_latency_s + nbytes / rate)
+
     # -- copies and reports ----------------------------------------------------
     def replace(self, **overrides) -> "Chip":
         """A validated copy with some fields changed (for sweeps).

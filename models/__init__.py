@@ -17,11 +17,12 @@ from .errors import ModelError
 from .export_onnx import to_onnx
 from .onnx_import import load_onnx, load_onnx_model
 from .opgraph import FAMILIES, OpGraph, TensorInfo
+from .published import published_graph
 from .summary import format_summary, summary
 from .training import make_training_graph
 from .zoo import BUILDERS
 
-__all__ = ["get_model", "list_models", "load_onnx", "load_onnx_model", "to_onnx", "make_training_graph",
+__all__ = ["get_model", "list_models", "load", "published_graph", "load_onnx", "load_onnx_model", "to_onnx", "make_training_graph",
            "summary", "format_summary", "ModelError", "OpGraph", "TensorInfo", "FAMILIES"]
 
 DTYPES = ("fp32", "fp16")
@@ -61,3 +62,18 @@ def get_model(name: str, batch: int = 1, dtype: str = "fp32", train: bool = Fals
     if opt_kw:
         raise ModelError(f"{name}: {', '.join(opt_kw)} only apply with train=True")
     return g
+
+
+def load(model, *, batch=1, train=False, optimizer="sgd", model_kw=None) -> OpGraph:
+    """The op graph of ``model``: a built-in name, an ``.onnx`` path, a builder
+    ``batch -> forward OpGraph``, or an :class:`OpGraph` (returned as it is).
+    ``train=True`` adds the loss, backward pass and ``optimizer`` update."""
+    if isinstance(model, str) and (model.endswith(".onnx") or "/" in model):
+        og = load_onnx(model, batch=batch)
+        return make_training_graph(og, optimizer=optimizer) if train else og
+    if callable(model) and not hasattr(model, "graph"):      # a builder: batch -> forward OpGraph
+        og = model(batch=batch)
+        return make_training_graph(og, optimizer=optimizer) if train else og
+    if not isinstance(model, str):
+        return model
+    return get_model(model, batch=batch, train=train, optimizer=optimizer, **dict(model_kw or {}))

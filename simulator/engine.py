@@ -133,6 +133,7 @@ class Engine:
         self.report = SimReport(chip=self.chip, num_tiles=self.num_tiles,
                                 tiles_per_chip=int(self.chip.tiles), ipus=self.ipus)
         self.host_link = simpy.Resource(env, capacity=1)
+        self.remote_link = simpy.Resource(env, capacity=1)
         self.streams = {}
         self._stop = env.event()
         # host-to-device streams start at time 0: the host has its data ready and
@@ -222,11 +223,13 @@ class Engine:
         chip = self.chip
         with self.host_link.request() as req:
             yield req
-            t = chip.cycles(chip.host_link_latency_s + nbytes / chip.host_link_bytes_per_s)
+            t = chip.host_transfer_cycles(nbytes)
             yield self.env.timeout(t)
         return t
 
     def _stream_state(self, s, count=0):
+        if s.remote:              # streaming memory: copied synchronously, no host buffers
+            return None
         st = self.streams.get(s.name)
         if st is None:
             st = {"dir": s.direction, "store": simpy.Store(self.env, capacity=max(s.buffers, 1))}
@@ -260,6 +263,9 @@ class Engine:
                 st["done_all"].succeed()
 
     def _stream_copy(self, p, plan: StreamCopy):
+        if plan.stream.remote:
+            yield from self._remote_copy(plan)
+            return
         env, rep = self.env, self.report
         st = self._stream_state(plan.stream)
         start = env.now
@@ -279,6 +285,26 @@ class Engine:
         yield env.timeout(dist)
         rep.stream_wait_cycles += waited
         rep.add_step(f"stream {plan.stream.name}", start, 0.0, 0.0, dist, host_wait=waited)
+        if self.functional:
+            self.functional.stream_copy(plan)
+
+    def _remote_copy(self, plan: StreamCopy):
+        """A copy to or from streaming memory (:func:`compiler.transforms.offload`): synchronous,
+        the program waits while the bytes move (one transfer at a time, at the streaming-memory
+        rate), then they are spread over / gathered from the tiles at the exchange rate."""
+        env, chip, rep = self.env, self.chip, self.report
+        start = env.now
+        nbytes = plan.stream.nbytes
+        with self.remote_link.request() as req:
+            yield req
+            t = chip.host_transfer_cycles(nbytes, streaming=True)
+            yield env.timeout(t)
+        waited = env.now - start
+        dist = float(plan.bytes_per_tile.max()) / chip.exchange_bytes_per_cycle_per_tile if plan.bytes_per_tile.size else 0.0
+        yield env.timeout(dist)
+        rep.remote_bytes += nbytes
+        rep.remote_cycles += t
+        rep.add_step(f"remote {plan.stream.name}", start, 0.0, 0.0, dist, host_wait=waited)
         if self.functional:
             self.functional.stream_copy(plan)
 

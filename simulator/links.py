@@ -89,7 +89,7 @@ class HostLink:
         with self.res.request() as req:
             yield req
             start = env.now
-            t = chip.cycles(chip.host_link_latency_s + nbytes / chip.host_link_bytes_per_s)
+            t = chip.host_transfer_cycles(nbytes)
             yield env.timeout(t)
         self.bytes += int(nbytes)
         self.busy_cycles += t

@@ -38,7 +38,8 @@ The throughput ``sim.samples_per_second`` is ``steps x batch`` over the whole
 simulated time: host I/O, pipeline fill and drain, syncs, all-reduce and the
 optimizer included, as a user would measure it.
 
-    >>> r = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=2, batch=8, train=True)
+    >>> cfg = RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", micro_batches=2, batch=8, train=True)
+    >>> r = run_multichip(cfg)
     >>> r["multichip"]["stages"], r["multichip"]["micro_batches"], len(r["sim"]["per_ipu"])
     (2, 2, 2)
     >>> r["sim"]["link_bytes"] > 0 and r["sim"]["samples_per_second"] > 0
@@ -47,23 +48,30 @@ optimizer included, as a user would measure it.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import simpy
 
+import models
 from compiler.executable import compile_program
 from compiler.lower import lower
+from compiler.memory import execute_order, memory_report
 from compiler.partition import even_vs_auto, partition
 from models.opgraph import OpGraph
 
-from hardware.chips import get_chip
+from .config import MODES as _ALL_MODES
+from .config import RunConfig
 from .engine import Engine
 from .links import HostLink, Network
 
-MODES = ("shard", "pipeline", "replicate", "pipeline+replicate")
-SCHEDULES = ("1f1b", "gpipe")
+#: the modes that run separate graphs on the chips ("spread" is one graph over all their tiles)
+MODES = tuple(m for m in _ALL_MODES if m != "spread")
 _PHASE_OF = {"fwd": "fwd", "loss": "fwd", "bwd": "bwd", "update": "update"}
 
 
@@ -97,8 +105,6 @@ DETAIL_CURVE_POINTS = 1500
 def _stage_detail(m, exe, chip) -> dict:
     """The few arrays of a stage's memory report that the views need, as float32 (a stage can be big:
     its liveness, allocation and executable are dropped)."""
-    import numpy as np
-    from compiler.memory import execute_order
     per_tile = {k: np.asarray(v, dtype=np.float32) for k, v in m["per_tile"].items()
                 if k != "not_always_live_lower_bound"}
     curve = np.asarray(m.get("liveness_curve", []), dtype=np.float64)
@@ -137,7 +143,6 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
     info = None
     if memory:
         try:
-            from compiler.memory import memory_report
             m = memory_report(exe)
             mem = {"fits": bool(m["fits"]), "peak_tile_bytes": int(m["peak_tile_bytes"]),
                    "total_bytes": int(m.get("total_bytes", 0)),
@@ -204,13 +209,10 @@ def _time_one(args):
 
 def _time_stages(stages, chip, kw, workers=None):
     """Time every stage; several processes when there are several stages and CPUs."""
-    import os
     n = len(stages)
     workers = min(n, int(workers or os.cpu_count() or 1))
     if workers <= 1 or n <= 1:
         return [time_stage(st, chip, **kw) for st in stages]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
     try:
         ctx = mp.get_context("fork")
     except ValueError:        # no fork on this platform
@@ -226,98 +228,57 @@ def _time_stages(stages, chip, kw, workers=None):
 
 
 # -- the run ----------------------------------------------------------------------------------
-def _resolve(mode, ipus, replicas, micro_batches, batch):
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    ipus = int(ipus)
-    if mode == "shard":
-        S, R, M = ipus, 1, 1
-    elif mode == "pipeline":
-        S, R = ipus, 1
-        M = int(micro_batches or min(batch, 2 * ipus))
-    elif mode == "replicate":
-        R = int(replicas or ipus)
-        S = ipus // R
-        M = int(micro_batches or 1)
-    else:
-        R = int(replicas or 2)
-        S = ipus // R
-        M = int(micro_batches or min(max(batch // R, 1), 2 * S))
-    if R < 1 or M < 1:
-        raise ValueError(f"replicas and micro-batches must be at least 1, got {R} and {M}")
-    if S < 1 or S * R != ipus:
-        raise ValueError(f"--ipus {ipus} cannot hold {R} replicas of whole stages "
-                         f"(the replicas must divide the {ipus} chips)")
-    if batch % (R * M):
-        raise ValueError(f"batch {batch} is not divisible by replicas x micro-batches = {R} x {M}")
-    return S, R, M
+def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=False, trace=None, cuts=None,
+                  workers=None, memory=True, stage_detail=False, strict=False) -> dict:
+    """Compile and simulate a run configuration on ``config.ipus`` chips; return the report dict.
 
-
-def resolve(mode, ipus, replicas=None, micro_batches=None, batch=1):
-    """``(stages, replicas, micro_batches)`` that :func:`run_multichip` would use; raises ValueError
-    for an impossible combination (unknown mode, replicas not dividing the chips, batch not
-    divisible by replicas x micro-batches).  Cheap: nothing is loaded or compiled."""
-    return _resolve(mode, ipus, replicas, micro_batches, int(batch))
-
-
-def _load(model, micro, train, optimizer, model_kw):
-    if isinstance(model, OpGraph):
-        return model
-    from .pipeline import load_model
-    return load_model(model, batch=micro, train=train, optimizer=optimizer, model_kw=model_kw)
-
-
-def run_multichip(model, chip="gc200", ipus=2, mode="pipeline", replicas=None, micro_batches=None,
-                  batch=None, train=False, dtype="fp32", placement="auto", *, partials=None,
-                  optimizer="sgd", schedule="1f1b", steps=2, host_buffers=2, model_kw=None,
-                  compare_even=False, trace=None, available_memory_proportion=0.6,
-                  use_functions=True, cuts=None, workers=None, memory=True, stage_detail=False,
-                  strict=False) -> dict:
-    """Compile and simulate ``model`` on ``ipus`` chips; return the report dict.
-
-    ``model``: a built-in name, an ONNX path, a builder ``batch -> OpGraph``,
-    or an :class:`OpGraph` (then taken as ONE micro-batch: ``batch`` defaults
-    to its batch x micro-batches x replicas).  ``batch``: samples per step over
-    all replicas.  ``placement``: ``"auto"`` (balanced by dynamic programming
-    under the memory limit) or ``"even"`` (same number of layers per stage);
-    the report always carries both estimates, and ``compare_even=True`` also
-    simulates the even split and reports its throughput.  ``trace``: path of a
-    Chrome trace-event JSON file.  ``workers``: processes compiling the stages
-    in parallel (default: one per stage, at most the machine's CPU count).
-    ``memory=False`` skips the per-stage memory report (faster).
+    ``config.model``: a built-in name, an ONNX path, a builder ``batch -> OpGraph``, or an
+    :class:`OpGraph` (then taken as ONE micro-batch: its batch must be ``config.batch /
+    (replicas x micro-batches)``).  ``config.batch``: samples per step over all replicas.
+    ``config.placement``: ``"auto"`` (balanced by dynamic programming under the memory
+    limit) or ``"even"`` (same number of layers per stage); the report always carries both
+    estimates.  The keywords are how the simulation runs, not what is run:
+    ``steps`` simulated, ``host_buffers`` per host stream (prefetch);
+    ``compare_even=True`` also simulates the other placement and reports its throughput;
+    ``trace``: path of a Chrome trace-event JSON file; ``cuts``: stage boundaries given by hand;
+    ``workers``: processes compiling the stages in parallel (default: one per stage, at most
+    the machine's CPU count); ``memory=False`` skips the per-stage memory report (faster);
     ``stage_detail=True`` adds ``report["_stage_memory"]``: per stage, its per-tile bytes by
-    category and its (thinned) liveness curve (see :func:`time_stage`); private like ``_sim``.
+    category and its (thinned) liveness curve (see :func:`time_stage`); private like ``_sim``;
     ``strict=True``: a model with fewer layers than the stages asked for raises ValueError
     (by default it runs on fewer chips; ``multichip.stages_requested`` says how many were asked).
     """
     t0 = time.perf_counter()
-    chip = get_chip(chip)
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
-    if isinstance(model, OpGraph) and batch is None:
-        R_ = int(replicas or (ipus if mode == "replicate" else 2 if mode == "pipeline+replicate" else 1))
-        M_ = int(micro_batches or (1 if mode in ("shard", "replicate") else 2 * max(int(ipus) // R_, 1)))
-        batch = model.batch * R_ * M_
-    batch = int(batch or 1)
-    S, R, M = _resolve(mode, ipus, replicas, micro_batches, batch)
+    cfg = config
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode: {cfg.mode!r} runs one graph (simulator.run.build); "
+                         f"several graphs need one of {', '.join(MODES)}")
+    chip = cfg.get_chip()
+    mode, batch, dtype = cfg.mode, cfg.batch, cfg.dtype
+    S, R, M = cfg.layout()
     micro = batch // (R * M)
-    if isinstance(model, OpGraph) and model.batch != micro:
-        raise ValueError(f"an OpGraph is one micro-batch: its batch {model.batch} != batch / (replicas x "
-                         f"micro-batches) = {micro}")
-    og = _load(model, micro, train, optimizer, model_kw)
+    model = cfg.model
+    if isinstance(model, OpGraph):
+        if model.batch != micro:
+            raise ValueError(f"an OpGraph is one micro-batch: its batch {model.batch} != batch / (replicas x "
+                             f"micro-batches) = {micro}")
+        og = model
+    else:
+        og = models.load(model, batch=micro, train=cfg.train, optimizer=cfg.optimizer, model_kw=cfg.model_kw)
     training = any(og.op(n)["phase"] != "fwd" for n in og.graph)
     pipelined = mode in ("pipeline", "pipeline+replicate")
-    part = partition(og, S, chip, placement=placement, dtype=dtype, pipelined=pipelined, micro_batches=M,
+    part = partition(og, S, chip, placement=cfg.placement, dtype=dtype, pipelined=pipelined, micro_batches=M,
                      cuts=cuts)
     S_asked, S = S, len(part.stages)
     if strict and S < S_asked:
         raise ValueError(f"{og.name} splits into at most {S} stages (one layer or more each), not {S_asked}: "
                          f"use at most {S * R} chips for {R} replica{'s' if R > 1 else ''} in mode {mode}")
     t1 = time.perf_counter()
-    kw = dict(dtype=dtype, partials=partials, available_memory_proportion=available_memory_proportion,
-              use_functions=use_functions, memory=memory, detail=bool(stage_detail and memory))
+    kw = dict(dtype=dtype, partials=cfg.partials, available_memory_proportion=cfg.available_memory_proportion,
+              use_functions=cfg.functions, memory=memory, detail=bool(stage_detail and memory))
     timings = _time_stages(part.stages, chip, kw, workers)
     t2 = time.perf_counter()
+    schedule = cfg.schedule
     sim = _MultiChipSim(part, timings, chip, S=S, R=R, M=M, training=training, steps=int(steps),
                         schedule=schedule if pipelined else "1f1b", host_buffers=host_buffers, dtype=dtype)
     sim.run()
@@ -332,14 +293,12 @@ def run_multichip(model, chip="gc200", ipus=2, mode="pipeline", replicas=None, m
     report["multichip"]["placement"]["comparison"] = even_vs_auto(og, S, chip, dtype=dtype, micro_batches=M,
                                                                   pipelined=pipelined)
     if compare_even and S > 1:
-        other = "even" if placement == "auto" else "auto"
-        r2 = run_multichip(og, chip, ipus, mode, replicas, M, batch, train, dtype, other, partials=partials,
-                           optimizer=optimizer, schedule=schedule, steps=steps, host_buffers=host_buffers,
-                           available_memory_proportion=available_memory_proportion,
-                           use_functions=use_functions, workers=workers, memory=memory)
+        other = "even" if cfg.placement == "auto" else "auto"
+        r2 = run_multichip(cfg.replace(model=og, chip=chip, micro_batches=M, placement=other), steps=steps,
+                           host_buffers=host_buffers, workers=workers, memory=memory)
         report["multichip"]["placement"]["simulated"] = {
-            placement: {"cuts": part.cuts, "samples_per_second": report["sim"]["samples_per_second"],
-                        "step_cycles": report["sim"]["step_cycles"]},
+            cfg.placement: {"cuts": part.cuts, "samples_per_second": report["sim"]["samples_per_second"],
+                            "step_cycles": report["sim"]["step_cycles"]},
             other: {"cuts": r2["multichip"]["placement"]["cuts"],
                     "samples_per_second": r2["sim"]["samples_per_second"],
                     "step_cycles": r2["sim"]["step_cycles"]}}
@@ -683,8 +642,3 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
                 "achieved_flops_per_second": flops / seconds if seconds else 0.0,
                 "mean_utilisation": sum(p["utilisation"] for p in per) / len(per)},
     }
-
-
-def report_json(report) -> str:
-    """The report without its private ``_sim`` object, as JSON."""
-    return json.dumps({k: v for k, v in report.items() if not k.startswith("_")}, indent=2, default=str)

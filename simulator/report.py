@@ -11,6 +11,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def jsonable(v):
+    """``v`` with numpy scalars and arrays made plain Python (dict keys as strings), for JSON.
+
+    >>> jsonable({1: np.float32(0.5), "a": (np.arange(2),)})
+    {'1': 0.5, 'a': [[0, 1]]}
+    """
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    return v
+
+
 @dataclass
 class SimReport:
     chip: object
@@ -23,6 +40,8 @@ class SimReport:
     host_bytes: int = 0
     host_transfer_cycles: float = 0.0
     stream_wait_cycles: float = 0.0
+    remote_bytes: int = 0          # bytes moved to / from streaming memory (offloaded tensors)
+    remote_cycles: float = 0.0
     link_bytes: int = 0
     exchange_bytes: int = 0
     vertices_executed: int = 0
@@ -111,6 +130,7 @@ class SimReport:
             "mean_tile_utilisation": float(self.tile_utilisation.mean()),
             "max_tile_utilisation": float(self.tile_utilisation.max()) if self.num_tiles else 0.0,
             "per_ipu": self.per_ipu(), "clock_hz": self.chip.clock_hz,
+            "remote_bytes": self.remote_bytes, "remote_cycles": self.remote_cycles,
         }
 
     def to_json(self, path):

@@ -7,14 +7,14 @@ of the cross product, a single value is the same for every point::
     chip = "gc200"                        # the base chip (preset or .toml)
     tiles = [736, 1472]                   # chip fields -> get_chip(chip).replace(...)
     sram_bytes_per_tile = [638976, 1048576]
-    batch = [1, 4]                        # anything else -> keyword of pipeline.build
+    batch = [1, 4]                        # anything else -> a run option (simulator.config.RunConfig)
     train = false
     simulate = true                       # reserved: simulate each point (default true)
 
 Keys: ``model`` (required), ``chip`` (default ``"gc200"``), any chip field
 (``hardware.chips.VALUE_FIELDS``: ``tiles``, ``sram_bytes_per_tile``,
-``clock_hz``, ``exchange_bytes_per_cycle_per_tile`` ...), and any keyword of
-:func:`simulator.pipeline.build` (``batch``, ``train``, ``dtype``, ``ipus``,
+``clock_hz``, ``exchange_bytes_per_cycle_per_tile`` ...), and any field of
+:class:`simulator.config.RunConfig` (``batch``, ``train``, ``dtype``, ``ipus``, ``mode``,
 ``available_memory_proportion`` ... and whatever options it grows later).
 A parameter that is none of these is recorded as that point's error.
 
@@ -36,7 +36,6 @@ combined table is written to ``<out>`` (parquet, or CSV when the name ends in
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -48,7 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-__all__ = ["SweepError", "SweepSpec", "SweepResult", "load_sweep", "point_id", "split_params",
+from .config import ConfigError, RunConfig
+from .report import jsonable
+from .run import run
+
+__all__ = ["SweepError", "SweepSpec", "SweepResult", "load_sweep", "point_id", "point_config",
            "evaluate_point", "flatten_report", "run_sweep", "read_results", "RESERVED"]
 
 #: keys of a sweep file that are not parameters of a point
@@ -128,50 +131,17 @@ def point_id(params: dict, simulate: bool = True) -> str:
 
 # ---------------------------------------------------------------------------------------
 # one point
-def _build_keywords():
-    from simulator.pipeline import build
-    sig = inspect.signature(build)
-    open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    names = [n for n, p in sig.parameters.items()
-             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in ("model", "chip", "simulate")]
-    return names, open_ended
-
-
-def split_params(params: dict):
-    """``params`` -> (model, Chip, build keywords). Raises ChipError / SweepError."""
-    from hardware.chips import VALUE_FIELDS, get_chip
+def point_config(params: dict) -> RunConfig:
+    """A point's parameters -> its run configuration (chip fields override the chip's values).
+    An unknown parameter or a bad value raises :class:`SweepError` naming it (a bad chip
+    field, :class:`hardware.chips.ChipError`)."""
     params = dict(params)
     if "model" not in params:
         raise SweepError("point has no 'model'")
-    model = params.pop("model")
-    base = params.pop("chip", "gc200")
-    overrides = {k: params.pop(k) for k in list(params) if k in VALUE_FIELDS}
-    chip = get_chip(base)
-    if overrides:
-        chip = chip.replace(**overrides)
-    names, open_ended = _build_keywords()
-    if not open_ended:
-        bad = [k for k in params if k not in names]
-        if bad:
-            raise SweepError(f"unknown parameter {bad[0]!r}: not a chip field nor an option of "
-                             f"pipeline.build ({', '.join(names)})")
-    return model, chip, params
-
-
-def _jsonable(v):
     try:
-        import numpy as np
-        if isinstance(v, np.generic):
-            return v.item()
-        if isinstance(v, np.ndarray):
-            return v.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
+        return RunConfig.from_dict(params)
+    except ConfigError as e:
+        raise SweepError(e.args[0]) from None
 
 
 def flatten_report(rep: dict, prefix: str = "") -> dict:
@@ -182,9 +152,9 @@ def flatten_report(rep: dict, prefix: str = "") -> dict:
         if isinstance(v, dict):
             out.update(flatten_report(v, name + "."))
         elif isinstance(v, (list, tuple)):
-            out[name] = json.dumps(_jsonable(v))
+            out[name] = json.dumps(jsonable(v))
         else:
-            out[name] = _jsonable(v)
+            out[name] = jsonable(v)
     return out
 
 
@@ -192,11 +162,9 @@ def evaluate_point(params: dict, simulate: bool = True) -> dict:
     """Compile (and simulate) one point; never raises: a failure is the row's ``error``."""
     t0 = time.perf_counter()
     row = {"point_id": point_id(params, simulate)}
-    row.update({k: _jsonable(v) for k, v in params.items()})
+    row.update({k: jsonable(v) for k, v in params.items()})
     try:
-        from simulator.pipeline import compile_model
-        model, chip, kw = split_params(params)
-        rep = compile_model(model, chip=chip, simulate=simulate, **kw)
+        rep = run(point_config(params), simulate=simulate).report
         flat = flatten_report(rep)
         row["error"] = None
     except Exception as e:  # noqa: BLE001 - a failed point is data
@@ -224,7 +192,7 @@ def _write_part(parts: Path, row: dict):
     final = parts / f"{row['point_id']}.json"
     tmp = parts / f".{row['point_id']}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
-        json.dump(_jsonable(row), f)
+        json.dump(jsonable(row), f)
     os.replace(tmp, final)
 
 

@@ -15,8 +15,18 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import simpy
 
+from compiler.executable import compile_program
+from compiler.graph import Graph
+from compiler.program import Copy, Execute
 from hardware.chips import gc2, gc200
+from models import get_model
+
+from .config import RunConfig
+from .engine import Engine
+from .links import Network
+from .run import run
 
 JIA = "Jia et al. 2019, arXiv 1912.03413"
 REF = "/work/shared/reference/ipu-hardware.md"
@@ -30,10 +40,6 @@ def _row(name, published, predicted, unit, source, how, tolerance, note=""):
 
 def _exchange_copy(chip, pairs_fn, nbytes_per_tile):
     """Engine time of one Copy where tile t sends ``nbytes_per_tile`` to tile pairs_fn(t)."""
-    from compiler.executable import compile_program
-    from compiler.graph import Graph
-    from compiler.program import Copy
-    from .engine import Engine
     n = nbytes_per_tile // 4
     g = Graph(chip)
     T = chip.tiles
@@ -77,10 +83,6 @@ def rows(slow=False) -> list:
                     "engine: one Copy, even tiles send 4 KiB each", 0.05,
                     "half the tiles at the full 4 B/cycle"))
     # -- sync -------------------------------------------------------------------------------
-    from compiler.executable import compile_program
-    from compiler.graph import Graph
-    from compiler.program import Execute
-    from .engine import Engine
     g = Graph(gc200)
     x = g.add_variable("fp32", (gc200.tiles * 4,), "x")
     g.map_linearly(x)
@@ -92,8 +94,6 @@ def rows(slow=False) -> list:
                     "Poplar target globalSyncCycles (IPU21 target dump, third party)",
                     "engine: sync phase of one superstep", 0.01, "by construction"))
     # -- links ------------------------------------------------------------------------------
-    import simpy
-    from .links import Network
     env = simpy.Environment()
     net = Network(env, gc200, [(0, 1), (0, 3), (1, 2), (2, 3)])     # ring of 4: 2 neighbours, 5 links each
     nbytes = 64 * 2**20
@@ -115,7 +115,6 @@ def rows(slow=False) -> list:
                     "links.Network: 64 MiB over one link", 0.2,
                     "the presets do not apply the 0.85 efficiency: +18% optimistic"))
     # -- host ------------------------------------------------------------------------------
-    from compiler.program import Copy
     g = Graph(gc2)
     n = 16 * 2**20 // 4
     y = g.add_variable("fp32", (n,), "y")
@@ -126,7 +125,6 @@ def rows(slow=False) -> list:
                     "C2 card datasheet", "engine: one 16 MiB host-to-device stream copy", 0.05,
                     "latency (1 us CHOSEN) costs 0.2% at this size"))
     # -- models -----------------------------------------------------------------------------
-    from models import get_model
     r50 = get_model("resnet50", batch=1)
     out.append(_row("ResNet-50 parameters", 25_557_032, r50.params(), "params",
                     "torchvision / Caffe2 definition (published-figures.md)", "models.get_model('resnet50')", 0.0))
@@ -150,8 +148,7 @@ def rows(slow=False) -> list:
 
 
 def slow_rows() -> list:
-    from .pipeline import compile_model
-    r = compile_model("resnet50", chip="gc200", batch=1, simulate=True)
+    r = run(RunConfig(model="resnet50", chip="gc200", batch=1)).report
     res = [_row("ResNet-50 inference graph: vertices", 3.22e6, r["graph"]["vertices_executed"], "vertices",
                 "Graphcore blog / The Register, Feb 2017 (Poplar, GC2-era)",
                 "compile resnet50 batch 1 on gc200: vertices executed (functions counted per call)", 1.0,

@@ -23,7 +23,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def compiled():
-    from simulator.pipeline import build
+    from simulator.run import build
     return build("mnist-mlp", simulate=True)
 
 

@@ -9,7 +9,7 @@ pytest.importorskip("PIL")
 
 from PIL import Image                                        # noqa: E402
 
-from simulator.pipeline import build                          # noqa: E402
+from simulator.run import build                          # noqa: E402
 from viz.graph_image import draw, graph_of, place, render_model_graph   # noqa: E402
 
 SIZE = 384

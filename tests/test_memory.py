@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ipusim_cli
+from simulator.report import jsonable
 import models
 from compiler.allocator import allocate, overlapping_pairs
 from compiler.executable import compile_program
@@ -18,7 +19,7 @@ from compiler.recompute import checkpoints, recompute, recompute_summary
 from models.builder import GraphBuilder
 from models.zoo import _bottleneck
 from hardware.chips import gc200
-from simulator.pipeline import build
+from simulator.run import build
 
 CHIP = SimpleNamespace(tiles=4, sram_bytes_per_tile=1 << 16, workers_per_tile=6, vector_bytes_per_cycle=8,
                        vertex_overhead_cycles=10, flops_per_cycle_per_tile={"fp32": 32, "fp16": 128})
@@ -158,7 +159,7 @@ def test_reuse_shrinks_memory_and_report_keys(mlp_train):
         assert k in m
     assert m["no_reuse_bytes"] > m["with_reuse_bytes"]
     assert m["reuse_factor"] == pytest.approx(m["no_reuse_bytes"] / m["with_reuse_bytes"])
-    json.dumps(ipusim_cli._jsonable(mlp_train.report))
+    json.dumps(jsonable(mlp_train.report))
 
 
 # -- published ResNet-50 figures ----------------------------------------------------------------
@@ -169,7 +170,7 @@ def test_resnet50_weights_and_forward_activations_order_of_magnitude():
     conv = sum(t.size for t in outs if g.op(t.producer)["op"] == "Conv")
     add = sum(t.size for t in outs if g.op(t.producer)["op"] == "Add")
     assert conv + add == pytest.approx(16e6, rel=0.1)        # published: about 16 M per image
-    c = build("resnet50", use_functions=False)
+    c = build("resnet50", functions=False)
     vs = c.exe.graph.variables
     w = sum(v.size for v in vs if v.kind == "weight")
     a = sum(v.size for v in vs if v.kind == "activation")

@@ -8,7 +8,9 @@ from compiler.partition import even_vs_auto, partition, place
 from models import get_model
 from hardware.chips import gc200
 from simulator.links import Network
+from simulator.config import ConfigError, RunConfig
 from simulator.multichip import run_multichip
+from simulator.run import run
 
 
 def _mlp(batch, train=True):
@@ -101,7 +103,7 @@ def runs():
     out = {}
     for mode, kw in [("shard", {}), ("pipeline", {"micro_batches": 4}), ("replicate", {}),
                      ("pipeline+replicate", {"replicas": 2, "micro_batches": 2})]:
-        out[mode] = run_multichip("mnist-mlp", "gc200", ipus=4, mode=mode, batch=16, train=True, **kw)
+        out[mode] = run_multichip(RunConfig(model="mnist-mlp", ipus=4, mode=mode, batch=16, train=True, **kw))
     return out
 
 
@@ -133,9 +135,9 @@ def test_shard_runs_one_chip_at_a_time(runs):
 
 
 def test_pipeline_overlaps_stages():
-    kw = dict(batch=64, train=False, steps=2, model_kw={"hidden": 2048})
-    pipe = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=8, **kw)
-    shard = run_multichip("mnist-mlp", "gc200", ipus=2, mode="shard", **kw)
+    cfg = RunConfig(model="mnist-mlp", ipus=2, batch=64, model_kw={"hidden": 2048})
+    pipe = run_multichip(cfg.replace(mode="pipeline", micro_batches=8), steps=2)
+    shard = run_multichip(cfg.replace(mode="shard"), steps=2)
     busy = sum(p["busy_cycles"] for p in pipe["sim"]["per_ipu"])
     assert busy > 0
     assert 0 <= pipe["sim"]["hidden_transfer_fraction"] <= 1
@@ -144,13 +146,14 @@ def test_pipeline_overlaps_stages():
 
 
 def test_more_micro_batches_smaller_bubble():
-    r2 = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=2, batch=32, train=True)
-    r8 = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=8, batch=32, train=True)
+    cfg = RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=32, train=True)
+    r2 = run_multichip(cfg.replace(micro_batches=2))
+    r8 = run_multichip(cfg.replace(micro_batches=8))
     assert r8["sim"]["bubble_fraction"] < r2["sim"]["bubble_fraction"]
 
 
 def test_cross_chip_sync_costs_more():
-    r = run_multichip("mnist-mlp", "gc200", ipus=2, mode="shard", batch=8, train=True, steps=1)
+    r = run_multichip(RunConfig(model="mnist-mlp", ipus=2, mode="shard", batch=8, train=True), steps=1)
     assert gc200.sync_cycles_multi_chip > gc200.sync_cycles
     ev = r["_sim"].chip_events[0]
     assert any(e[2] == "cross-chip sync" and e[1] == gc200.sync_cycles_multi_chip for e in ev)
@@ -167,11 +170,11 @@ def test_chrome_trace_tracks(runs, tmp_path):
     assert len(link_tracks) >= 2
 
 
-def test_bad_mode_and_batch():
-    with pytest.raises(ValueError):
-        run_multichip("mnist-mlp", "gc200", ipus=2, mode="bogus", batch=4)
-    with pytest.raises(ValueError):
-        run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", micro_batches=3, batch=4)
+def test_bad_mode_and_batch_name_the_option():
+    with pytest.raises(ConfigError, match="^mode: 'bogus' is not one of"):
+        RunConfig(model="mnist-mlp", ipus=2, mode="bogus", batch=4)
+    with pytest.raises(ConfigError, match="^batch: 4 is not divisible by replicas x micro-batches = 1 x 3"):
+        RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", micro_batches=3, batch=4)
 
 
 # -- sparse / conditional layers ---------------------------------------------------------------
@@ -199,8 +202,8 @@ def test_moe_cost_scales_with_k():
 
 
 def test_stage_detail_is_bounded_and_private():
-    from simulator.multichip import DETAIL_CURVE_POINTS, report_json
-    r = run_multichip("mnist-mlp", "gc200", ipus=2, mode="pipeline", batch=4, train=True, steps=1,
+    from simulator.multichip import DETAIL_CURVE_POINTS
+    r = run_multichip(RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=4, train=True), steps=1,
                       stage_detail=True, workers=1)
     detail = r["_stage_memory"]
     assert len(detail) == r["multichip"]["stages"] == 2
@@ -210,16 +213,19 @@ def test_stage_detail_is_bounded_and_private():
         assert int(total.max()) == pytest.approx(row["memory"]["peak_tile_bytes"], abs=1)
         assert 0 < d["curve_steps"].size <= DETAIL_CURVE_POINTS and len(d["curve_names"]) == d["curve_steps"].size
         assert row["memory"]["worst_tiles"][0]["bytes"] == row["memory"]["peak_tile_bytes"]
-    assert "_stage_memory" not in json.loads(report_json(r))
-    assert "_stage_memory" not in run_multichip("mnist-mlp", "gc200", ipus=2, mode="shard", batch=2, steps=1)
+    whole = run(RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=4, train=True))
+    assert "_stage_memory" not in json.loads(whole.to_json()) and "_sim" not in json.loads(whole.to_json())
+    assert "_stage_memory" not in run_multichip(RunConfig(model="mnist-mlp", ipus=2, mode="shard", batch=2),
+                                                steps=1)
 
 
-def test_resolve_and_strict_stages():
-    from simulator.multichip import resolve
-    assert resolve("pipeline+replicate", 4, 2, 2, 8) == (2, 2, 2)
-    with pytest.raises(ValueError, match="divide"):
-        resolve("replicate", 3, 2, None, 4)
-    r = run_multichip("mnist-mlp", "gc200", ipus=8, mode="shard", batch=2, steps=1, memory=False)
+def test_layout_and_strict_stages():
+    cfg = RunConfig(model="mnist-mlp", ipus=4, mode="pipeline+replicate", replicas=2, micro_batches=2, batch=8)
+    assert cfg.layout() == (2, 2, 2)
+    with pytest.raises(ConfigError, match="divide"):
+        RunConfig(model="mnist-mlp", ipus=3, mode="replicate", replicas=2, batch=4)
+    shard8 = RunConfig(model="mnist-mlp", ipus=8, mode="shard", batch=2)
+    r = run_multichip(shard8, steps=1, memory=False)
     assert r["multichip"]["stages_requested"] == 8 > r["multichip"]["stages"]
     with pytest.raises(ValueError, match="stages"):
-        run_multichip("mnist-mlp", "gc200", ipus=8, mode="shard", batch=2, strict=True)
+        run_multichip(shard8, strict=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hardware.chips import gc200
-from simulator.pipeline import build
+from simulator.run import build
 from viz import dot, views
 from viz.report_html import FIGURE_IDS, report_html, write_report
 
@@ -213,7 +213,7 @@ def test_op_graph_dot(mlp_train):
 
 
 def test_op_graph_clusters_blocks():
-    from simulator.pipeline import load_model
+    from simulator.run import load_model
     og = load_model("resnet50")
     d = dot.op_graph_dot(og)
     blocks = {og.op(n)["block"] for n in og.ops()} - {None}

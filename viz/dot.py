@@ -12,7 +12,7 @@ Both return a ``graphviz.Digraph``: ``.source`` is the DOT text,
 ``.pipe(format="svg")`` the SVG.  :func:`write` picks the format from the
 file name.
 
-    >>> from simulator.pipeline import load_model
+    >>> from simulator.run import load_model
     >>> d = op_graph_dot(load_model("mnist-mlp"))
     >>> d.source.startswith("digraph") and "Gemm" in d.source
     True

@@ -69,7 +69,7 @@ ORANGE, BLUE, RED, GREEN, GREY = "#EF8A2F", "#3B76AF", "#E3242B", "#2E8B57", "#A
 # ------------------------------------------------------------------------------------------
 # the work done in a worker process
 def _build_options():
-    from simulator.pipeline import build
+    from simulator.run import build
     return inspect.signature(build).parameters
 
 
@@ -165,7 +165,7 @@ def compute_point(params: dict, figures: bool = True) -> dict:
         if mc:
             out = _run_multichip(model, chip, kw, mc, figures)
         else:
-            from simulator.pipeline import build
+            from simulator.run import build
             from simulator.sweep import _jsonable
             c = build(model, chip=chip, simulate=True, **kw)
             out = {"report": _jsonable(c.report)}

@@ -66,6 +66,18 @@ from typing import Callable, Optional
 
 import numpy as np
 
+import models
+from compiler import intervals
+from compiler.codelets import CODELETS
+from compiler.program import Copy, walk
+from compiler.tensor import Tensor
+from hardware.dtypes import DTYPE_BYTES
+from simulator.config import RunConfig
+from simulator.run import build
+
+from .layout import layout
+from .render import _hsv2rgb, default_palette, render
+
 __all__ = ["DrawGraph", "graph_of", "render_model_graph", "draw", "LEVELS", "COLORS"]
 
 LEVELS = ("vertex", "tile", "op")
@@ -104,7 +116,6 @@ class DrawGraph:
 def _categorical(cat, names, weight_nodes, legend_max, what):
     """Colours for categories ``cat`` (n,) with ``names``: palette in the
     order of ``names`` (network order), legend = largest ``legend_max``."""
-    from .render import default_palette
     k = max(len(names), 1)
     pal = default_palette(k)
     size = np.bincount(cat[weight_nodes] if weight_nodes is not None else cat, minlength=k)
@@ -117,7 +128,6 @@ def _categorical(cat, names, weight_nodes, legend_max, what):
 
 
 def _tile_ramp(tile, num_tiles):
-    from .render import _hsv2rgb
     k = max(int(num_tiles), 1)
     h = np.arange(k) / k * 0.85
     pal = _hsv2rgb(h, np.full(k, 0.8), np.ones(k))
@@ -174,7 +184,6 @@ def _chunks(graph, chunk=None):
 
 def _edge_directions(graph, arrays):
     """(writes, reads) bool per edge, from the codelets' field directions."""
-    from compiler.codelets import CODELETS
     m = arrays.edge_start.size
     writes = np.zeros(m, bool)
     reads = np.zeros(m, bool)
@@ -193,13 +202,11 @@ def _edge_directions(graph, arrays):
 def _bipartite(graph, arrays, bounds, say):
     """Pieces (vertex, chunk, bytes, writes) of every edge region cut at
     the chunk ``bounds``; duplicate (vertex, chunk) pairs merged."""
-    from compiler import intervals
     ev = arrays.edge_vertex
     es = arrays.edge_start.astype(np.int64, copy=False)
     el = arrays.edge_len.astype(np.int64)
     writes, _ = _edge_directions(graph, arrays)
     var_starts = np.array([v.start for v in graph.variables], np.int64)
-    from hardware.dtypes import DTYPE_BYTES
     var_bytes = np.array([DTYPE_BYTES[v.dtype] for v in graph.variables], np.float32)
     ebytes = var_bytes[np.searchsorted(var_starts, es, side="right") - 1]
     ps, pl, parent = intervals.split_at(es, el, bounds[1:])
@@ -232,9 +239,6 @@ def _bipartite(graph, arrays, bounds, say):
 
 def _copy_links(graph, program, bounds, functions=None):
     """(chunk_src, chunk_dst, bytes) of Copy programs between tensors."""
-    from hardware.dtypes import DTYPE_BYTES
-    from compiler.program import Copy, walk
-    from compiler.tensor import Tensor
     cs, cd, cb = [], [], []
     for p in walk(program):
         if not isinstance(p, Copy) or not isinstance(p.src, Tensor) or not isinstance(p.dst, Tensor):
@@ -409,7 +413,6 @@ def _tile_level(c, color, legend_max, chunk, say):
 
 
 def _op_level(og, color, legend_max, say):
-    from hardware.dtypes import DTYPE_BYTES
     ops = og.ops()
     idx = {o: i for i, o in enumerate(ops)}
     layer_names, lidx = [], {}
@@ -449,7 +452,7 @@ def _op_level(og, color, legend_max, say):
 def graph_of(compiled, level: str = "vertex", color: str = "layer", *, legend_max: int = 24,
              chunk: Optional[int] = None, subgroup: Optional[str] = "cs",
              progress: Optional[Callable] = None) -> DrawGraph:
-    """What to draw for a compiled model (``simulator.pipeline.build``'s result).
+    """What to draw for a compiled model (``simulator.run.build``'s result).
 
     ``level``: "vertex" (every vertex + the tensor chunks they share),
     "tile" (tiles and the bytes they exchange) or "op" (the op graph; an
@@ -475,7 +478,7 @@ def graph_of(compiled, level: str = "vertex", color: str = "layer", *, legend_ma
             raise ValueError("level 'op' needs a compiled model or an OpGraph")
         return _op_level(og, color, legend_max, say)
     if not hasattr(compiled, "lowered") or not hasattr(compiled, "exe"):
-        raise ValueError(f"level {level!r} needs a compiled model (simulator.pipeline.build(...)), "
+        raise ValueError(f"level {level!r} needs a compiled model (simulator.run.build(...)), "
                          f"got {type(compiled).__name__}")
     if level == "vertex":
         return _vertex_level(compiled, color, legend_max, chunk, subgroup, say)
@@ -493,7 +496,6 @@ def place(g: DrawGraph, seed: int = 0, progress=None, weight_power: float = 0.5,
     a 100x bigger region pulls 10x harder; with raw bytes a few huge
     regions dominate and small layers are strung out into thin bands).
     """
-    from .layout import layout
     w = g.weight if weight_power == 1 else np.power(g.weight, np.float32(weight_power))
     return layout(g.n, g.src, g.dst, w, group=g.group if g.level != "tile" else None,
                   subgroup=g.subgroup, seed=seed, progress=progress, **layout_kw)
@@ -501,7 +503,6 @@ def place(g: DrawGraph, seed: int = 0, progress=None, weight_power: float = 0.5,
 
 def draw(g: DrawGraph, xy: np.ndarray, path, *, size: int = 2048, title: Optional[str] = None, **kw):
     """Render ``g`` at positions ``xy`` to ``path`` (.png or .svg)."""
-    from .render import render
     ext = os.path.splitext(str(path))[1].lower()
     if ext not in (".png", ".svg"):
         raise ValueError(f"unsupported image format {ext!r} for {path!r} (use .png or .svg)")
@@ -529,20 +530,17 @@ def _describe(c, model, level):
 
 
 def render_model_graph(model_or_compiled, path, *, level: str = "vertex", color: str = "layer",
-                       size: int = 2048, chip="gc200", batch: int = 1, train: bool = False,
-                       dtype: str = "fp32", seed: int = 0, progress: Optional[Callable] = None,
+                       size: int = 2048, seed: int = 0, progress: Optional[Callable] = None,
                        timings: Optional[dict] = None, chunk: Optional[int] = None,
-                       legend_max: int = 24, subgroup: Optional[str] = "cs", **compile_opts):
-    """Compile ``model_or_compiled`` (a built-in name, an .onnx path, an
-    ``OpGraph``, or an already compiled ``Compiled``) and draw its graph to
-    ``path`` (.png or .svg; big graphs embed a raster in the SVG under
-    vector text).  Returns ``path``.
+                       legend_max: int = 24, subgroup: Optional[str] = "cs"):
+    """Compile ``model_or_compiled`` (a :class:`~simulator.config.RunConfig`, a built-in
+    name, an .onnx path, an ``OpGraph``, or an already compiled ``Compiled``) and draw its
+    graph to ``path`` (.png or .svg; big graphs embed a raster in the SVG under vector
+    text).  Returns ``path``.
 
-    ``level``: vertex | tile | op; ``color``: layer | op | tile; ``size``:
-    image side in pixels; ``chip``/``batch``/``train``/``dtype`` and
-    ``compile_opts`` go to :func:`simulator.pipeline.build`; ``progress``:
-    ``progress(message, fraction)``; ``timings``: a dict filled with the
-    seconds of each stage (compile, graph, layout, render) and counts.
+    ``level``: vertex | tile | op; ``color``: layer | op | tile; ``size``: image side in
+    pixels; ``progress``: ``progress(message, fraction)``; ``timings``: a dict filled with
+    the seconds of each stage (compile, graph, layout, render) and counts.
     """
     _check(level, color)
     ext = os.path.splitext(str(path))[1].lower()
@@ -559,22 +557,20 @@ def render_model_graph(model_or_compiled, path, *, level: str = "vertex", color:
     t0 = time.perf_counter()
     c = model_or_compiled
     if not (hasattr(c, "lowered") and hasattr(c, "exe")):
+        cfg = c if isinstance(c, RunConfig) else RunConfig(model=c)
         if level == "op":
-            from simulator.pipeline import load_model
-            c = load_model(model_or_compiled, batch=batch, train=train, dtype=dtype,
-                           optimizer=compile_opts.get("optimizer", "sgd"))
+            c = models.load(cfg.model, batch=cfg.batch, train=cfg.train, optimizer=cfg.optimizer,
+                            model_kw=cfg.model_kw)
         else:
-            from simulator.pipeline import build
             say("compiling")
-            c = build(model_or_compiled, chip=chip, batch=batch, train=train, dtype=dtype,
-                      suggest=False, **compile_opts)
+            c = build(cfg.replace(suggest=False))
     timings["compile_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     g = graph_of(c, level=level, color=color, legend_max=legend_max, chunk=chunk, subgroup=subgroup,
                  progress=progress)
     timings["graph_s"] = time.perf_counter() - t0
     if hasattr(c, "lowered"):
-        desc = _describe(c, model_or_compiled, level)
+        desc = _describe(c, getattr(model_or_compiled, "model", model_or_compiled), level)
         gr = c.lowered.graph
         counts = {"vertex": f"{gr.num_vertices:,} vertices, {gr.num_edges:,} edges",
                   "tile": f"{g.info.get('tiles_used', g.n):,} tiles, {g.src.size:,} tile pairs exchanging",

@@ -2,7 +2,7 @@
 
 plotly.js is inlined once per page (no network is needed to open it).
 
-    >>> from simulator.pipeline import build
+    >>> from simulator.run import build
     >>> html = report_html(build("mnist-mlp", simulate=True))
     >>> html.count("<script type=\\"text/javascript\\">/**") <= 1 and "fig-trace" in html
     True

@@ -1,7 +1,7 @@
 """Views of a compiled (and simulated) run, as Plotly figures.
 
-Every function takes the :class:`simulator.pipeline.Compiled` that
-``simulator.pipeline.build(...)`` returns and gives back a
+Every function takes the :class:`simulator.run.Compiled` that
+``simulator.run.build(...)`` returns and gives back a
 ``plotly.graph_objects.Figure`` (write it with ``fig.write_html(path)`` or put
 several on one page with :mod:`viz.report_html`):
 
@@ -11,7 +11,7 @@ several on one page with :mod:`viz.report_html`):
 * :func:`layer_cycles`    -- cycles per layer (compute, exchange, sync), stacked bars;
 * :func:`layer_memory`    -- bytes of variables per layer, by kind, stacked bars.
 
-    >>> from simulator.pipeline import build
+    >>> from simulator.run import build
     >>> c = build("mnist-mlp", simulate=True)
     >>> [t.name for t in execution_trace(c).data]
     ['compute', 'sync', 'exchange', 'host']

@@ -5,7 +5,12 @@ import pytest
 
 import ipusim_cli
 from hardware.chips import gc200
-from simulator.pipeline import build, compile_model
+from simulator.run import build, run
+
+
+def compile_model(model, simulate=False, **options) -> dict:
+    """The report of one run (compiled, and simulated when asked)."""
+    return run(model, simulate=simulate, **options).report
 
 REQUIRED = {"model": ["name", "params", "flops"],
             "graph": ["vertices", "vertices_executed", "edges", "compute_sets", "tiles_used"],

@@ -3,21 +3,24 @@
     ipusim render MODEL [compile options] --out FILE.svg|FILE.png
                   [--level vertex|tile|op] [--color layer|op|tile] [--size PX] [--seed N]
 
-Registered through ``ipusim_cli.EXTRA_COMMANDS`` (module path ``viz.cli_render``).
 See docs/graph-images.md.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 
+from viz.graph_image import COLORS, LEVELS, render_model_graph
+
+from .options import add_run_options, config_from_args
+
 __all__ = ["add_parser", "cmd_render"]
 
 
-
 def cmd_render(args):
-    from .graph_image import COLORS, LEVELS, render_model_graph
+    cfg = config_from_args(args)
     if args.level not in LEVELS:
         raise ValueError(f"unknown level {args.level!r} (choose one of {', '.join(LEVELS)})")
     if args.color not in COLORS:
@@ -37,26 +40,25 @@ def cmd_render(args):
         if not args.quiet:
             print(f"  [{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    from ipusim_cli import build_kwargs
     timings = {}
-    render_model_graph(args.model, out, level=args.level, color=args.color, size=args.size,
-                       seed=args.seed, progress=progress, timings=timings, **build_kwargs(args))
+    render_model_graph(cfg, out, level=args.level, color=args.color, size=args.size,
+                       seed=args.seed, progress=progress, timings=timings)
     t = timings
     print(f"image     {out} ({args.level} level, {t.get('nodes', 0):,} nodes laid out, "
           f"{t.get('lines', 0):,} lines)")
     print(f"wall      compile {t['compile_s']:.1f} s, graph {t['graph_s']:.1f} s, "
           f"layout {t['layout_s']:.1f} s, render {t['render_s']:.1f} s")
     if getattr(args, "json", None):
-        import json
         with open(args.json, "w") as f:
             json.dump({k: (float(v) if isinstance(v, float) else v) for k, v in t.items()}, f, indent=2)
         print(f"timings   {args.json}")
     return out
 
 
-def add_parser(sub, add_model_args):
+def add_parser(sub):
     p = sub.add_parser("render", help="draw a model's whole compute graph (every vertex) as PNG / SVG")
-    add_model_args(p)
+    add_run_options(p)
+    p.add_argument("--json", help="write the stage timings here")
     p.add_argument("--out", help="FILE.png or FILE.svg (default MODEL_LEVEL.png)")
     p.add_argument("--level", default="vertex", help="vertex (default), tile or op")
     p.add_argument("--color", default="layer", help="layer (default), op or tile")

@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import argparse
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-def add_parser(sub, add_model_args=None):
+from simulator.sweep import load_sweep, read_results, run_sweep
+from viz.pareto import write_pareto_html
+
+
+def add_parser(sub):
     p = sub.add_parser("sweep", help="run the cross product of the parameters in a sweep .toml file",
                        description="Run every point of a sweep file (see docs/explorer.md) in parallel; "
                                    "one row per point in the output. Points already done (in OUT.parts/) "
@@ -26,11 +32,6 @@ def add_parser(sub, add_model_args=None):
 
 
 def cmd_sweep(args):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    from simulator.sweep import load_sweep, run_sweep
     spec = load_sweep(args.sweep)
     console = Console(stderr=True)
     state = {"errors": 0, "task": None}
@@ -61,8 +62,6 @@ def cmd_sweep(args):
 
 
 def cmd_plot(args):
-    from simulator.sweep import read_results
-    from viz.pareto import write_pareto_html
     df = read_results(args.results)
     info = write_pareto_html(df, args.html, title=args.title)
     print(f"{info['points']} points, {info['fit']} fit, {info['front']} on the Pareto front -> {args.html}")

@@ -1,0 +1,110 @@
+"""The ``ipusim`` command line.
+
+    ipusim chips
+    ipusim models
+    ipusim compile MODEL [--train] [--batch N] [--chip gc2|gc200|bow|FILE.toml] [--ipus N]
+                         [--dtype fp32|fp16|int8] [--partials fp32|fp16] [--json PATH]
+                         [--recompute none|blocks|sqrt|all] [--accumulate N] [--offload optimizer,weights]
+    ipusim simulate MODEL [same options] [--json PATH] [--trace PATH]
+
+MODEL is a built-in name (``ipusim models``) or a path to an ``.onnx`` file.  The run
+options come from :class:`simulator.config.RunConfig` (:mod:`ipusim_cli.options`); each
+subcommand lives in its own module of this package, the top layer of the project.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import models
+from hardware.chips import get_chip, list_chips
+from simulator.run import run
+
+from . import explore, render, report, sweep
+from .options import add_run_options, check_output_path, config_from_args
+from .text import summary
+
+
+def cmd_multichip(r):
+    """Print what a run on several chips (shard, pipeline, replicate) gave."""
+    cfg, rep = r.config, r.report
+    s, mc = rep["sim"], rep.get("multichip", {})
+    print(f"model     {rep['model'].get('name', cfg.model)}: batch {cfg.batch}, "
+          f"{'training' if cfg.train else 'inference'}, {cfg.dtype}")
+    print(f"chips     {cfg.ipus} x {rep['chip']['name']}, mode {cfg.mode}: {mc.get('stages')} stages x "
+          f"{mc.get('replicas')} replicas, {mc.get('micro_batches')} micro-batches, schedule {mc.get('schedule')}")
+    for st in mc.get("per_stage", []):
+        print(f"stage {st['stage']}   IPUs {st['ipus']}: {st['first_layer']} .. {st['last_layer']} ({st['layers']} layers), "
+              f"{st['vertices']:,} vertices, fwd {st['fwd_cycles']:,.0f} / bwd {st['bwd_cycles']:,.0f} / update "
+              f"{st['update_cycles']:,.0f} cycles, {'fits' if st['memory'].get('fits') else 'DOES NOT FIT'} "
+              f"(peak tile {st['memory'].get('peak_tile_bytes', 0):,} B)")
+    print(f"time      {s['step_seconds'] * 1e3:.3f} ms per step, {s['samples_per_second']:,.1f} samples/s, "
+          f"bubble {s['bubble_fraction']:.0%}, link bytes {s['link_bytes']:,}, "
+          f"host transfer hidden {s['hidden_transfer_fraction']:.0%}")
+
+
+def cmd_compile(args, simulate=False):
+    cfg = config_from_args(args)
+    check_output_path(args.json)
+    check_output_path(getattr(args, "trace", None), "--trace")
+    r = run(cfg, simulate=simulate)
+    if r.multichip is not None:
+        cmd_multichip(r)
+    else:
+        print(summary(r.report))
+        mem = r.report["memory"]
+        print(f"reuse     {mem['no_reuse_bytes'] / 2**20:.1f} MiB without reuse -> {mem['with_reuse_bytes'] / 2**20:.1f} MiB "
+              f"with liveness + in-place reuse ({mem['reuse_factor']:.2f}x); not-always-live peak at step "
+              f"{mem['peak_step']} ({mem['peak_step_name']})")
+    if args.json:
+        r.to_json(args.json)
+        print(f"report    {args.json}")
+    if r.sim is not None and getattr(args, "trace", None):
+        r.chrome_trace(args.trace)
+        print(f"trace     {args.trace} (open in https://ui.perfetto.dev)")
+    return r
+
+
+def cmd_chips(args):
+    for n in list_chips():
+        print(get_chip(n).describe())
+
+
+def cmd_models(args):
+    for n in models.list_models():
+        print(n)
+
+
+def _core_commands(sub):
+    sub.add_parser("chips", help="list chip presets")
+    sub.add_parser("models", help="list built-in models")
+    p = sub.add_parser("compile", help="compile a model and report graph size and memory")
+    add_run_options(p)
+    p.add_argument("--json", help="write the report here")
+    p = sub.add_parser("simulate", help="compile and simulate a model")
+    add_run_options(p)
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--trace", help="write a Chrome trace (Perfetto) JSON here")
+    return {"chips": cmd_chips, "models": cmd_models, "compile": cmd_compile,
+            "simulate": lambda a: cmd_compile(a, simulate=True)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="ipusim", description="IPU / graph-processor simulator")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    handlers = _core_commands(sub)
+    for mod in (report, sweep, explore, render):
+        handlers.update(mod.add_parser(sub))
+    args = ap.parse_args(argv)
+    try:
+        rc = handlers[args.cmd](args)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        # our errors name the file / node / tensor / tile / option; no traceback for bad input
+        msg = e.args[0] if e.args else str(e)
+        print(f"ipusim: error: {msg}", file=sys.stderr)
+        return 2
+    return rc if isinstance(rc, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
