@@ -27,6 +27,7 @@ demo: setup
 	$(PY) examples/demo.py --out out
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 clean:

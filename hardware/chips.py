@@ -276,8 +276,8 @@ class Chip:
         has one, else the host link's).  The one home of this formula: the engine's host
         streams and offloaded tensors and the multi-chip host links all call it.
 
-        >>> round(gc200.host_transfer_cycles(6.25e9 / 1000))   # 1 ms + 5 us at 1.33 GHz
-        1336650
+        >>> round(gc200.host_transfer_cycles(6.25e9 / 1000))   # (1 ms + 5 us) x 1.325 GHz
+        1331625
         """
         rate = (self.streaming_memory_bytes_per_s or self.host_link_bytes_per_s) if streaming \
             else self.host_link_bytes_per_s

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
+import models
 from compiler.executable import compile_program
 from compiler.lower import lower
 
@@ -80,7 +81,6 @@ def _ungrouped(flat, act):
 
 class SimBackendRep(BackendRep):
     def __init__(self, model, chip="gc200", batch=None, **options):
-        import models
         try:
             self.opgraph = models.load_onnx_model(model, batch=batch,
                                                   source=options.pop("source", "<onnx model>"))

@@ -110,16 +110,32 @@ def test_superstep_is_exchange_compute_and_sync():
 
 def test_compute_phase_is_longest_tile_over_workers():
     g, cs, _, _ = relu_graph(n_per_tile=64, tiles=[0])
-    # a second tile with four times the work
-    x2 = g.add_variable("fp32", (4 * 64,), "x2")
+    W = CHIP.workers_per_tile
+    # a second tile with more vertices than two rounds of its workers: its time is ceil(n x one / W),
+    # longer than tile 0's single vertex, so an engine that ignored tile 1 would report only `one`
+    n = 2 * W + 1
+    x2 = g.add_variable("fp32", (n * 64,), "x2")
     g.set_tile_mapping(x2, 1)
-    for k in range(4):
+    for k in range(n):
         g.add_vertex(cs, "Relu", {"in": x2[k * 64:(k + 1) * 64], "out": x2[k * 64:(k + 1) * 64]}, tile=1)
     exe = compile_program(g, Execute(cs))
     one = float(exe.vertex_cycles[0][0])
     rep = simulate(exe)
-    W = CHIP.workers_per_tile
-    assert rep.compute_cycles == pytest.approx(max(one, np.ceil(4 * one / W)))
+    assert np.ceil(n * one / W) > one
+    assert rep.compute_cycles == pytest.approx(np.ceil(n * one / W))
+    assert rep.tile_busy[1] == pytest.approx(np.ceil(n * one / W)) and rep.tile_busy[0] == pytest.approx(one)
+
+
+def test_compute_phase_is_the_longest_vertex_when_workers_are_idle():
+    g, cs, _, _ = relu_graph(n_per_tile=64, tiles=[0])
+    big = g.add_variable("fp32", (64 * 64,), "big")      # one vertex with 64x the work on tile 1
+    g.set_tile_mapping(big, 1)
+    g.add_vertex(cs, "Relu", {"in": big, "out": big}, tile=1)
+    exe = compile_program(g, Execute(cs))
+    rep = simulate(exe)
+    longest = float(max(exe.vertex_cycles[0]))
+    assert longest > float(min(exe.vertex_cycles[0]))
+    assert rep.compute_cycles == pytest.approx(longest)
 
 
 # --- the cycle balance and utilisation ------------------------------------------------------

@@ -119,6 +119,38 @@ def test_report_keys(runs, tmp_path):
     json.dumps({k: v for k, v in runs["pipeline"].items() if not k.startswith("_")}, default=str)
 
 
+def test_throughput_is_samples_of_every_step_over_the_simulated_time(runs):
+    for mode, r in runs.items():
+        s, steps = r["sim"], r["multichip"]["steps"]
+        assert s["seconds"] == pytest.approx(s["cycles"] / gc200.clock_hz)
+        assert s["samples_per_second"] == pytest.approx(steps * 16 / s["seconds"]), mode
+        assert s["step_cycles"] == pytest.approx(s["cycles"] / steps)
+
+
+def test_every_replica_sees_its_share_of_the_batch(runs):
+    for mode, r in runs.items():
+        mc = r["multichip"]
+        assert r["model"]["micro_batch"] * mc["replicas"] * mc["micro_batches"] == 16, mode
+
+
+def test_host_bytes_are_every_samples_input_and_label_plus_one_loss_per_micro_batch(runs):
+    # each step streams every sample's image (784 fp32) and label (int32) in, and the loss (one fp32)
+    # of each micro-batch of each replica out: the modes change where the bytes go, not their sum
+    for mode, r in runs.items():
+        mc = r["multichip"]
+        per_step = 16 * (784 * 4 + 4) + mc["replicas"] * mc["micro_batches"] * 4
+        assert r["sim"]["host_bytes"] == mc["steps"] * per_step, mode
+
+
+def test_allreduce_moves_the_ring_volume_of_the_gradients(runs):
+    r = runs["replicate"]
+    R = r["multichip"]["replicas"]
+    grad = sum(st["grad_bytes"] for st in r["multichip"]["per_stage"])
+    steps = r["multichip"]["steps"]
+    assert r["sim"]["allreduce_bytes"] == pytest.approx(steps * R * Network.allreduce_bytes_per_chip(grad, R),
+                                                        rel=1e-6)
+
+
 def test_modes_shape(runs):
     assert runs["shard"]["multichip"]["stages"] == 4 and runs["shard"]["multichip"]["micro_batches"] == 1
     assert runs["replicate"]["multichip"]["replicas"] == 4 and runs["replicate"]["sim"]["allreduce_bytes"] > 0

@@ -13,10 +13,11 @@ def test_prediction_within_tolerance(row):
         f"({row['error'] * 100:+.1f}%, tolerance ±{row['tolerance'] * 100:.0f}%)")
 
 
-def test_known_gaps_stay_visible():
-    by = {r["name"]: r for r in ROWS}
-    # the supertile rule halves the all-tiles exchange aggregate: documented, not hidden
-    assert by["GC2 exchange, all tiles sending (aggregate)"]["error"] < -0.4
+def test_a_row_outside_its_tolerance_is_flagged_in_the_table():
+    inside, outside = ROWS[0], dict(ROWS[0], name="made-up row", error=9.0, ok=False)
+    lines = {line.split(" |")[0].lstrip("| "): line for line in markdown([inside, outside]).splitlines()}
+    assert "**(outside)**" in lines["made-up row"]
+    assert "**(outside)**" not in lines[inside["name"]]
 
 
 def test_markdown_has_every_row():
