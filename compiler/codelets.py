@@ -317,6 +317,19 @@ def _softmax_xent(a, p):
     return {"loss": loss[:, None], "grad": grad * p.get("scale", 1.0)}
 
 
+def _lsh_hash(a, p):
+    bits = (a["in"] > 0).astype(np.int64)
+    w = (1 << np.arange(bits.shape[1], dtype=np.int64))
+    return {"out": (bits * w).sum(axis=1, keepdims=True).astype(np.int32)}
+
+
+def _topk(a, p):
+    k = int(p["k"])
+    x = a["in"]
+    idx = np.argsort(-x, axis=1, kind="stable")[:, :k]
+    return {"idx": idx.astype(np.int32), "gates": np.take_along_axis(x, idx, axis=1)}
+
+
 # -- the table ------------------------------------------------------------------
 
 def _ew(name, fn, nin, flops_per=1.0, cost=1.0, doc=""):
@@ -426,6 +439,16 @@ _TABLE = [
             cycles=lambda s, d, p, c: vector_cycles(s["logits"], d, c, 8.0),
             compute=_softmax_xent, flops=_ew_flops("logits", 6.0), code_bytes=512,
             doc="loss and d(loss)/d(logits) of one sample"),
+    # sparse and conditional layers (models/sparse.py, compiler/planners/sparse.py)
+    Codelet("LSHHash", (Field("in", IN), Field("out", OUT, dtype="int32", vector=False)),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 2.0),
+            compute=_lsh_hash, flops=lambda s, d, p: np.asarray(s["in"], np.float64), code_bytes=192,
+            doc="out = sum_i (in[i] > 0) << i: a K-bit bucket id from K random projections (SimHash)"),
+    Codelet("TopK", (Field("in", IN), Field("idx", OUT, dtype="int32"), Field("gates", OUT, same_size_as="idx")),
+            cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["in"], np.float64) * max(int(p.get("k", 1)), 1),
+                                                    d, c, 1.0),
+            compute=_topk, flops=lambda s, d, p: np.asarray(s["in"], np.float64) * max(int(p.get("k", 1)), 1),
+            code_bytes=384, doc="idx, gates = the k largest entries of in (k passes over the row)"),
 ]
 
 CODELETS: dict[str, Codelet] = {c.name: c for c in _TABLE}

@@ -344,8 +344,10 @@ class Graph:
             t = int(tile[bad].ravel()[0]) if tile.ndim else int(tile)
             raise GraphError(f"{what}: tile {t} out of range (target has {self.num_tiles} tiles, 0..{self.num_tiles - 1})")
 
-    def _map_intervals(self, starts, lengths, tiles):
-        """Map global intervals to tiles (vectorized); intervals may span variables."""
+    def map_intervals(self, starts, lengths, tiles):
+        """Map global intervals of the graph's memory to tiles (vectorized): element
+        ``starts[i] + j`` (``j < lengths[i]``) to ``tiles[i]`` (one tile for all, or one per
+        interval); intervals may span variables.  Planners map their outputs with it."""
         starts = np.asarray(starts, np.int64)
         lengths = np.asarray(lengths, np.int64)
         tiles = np.broadcast_to(np.asarray(tiles, np.int32), starts.shape)
@@ -367,6 +369,9 @@ class Graph:
             s_, l_, t_ = (ps, pl, tiles[parent]) if sel is None else (ps[sel], pl[sel], tiles[parent[sel]])
             self.tile_map.assign(vid, s_ - var.start, l_, t_.astype(np.int32))
 
+    #: the former private name, still used by simulator/validation.py
+    _map_intervals = map_intervals
+
     def set_tile_mapping(self, what, tile):
         """Map a tensor (or a slice of one) or a vertex to a tile."""
         if isinstance(what, (VertexRef, int, np.integer)) and not isinstance(what, Tensor):
@@ -378,7 +383,7 @@ class Graph:
             return
         self._check_tile(tile, f"tensor {what.name!r}")
         s, l = what.intervals()
-        self._map_intervals(s, l, int(tile))
+        self.map_intervals(s, l, int(tile))
 
     def map_linearly(self, tensor: Tensor, grain: int = 1, tiles=None):
         """Spread a tensor's elements evenly over tiles in chunks of ``grain``.
@@ -396,12 +401,12 @@ class Graph:
             # contiguous: one interval per tile, no per-element arrays
             st = np.arange(0, n, per_tile * grain, dtype=np.int64)
             ln = np.minimum(st + per_tile * grain, n) - st
-            self._map_intervals(tensor._start + st, ln, tiles[np.arange(st.size)].astype(np.int32))
+            self.map_intervals(tensor._start + st, ln, tiles[np.arange(st.size)].astype(np.int32))
         else:
             # a scattered view: map element by element
             el = np.arange(n, dtype=np.int64)
             idx = tensor.elements().ravel()
-            self._map_intervals(idx, np.ones_like(idx), tiles[(el // grain) // per_tile].astype(np.int32))
+            self.map_intervals(idx, np.ones_like(idx), tiles[(el // grain) // per_tile].astype(np.int32))
 
     def tile_of_elements(self, elements) -> np.ndarray:
         elements = np.asarray(elements, np.int64)

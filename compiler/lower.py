@@ -3,7 +3,7 @@
 ``lower(opgraph, chip)`` allocates every network tensor in the graph's
 memory (parameters and optimizer state spread linearly over the tiles,
 activations where the vertices that produce them run), asks each op's
-family planner (compiler/planners.py) for the cheapest split, and builds the
+family planner (the registry in compiler/planners/) for the cheapest split, and builds the
 program: host streams in, one ``Execute`` per compute set in op order, host
 streams out.  In inference graphs a block that repeats with identical shapes
 (ResNet bottlenecks, BERT layers) is lowered once as a graph function and

@@ -17,8 +17,9 @@ neurons, chosen per input:
   every token.
 
 The new op types are family ``gather``; their planners live in
-compiler/sparse_planners.py, which these builders import (it registers them).
-Training graphs of these layers are not supported (no gradient rules).
+compiler/planners/sparse.py (the compiler's planner registry imports them), and
+bench/sparse_compare.py compiles and simulates a sparse layer beside its dense
+equivalent.  Training graphs of these layers are not supported (no gradient rules).
 
     >>> g = slide_mlp(batch=4, n_in=64, hidden=32, n_out=4096, active=128, tables=4, bits=6)
     >>> sorted({g.op(n)["op"] for n in g.graph})
@@ -31,14 +32,9 @@ import math
 from .opgraph import OpGraph
 
 
-def _register():
-    import compiler.sparse_planners  # noqa: F401  (registers the planners and codelets)
-
-
 def slide_mlp(batch=1, dtype="fp32", n_in=784, hidden=128, n_out=100_000, active=1024, tables=8, bits=10,
               dense=False):
     """An MLP whose output layer is a SLIDE layer (``active`` of ``n_out`` neurons per sample)."""
-    _register()
     B = int(batch)
     g = OpGraph(f"slide-mlp{'-dense' if dense else ''}", batch=B)
     g.add_tensor("input", (B, n_in), dtype, "input")
@@ -80,7 +76,6 @@ def slide_mlp(batch=1, dtype="fp32", n_in=784, hidden=128, n_out=100_000, active
 def moe_layer_model(batch=1, dtype="fp32", tokens_per_sample=128, d_model=512, hidden=1024, experts=16, k=2,
                     capacity_factor=1.25, dense=False):
     """Tokens through one mixture-of-experts FFN (top-``k`` of ``experts``), or its dense equivalent."""
-    _register()
     T = int(batch) * int(tokens_per_sample)
     E, d, h = int(experts), int(d_model), int(hidden)
     g = OpGraph(f"moe{'-dense' if dense else ''}", batch=int(batch))
@@ -127,34 +122,3 @@ def moe_layer_model(batch=1, dtype="fp32", tokens_per_sample=128, d_model=512, h
              layer="combine", attrs={"k": k}, flops=T * k * d)
     g.outputs = ["out"]
     return g
-
-
-def compare(builder, chip="gc200", dtype="fp32", **kw) -> dict:
-    """Compile + simulate the sparse and the dense version; cycles, memory and FLOPs of each."""
-    from compiler.executable import compile_program
-    from compiler.lower import lower
-    from hardware.chips import get_chip
-    from simulator.engine import Engine
-    chip = get_chip(chip)
-    out = {}
-    for dense in (False, True):
-        g = builder(dtype=dtype, dense=dense, **kw)
-        low = lower(g, chip, dtype=dtype)
-        exe = compile_program(low.graph, low.program)
-        fast = chip.replace(host_link_bytes_per_s=1e18, host_link_latency_s=0.0)
-        rep = Engine(exe, fast).run()
-        mem = {}
-        try:
-            from compiler.memory import memory_report
-            m = memory_report(exe)
-            mem = {"peak_tile_bytes": int(m["peak_tile_bytes"]), "total_bytes": int(m.get("total_bytes", 0)),
-                   "fits": bool(m["fits"])}
-        except Exception as e:  # pragma: no cover - memory planner optional
-            mem = {"error": str(e)}
-        out["dense" if dense else "sparse"] = {
-            "cycles": rep.cycles, "compute_cycles": rep.compute_cycles, "exchange_cycles": rep.exchange_cycles,
-            "sync_cycles": rep.sync_cycles, "supersteps": rep.supersteps, "flops": int(g.flops()),
-            "params": int(g.params()), "vertices": low.graph.num_vertices, "memory": mem}
-    out["cycle_ratio"] = out["sparse"]["cycles"] / max(out["dense"]["cycles"], 1)
-    out["flop_ratio"] = out["sparse"]["flops"] / max(out["dense"]["flops"], 1)
-    return out

@@ -35,7 +35,8 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from compiler.executable import ExchangePlan, Executable, StreamCopy
+from compiler.exchange import ExchangePlan, StreamCopy
+from compiler.executable import Executable
 from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync, leaves
 
 from .functional import FunctionalState

@@ -1,14 +1,11 @@
 """Planners for sparse and conditional layers (models/sparse.py), family ``gather``.
 
-Importing this module registers, at import time and without editing
-compiler/planners.py:
-
-* two codelets in ``compiler.codelets.CODELETS``: ``LSHHash`` (sign bits of
-  ``K`` projections packed into one bucket id) and ``TopK`` (the ``k``
-  largest of a row: indices and values); every other vertex is an existing
-  codelet (``DynamicSlice``, ``MatMulPartial``, ``ReducePartials``);
-* a dispatcher as ``PLANNERS["gather"]`` that sends the op types below to
-  their planner and every other gather op to the original ``GatherPlanner``.
+Their vertices are codelets of the table (compiler/codelets.py): ``LSHHash``
+(sign bits of ``K`` projections packed into one bucket id), ``TopK`` (the ``k``
+largest of a row: indices and values), ``DynamicSlice``, ``MatMulPartial`` and
+``ReducePartials``.  :class:`GatherDispatch` is the registry's ``gather``
+planner: it sends the op types below to their planner and every other gather op
+to :class:`~compiler.planners.gather.GatherPlanner`.
 
 Op types (all family ``gather``, because models/opgraph.py validates families):
 
@@ -39,42 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import codelets as _cl
-from .codelets import CODELETS, IN, OUT, Codelet, Field, vector_cycles
-from .planners import PLANNERS, Planner, spread
-
-# -- codelets ------------------------------------------------------------------------------------
-
-
-def _lsh_hash(a, p):
-    bits = (a["in"] > 0).astype(np.int64)
-    w = (1 << np.arange(bits.shape[1], dtype=np.int64))
-    return {"out": (bits * w).sum(axis=1, keepdims=True).astype(np.int32)}
-
-
-def _topk(a, p):
-    k = int(p["k"])
-    x = a["in"]
-    idx = np.argsort(-x, axis=1, kind="stable")[:, :k]
-    return {"idx": idx.astype(np.int32), "gates": np.take_along_axis(x, idx, axis=1)}
-
-
-_NEW = [
-    Codelet("LSHHash", (Field("in", IN), Field("out", OUT, dtype="int32", vector=False)),
-            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 2.0),
-            compute=_lsh_hash, flops=lambda s, d, p: np.asarray(s["in"], np.float64), code_bytes=192,
-            doc="out = sum_i (in[i] > 0) << i: a K-bit bucket id from K random projections (SimHash)"),
-    Codelet("TopK", (Field("in", IN), Field("idx", OUT, dtype="int32"), Field("gates", OUT, same_size_as="idx")),
-            cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["in"], np.float64) * max(int(p.get("k", 1)), 1),
-                                                    d, c, 1.0),
-            compute=_topk, flops=lambda s, d, p: np.asarray(s["in"], np.float64) * max(int(p.get("k", 1)), 1),
-            code_bytes=384, doc="idx, gates = the k largest entries of in (k passes over the row)"),
-]
-for _c in _NEW:
-    if _c.name not in CODELETS:
-        CODELETS[_c.name] = _c
-        _cl.CODELET_IDS[_c.name] = len(_cl.CODELET_IDS)
-        _cl.CODELET_LIST.append(_c)
+from ..layout import Act
+from .base import Planner, add_by_signature, spread
+from .cost import codelet_cycles
 
 
 # -- planners ------------------------------------------------------------------------------------
@@ -84,7 +48,6 @@ def _act(ctx, name):
 
 def _int_act(ctx, op, i):
     """An int32 output of ``op``, mapped linearly (its producer maps it again where written)."""
-    from .layout import Act
     name = op["outputs"][i]
     a = Act.allocate(ctx.graph, name, ctx.shape(name), "int32", kind="activation", op=op["name"])
     ctx.acts[name] = a
@@ -96,7 +59,7 @@ class LSHHashPlanner(Planner):
 
     def estimate(self, op, opt, ctx):
         B, KL = ctx.shape(op["inputs"][0])
-        return float(vector_cycles(-(-B * KL // ctx.tiles), ctx.dtype, ctx.chip, 2.0)), 0.0
+        return codelet_cycles("LSHHash", {"in": -(-B * KL // ctx.tiles)}, ctx.dtype, {}, ctx.chip), 0.0
 
     def lower(self, op, opt, ctx):
         proj = _act(ctx, op["inputs"][0])
@@ -110,7 +73,7 @@ class LSHHashPlanner(Planner):
         tiles = ctx.graph.tile_of_elements(ins)
         tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles)
         o_s = y.start + b * L + l
-        ctx.graph._map_intervals(o_s, np.ones(V, np.int64), tiles)
+        ctx.graph.map_intervals(o_s, np.ones(V, np.int64), tiles)
         cs = ctx.compute_set(op, "lsh_hash")
         idx = np.arange(V)
         ctx.graph.add_vertices(cs, "LSHHash", tiles, {"in": (idx, ins, np.full(V, K, np.int64)),
@@ -135,7 +98,7 @@ class LSHSelectPlanner(Planner):
         tiles = ctx.graph.tile_of_elements(t_s)
         tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles)
         o_s = y.start + b * A + l * per
-        ctx.graph._map_intervals(o_s, np.full(V, per, np.int64), tiles)
+        ctx.graph.map_intervals(o_s, np.full(V, per, np.int64), tiles)
         cs = ctx.compute_set(op, "lsh_select")
         idx = np.arange(V)
         ctx.graph.add_vertices(cs, "DynamicSlice", tiles, {
@@ -150,13 +113,16 @@ class SparseLinearPlanner(Planner):
     CHUNK = 16          # active neurons per vertex
 
     def estimate(self, op, opt, ctx):
+        """Each tile's (sample, chunk) vertices: a DynamicSlice of ``CHUNK`` rows of W and a
+        (1 x in) x (in x CHUNK) MatMulPartial, spread over the workers."""
         B, n_in = ctx.shape(op["inputs"][0])
         A = ctx.shape(op["outputs"][0])[1]
         V = B * -(-A // self.CHUNK)
         per_tile = -(-V // ctx.tiles)
-        from .codelets import amp_cycles
-        c = per_tile * (float(vector_cycles(self.CHUNK * n_in, ctx.dtype, ctx.chip)) +
-                        float(amp_cycles(self.CHUNK * n_in, ctx.dtype, ctx.chip)))
+        c = per_tile * (codelet_cycles("DynamicSlice", {"out": self.CHUNK * n_in, "index": self.CHUNK}, ctx.dtype,
+                                       {"row": n_in}, ctx.chip) +
+                        codelet_cycles("MatMulPartial", {"out": self.CHUNK}, ctx.dtype, {"m": 1, "k": n_in,
+                                                                                         "n": self.CHUNK}, ctx.chip))
         return c / ctx.chip.workers_per_tile, float(per_tile * self.CHUNK * n_in * 4)
 
     def lower(self, op, opt, ctx):
@@ -187,17 +153,16 @@ class SparseLinearPlanner(Planner):
                                           op=op["name"])
         g_s = gathered._start + (b * nch * ch + a0) * n_in
         g_l = cnt * n_in
-        ctx.graph._map_intervals(g_s, g_l, tiles)
+        ctx.graph.map_intervals(g_s, g_l, tiles)
         idx = np.arange(V)
         cs1 = ctx.compute_set(op, "gather_rows")
         ctx.graph.add_vertices(cs1, "DynamicSlice", tiles, {
             "table": (idx, t_s, t_l), "index": (idx, ids.start + b * A + a0, cnt),
             "out": (idx, g_s, g_l)}, dtype=ctx.dtype, params={"row": int(n_in)})
         o_s = y.start + b * A + a0
-        ctx.graph._map_intervals(o_s, cnt, tiles)
+        ctx.graph.map_intervals(o_s, cnt, tiles)
         cs2 = ctx.compute_set(op, "sparse_matmul")
         sig = np.stack([np.ones(V, np.int64), np.full(V, n_in), cnt], axis=1)
-        from .planners import add_by_signature
         add_by_signature(ctx, cs2, "MatMulPartial", tiles, sig,
                          {"a": (idx, x.start + b * n_in, np.full(V, n_in, np.int64)),
                           "b": (idx, g_s, g_l), "out": (idx, o_s, cnt)},
@@ -217,8 +182,8 @@ class TopKRoutePlanner(Planner):
         t = np.arange(T)
         tiles = ctx.graph.tile_of_elements(logits.start + t * E)
         tiles = np.where(tiles < 0, spread(T, ctx.tiles), tiles)
-        ctx.graph._map_intervals(idx_a.start + t * k, np.full(T, k, np.int64), tiles)
-        ctx.graph._map_intervals(gates.start + t * k, np.full(T, k, np.int64), tiles)
+        ctx.graph.map_intervals(idx_a.start + t * k, np.full(T, k, np.int64), tiles)
+        ctx.graph.map_intervals(gates.start + t * k, np.full(T, k, np.int64), tiles)
         cs = ctx.compute_set(op, "topk")
         ctx.graph.add_vertices(cs, "TopK", tiles, {"in": (t, logits.start + t * E, np.full(T, E, np.int64)),
                                                    "idx": (t, idx_a.start + t * k, np.full(T, k, np.int64)),
@@ -245,7 +210,7 @@ class MoEDispatchPlanner(Planner):
         cnt = np.minimum(ch, C - s0)
         tiles = spread(V, ctx.tiles)
         o_s = y.start + (e * C + s0) * d
-        ctx.graph._map_intervals(o_s, cnt * d, tiles)
+        ctx.graph.map_intervals(o_s, cnt * d, tiles)
         # a distinct slice of x per (expert, chunk): the all-to-all volume, balanced
         slot = (e * C + s0) % max(T - ch + 1, 1)
         t_s = x.start + np.minimum(slot, T - cnt) * d
@@ -277,7 +242,7 @@ class MoECombinePlanner(Planner):
         tiles = spread(nch, ctx.tiles)[c]
         tmp = ctx.graph.add_variable(ctx.dtype, (k, T, d), f"{op['name']}/choices", kind="temporary", op=op["name"])
         p_s = tmp._start + (q * T + t0) * d
-        ctx.graph._map_intervals(p_s, cnt * d, tiles)
+        ctx.graph.map_intervals(p_s, cnt * d, tiles)
         src = ye.start + ((q * T + t0) * d) % max(ye.numel - ch * d + 1, 1)
         idx = np.arange(V)
         cs1 = ctx.compute_set(op, "combine_gather")
@@ -291,7 +256,7 @@ class MoECombinePlanner(Planner):
         ri = np.repeat(r, k)
         qq = np.tile(np.arange(k), nch)
         o_s = y.start + r * ch * d
-        ctx.graph._map_intervals(o_s, rc * d, rt)
+        ctx.graph.map_intervals(o_s, rc * d, rt)
         cs2 = ctx.compute_set(op, "combine_sum")
         ctx.graph.add_vertices(cs2, "ReducePartials", rt, {
             "in": (ri, tmp._start + (qq * T + ri * ch) * d, rc[ri] * d), "out": (r, o_s, rc * d)},
@@ -323,6 +288,3 @@ class GatherDispatch(Planner):
     def lower(self, op, opt, ctx):
         return self._p(op).lower(op, opt, ctx)
 
-
-if not isinstance(PLANNERS.get("gather"), GatherDispatch):
-    PLANNERS["gather"] = GatherDispatch(PLANNERS["gather"])

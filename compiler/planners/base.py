@@ -1,0 +1,107 @@
+"""The planner interface and the helpers every family shares.
+
+A planner turns one op of the op graph into vertices over the tiles:
+
+* ``options(op, ctx)`` lists the ways to split the op (dicts of split sizes);
+* ``estimate(op, opt, ctx)`` costs one option: (cycles, temporary bytes per
+  tile), from the codelet table's cycle functions and the shared exchange
+  estimate (compiler/planners/cost.py);
+* ``lower(op, opt, ctx)`` adds the compute sets and vertices and returns the
+  compute sets in execution order.
+
+``ctx`` is the :class:`compiler.lower.Lowering` in progress.  :func:`choose`
+picks the option with the fewest cycles among those whose temporary memory fits
+``available_memory_proportion`` of a tile, then the least memory.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class LoweringError(ValueError):
+    pass
+
+
+class Planner:
+    family = None
+
+    def options(self, op, ctx):
+        return [{}]
+
+    def estimate(self, op, opt, ctx):
+        return 0.0, 0.0
+
+    def lower(self, op, opt, ctx):
+        raise NotImplementedError
+
+
+def choose(planner, op, ctx):
+    best = None
+    limit = ctx.available_memory_proportion * ctx.chip.sram_bytes_per_tile
+    for opt in planner.options(op, ctx):
+        cyc, mem = planner.estimate(op, opt, ctx)
+        key = (mem > limit, cyc, mem)
+        if best is None or key < best[0]:
+            best = (key, opt)
+    if best is None:
+        raise LoweringError(f"op {op['name']!r} ({op['op']}): no way to split it over the tiles")
+    opt = dict(best[1])
+    opt["est_cycles"], opt["est_temp_bytes"] = best[0][1], best[0][2]
+    opt["fits_temp"] = not best[0][0]
+    return opt
+
+
+def spread(n: int, tiles: int) -> np.ndarray:
+    """Tile of each of ``n`` items dealt in contiguous blocks over ``tiles`` tiles."""
+    return ((np.arange(n, dtype=np.int64) * tiles) // max(n, 1)).astype(np.int32)
+
+
+def pow2_upto(n, cap=64):
+    """1, 2, 4, ... up to ``min(n, cap)``."""
+    out, k = [], 1
+    while k <= min(n, cap):
+        out.append(k)
+        k *= 2
+    return out
+
+
+def unique_rows(rows):
+    """``np.unique(rows, axis=0, return_inverse=True)`` for small non-negative ints,
+    packed into one int64 key per row (much faster than the row-wise unique)."""
+    rows = np.asarray(rows, np.int64)
+    if rows.size and rows.min() >= 0:
+        span = rows.max(axis=0) + 1
+        if float(np.prod(span.astype(np.float64))) < 2.0**62:
+            key = np.zeros(rows.shape[0], np.int64)
+            for j in range(rows.shape[1]):
+                key = key * int(span[j]) + rows[:, j]
+            uk, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            return rows[first], inv.ravel()
+    u, inv = np.unique(rows, axis=0, return_inverse=True)
+    return u, inv.ravel()
+
+
+def add_by_signature(ctx, cs, codelet, tiles, sig, fields, params_of, dtype=None):
+    """Add vertices in one batch per distinct signature row, so that vertices whose
+    windows differ (image borders, last segments) get their own parameters.
+
+    ``fields``: name -> (vertex index, starts, lengths) with vertex index 0..V-1.
+    """
+    sig = np.asarray(sig, np.int64).reshape(len(tiles), -1)
+    u, inv = unique_rows(sig)
+    order_v = np.argsort(inv, kind="stable")
+    bounds_v = np.searchsorted(inv[order_v], np.arange(len(u) + 1))
+    local = np.empty(len(tiles), np.int64)
+    sorted_fields = {}
+    for name, (vi, st, ln) in fields.items():
+        o = np.argsort(inv[vi], kind="stable")
+        sorted_fields[name] = (vi[o], st[o], ln[o], np.searchsorted(inv[vi][o], np.arange(len(u) + 1)))
+    for gi in range(len(u)):
+        sel = order_v[bounds_v[gi]:bounds_v[gi + 1]]
+        local[sel] = np.arange(sel.size)
+        f2 = {}
+        for name, (vi, st, ln, b) in sorted_fields.items():
+            a, z = b[gi], b[gi + 1]
+            f2[name] = (local[vi[a:z]], st[a:z], ln[a:z])
+        ctx.graph.add_vertices(cs, codelet, tiles[sel], f2, dtype=dtype or ctx.dtype,
+                               params=params_of(u[gi]))

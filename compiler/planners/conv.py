@@ -1,0 +1,231 @@
+"""Convolutions: Conv, and ConvGradInput as a convolution of the output gradient."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hardware.dtypes import DTYPE_BYTES
+from ..layout import Act
+from .base import LoweringError, Planner, add_by_signature, pow2_upto, spread
+from .cost import CONV_CODELET, METHODS, codelet_cycles, compute_phase_cycles, exchange_cycles
+from .elementwise import ElementwisePlanner
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A convolution's geometry and one split of it.
+
+    The vertex grid is (input-channel part, image, output channel group, output row,
+    row segment): ``vertices = parts x N x Cog x Ho x segments``.
+    """
+    x: Act              # the input activation (channel-grouped, ``x.g`` channels per group)
+    N: int              # images
+    Co: int             # output channels
+    Ho: int             # output rows
+    Wo: int             # output pixels per row
+    go: int             # output channels per group (one vertex writes one group)
+    kh: int
+    kw: int
+    stride: int
+    pad_top: int
+    pad_left: int
+    groups: int         # the op's channel groups (1: dense, C: depthwise)
+    wseg: int = 0       # output pixels per row segment (0: the whole row)
+    parts: int = 1      # input-channel parts (partials summed by ReducePartials)
+
+    @property
+    def Cog(self) -> int:
+        """Output channel groups."""
+        return self.Co // self.go
+
+    @property
+    def segments(self) -> int:
+        """Row segments per output row."""
+        return -(-self.Wo // self.wseg)
+
+    @property
+    def cipp(self) -> int:
+        """Input channels per part."""
+        return (self.x.C // self.groups) // self.parts
+
+    @property
+    def cig(self) -> int:
+        """Input channels per channel group a vertex reads (what the AMP pads)."""
+        return self.x.g if self.cipp >= self.x.g else self.cipp
+
+    @property
+    def ncig(self) -> int:
+        """Input channel groups one vertex reads."""
+        return max(1, self.cipp // self.x.g)
+
+    @property
+    def vertices(self) -> int:
+        return self.parts * self.N * self.Cog * self.Ho * self.segments
+
+    @property
+    def reductions(self) -> int:
+        """ReducePartials vertices (one per output row segment) when ``parts > 1``."""
+        return self.N * self.Cog * self.Ho * self.segments
+
+    def vertex_params(self) -> dict:
+        """The params of a conv vertex away from the image border."""
+        return {"kh": self.kh, "kw": self.kw, "stride": self.stride, "groups": self.ncig, "cig": self.cig,
+                "cog": self.go}
+
+
+class ConvPlanner(Planner):
+    """Conv (and ConvGradInput, as a convolution of the output gradient).
+
+    Vertex = (input-channel part p, image n, output channel group, output row,
+    row segment).  Input channels split over ``parts`` tiles produce fp32 /
+    fp16 partials that ReducePartials vertices sum.
+    """
+    family = "conv"
+
+    def shape(self, op, ctx, opt=None) -> ConvShape:
+        """The op's :class:`ConvShape`, split as ``opt`` says (whole rows, one part without)."""
+        x, y = ctx.act(op["inputs"][0]), ctx.out_shape(op, 0)
+        if len(x.logical) != 4 or len(y) != 4:
+            raise LoweringError(f"op {op['name']!r} ({op['op']}): expects 4-D input and output, "
+                                f"got {x.logical} -> {y}")
+        a = op["attrs"]
+        kh, kw = (list(a.get("kernel_shape") or ctx.weight_shape(op)[2:]) + [1, 1])[:2]
+        s = (list(a.get("strides") or [1, 1]) + [1])[0]
+        pads = list(a.get("pads") or [0, 0, 0, 0])
+        groups = int(a.get("group", 1))
+        if op["op"] == "ConvGradInput":   # a convolution of dY producing dX, stride 1 over dX
+            s, pads = 1, [kh // 2, kw // 2, kh // 2, kw // 2]
+        N, Co, Ho, Wo = y
+        go = Act.dims(y) and ctx.group_for(Co)
+        opt = opt or {}
+        return ConvShape(x, N, Co, Ho, Wo, go, int(kh), int(kw), int(s), int(pads[0]),
+                         int(pads[1] if len(pads) > 1 else pads[0]), groups,
+                         wseg=opt.get("wseg", Wo), parts=opt.get("parts", 1))
+
+    def options(self, op, ctx):
+        sh = self.shape(op, ctx)
+        cig = sh.x.Cg if sh.groups == 1 else 1
+        segs = sorted({max(1, -(-sh.Wo // d)) for d in (1, 2, 4, 8)})
+        return [{"wseg": w, "parts": p, "method": m} for m in METHODS
+                for w in segs for p in pow2_upto(cig, 16) if cig % p == 0]
+
+    def vertex_cycles(self, sh: ConvShape, opt, ctx) -> float:
+        """One full-width conv vertex's cycles: the ConvPartial(MAC) codelet's cost."""
+        return codelet_cycles(CONV_CODELET[opt.get("method", "amp")], {"out": sh.wseg * sh.go}, ctx.dtype,
+                              sh.vertex_params(), ctx.chip)
+
+    def estimate(self, op, opt, ctx):
+        sh = self.shape(op, ctx, opt)
+        P, wseg, go, cipp = sh.parts, sh.wseg, sh.go, sh.cipp
+        chip, T, b = ctx.chip, ctx.tiles, DTYPE_BYTES[ctx.dtype]
+        per_tile = -(-sh.vertices // T)
+        compute = compute_phase_cycles(per_tile, self.vertex_cycles(sh, opt, ctx), chip)
+        in_bytes = per_tile * sh.kh * min(sh.x.W, wseg * sh.stride + sh.kw) * cipp * b
+        w_bytes = min(per_tile, P * sh.Cog) * go * cipp * sh.kh * sh.kw * b
+        pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
+        out_bytes = per_tile * wseg * go * pb
+        cyc = compute + exchange_cycles(in_bytes + w_bytes, chip)
+        if P > 1:
+            rpt = -(-sh.reductions // T)
+            cyc += exchange_cycles(rpt * P * wseg * go * pb, chip)
+            cyc += compute_phase_cycles(rpt, codelet_cycles("ReducePartials", {"in": P * wseg * go}, ctx.dtype,
+                                                            {"k": P, "partials": ctx.partials}, chip), chip)
+            cyc += chip.sync_cycles
+        return cyc, in_bytes + w_bytes + out_bytes
+
+    def lower(self, op, opt, ctx):
+        sh = self.shape(op, ctx, opt)
+        x, N, Co, Ho, Wo, go, Cog, nws = sh.x, sh.N, sh.Co, sh.Ho, sh.Wo, sh.go, sh.Cog, sh.segments
+        kh, kw, s, pt, pl, groups = sh.kh, sh.kw, sh.stride, sh.pad_top, sh.pad_left, sh.groups
+        P, wseg = sh.parts, sh.wseg
+        g, T = ctx.graph, ctx.tiles
+        y = ctx.new_act(op, 0, group=go)
+        w = ctx.weights(op)
+        # vertex grid, input-channel part outermost so parts land on different tiles
+        p, n, cog, oh, ws = [a.ravel() for a in np.indices((P, N, Cog, Ho, nws))]
+        V = p.size
+        tiles = spread(V, T)
+        w0 = ws * wseg
+        w1 = np.minimum(Wo, w0 + wseg)
+        # the window: kernel rows inside the image, pixels inside the image, padding outside
+        if op["op"] == "ConvGradInput":
+            # dX from dY: the transposed convolution reads dY zero-dilated by the forward
+            # stride; windows are placed on dY's (smaller) grid in proportion
+            ih0 = (oh * x.H) // Ho - pt
+            iws = (w0 * x.W) // Wo - pl
+            iwe = np.maximum(((w1 - 1) * x.W) // Wo - pl + kw, iws + 1)
+        else:
+            ih0 = oh * s - pt
+            iws = w0 * s - pl
+            iwe = (w1 - 1) * s - pl + kw
+        rt = np.clip(-ih0, 0, kh)
+        rb = np.clip(x.H - ih0, 0, kh)
+        nrows = rb - rt
+        if np.any(nrows <= 0):
+            raise LoweringError(f"op {op['name']!r}: a kernel window lies entirely in the padding")
+        pleft = np.maximum(-iws, 0)
+        pright = np.maximum(iwe - x.W, 0)
+        a0, a1 = iws + pleft, iwe - pright
+        cig_size, ncig = sh.cig, sh.ncig
+        # input edges: for each channel group c of this part, each row r inside the image
+        cnt = ncig * nrows
+        vi = np.repeat(np.arange(V), cnt)
+        k = np.arange(vi.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        c = k // nrows[vi]
+        r = rt[vi] + k % nrows[vi]
+        if groups == 1:
+            cig = p[vi] * ncig + c
+        else:   # grouped / depthwise: the input channels that feed this output group
+            cig = np.minimum((cog[vi] * go * x.C // Co) // x.g + c, x.Cg - 1)
+        in_s, in_l = x.rows(n[vi], cig, ih0[vi] + r, a0[vi], a1[vi])
+        blk = ncig * kh * kw * cig_size * go
+        exact_w = groups == 1 and P * Cog * blk == w.numel
+        w_s = w.start + ((p * Cog + cog) * blk) % max(w.numel, 1)
+        w_l = np.full(V, min(blk, w.numel), np.int64)
+        w_s = np.minimum(w_s, w.start + w.numel - w_l)
+        if exact_w and op["phase"] == "fwd":
+            ctx.host_layout.setdefault(op["inputs"][1], ("conv", {"P": P, "Cog": Cog, "go": go, "ncig": ncig,
+                                                                   "cig": cig_size, "kh": kh, "kw": kw}))
+        base = sh.vertex_params()
+        sig = np.stack([rt, kh - rb, pleft, pright, w1 - w0], axis=1)
+
+        def params_of(u, extra=None):
+            return dict(base, ptop=int(u[0]), pbot=int(u[1]), pleft=int(u[2]), pright=int(u[3]), wout=int(u[4]),
+                        **(extra or {}))
+
+        cs = ctx.compute_set(op, "conv")
+        out = []
+        if P == 1:
+            o_s, o_l = y.rows(n, cog, oh, w0, w1)
+            g.map_intervals(o_s, o_l, tiles)
+            add_by_signature(ctx, cs, CONV_CODELET[opt.get("method", "amp")], tiles, sig,
+                             {"in": (vi, in_s, in_l), "weights": (np.arange(V), w_s, w_l),
+                              "out": (np.arange(V), o_s, o_l)}, params_of)
+            out.append(cs)
+        else:
+            part = g.add_variable(ctx.partials, (P, N, Cog, Ho, Wo, go), f"{op['name']}/partials",
+                                  kind="temporary", op=op["name"])
+            ps = part._start + (((((p * N + n) * Cog + cog) * Ho + oh) * Wo + w0) * go)
+            pl_ = (w1 - w0) * go
+            g.map_intervals(ps, pl_, tiles)
+            add_by_signature(ctx, cs, CONV_CODELET[opt.get("method", "amp")], tiles, sig,
+                             {"in": (vi, in_s, in_l), "weights": (np.arange(V), w_s, w_l),
+                              "out": (np.arange(V), ps, pl_)},
+                             lambda u: params_of(u, {"partials": ctx.partials}))
+            # reduce the partials: one vertex per output row segment, parts in order
+            R = sh.reductions
+            rt_ = spread(R, T)
+            o_s, o_l = y.rows(n[:R], cog[:R], oh[:R], w0[:R], w1[:R])
+            g.map_intervals(o_s, o_l, rt_)
+            ri = np.repeat(np.arange(R), P)
+            src = ps.reshape(P, R).T.ravel()
+            cs2 = ctx.compute_set(op, "reduce")
+            g.add_vertices(cs2, "ReducePartials", rt_, {"in": (ri, src, np.repeat(pl_[:R], P)),
+                                                        "out": (np.arange(R), o_s, o_l)},
+                           dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
+            out += [cs, cs2]
+        if len(op["inputs"]) > 2 and op["inputs"][2] in ctx.acts:   # bias: a per-channel add in place
+            out += ElementwisePlanner().lower(op, opt, ctx, codelet="Add", inputs=[op["outputs"][0], op["inputs"][2]],
+                                              out=y, suffix="bias")
+        return out
