@@ -155,7 +155,7 @@ def test_chip_mode_control_switches_the_views(page, server):
         page.wait_for_function("m => { const s = document.querySelector('#status-summary');"
                                " return s && s.innerText.includes(m + ':'); }", arg=mode)
         _wait_title(page, "fig-trace", f"per chip ({mode})")
-        _wait_title(page, "fig-memory", "Tile memory per chip")
+        _wait_title(page, "fig-memory", "Tile memory per stage")
         assert words in page.inner_text("#status").lower()
         assert "vertices" in page.inner_text("#kpi-graph") and "edges" in page.inner_text("#stage-table")
         seen[mode] = (_figure(page, "fig-trace"), _figure(page, "fig-memory"), _figure(page, "fig-liveness"))
@@ -179,4 +179,4 @@ def test_chip_mode_control_switches_the_views(page, server):
     # back to spread: the one-graph views return
     page.click("#chip-mode input[value='spread']")
     _wait_title(page, "fig-trace", "Execution trace<br>")
-    assert "Tile memory per chip" not in _figure(page, "fig-memory")["title"]
+    assert "Tile memory per stage" not in _figure(page, "fig-memory")["title"]

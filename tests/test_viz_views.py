@@ -1,4 +1,5 @@
 """Run views (viz/views.py), the HTML report, Graphviz drawings and their CLI commands."""
+import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from hardware.chips import gc200
-from simulator.run import build
+from simulator.config import RunConfig
+from simulator.run import build, run
 from viz import dot, views
 from viz.report_html import FIGURE_IDS, report_html, write_report
 
@@ -51,7 +53,7 @@ def test_memory_map_has_one_cell_per_tile(mlp):
     assert sorted(ids[ids >= 0].tolist()) == list(range(tiles))
     assert np.isclose(cells.sum() * 1024, mlp.memory["per_tile"]["total"].sum())
     assert np.asarray(fig.data[0].z).shape == (32, 46)       # GC200: 46 columns x 32 rows
-    assert fig.data[0].zmax == pytest.approx(mlp.memory["sram_bytes_per_tile"] / 1024)
+    assert fig.layout.coloraxis.cmax == pytest.approx(mlp.memory["sram_bytes_per_tile"] / 1024)
     assert "out of memory" not in [t.name for t in fig.data]
 
 
@@ -71,7 +73,7 @@ def test_memory_map_marks_oom_tiles_on_tiny_sram_chip(tiny):
     assert len(oom.x) == want.size == tiny.memory["oom_tiles"] > 0
     assert sorted(np.asarray(oom.customdata).tolist()) == want.tolist()
     assert oom.marker.color == "#E3242B"
-    assert fig.data[0].zmax == pytest.approx(4.0)            # capped at the tile's SRAM (KiB)
+    assert fig.layout.coloraxis.cmax == pytest.approx(4.0)   # capped at the tile's SRAM (KiB)
 
 
 def test_memory_map_puts_chips_side_by_side():
@@ -160,8 +162,9 @@ def test_report_html_is_self_contained(mlp, tmp_path):
     html = report_html(mlp)
     assert html.count(get_plotlyjs()[:300]) == 1             # plotly.js inlined, once
     assert "<script src=" not in html and 'src="http' not in html
-    for div in FIGURE_IDS.values():
-        assert f'id="{div}"' in html
+    for key in ("memory_map", "trace", "liveness", "layer_cycles", "layer_memory"):
+        assert f'id="{FIGURE_IDS[key]}"' in html
+    assert 'id="fig-stage-cycles"' not in html
     assert "samples/s" in html and "mnist-mlp" in html
     info = write_report(mlp, str(tmp_path / "r.html"), model="mnist-mlp")
     assert os.path.getsize(tmp_path / "r.html") == info["bytes"]
@@ -193,6 +196,98 @@ def test_cli_report_and_dot(tmp_path, capsys):
         ET.parse(s)
 
 
+# -- several chips ----------------------------------------------------------------------------------------
+SMALL_SRAM = 8 * 1024       # stage 0 of mnist-mlp's pipeline does not fit, stage 1 does
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    """mnist-mlp training on 2 chips as a pipeline, with the per-stage memory the views need."""
+    cfg = RunConfig.from_dict({"model": "mnist-mlp", "ipus": 2, "mode": "pipeline", "batch": 8, "train": True,
+                               "sram_bytes_per_tile": SMALL_SRAM})
+    return views.run_for_views(cfg, workers=1)
+
+
+def test_views_of_a_run_take_the_run_or_its_compiled(mlp):
+    r = run(RunConfig(model="mnist-mlp"))
+    assert list(views.all_figures(r)) == list(views.all_figures(mlp)) == \
+        ["memory_map", "trace", "liveness", "layer_cycles", "layer_memory"]
+    assert views.memory_map(r).data[0].z is not None
+    with pytest.raises(ValueError, match="several chips"):
+        views.multichip_trace(r)
+
+
+def test_multichip_views_one_grid_and_one_curve_per_stage(pipeline):
+    r = pipeline
+    S = r.report["multichip"]["stages"]
+    assert S == 2 and len(r.stage_memory) == S
+    grids, curves = views.multichip_memory_row(r)
+    heat = [t for t in grids.data if t.type == "heatmap"]
+    assert len(heat) == S
+    for t, d in zip(heat, r.stage_memory):               # every tile of the stage, its bytes in KiB
+        z = np.asarray(t.z, dtype=float)
+        assert np.isclose(np.nansum(z) * 1024, float(np.sum(d["per_tile"]["total"])), rtol=1e-5)
+    oom = [t for t in grids.data if t.name == "out of memory"]
+    want = sum(int((np.asarray(d["per_tile"]["total"]) > SMALL_SRAM).sum()) for d in r.stage_memory)
+    assert want > 0 and sum(len(t.x) for t in oom) == want
+    assert grids.layout.height == curves.layout.height >= views.ROW_MIN_HEIGHT
+    lines = [t for t in curves.data if t.mode == "lines"]
+    assert len(lines) == S
+    worst = max(float(np.max(d["curve_bytes"])) for d in r.stage_memory)
+    assert max(float(np.max(t.y)) for t in lines) * 2 ** 20 == pytest.approx(worst, rel=1e-6)
+
+
+def test_multichip_trace_has_a_row_per_chip_and_stage_cycles_add_up(pipeline):
+    r = pipeline
+    fig = views.multichip_trace(r)
+    assert {y for t in fig.data for y in t.y} == {"IPU 0 · stage 0", "IPU 1 · stage 1"}
+    assert {"compute", "sync", "exchange", "link"} <= {t.name for t in fig.data}
+    bars = views.multichip_stage_cycles(r)
+    rows = r.report["multichip"]["per_stage"]
+    by = {t.name: list(t.y) for t in bars.data if t.type == "bar"}
+    assert by["forward"] == [row["fwd_cycles"] for row in rows]
+    assert by["backward"] == [row["bwd_cycles"] for row in rows]
+
+
+def test_multichip_views_need_the_stage_detail():
+    r = run(RunConfig(model="mnist-mlp", ipus=2, mode="shard", batch=2))
+    assert r.stage_memory is None
+    assert list(views.all_figures(r)) == ["trace", "stage_cycles"]
+    with pytest.raises(ValueError, match="stage detail|per-stage memory"):
+        views.multichip_memory_map(r)
+
+
+def test_report_of_a_multichip_run_shows_every_stage(pipeline, tmp_path):
+    html = report_html(pipeline)
+    for key in ("memory_map", "liveness", "trace", "stage_cycles"):
+        assert f'id="{FIGURE_IDS[key]}"' in html
+    assert "Tile memory per stage" in html and "Execution trace per chip" in html and "stage-table" in html
+    assert "pipeline bubble" in html and "DOES NOT FIT" in html
+
+    def figure(key):        # the figure JSON plotly.newPlot gets for a div
+        start = html.index(f'id="{FIGURE_IDS[key]}"')
+        call = html.index("Plotly.newPlot(", start)
+        data = html[html.index("[", call):]
+        return json.JSONDecoder().raw_decode(data)[0]
+    assert sum(t["type"] == "heatmap" for t in figure("memory_map")) == 2      # one tile grid per stage
+    assert sum(t.get("mode") == "lines" for t in figure("liveness")) == 2     # one curve per stage
+    # a Run made by simulator.run.run has no stage detail: write_report runs it again with it
+    r = run(pipeline.config)
+    info = write_report(r, str(tmp_path / "mc.html"))
+    text = (tmp_path / "mc.html").read_text()
+    assert f'id="{FIGURE_IDS["memory_map"]}"' in text and "graph-image-note" in text
+    assert not info["graph_image"] and "one graph per stage" in info["note"]
+
+
+def test_cli_report_of_several_chips(tmp_path):
+    from ipusim_cli import main
+    out = tmp_path / "mc.html"
+    assert main(["report", "mnist-mlp", "--ipus", "2", "--mode", "pipeline", "--batch", "8", "--train",
+                 "--html", str(out)]) == 0
+    text = out.read_text()
+    assert 'id="fig-memory-map"' in text and 'id="fig-stage-cycles"' in text
+
+
 # -- Graphviz --------------------------------------------------------------------------------------------
 def _parses(d):
     if not HAVE_DOT:
@@ -213,8 +308,8 @@ def test_op_graph_dot(mlp_train):
 
 
 def test_op_graph_clusters_blocks():
-    from simulator.run import load_model
-    og = load_model("resnet50")
+    import models
+    og = models.load("resnet50")
     d = dot.op_graph_dot(og)
     blocks = {og.op(n)["block"] for n in og.ops()} - {None}
     assert d.source.count("subgraph cluster_") == len(blocks) == 16

@@ -12,8 +12,8 @@ Both return a ``graphviz.Digraph``: ``.source`` is the DOT text,
 ``.pipe(format="svg")`` the SVG.  :func:`write` picks the format from the
 file name.
 
-    >>> from simulator.run import load_model
-    >>> d = op_graph_dot(load_model("mnist-mlp"))
+    >>> import models
+    >>> d = op_graph_dot(models.load("mnist-mlp"))
     >>> d.source.startswith("digraph") and "Gemm" in d.source
     True
 """
@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 
 import graphviz
+
+from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync
 
 __all__ = ["op_graph_dot", "program_dot", "write", "FAMILY_COLOURS"]
 
@@ -117,7 +119,6 @@ def program_dot(program, *, collapse=4, name="program", rankdir="LR", calls=None
     ``Copy``) children of one Sequence is drawn as one node "N × Execute".
     ``calls`` (optional, e.g. ``Lowered.calls``): block type -> number of calls, shown on functions.
     """
-    from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync
     d = graphviz.Digraph(name, graph_attr=dict(rankdir=rankdir, fontname="Helvetica", fontsize="11",
                                                nodesep="0.12", ranksep="0.35"),
                          node_attr=_NODE, edge_attr=_EDGE)

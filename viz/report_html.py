@@ -1,6 +1,10 @@
 """One self-contained HTML page for a run: summary, graph image and the views of viz/views.py.
 
-plotly.js is inlined once per page (no network is needed to open it).
+The run is a :class:`simulator.run.Run` (one chip or several) or the :class:`Compiled` of one
+graph.  A run on several chips (shard, pipeline, replicate) shows a tile memory map and a
+liveness curve per stage, a trace per chip and the cycles per stage; its per-stage memory
+comes from :func:`viz.views.run_for_views` (:func:`write_report` re-runs a multichip Run that
+lacks it).  plotly.js is inlined once per page (no network is needed to open it).
 
     >>> from simulator.run import build
     >>> html = report_html(build("mnist-mlp", simulate=True))
@@ -14,7 +18,16 @@ import html as _html
 import os
 import tempfile
 
-__all__ = ["report_html", "write_report", "summary_rows", "FIGURE_IDS", "graph_image_png"]
+from plotly.offline import get_plotlyjs
+
+import models
+from simulator.run import Run
+
+from . import views
+from .dot import op_graph_dot
+from .graph_image import render_model_graph
+
+__all__ = ["report_html", "write_report", "summary_rows", "stage_rows", "FIGURE_IDS", "graph_image_png"]
 
 # div id of each view on the page (tests and users find the figures by these)
 FIGURE_IDS = {
@@ -23,6 +36,7 @@ FIGURE_IDS = {
     "liveness": "fig-liveness",
     "layer_cycles": "fig-layer-cycles",
     "layer_memory": "fig-layer-memory",
+    "stage_cycles": "fig-stage-cycles",
 }
 
 SECTIONS = {
@@ -39,6 +53,19 @@ SECTIONS = {
                      "layer (a layer's repeated calls count each time)."),
     "layer_memory": ("Variable memory per layer", "Bytes of the graph variables each layer owns (weights and "
                      "optimizer state by their first user), by kind, before liveness lets them share memory."),
+}
+#: the same sections for a run on several chips (each stage compiled once; its replicas are copies)
+MULTICHIP_SECTIONS = {
+    "memory_map": ("Tile memory per stage", "Bytes used on every tile of each stage's chip (the chips of a "
+                   "stage's replicas hold the same bytes). One colour scale, 0 to the tile's SRAM; tiles outlined "
+                   "in red are out of memory. Hover a tile for its bytes by category."),
+    "liveness": ("Liveness per stage", "Bytes of not-always-live variables live at each program step of each "
+                 "stage's chip; the worst stage's peak is marked."),
+    "trace": ("Execution trace per chip", "One row per chip over the simulated steps: the stage's compute, sync "
+              "and exchange, chip-to-chip link sends, host waits and idle time (pipeline fill and drain, "
+              "all-reduce). Drag to zoom, double-click to reset."),
+    "stage_cycles": ("Cycles per stage", "Forward, backward and update cycles of one micro-batch on each stage "
+                     "(hover a bar for the layers it holds)."),
 }
 
 CSS = """
@@ -61,7 +88,11 @@ section p.note { font-size:13px; color:var(--muted); margin:2px 0 8px; }
 table.kv { border-collapse:collapse; font-size:13px; width:100%; }
 table.kv td { padding:4px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
 table.kv td:first-child { color:var(--muted); width:220px; white-space:nowrap; }
-.two { display:grid; grid-template-columns: 1fr 1fr; gap:18px; }
+table.grid { border-collapse:collapse; font-size:13px; width:100%; }
+table.grid th { text-align:left; color:var(--muted); font-weight:600; padding:4px 8px; border-bottom:1px solid var(--line); }
+table.grid td { padding:4px 8px; border-bottom:1px solid var(--line); }
+.two { display:grid; grid-template-columns: minmax(0,1fr) minmax(0,1fr); gap:18px; }
+.two > section { margin-bottom:18px; }
 @media (max-width: 1000px) { .two { grid-template-columns: 1fr; } }
 .msg { background:#fdecea; border:1px solid #f5c2c0; color:var(--bad); padding:8px 12px; border-radius:6px; font-size:13px; margin-bottom:14px; }
 .graphimg { text-align:center; } .graphimg img { max-width:100%; height:auto; border-radius:6px; }
@@ -84,7 +115,9 @@ def _mib(b):
 
 
 def summary_rows(rep: dict) -> list:
-    """(key, value) rows of the summary table from the report dict."""
+    """(key, value) rows of the summary table from the report dict (one graph or several chips)."""
+    if "multichip" in rep:
+        return _multichip_rows(rep)
     m, chip, g, mem = rep["model"], rep["chip"], rep["graph"], rep["memory"]
     rows = [
         ("model", f"{m['name']}: {_fmt(m['params'])} params, {_fmt(m['flops'], 'FLOP')} per step, {m['ops']} ops"),
@@ -121,7 +154,78 @@ def summary_rows(rep: dict) -> list:
     return rows
 
 
+def _multichip_rows(rep: dict) -> list:
+    m, chip, mem, mc, s = rep["model"], rep["chip"], rep["memory"], rep["multichip"], rep["sim"]
+    pipelined = mc["mode"] in ("pipeline", "pipeline+replicate")
+    rows = [
+        ("model", f"{m['name']}: {_fmt(m['params'])} params, {_fmt(m['flops_per_micro_batch'], 'FLOP')} per "
+                  "micro-batch"),
+        ("run", f"{'training' if m['train'] else 'inference'}, batch {m['batch']} as {mc['replicas']} replica"
+                f"{'s' if mc['replicas'] > 1 else ''} x {mc['micro_batches']} micro-batch"
+                f"{'es' if mc['micro_batches'] > 1 else ''} of {m['micro_batch']}, {m['dtype']}"),
+        ("chips", f"{chip['name']} × {chip['ipus']}: {chip['tiles_per_ipu']:,} tiles each, "
+                  f"{mem['sram_bytes_per_tile'] / 1024:,.0f} KiB SRAM per tile, {chip['clock_hz'] / 1e9:.3g} GHz"),
+        ("mode", f"{mc['mode']}: {mc['stages']} stage{'s' if mc['stages'] > 1 else ''} x {mc['replicas']} "
+                 f"replica{'s' if mc['replicas'] > 1 else ''}" + (f", schedule {mc['schedule']}" if pipelined else "")
+                 + f", placement {mc['placement'].get('method', '')}"),
+        ("memory", f"{'fits' if mem['fits'] else 'DOES NOT FIT'}: worst peak tile {mem['peak_tile_bytes']:,} B, "
+                   f"{mem.get('oom_tiles', 0)} tiles out of memory over all chips"),
+        ("time", f"{s['cycles']:,.0f} cycles = {s['seconds'] * 1e3:.3f} ms for {mc['steps']} steps; one step "
+                 f"{s['step_seconds'] * 1e3:.3f} ms" + (f", pipeline bubble {s['bubble_fraction']:.0%}"
+                                                        if pipelined else "")),
+        ("throughput", f"{s['samples_per_second']:,.1f} samples/s, {s['achieved_flops_per_second'] / 1e12:.2f} "
+                       f"TFLOP/s achieved, mean chip utilisation {s['mean_utilisation']:.1%}"),
+        ("traffic", f"chip links {views.fmt_bytes(s['link_bytes'])} (all-reduce "
+                    f"{views.fmt_bytes(s['allreduce_bytes'])}), host {views.fmt_bytes(s['host_bytes'])} "
+                    f"(hidden {s['hidden_transfer_fraction']:.0%})"),
+    ]
+    if mc.get("stages_requested", mc["stages"]) > mc["stages"]:
+        rows.append(("note", f"{m['name']} has too few layers for {mc['stages_requested']} stages: "
+                             f"{mc['stages']} used"))
+    t = rep.get("timing", {})
+    if t:
+        rows.append(("wall time", ", ".join(f"{k[:-2] if k.endswith('_s') else k} {v:.2f} s" for k, v in t.items())))
+    return rows
+
+
+def stage_rows(rep: dict) -> list:
+    """One row per stage of a multichip report: (stage, chips, layers, vertices, edges, cycles, peak tile, fit)."""
+    sram = rep["memory"]["sram_bytes_per_tile"]
+    out = []
+    for r in rep["multichip"]["per_stage"]:
+        sm = r.get("memory", {})
+        peak = sm.get("peak_tile_bytes", 0)
+        out.append((str(r["stage"]), ", ".join(str(i) for i in r["ipus"]),
+                    f"{r['layers']}: {r['first_layer']} … {r['last_layer']}", f"{r['vertices']:,}",
+                    f"{r['edges']:,}", f"{r['fwd_cycles'] + r['bwd_cycles'] + r['update_cycles']:,.0f}",
+                    f"{views.fmt_bytes(peak)} ({peak / sram:.0%})",
+                    "fits" if sm.get("fits", True) else f"OUT OF MEMORY ({sm.get('oom_tiles', 0)} tiles)"))
+    return out
+
+
+def _multichip_cards(rep: dict) -> list:
+    m, mem, mc, s = rep["model"], rep["memory"], rep["multichip"], rep["sim"]
+    sram = mem["sram_bytes_per_tile"]
+    cards = [
+        ("memory", f"<span class='{'ok' if mem['fits'] else 'bad'}'>{'fits' if mem['fits'] else 'does not fit'}</span>",
+         f"worst peak tile {mem['peak_tile_bytes'] / 1024:,.0f} of {sram / 1024:,.0f} KiB"),
+        ("chips", f"{rep['chip']['ipus']} × {_html.escape(rep['chip']['name'])}",
+         f"{mc['mode']}: {mc['stages']} stages × {mc['replicas']} replicas"),
+        ("throughput", f"{s['samples_per_second']:,.0f} samples/s",
+         f"batch {m['batch']}, {s['step_seconds'] * 1e3:.3f} ms per step"),
+    ]
+    if mc["mode"] in ("pipeline", "pipeline+replicate"):
+        cards.append(("pipeline bubble", f"{s['bubble_fraction']:.0%}",
+                      f"{mc['micro_batches']} micro-batches of {m['micro_batch']}"))
+    cards += [("chip links", views.fmt_bytes(s["link_bytes"]), f"all-reduce {views.fmt_bytes(s['allreduce_bytes'])}"),
+              ("model", _html.escape(m["name"]), f"{_fmt(m['params'])} params, "
+                                                 f"{'training' if m['train'] else 'inference'}")]
+    return cards
+
+
 def _cards(rep):
+    if "multichip" in rep:
+        return _html_cards(_multichip_cards(rep))
     m, mem, g = rep["model"], rep["memory"], rep["graph"]
     s = rep.get("sim")
     sram = rep["chip"]["sram_bytes_per_tile"]
@@ -139,16 +243,16 @@ def _cards(rep):
         ]
     cards.append(("model", _html.escape(m["name"]), f"{_fmt(m['params'])} params, "
                                                    f"{'training' if m['train'] else 'inference'}"))
+    return _html_cards(cards)
+
+
+def _html_cards(cards):
     return "".join(f"<div class='card'><div class='k'>{k}</div><div class='v'>{v}</div><div class='d'>{d}</div></div>"
                    for k, v, d in cards)
 
 
 def graph_image_png(model, **opts):
     """PNG bytes of the model's graph image from viz.graph_image, or (None, reason)."""
-    try:
-        from viz.graph_image import render_model_graph
-    except Exception as e:  # the image engine is optional
-        return None, f"viz.graph_image is not available ({type(e).__name__}: {e})"
     fd, path = tempfile.mkstemp(suffix=".png")
     os.close(fd)
     try:
@@ -173,37 +277,59 @@ def _figure_div(fig, div_id):
                                "toImageButtonOptions": {"format": "png", "scale": 2}})
 
 
+def _unwrap(x):
+    """``(run for the views, report dict)``: a one-graph Run becomes its Compiled."""
+    if isinstance(x, Run) and x.compiled is not None:
+        x = x.compiled
+    return x, x.report
+
+
 def report_html(c, *, graph_png: bytes | None = None, graph_note: str | None = None,
                 op_graph_svg: str | None = None, title: str | None = None) -> str:
-    """The whole page as a string (plotly.js inlined once)."""
-    from plotly.offline import get_plotlyjs
-
-    from . import views
-
-    rep = c.report
+    """The whole page as a string (plotly.js inlined once); ``c``: a Run or a Compiled."""
+    c, rep = _unwrap(c)
+    multichip = "multichip" in rep
     figs = views.all_figures(c)
     m = rep["model"]
     title = title or f"ipusim report: {m['name']}"
+    sub = (f"{rep['chip']['name']} × {rep['chip']['ipus']}"
+           + (f" ({rep['multichip']['mode']})" if multichip else "")
+           + f", {'training' if m['train'] else 'inference'}, batch {m['batch']}, {m['dtype']}")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_html.escape(title)}</title>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<style>{CSS}</style>",
              f"<script type=\"text/javascript\">{get_plotlyjs()}</script>",
              "</head><body>",
-             f"<header><h1>{_html.escape(title)}</h1><div class='sub'>{_html.escape(rep['chip']['name'])} × "
-             f"{rep['chip']['ipus']}, {'training' if m['train'] else 'inference'}, batch {m['batch']}, "
-             f"{m['dtype']}</div></header><main>"]
+             f"<header><h1>{_html.escape(title)}</h1><div class='sub'>{_html.escape(sub)}</div></header><main>"]
     if rep["memory"].get("message"):
         parts.append(f"<div class='msg'>{_html.escape(rep['memory']['message'])}</div>")
     parts.append(f"<div class='cards'>{_cards(rep)}</div>")
     rows = "".join(f"<tr><td>{_html.escape(k)}</td><td>{_html.escape(v)}</td></tr>" for k, v in summary_rows(rep))
-    parts.append(f"<section id='summary'><h2>Summary</h2><table class='kv'>{rows}</table></section>")
+    parts.append(f"<section id='summary'><h2>Summary</h2><table class='kv'>{rows}</table>")
+    if multichip:
+        head = ("stage", "chips", "layers", "vertices", "edges", "cycles (1 micro-batch)", "peak tile", "")
+        body = "".join("<tr>" + "".join(f"<td class='{'bad' if v.startswith('OUT') else ''}'>{_html.escape(v)}</td>"
+                                        for v in row) + "</tr>" for row in stage_rows(rep))
+        parts.append("<h2 style='margin-top:14px'>Stages</h2><table class='grid' id='stage-table'><tr>"
+                     + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{body}</table>")
+    parts.append("</section>")
+    sections = MULTICHIP_SECTIONS if multichip else SECTIONS
 
     def sec(key):
-        head, note = SECTIONS[key]
+        head, note = sections[key]
         return (f"<section id='sec-{key}'><h2>{head}</h2><p class='note'>{note}</p>"
                 f"{_figure_div(figs[key], FIGURE_IDS[key])}</section>")
 
-    for key in ("memory_map", "trace", "liveness", "layer_cycles", "layer_memory"):
+    if multichip:
+        if "memory_map" in figs:      # the stages' grids and their liveness side by side, one height
+            parts.append(f"<div class='two'>{sec('memory_map')}{sec('liveness')}</div>")
+        else:
+            parts.append("<div class='msg'>No per-stage memory: this run was made without its stage detail "
+                         "(viz.views.run_for_views, or write_report, makes it).</div>")
+        order = ("trace", "stage_cycles")
+    else:
+        order = ("memory_map", "trace", "liveness", "layer_cycles", "layer_memory")
+    for key in order:
         if key in figs:
             parts.append(sec(key))
     # graph image
@@ -224,23 +350,43 @@ def report_html(c, *, graph_png: bytes | None = None, graph_note: str | None = N
     return "\n".join(parts)
 
 
+def _op_graph(x):
+    """The op graph drawn beside the report: the lowered one of a graph, or the model's for several chips."""
+    if isinstance(x, Run) and x.compiled is None:
+        cfg = x.config
+        return models.load(cfg.model, batch=x.report["model"]["micro_batch"], train=cfg.train,
+                           optimizer=cfg.optimizer, model_kw=cfg.model_kw)
+    c, _ = _unwrap(x)
+    return c.lowered.opgraph if getattr(c, "lowered", None) is not None else c.opgraph
+
+
 def write_report(c, path, *, model=None, graph_image=True, graph_image_path=None, op_graph=True,
                  max_op_graph_ops=400, **kw) -> dict:
-    """Write the page to ``path``; returns what went in (``graph_image``: True/False and ``note``)."""
+    """Write the page of ``c`` (a :class:`simulator.run.Run` or a Compiled) to ``path``; returns what went
+    in (``graph_image``: True/False and ``note``).
+
+    A Run on several chips made without its per-stage memory (``simulator.run.run``) is run again
+    with it (:func:`viz.views.run_for_views`): the page shows every stage's tiles and liveness.
+    The graph image is of one graph: a run on several chips has none unless ``graph_image_path``."""
+    if isinstance(c, Run) and c.compiled is None and not c.stage_memory:
+        c = views.run_for_views(c.config)
+    several = isinstance(c, Run) and c.compiled is None
     png, note = None, None
     if graph_image_path:
         with open(graph_image_path, "rb") as f:
             png = f.read()
+    elif several:
+        note = (f"a run on {c.report['chip']['ipus']} chips compiles one graph per stage; draw the model's "
+                "with `ipusim render`")
     elif graph_image:
-        png, note = graph_image_png(model if model is not None else c.opgraph)
+        png, note = graph_image_png(model if model is not None else _unwrap(c)[0].opgraph)
     else:
         note = "switched off (--no-graph-image)"
     svg = None
     if op_graph:
-        og = c.lowered.opgraph if getattr(c, "lowered", None) is not None else c.opgraph
+        og = _op_graph(c)
         if len(og) <= max_op_graph_ops:
             try:
-                from .dot import op_graph_dot
                 svg = op_graph_dot(og).pipe(format="svg").decode("utf-8")
                 svg = svg[svg.find("<svg"):]
             except Exception:   # no Graphviz binaries: the page goes without the op graph

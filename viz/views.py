@@ -1,15 +1,28 @@
-"""Views of a compiled (and simulated) run, as Plotly figures.
+"""Views of a run, as Plotly figures.
 
-Every function takes the :class:`simulator.run.Compiled` that
-``simulator.run.build(...)`` returns and gives back a
-``plotly.graph_objects.Figure`` (write it with ``fig.write_html(path)`` or put
-several on one page with :mod:`viz.report_html`):
+Every view takes a run: a :class:`simulator.run.Run` (what ``simulator.run.run(config)``
+returns) or, for one graph, the :class:`simulator.run.Compiled` inside it, and gives back
+a ``plotly.graph_objects.Figure`` (write it with ``fig.write_html(path)`` or put several
+on one page with :mod:`viz.report_html`).
+
+One graph (one chip, or several used as one graph):
 
 * :func:`memory_map`      -- every tile of every chip on a grid, coloured by bytes used;
 * :func:`execution_trace` -- compute / sync / exchange / host of each superstep over time;
 * :func:`liveness`        -- not-always-live bytes over the program's steps, peak marked;
 * :func:`layer_cycles`    -- cycles per layer (compute, exchange, sync), stacked bars;
 * :func:`layer_memory`    -- bytes of variables per layer, by kind, stacked bars.
+
+Several chips running separate graphs (shard, pipeline, replicate: :mod:`simulator.multichip`),
+from the run's report, its multichip simulation and its per-stage memory detail
+(``Run.stage_memory``, see :func:`run_for_views`):
+
+* :func:`multichip_memory_map`    -- one tile grid per stage (its replicas hold the same bytes);
+* :func:`multichip_trace`         -- one row per chip: compute, sync, exchange, links, host, idle;
+* :func:`multichip_liveness`      -- each stage's not-always-live bytes per program step;
+* :func:`multichip_stage_cycles`  -- forward / backward / update cycles per stage.
+
+:func:`all_figures` gives the views that apply to a run.
 
     >>> from simulator.run import build
     >>> c = build("mnist-mlp", simulate=True)
@@ -23,13 +36,22 @@ from collections import OrderedDict
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from compiler.memory import execute_order
+from hardware.dtypes import DTYPE_BYTES
+from simulator.config import RunConfig
+from simulator.multichip import run_multichip
+from simulator.run import Run, run
 
 __all__ = ["memory_map", "execution_trace", "liveness", "layer_cycles", "layer_memory",
-           "layer_table", "grid_shape", "step_compute_set_names", "PHASE_COLOURS",
-           "CATEGORY_LABELS", "all_figures"]
+           "multichip_memory_map", "multichip_trace", "multichip_liveness", "multichip_stage_cycles",
+           "layer_table", "grid_shape", "step_compute_set_names", "PHASE_COLOURS", "EVENT_COLOURS",
+           "CATEGORY_LABELS", "all_figures", "run_for_views", "fmt_bytes", "chips_label", "merge_events", "multichip_memory_row"]
 
 TEMPLATE = "plotly_white"
 FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=12, color="#263238")
+RED, GREEN = "#E3242B", "#2E8B57"
 
 PHASE_COLOURS = OrderedDict([
     ("compute", "#3B76AF"),
@@ -37,6 +59,10 @@ PHASE_COLOURS = OrderedDict([
     ("exchange", "#EF8A2F"),
     ("host", "#4CA35A"),
 ])
+#: the kinds of a multichip trace's events: a superstep's phases, link sends and idle time
+EVENT_COLOURS = OrderedDict(list(PHASE_COLOURS.items()) + [("link", "#8E6BB5"), ("idle", "#E4E8EC")])
+#: one colour per stage (liveness curves)
+STAGE_COLOURS = ["#3B76AF", "#EF8A2F", GREEN, "#8E6BB5", RED, "#17BECF", "#8C564B", "#E377C2"]
 
 CATEGORY_LABELS = OrderedDict([
     ("always_live_variables", "always-live variables"),
@@ -53,6 +79,10 @@ KIND_COLOURS = {
 }
 
 UNASSIGNED = "(copies & streams)"
+#: bars of the multichip trace, over all chips (more events are merged into blocks)
+TRACE_BARS = 12000
+#: the smallest height of a row holding a tile memory map and a liveness curve side by side
+ROW_MIN_HEIGHT = 380
 
 
 # --------------------------------------------------------------------------------------
@@ -65,13 +95,38 @@ def _layout(fig, title, height, **kw):
     return fig
 
 
-def _kib(b):
+def fmt_bytes(b) -> str:
+    """``512 B``, ``1.5 KiB``, ``2.00 MiB``."""
     b = float(b)
     if abs(b) >= 2 ** 20:
         return f"{b / 2 ** 20:,.2f} MiB"
     if abs(b) >= 1024:
         return f"{b / 1024:,.1f} KiB"
     return f"{b:,.0f} B"
+
+
+def _compiled(x):
+    """The :class:`Compiled` of a one-graph run (``x`` is a Run or already a Compiled)."""
+    if isinstance(x, Run):
+        if x.compiled is None:
+            raise ValueError("this view is of one graph; a run on several chips has the multichip_* views")
+        return x.compiled
+    return x
+
+
+def _multichip_run(r):
+    if not isinstance(r, Run) or r.multichip is None or "multichip" not in r.report:
+        raise ValueError("this view is of a run on several chips (simulator.run.run with ipus > 1, "
+                         "mode shard / pipeline / replicate)")
+    return r
+
+
+def _stage_detail(r):
+    detail = r.stage_memory
+    if not detail or any(d is None for d in detail):
+        raise ValueError("no per-stage memory detail: run it with viz.views.run_for_views "
+                         "(run_multichip(..., stage_detail=True))")
+    return detail
 
 
 def _tiles_per_chip(c, total):
@@ -94,15 +149,11 @@ def grid_shape(tiles: int) -> tuple[int, int]:
     return rows, int(math.ceil(tiles / rows))
 
 
-def _execute_order(c):
-    from compiler.memory import execute_order
-    return execute_order(c.exe.program)
-
-
 def step_compute_set_names(c) -> list:
     """Name of the compute set run at each program step (the liveness curve's x axis)."""
+    c = _compiled(c)
     css = c.exe.graph.compute_sets
-    return [css[i].name for i in _execute_order(c)]
+    return [css[i].name for i in execute_order(c.exe.program)]
 
 
 def _clock_hz(c):
@@ -112,9 +163,83 @@ def _clock_hz(c):
     return float(getattr(c.chip, "clock_hz", 1.0) or 1.0)
 
 
+def chips_label(ipus: list) -> str:
+    return ("IPU " if len(ipus) == 1 else "IPUs ") + ", ".join(str(i) for i in ipus)
+
+
+def _stage_chips(rep: dict) -> list:
+    """Per stage, the chips that run it (one per replica)."""
+    return [row["ipus"] for row in rep["multichip"]["per_stage"]]
+
+
 # --------------------------------------------------------------------------------------
 # tile memory map
 # --------------------------------------------------------------------------------------
+def _tile_cells(per_tile: dict, sram: float, tiles_per_chip: int, header) -> dict:
+    """Where every tile sits on the grid (chips side by side, one empty column between them)
+    and its hover text: ``header(tile, chip, local tile)``, total and bytes per category."""
+    total = np.asarray(per_tile["total"], dtype=np.float64)
+    T = total.size
+    tpc = max(int(tiles_per_chip), 1)
+    ipus = max(-(-T // tpc), 1)
+    rows, cols = grid_shape(tpc)
+    width = ipus * cols + (ipus - 1)
+    tile = np.arange(T)
+    chip_of, local = tile // tpc, tile % tpc
+    r = local // cols
+    x = chip_of * (cols + 1) + local % cols
+    z = np.full((rows, width), np.nan)
+    z[r, x] = total / 1024.0
+    ids = np.full((rows, width), -1, dtype=np.int64)
+    ids[r, x] = tile
+    cats = [(CATEGORY_LABELS.get(k, k.replace("_", " ")), np.asarray(v)) for k, v in per_tile.items()
+            if k not in ("total", "not_always_live_lower_bound")]
+    text = [[""] * width for _ in range(rows)]
+    for t in range(T):
+        lines = [header(t, chip_of[t], local[t]),
+                 f"total <b>{fmt_bytes(total[t])}</b> of {fmt_bytes(sram)} ({total[t] / sram:.1%})"
+                 + (f"  <b style='color:{RED}'>OUT OF MEMORY</b>" if total[t] > sram else "")]
+        lines += [f"{lab}: {fmt_bytes(a[t])}" for lab, a in cats if a[t]]
+        text[r[t]][x[t]] = "<br>".join(lines)
+    return {"z": z, "ids": ids, "text": text, "r": r, "x": x, "rows": rows, "cols": cols, "width": width,
+            "ipus": ipus, "total": total, "oom": np.flatnonzero(total > sram)}
+
+
+def _oom_markers(cells: dict, size: int, showlegend: bool = True):
+    """Red squares around the tiles over their SRAM (trace "out of memory"), or None."""
+    oom, r, x, text = cells["oom"], cells["r"], cells["x"], cells["text"]
+    if not oom.size:
+        return None
+    return go.Scatter(x=x[oom], y=r[oom], mode="markers", name="out of memory", legendgroup="oom",
+                      showlegend=showlegend,
+                      marker=dict(symbol="square-open", color=RED, size=size, line=dict(width=2, color=RED)),
+                      customdata=oom, text=[text[r[t]][x[t]] for t in oom], hovertemplate="%{text}<extra></extra>")
+
+
+def _colour_scale(kib_sram: float, peak_kib: float, **colorbar) -> tuple[dict, list]:
+    """The shared colour axis (0 to the SRAM per tile) and the buttons that rescale it to the busiest tile."""
+    peak_kib = max(peak_kib, 1e-3)
+    ticks = [kib_sram * k / 4 for k in range(5)]
+    labels = [f"{v:,.0f}" for v in ticks[:-1]] + [f"{kib_sram:,.0f} (SRAM)"]
+    pticks = [peak_kib * k / 4 for k in range(5)]
+    plabels = [f"{v:,.1f}" for v in pticks[:-1]] + [f"{peak_kib:,.1f} (max)"]
+    axis = dict(colorscale="Viridis", cmin=0, cmax=kib_sram,
+                colorbar=dict(title=dict(text="KiB used", side="right"), tickvals=ticks, ticktext=labels,
+                              **colorbar))
+    buttons = [dict(label="colour scale: 0 to SRAM", method="relayout",
+                    args=[{"coloraxis.cmax": kib_sram, "coloraxis.colorbar.tickvals": ticks,
+                           "coloraxis.colorbar.ticktext": labels}]),
+               dict(label="0 to busiest tile", method="relayout",
+                    args=[{"coloraxis.cmax": peak_kib, "coloraxis.colorbar.tickvals": pticks,
+                           "coloraxis.colorbar.ticktext": plabels}])]
+    return axis, buttons
+
+
+def _scale_menu(buttons, **kw) -> list:
+    return [dict(type="buttons", direction="left", x=1.0, xanchor="right", yanchor="bottom", showactive=True,
+                 font=dict(size=11), bgcolor="#f3f5f7", bordercolor="#cfd8dc", buttons=buttons, **kw)]
+
+
 def memory_map(c, *, title=None) -> go.Figure:
     """Every tile on a grid (chips side by side), coloured by bytes used.
 
@@ -122,88 +247,121 @@ def memory_map(c, *, title=None) -> go.Figure:
     at the top colour and circled by a red square ("out of memory" trace).
     Hover: tile id, chip, total and bytes per category.
     """
+    c = _compiled(c)
     mem = c.memory
     per_tile = mem["per_tile"]
     total = np.asarray(per_tile["total"], dtype=np.float64)
     T = total.size
     sram = float(mem.get("sram_bytes_per_tile") or getattr(c.chip, "sram_bytes_per_tile", 0) or total.max() or 1)
     tpc = _tiles_per_chip(c, T)
-    ipus = max(T // tpc, 1)
-    rows, cols = grid_shape(tpc)
-    width = ipus * cols + (ipus - 1)          # one empty column between chips
-
-    tile = np.arange(T)
-    chip_of = tile // tpc
-    local = tile % tpc
-    r = local // cols
-    x = chip_of * (cols + 1) + local % cols
-
-    z = np.full((rows, width), np.nan)
-    z[r, x] = total / 1024.0
-    ids = np.full((rows, width), -1, dtype=np.int64)
-    ids[r, x] = tile
-
-    cats = [(k, CATEGORY_LABELS.get(k, k.replace("_", " "))) for k in per_tile if k != "total"]
-    arrays = [np.asarray(per_tile[k], dtype=np.float64) for k, _ in cats]
-    text = [[""] * width for _ in range(rows)]
-    for t in range(T):
-        lines = [f"<b>tile {t}</b>" + (f" (IPU {chip_of[t]}, local tile {local[t]})" if ipus > 1 else ""),
-                 f"total <b>{_kib(total[t])}</b> of {_kib(sram)} ({total[t] / sram:.1%})"
-                 + ("  <b style='color:#d62728'>OUT OF MEMORY</b>" if total[t] > sram else "")]
-        for (k, lab), a in zip(cats, arrays):
-            if a[t]:
-                lines.append(f"{lab}: {_kib(a[t])}")
-        text[r[t]][x[t]] = "<br>".join(lines)
-
-    kib_sram = sram / 1024.0
-    ticks = [0, kib_sram / 4, kib_sram / 2, 3 * kib_sram / 4, kib_sram]
-    tick_text = [f"{v:,.0f}" for v in ticks[:-1]] + [f"{kib_sram:,.0f} (SRAM)"]
-    peak_kib = max(float(total.max()) / 1024.0 if T else 0.0, 1e-3)
-    peak_ticks = [peak_kib * k / 4 for k in range(5)]
-    heat = go.Heatmap(
-        z=z, customdata=ids, text=text, name="tiles", zmin=0, zmax=kib_sram,
-        colorscale="Viridis", xgap=1, ygap=1, hoverongaps=False,
-        hovertemplate="%{text}<extra></extra>",
-        colorbar=dict(title=dict(text="KiB used", side="right"), tickvals=ticks,
-                      ticktext=tick_text,
-                      thickness=14, len=0.9))
-    fig = go.Figure(heat)
-    oom = np.flatnonzero(total > sram)
-    if oom.size:
-        fig.add_trace(go.Scatter(
-            x=x[oom], y=r[oom], mode="markers", name="out of memory",
-            marker=dict(symbol="square-open", color="#E3242B", size=max(4, min(12, int(700 / max(width, rows)))),
-                        line=dict(width=2, color="#E3242B")),
-            customdata=oom, text=[text[r[t]][x[t]] for t in oom],
-            hovertemplate="%{text}<extra></extra>", showlegend=True))
+    several = T > tpc
+    cells = _tile_cells(per_tile, sram, tpc, lambda t, k, loc: f"<b>tile {t}</b>"
+                        + (f" (IPU {k}, local tile {loc})" if several else ""))
+    rows, cols, width, ipus = cells["rows"], cells["cols"], cells["width"], cells["ipus"]
     peak = float(total.max()) if T else 0.0
-    sub = (f"peak {_kib(peak)} ({peak / sram:.0%} of {_kib(sram)} SRAM), mean {_kib(total.mean() if T else 0)}"
-           + (f", <b style='color:#E3242B'>{oom.size} tiles out of memory</b>" if oom.size else ", all tiles fit"))
-    title = title or "Tile memory"
-    _layout(fig, f"{title}<br><sup>{sub}</sup>", height=max(320, min(760, 120 + rows * 14 * max(1, 46 * ipus // width))),
-            legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="right", x=1))
+    axis, buttons = _colour_scale(sram / 1024.0, peak / 1024.0, thickness=14, len=0.9)
+    fig = go.Figure(go.Heatmap(z=cells["z"], customdata=cells["ids"], text=cells["text"], name="tiles",
+                               coloraxis="coloraxis", xgap=1, ygap=1, hoverongaps=False,
+                               hovertemplate="%{text}<extra></extra>"))
+    marks = _oom_markers(cells, max(4, min(12, int(700 / max(width, rows)))))
+    if marks is not None:
+        fig.add_trace(marks)
+    oom = cells["oom"]
+    sub = (f"peak {fmt_bytes(peak)} ({peak / sram:.0%} of {fmt_bytes(sram)} SRAM), "
+           f"mean {fmt_bytes(total.mean() if T else 0)}"
+           + (f", <b style='color:{RED}'>{oom.size} tiles out of memory</b>" if oom.size else ", all tiles fit"))
+    _layout(fig, f"{title or 'Tile memory'}<br><sup>{sub}</sup>",
+            height=max(320, min(760, 120 + rows * 14 * max(1, 46 * ipus // width))),
+            legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="right", x=1), coloraxis=axis)
     fig.update_layout(margin=dict(t=80))
     fig.update_yaxes(autorange="reversed", showgrid=False, zeroline=False, title=None,
                      tickvals=list(range(0, rows, max(1, rows // 8))), ticks="")
-    tickx = []
-    tickt = []
+    tickx, tickt = [], []
     for k in range(ipus):
         for cc in range(0, cols, max(1, cols // 6 if ipus == 1 else cols)):
             tickx.append(k * (cols + 1) + cc)
             tickt.append(f"IPU {k}" if ipus > 1 else str(cc))
     fig.update_xaxes(showgrid=False, zeroline=False, tickvals=tickx, ticktext=tickt,
-                     title="tile column" if ipus == 1 else None,
-                     scaleanchor="y", scaleratio=1, constrain="domain")
-    fig.update_layout(plot_bgcolor="#ffffff", updatemenus=[dict(
-        type="buttons", direction="left", x=1.0, xanchor="right", y=1.01, yanchor="bottom", showactive=True,
-        pad=dict(t=0, r=4), font=dict(size=11), bgcolor="#f3f5f7", bordercolor="#cfd8dc",
-        buttons=[dict(label="colour scale: 0 to SRAM", method="restyle",
-                      args=[{"zmax": [kib_sram], "colorbar.tickvals": [ticks],
-                             "colorbar.ticktext": [tick_text]}, [0]]),
-                 dict(label="0 to busiest tile", method="restyle",
-                      args=[{"zmax": [peak_kib], "colorbar.tickvals": [peak_ticks],
-                             "colorbar.ticktext": [[f"{v:,.1f}" for v in peak_ticks[:-1]] + [f"{peak_kib:,.1f} (max)"]]},
-                            [0]])])])
+                     title="tile column" if ipus == 1 else None, scaleanchor="y", scaleratio=1, constrain="domain")
+    fig.update_layout(plot_bgcolor="#ffffff", updatemenus=_scale_menu(buttons, y=1.01, pad=dict(t=0, r=4)))
+    return fig
+
+
+def multichip_memory_map(r, *, min_height: int = 300, title=None) -> go.Figure:
+    """One tile grid per stage (the chips of its replicas hold the same bytes), one colour scale
+    from 0 to the SRAM per tile (under the grids); out-of-memory tiles circled red.  The figure is
+    as tall as its grids need, and at least ``min_height``."""
+    rep, detail = _multichip_run(r).report, _stage_detail(r)
+    chips = _stage_chips(rep)
+    S = len(detail)
+    sram = float(detail[0]["sram_bytes_per_tile"])
+    ncol = 1 if S == 1 else 2 if S <= 4 else 3 if S <= 9 else 4
+    nrow = -(-S // ncol)
+    stage_cells = []
+    for i, (d, ipus) in enumerate(zip(detail, chips)):
+        T = np.asarray(d["per_tile"]["total"]).size
+        stage_cells.append(_tile_cells(d["per_tile"], sram, d.get("tiles") or T,
+                                       lambda t, k, loc, i=i, ipus=ipus: f"<b>stage {i}, tile {t}</b> "
+                                                                         f"({chips_label(ipus)})"))
+    titles = []
+    for i, (cells, ipus) in enumerate(zip(stage_cells, chips)):
+        peak = float(cells["total"].max()) if cells["total"].size else 0.0
+        oom = int(cells["oom"].size)
+        # side by side, a panel is narrow: its chips on one line, its peak on the next
+        titles.append(f"stage {i} · {chips_label(ipus)}" + (": " if ncol == 1 else "<br>")
+                      + f"peak {fmt_bytes(peak)} ({peak / sram:.0%})"
+                      + (f" <b style='color:{RED}'>{oom} tiles OOM</b>" if oom else ""))
+    fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.05)
+    n_oom = 0
+    for i, cells in enumerate(stage_cells):
+        rr, cc = divmod(i, ncol)
+        rows, cols = cells["rows"], cells["cols"]
+        fig.add_trace(go.Heatmap(z=cells["z"], customdata=cells["ids"], text=cells["text"], coloraxis="coloraxis",
+                                 xgap=1, ygap=1, hoverongaps=False, hovertemplate="%{text}<extra></extra>",
+                                 name=f"stage {i}"), row=rr + 1, col=cc + 1)
+        marks = _oom_markers(cells, 6, showlegend=n_oom == 0)
+        if marks is not None:
+            fig.add_trace(marks, row=rr + 1, col=cc + 1)
+            n_oom += int(cells["oom"].size)
+        # fixed ranges: the out-of-memory markers do not pad the grid
+        fig.update_yaxes(range=[rows - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False,
+                         constrain="domain", constraintoward="top", row=rr + 1, col=cc + 1)
+        fig.update_xaxes(range=[-0.5, cols - 0.5], showticklabels=False, showgrid=False, zeroline=False,
+                         scaleanchor="y" if i == 0 else f"y{i + 1}", scaleratio=1, constrain="domain",
+                         row=rr + 1, col=cc + 1)
+    for a in fig.layout.annotations:
+        a.font = dict(size=11.5)
+    peak = max(float(cells["total"].max()) for cells in stage_cells)
+    sub = (f"{S} stage{'s' if S > 1 else ''} on {rep['chip']['ipus']} chips; worst peak {fmt_bytes(peak)} "
+           f"({peak / sram:.0%} of {fmt_bytes(sram)} SRAM); "
+           + (f"<b style='color:{RED}'>{n_oom} tiles out of memory</b>" if n_oom else "all tiles fit"))
+    # about 490 px of plot width in the card (the colour bar lies under the grids, not beside them):
+    # a row of panels is as tall as its grids' aspect makes them, with a title above each row but
+    # the first (that one sits in the top margin); the rows get exactly that height, from the top,
+    # and the colour bar goes just under them, whatever is left of the figure below
+    g_rows, g_cols = stage_cells[0]["rows"], stage_cells[0]["cols"]
+    grid_h = 490 * (1 - 0.06 * (ncol - 1)) / ncol * g_rows / g_cols
+    gap = 32 if ncol == 1 else 46         # room for the panel titles of the next row
+    top_m, bottom_m = (100 if ncol == 1 else 112), 66
+    need = nrow * grid_h + (nrow - 1) * gap
+    height = int(max(min_height, top_m + bottom_m + need + 4))
+    plot_h = height - top_m - bottom_m
+    for rr in range(nrow):
+        y1 = 1 - rr * (grid_h + gap) / plot_h
+        for cc in range(ncol):
+            if rr * ncol + cc < S:
+                fig.update_yaxes(domain=[max(y1 - grid_h / plot_h, 0.0), y1], row=rr + 1, col=cc + 1)
+    for k, a in enumerate(fig.layout.annotations[:S]):        # the panel titles follow their rows
+        a.y = 1 - (k // ncol) * (grid_h + gap) / plot_h
+    bar_y = max(1 - need / plot_h - 0.02, 0.0)
+    axis, buttons = _colour_scale(sram / 1024, peak / 1024, orientation="h", x=0, xanchor="left", y=bar_y,
+                                  yanchor="top", len=0.6, thickness=12)
+    axis["colorbar"]["title"]["side"] = "top"
+    _layout(fig, f"{title or 'Tile memory per stage'}<br><sup>{sub}</sup>", height, coloraxis=axis,
+            legend=dict(orientation="h", yanchor="top", y=bar_y, x=1, xanchor="right"))
+    fig.update_layout(margin=dict(l=20, r=20, t=top_m, b=bottom_m), plot_bgcolor="#ffffff",
+                      updatemenus=_scale_menu(buttons, y=1.0, pad=dict(b=52, r=4)))
     return fig
 
 
@@ -229,6 +387,25 @@ def _phases_of(step):
     return out
 
 
+def _gantt(fig, bars: dict, order: list, total_us: float, title: str, height: int, hovertemplate=None,
+           keep_empty=False):
+    """One horizontal-bar trace per kind (``bars[kind]``: base, x, y and hover data), rows in ``order``
+    from the top, time in microseconds along x."""
+    for kind, d in bars.items():
+        if not d["x"] and not keep_empty:
+            continue
+        hover = dict(customdata=d["cd"], hovertemplate=hovertemplate.format(kind=kind)) if hovertemplate else \
+            dict(text=d["text"], textposition="none", hovertemplate="%{text}<extra></extra>")
+        fig.add_trace(go.Bar(name=kind, orientation="h", base=d["base"], x=d["x"], y=d["y"],
+                             marker=dict(color=EVENT_COLOURS.get(kind, "#A0A7B0"), line=dict(width=0)), **hover))
+    _layout(fig, title, height=height, barmode="overlay", bargap=0.25,
+            legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1, traceorder="normal"))
+    fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title=None, ticksuffix="  ")
+    fig.update_xaxes(title="time (µs) — drag to zoom, double-click to reset",
+                     range=[0, total_us * 1.005 if total_us else 1], showgrid=True)
+    return fig
+
+
 def execution_trace(c, *, title=None) -> go.Figure:
     """Compute / sync / exchange / host wait of every step over time (microseconds).
 
@@ -236,17 +413,15 @@ def execution_trace(c, *, title=None) -> go.Figure:
     four traces); one row per phase kind and chip.  Every superstep has one
     bar in the ``compute`` trace per chip (also when its compute is 0 cycles).
     """
+    c = _compiled(c)
     sim = c.sim
     if sim is None:
         raise ValueError("execution_trace needs a simulated run (build(..., simulate=True))")
     us = 1e6 / float(sim.chip.clock_hz)
     ipus = max(int(getattr(sim, "ipus", 1) or 1), 1)
     css = c.exe.graph.compute_sets
-    rows = {}
-    for k in range(ipus):
-        for kind in PHASE_COLOURS:
-            rows[(k, kind)] = f"IPU {k} · {kind}" if ipus > 1 else kind
-    per = {kind: {"base": [], "dur": [], "y": [], "cd": []} for kind in PHASE_COLOURS}
+    rows = {(k, kind): (f"IPU {k} · {kind}" if ipus > 1 else kind) for k in range(ipus) for kind in PHASE_COLOURS}
+    per = {kind: {"base": [], "x": [], "y": [], "cd": []} for kind in PHASE_COLOURS}
     for i, s in enumerate(sim.steps):
         cs = s.get("cs")
         layer = css[cs].layer if cs is not None and cs < len(css) and css[cs].layer else ""
@@ -255,68 +430,155 @@ def execution_trace(c, *, title=None) -> go.Figure:
             d = per[kind]
             for k in range(ipus):
                 d["base"].append((s["start"] + off) * us)
-                d["dur"].append(dur * us)
+                d["x"].append(dur * us)
                 d["y"].append(rows[(k, kind)])
                 d["cd"].append([s["name"], f"{dur:,.0f}", i, layer, phase, f"{dur * us:,.3f}",
                                 f"{(s['start'] + off) * us:,.3f}"])
-    fig = go.Figure()
-    for kind, colour in PHASE_COLOURS.items():
-        d = per[kind]
-        fig.add_trace(go.Bar(
-            name=kind, orientation="h", base=d["base"], x=d["dur"], y=d["y"],
-            marker=dict(color=colour, line=dict(width=0)), customdata=d["cd"],
-            hovertemplate=(f"<b>%{{customdata[0]}}</b><br>{kind}: %{{customdata[1]}} cycles = %{{customdata[5]}} µs"
-                           "<br>starts at %{customdata[6]} µs<br>step %{customdata[2]}"
-                           "<br>layer %{customdata[3]} %{customdata[4]}<extra></extra>")))
     total_us = sim.cycles * us
-    n = sim.supersteps
-    sub = (f"{n:,} supersteps, {total_us:,.1f} µs; compute {sim.compute_cycles * us:,.1f} µs, "
+    sub = (f"{sim.supersteps:,} supersteps, {total_us:,.1f} µs; compute {sim.compute_cycles * us:,.1f} µs, "
            f"exchange {sim.exchange_cycles * us:,.1f} µs, sync {sim.sync_cycles * us:,.1f} µs")
     order = [rows[(k, kind)] for k in range(ipus) for kind in PHASE_COLOURS]
-    _layout(fig, f"{title or 'Execution trace'}<br><sup>{sub}</sup>", height=150 + 40 * len(order),
-            barmode="overlay", bargap=0.25,
-            legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1, traceorder="normal"))
-    fig.update_yaxes(categoryorder="array", categoryarray=order[::-1], title=None, ticksuffix="  ")
-    fig.update_xaxes(title="time (µs) — drag to zoom, double-click to reset",
-                     range=[0, total_us * 1.005 if total_us else 1], showgrid=True)
-    return fig
+    return _gantt(go.Figure(), per, order, total_us, f"{title or 'Execution trace'}<br><sup>{sub}</sup>",
+                  150 + 40 * len(order),
+                  hovertemplate=("<b>%{{customdata[0]}}</b><br>{kind}: %{{customdata[1]}} cycles = "
+                                 "%{{customdata[5]}} µs<br>starts at %{{customdata[6]}} µs<br>step %{{customdata[2]}}"
+                                 "<br>layer %{{customdata[3]}} %{{customdata[4]}}<extra></extra>"), keep_empty=True)
+
+
+def merge_events(events, cap: int) -> list:
+    """At most about ``cap`` bars for one chip: consecutive events merged into blocks named by the
+    kind that fills most of them. ``events``: (start, dur, name, kind) sorted by start; returns
+    (start, dur, name, kind, {kind: duration} or None for an event left as it was)."""
+    if len(events) <= cap:
+        return [(s, d, n, k, None) for s, d, n, k in events]
+    span = (events[-1][0] + events[-1][1] - events[0][0]) / cap
+    out, block = [], []
+
+    def flush():
+        if not block:
+            return
+        t0 = block[0][0]
+        t1 = max(s + d for s, d, _, _ in block)
+        by = {}
+        for _, d, _, k in block:
+            by[k] = by.get(k, 0.0) + d
+        kind = max(by, key=by.get)
+        out.append((t0, t1 - t0, f"{block[0][2]} … ({len(block)} events)", kind, by))
+        block.clear()
+    for e in events:
+        if block and e[0] - block[0][0] >= span:
+            flush()
+        block.append(e)
+    flush()
+    return out
+
+
+def multichip_trace(r, *, title=None) -> go.Figure:
+    """One row per chip: compute / sync / exchange (the stage's supersteps), link sends, host waits
+    and idle time over the simulated steps (microseconds)."""
+    rep, sim = _multichip_run(r).report, r.multichip
+    mc = rep["multichip"]
+    S, R = mc["stages"], mc["replicas"]
+    n = S * R
+    us = 1e6 / float(sim.chip.clock_hz)
+    cap = max(200, TRACE_BARS // max(n, 1))
+    per = {k: {"base": [], "x": [], "y": [], "text": []} for k in EVENT_COLOURS}
+    rows = []
+    merged = False
+    for c in range(n):
+        rr, s = divmod(c, S)
+        row = f"IPU {c} · stage {s}" + (f" · replica {rr}" if R > 1 else "")
+        rows.append(row)
+        evs = sorted(sim.chip_events[c], key=lambda e: e[0])
+        bars = merge_events(evs, cap)
+        merged |= len(bars) < len(evs)
+        for start, dur, name, kind, by in bars:
+            d = per.setdefault(kind, {"base": [], "x": [], "y": [], "text": []})
+            d["base"].append(start * us)
+            d["x"].append(dur * us)
+            d["y"].append(row)
+            extra = "" if by is None else "<br>" + ", ".join(f"{k} {v * us:,.2f} µs" for k, v in by.items())
+            d["text"].append(f"<b>{name}</b><br>{kind}: {dur:,.0f} cycles = {dur * us:,.3f} µs"
+                             f"<br>starts at {start * us:,.3f} µs{extra}")
+    s_ = rep["sim"]
+    total_us = s_["cycles"] * us
+    sub = (f"{mc['steps']} steps, {mc['micro_batches']} micro-batch{'es' if mc['micro_batches'] > 1 else ''} each, "
+           f"{total_us:,.1f} µs; step {s_['step_seconds'] * 1e6:,.1f} µs"
+           + (f", bubble {s_['bubble_fraction']:.0%}" if mc["mode"] in ("pipeline", "pipeline+replicate") else "")
+           + (" (short events merged into blocks)" if merged else ""))
+    return _gantt(go.Figure(), per, rows, total_us,
+                  f"{title or 'Execution trace per chip'} ({mc['mode']})<br><sup>{sub}</sup>", 170 + 46 * n)
 
 
 # --------------------------------------------------------------------------------------
 # liveness
 # --------------------------------------------------------------------------------------
+def _mark_peak(fig, x, y_bytes, label, right: bool):
+    """A red diamond on the peak and an annotation naming it."""
+    fig.add_trace(go.Scatter(
+        x=[x], y=[y_bytes / 2 ** 20], name="peak", mode="markers", showlegend=False,
+        marker=dict(color=RED, size=11, symbol="diamond", line=dict(width=1, color="white")),
+        customdata=[label], hovertemplate="peak at step %{x}: <b>%{y:,.3f} MiB</b><br>%{customdata}<extra></extra>"))
+    fig.add_annotation(x=x, y=y_bytes / 2 ** 20, text=f"peak {fmt_bytes(y_bytes)}<br>{label}", showarrow=True,
+                       arrowhead=2, ax=60 if right else -60, ay=-40, bgcolor="rgba(255,255,255,0.9)",
+                       bordercolor=RED, font=dict(size=11))
+
+
 def liveness(c, *, title=None) -> go.Figure:
     """Not-always-live bytes (whole chip) at each program step; the peak is marked and named."""
+    c = _compiled(c)
     mem = c.memory
     curve = np.asarray(mem.get("liveness_curve", []), dtype=np.float64)
     names = step_compute_set_names(c)
     names = names + [""] * max(0, curve.size - len(names))
-    steps = np.arange(curve.size)
-    mib = curve / 2 ** 20
     fig = go.Figure()
     fig.add_trace(go.Scatter(
-        x=steps, y=mib, name="not-always-live", mode="lines", line=dict(color="#3B76AF", width=2, shape="hv"),
-        fill="tozeroy", fillcolor="rgba(59,118,175,0.18)", customdata=names[:curve.size],
+        x=np.arange(curve.size), y=curve / 2 ** 20, name="not-always-live", mode="lines",
+        line=dict(color=PHASE_COLOURS["compute"], width=2, shape="hv"), fill="tozeroy",
+        fillcolor="rgba(59,118,175,0.18)", customdata=names[:curve.size],
         hovertemplate="step %{x}: <b>%{y:,.3f} MiB</b><br>%{customdata}<extra></extra>"))
     if curve.size:
         p = int(mem.get("peak_step", int(np.argmax(curve))))
         if not 0 <= p < curve.size or curve[p] != curve.max():
             p = int(np.argmax(curve))
-        fig.add_trace(go.Scatter(
-            x=[p], y=[mib[p]], name="peak", mode="markers",
-            marker=dict(color="#E3242B", size=11, symbol="diamond", line=dict(width=1, color="white")),
-            customdata=[names[p]], hovertemplate="peak at step %{x}: <b>%{y:,.3f} MiB</b><br>%{customdata}<extra></extra>"))
-        fig.add_annotation(x=p, y=mib[p], text=f"peak {_kib(curve[p])}<br>step {p}: {names[p]}",
-                           showarrow=True, arrowhead=2, ax=60 if p < curve.size * 0.7 else -60, ay=-40,
-                           bgcolor="rgba(255,255,255,0.9)", bordercolor="#E3242B", font=dict(size=11))
+        _mark_peak(fig, p, curve[p], f"step {p}: {names[p]}", p < curve.size * 0.7)
     always = mem.get("always_live_bytes")
-    sub = f"peak {_kib(curve.max() if curve.size else 0)} over {curve.size:,} steps"
+    sub = f"peak {fmt_bytes(curve.max() if curve.size else 0)} over {curve.size:,} steps"
     if always is not None:
-        sub += f"; always-live (not shown) {_kib(always)}"
+        sub += f"; always-live (not shown) {fmt_bytes(always)}"
     _layout(fig, f"{title or 'Liveness: not-always-live memory'}<br><sup>{sub}</sup>", height=380,
             showlegend=False)
     fig.update_xaxes(title="program step (compute set executed)")
     fig.update_yaxes(title="MiB live (all tiles)", rangemode="tozero")
+    return fig
+
+
+def multichip_liveness(r, *, title=None) -> go.Figure:
+    """Every stage's not-always-live bytes per program step; the worst stage's peak is marked."""
+    rep, detail = _multichip_run(r).report, _stage_detail(r)
+    chips = _stage_chips(rep)
+    fig = go.Figure()
+    worst = max(range(len(detail)), key=lambda i: float(np.max(detail[i]["curve_bytes"], initial=0)))
+    for i, (d, ipus) in enumerate(zip(detail, chips)):
+        fig.add_trace(go.Scatter(
+            x=np.asarray(d["curve_steps"]), y=np.asarray(d["curve_bytes"], dtype=np.float64) / 2 ** 20,
+            mode="lines", name=f"stage {i} ({chips_label(ipus)})", customdata=d["curve_names"],
+            line=dict(color=STAGE_COLOURS[i % len(STAGE_COLOURS)], width=2.5 if i == worst else 1.5, shape="hv"),
+            hovertemplate=f"stage {i}, step %{{x}}: <b>%{{y:,.3f}} MiB</b><br>%{{customdata}}<extra></extra>"))
+    d = detail[worst]
+    y = np.asarray(d["curve_bytes"], dtype=np.float64)
+    if y.size:
+        k = int(np.argmax(y))
+        _mark_peak(fig, int(d["curve_steps"][k]), y[k], f"stage {worst}: {d['curve_names'][k]}",
+                   k < y.size * 0.7)
+    sub = (f"program steps of each stage's chip; worst: stage {worst}, "
+           f"{fmt_bytes(d['not_always_live_peak_bytes'])}<br>(always-live {fmt_bytes(d['always_live_bytes'])} "
+           "not shown)")
+    _layout(fig, f"{title or 'Liveness per stage: not-always-live memory'}<br><sup>{sub}</sup>", 480,
+            legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, x=0))
+    fig.update_layout(margin=dict(t=96, b=84))
+    fig.update_xaxes(title="program step of the stage")
+    fig.update_yaxes(title="MiB live (one chip)", rangemode="tozero")
     return fig
 
 
@@ -354,7 +616,7 @@ def layer_table(c) -> dict:
     with lists aligned to ``layers`` (op order; steps outside any layer, such as
     copies and host streams, under ``"(copies & streams)"``).
     """
-    from hardware.dtypes import DTYPE_BYTES
+    c = _compiled(c)
     css = c.exe.graph.compute_sets
     op_layer, tensor_layer, _ = _op_layer_map(c)
     cyc = {}
@@ -403,6 +665,7 @@ def _bar_layout(fig, n, title, ytitle):
 
 def layer_cycles(c, *, title=None, table=None) -> go.Figure:
     """Stacked bars per layer: compute, exchange and sync cycles summed over its supersteps."""
+    c = _compiled(c)
     tab = table or layer_table(c)
     us = 1e6 / _clock_hz(c)
     fig = go.Figure()
@@ -421,6 +684,7 @@ def layer_cycles(c, *, title=None, table=None) -> go.Figure:
 
 def layer_memory(c, *, title=None, table=None) -> go.Figure:
     """Stacked bars per layer: bytes of the graph's variables, by variable kind."""
+    c = _compiled(c)
     tab = table or layer_table(c)
     layers = tab["layers"]
     keep = [i for i, l in enumerate(layers) if sum(tab["bytes"][k][i] for k in tab["bytes"]) > 0]
@@ -433,13 +697,68 @@ def layer_memory(c, *, title=None, table=None) -> go.Figure:
         fig.add_trace(go.Bar(name=k, x=names, y=v, marker_color=KIND_COLOURS.get(k, "#888"),
                              hovertemplate="<b>%{x}</b><br>" + k + ": %{y:,.3f} MiB<extra></extra>"))
     tot = sum(sum(v) for v in tab["bytes"].values())
-    return _bar_layout(fig, len(names), f"{title or 'Variable memory per layer'}<br><sup>{_kib(tot)} of variables "
+    return _bar_layout(fig, len(names), f"{title or 'Variable memory per layer'}<br><sup>{fmt_bytes(tot)} of variables "
                        "(before liveness reuse)</sup>", "MiB")
 
 
-def all_figures(c) -> "OrderedDict[str, go.Figure]":
-    """The views that apply to ``c`` (the trace and cycle bars need a simulated run), by key."""
+def multichip_stage_cycles(r, *, title=None) -> go.Figure:
+    """Forward / backward / update cycles of one micro-batch per stage, with the layers it holds."""
+    rep = _multichip_run(r).report
+    rows = rep["multichip"]["per_stage"]
+    names = [f"stage {row['stage']}<br>{chips_label(row['ipus'])}" for row in rows]
+    hover = [f"{row['first_layer']} … {row['last_layer']} ({row['layers']} layers, {row['ops']} ops)<br>"
+             f"{row['vertices']:,} vertices, {row['params']:,} params" for row in rows]
+    # a bar is at most about a fifth of the plot wide: one stage is not one wall of colour
+    width = min(0.7, 0.2 * len(rows))
+    fig = go.Figure()
+    for key, label, colour in (("fwd_cycles", "forward", PHASE_COLOURS["compute"]),
+                               ("bwd_cycles", "backward", PHASE_COLOURS["exchange"]),
+                               ("update_cycles", "update", GREEN)):
+        ys = [row[key] for row in rows]
+        if any(ys):
+            fig.add_trace(go.Bar(x=names, y=ys, name=label, marker_color=colour, customdata=hover, width=width,
+                                 hovertemplate=f"%{{x}}<br>{label}: <b>%{{y:,.0f}} cycles</b><br>%{{customdata}}"
+                                               "<extra></extra>"))
+    totals = [sum(row[k] for k in ("fwd_cycles", "bwd_cycles", "update_cycles")) for row in rows]
+    fig.add_trace(go.Scatter(x=names, y=totals, mode="text", text=[f"{t:,.0f}" for t in totals],
+                             textposition="top center", textfont=dict(size=11.5, color="#455A64"),
+                             showlegend=False, hoverinfo="skip", name="total"))
+    mc = rep["multichip"]
+    sub = f"one micro-batch of {rep['model']['micro_batch']} samples; placement {mc['placement'].get('method', '')}"
+    _layout(fig, f"{title or 'Cycles per stage'}<br><sup>{sub}</sup>", 380, barmode="stack",
+            legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1, traceorder="normal"))
+    fig.update_layout(margin=dict(t=80))
+    fig.update_yaxes(title="cycles", rangemode="tozero", range=[0, max(totals + [1]) * 1.12])
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# all of them
+# --------------------------------------------------------------------------------------
+def multichip_memory_row(r, *, min_height: int = ROW_MIN_HEIGHT) -> tuple[go.Figure, go.Figure]:
+    """The per-stage tile grids and liveness curves of a multichip run, to sit side by side in one
+    row: the grids as tall as they need (at least ``min_height``), the liveness as tall as the grids,
+    so neither card is left with empty space below its figure."""
+    grids = multichip_memory_map(r, min_height=min_height)
+    curves = multichip_liveness(r)
+    curves.update_layout(height=grids.layout.height)
+    return grids, curves
+
+
+def all_figures(x) -> "OrderedDict[str, go.Figure]":
+    """The views that apply to a run (a :class:`Run` or a :class:`Compiled`), by key.
+
+    One graph: ``memory_map``, ``trace`` and ``layer_cycles`` (simulated runs), ``liveness``,
+    ``layer_memory``.  Several chips: ``memory_map`` and ``liveness`` per stage (when the run
+    has its ``stage_memory``), ``trace`` per chip, ``stage_cycles``."""
     out = OrderedDict()
+    if isinstance(x, Run) and x.compiled is None:
+        if x.stage_memory and all(d is not None for d in x.stage_memory):
+            out["memory_map"], out["liveness"] = multichip_memory_row(x)
+        out["trace"] = multichip_trace(x)
+        out["stage_cycles"] = multichip_stage_cycles(x)
+        return out
+    c = _compiled(x)
     out["memory_map"] = memory_map(c)
     if getattr(c, "sim", None) is not None:
         out["trace"] = execution_trace(c)
@@ -449,3 +768,14 @@ def all_figures(c) -> "OrderedDict[str, go.Figure]":
         out["layer_cycles"] = layer_cycles(c, table=tab)
     out["layer_memory"] = layer_memory(c, table=tab)
     return out
+
+
+def run_for_views(config: RunConfig, *, stage_detail: bool = True, simulate: bool = True, **multichip) -> Run:
+    """:func:`simulator.run.run`, keeping what the views of several chips need: a multichip
+    configuration runs with ``stage_detail`` (``Run.stage_memory``: per stage, per-tile bytes and
+    liveness curve); ``multichip``: further keywords of :func:`simulator.multichip.run_multichip`
+    (``workers``, ``strict``...).  One graph: ``run(config, simulate=simulate)``."""
+    if not config.multichip:
+        return run(config, simulate=simulate)
+    rep = run_multichip(config, stage_detail=stage_detail, **multichip)
+    return Run(config, rep, multichip=rep.pop("_sim"), stage_memory=rep.pop("_stage_memory", None))
