@@ -1,0 +1,310 @@
+"""The planners, one family at a time: each lowers a small op on a small chip.
+
+What every test checks is a property that a wrong planner would break: outputs
+written exactly once, reads kept on the tile that holds the data, the estimate
+charging the codelet table's cost, the registry finding each family's planner.
+"""
+import numpy as np
+import pytest
+
+from compiler.codelets import CODELETS
+from compiler.executable import compile_program
+from compiler.lower import Lowering
+from compiler.planners import (PLANNERS, ConvPlanner, GatherDispatch, LoweringError, Planner, choose,
+                               codelet_cycles, contraction_cycles, exchange_cycles)
+from compiler.planners.sparse import LSHHashPlanner
+from hardware.chips import gc200
+from models.opgraph import OpGraph
+
+CHIP = gc200.replace(tiles=16)
+
+
+def lowered(build):
+    """Lower a one-op graph made by ``build(g)``; the lowering is the planners' context."""
+    g = OpGraph("t")
+    build(g)
+    ctx = Lowering(g, CHIP)
+    return ctx, ctx.run()
+
+
+def writes(low, op, tensor):
+    """How many times the vertices of ``op``'s compute sets write each element of ``tensor``."""
+    graph = low.graph
+    arrays = graph.finalize()
+    act = low.acts[tensor]
+    count = np.zeros(act.numel, np.int64)
+    css = set(low.op_compute_sets[op])
+    off = arrays.vertex_edge_offsets
+    for b in graph.batches:
+        if b.cs not in css:
+            continue
+        e0, e1 = off[b.v0], off[b.v1]
+        w = np.array([f.writes for f in CODELETS[b.codelet].fields])[arrays.edge_field[e0:e1]]
+        for s, n in zip(arrays.edge_start[e0:e1][w], arrays.edge_len[e0:e1][w]):
+            rel = np.arange(s, s + n) - act.start
+            rel = rel[(rel >= 0) & (rel < act.numel)]
+            np.add.at(count, rel, 1)
+    return count
+
+
+def codelets_of(low, op):
+    css = set(low.op_compute_sets[op])
+    return [b.codelet for b in low.graph.batches if b.cs in css]
+
+
+def image_conv(g, kernel=3, pads=1, cin=16, cout=16):
+    g.add_tensor("x", (1, cin, 8, 8), kind="input")
+    g.add_tensor("w", (cout, cin, kernel, kernel), kind="param")
+    g.add_tensor("y", (1, cout, 8, 8), kind="output")
+    g.add_op("conv", "Conv", ["x", "w"], ["y"], family="conv",
+             attrs=dict(kernel_shape=[kernel, kernel], strides=[1, 1], pads=[pads] * 4),
+             flops=2 * 64 * cin * cout * kernel * kernel)
+    g.outputs.append("y")
+
+
+def matmul(g):
+    g.add_tensor("a", (8, 64), kind="input")
+    g.add_tensor("b", (64, 32), kind="param")
+    g.add_tensor("y", (8, 32), kind="output")
+    g.add_op("mm", "MatMul", ["a", "b"], ["y"], family="matmul", flops=2 * 8 * 64 * 32)
+    g.outputs.append("y")
+
+
+# -- the interface and the registry ------------------------------------------------------------
+def test_registry_has_one_planner_per_family_under_its_own_name():
+    assert {"conv", "matmul", "elementwise", "pool", "reduce", "norm", "softmax", "loss", "optimizer",
+            "gather", "reshape", "concat"} <= set(PLANNERS)
+    assert all(p.family == fam for fam, p in PLANNERS.items())
+
+
+def test_registry_sends_sparse_op_types_to_their_own_planner():
+    gather = PLANNERS["gather"]
+    assert isinstance(gather, GatherDispatch)
+    assert isinstance(gather._p({"op": "LSHHash"}), LSHHashPlanner)
+    assert gather._p({"op": "Gather"}) is gather.base
+
+
+class _Fixed(Planner):
+    family = "fixed"
+
+    def __init__(self, costs):
+        self.costs = costs
+
+    def options(self, op, ctx):
+        return [{"i": i} for i in range(len(self.costs))]
+
+    def estimate(self, op, opt, ctx):
+        return self.costs[opt["i"]]
+
+
+def test_choose_prefers_a_slower_option_that_fits_the_memory_proportion():
+    ctx, _ = lowered(matmul)
+    limit = ctx.available_memory_proportion * CHIP.sram_bytes_per_tile
+    opt = choose(_Fixed([(10.0, limit + 1), (20.0, limit)]), {"name": "op", "op": "X"}, ctx)
+    assert opt["i"] == 1 and opt["fits_temp"]
+
+
+def test_choose_names_the_op_when_there_is_no_option():
+    ctx, _ = lowered(matmul)
+    with pytest.raises(LoweringError, match="'op'"):
+        choose(_Fixed([]), {"name": "op", "op": "X"}, ctx)
+
+
+# -- conv --------------------------------------------------------------------------------------
+def test_conv_writes_every_output_element_exactly_once():
+    _, low = lowered(image_conv)
+    assert np.all(writes(low, "conv", "y") == 1)
+
+
+def test_conv_estimate_charges_the_codelet_tables_cost_of_its_vertices():
+    ctx, low = lowered(lambda g: image_conv(g, kernel=1, pads=0))
+    op = dict(ctx.opg.op("conv"), name="conv")
+    opt = low.plans["conv"]
+    planner = ConvPlanner()
+    exe = compile_program(low.graph, low.program)
+    css = set(low.op_compute_sets["conv"])
+    cyc = [c for b, c in zip(low.graph.batches, exe.vertex_cycles)
+           if b.cs in css and b.codelet.startswith("ConvPartial")]
+    assert np.all(np.concatenate(cyc) == planner.vertex_cycles(planner.shape(op, ctx, opt), opt, ctx))
+
+
+def test_conv_shape_names_the_split_it_describes():
+    ctx, low = lowered(image_conv)
+    op = dict(ctx.opg.op("conv"), name="conv")
+    sh = ConvPlanner().shape(op, ctx, {"wseg": 4, "parts": 2})
+    assert (sh.N, sh.Co, sh.Ho, sh.Wo, sh.kh, sh.stride, sh.pad_top) == (1, 16, 8, 8, 3, 1, 1)
+    assert sh.segments == 2 and sh.cipp == 8
+    assert sh.vertices == 2 * 1 * sh.Cog * 8 * 2
+
+
+# -- matmul ------------------------------------------------------------------------------------
+def test_matmul_writes_every_output_element_exactly_once():
+    _, low = lowered(matmul)
+    assert np.all(writes(low, "mm", "y") == 1)
+
+
+def test_contraction_cost_is_the_matmul_codelets_cost():
+    for method, name in (("amp", "MatMulPartial"), ("mac", "MatMulPartialMAC")):
+        want = CODELETS[name].cycles({"out": np.array([12.0])}, "fp16", {"k": 5}, CHIP)
+        assert contraction_cycles({"method": method}, 12, 5, "fp16", CHIP) == float(want[0])
+
+
+def test_exchange_estimate_is_bytes_over_the_tile_rate_plus_message_overheads():
+    x = CHIP.exchange_bytes_per_cycle_per_tile
+    assert exchange_cycles(8 * x, CHIP) == 8
+    assert exchange_cycles(0, CHIP, messages_per_tile=3) == 3 * CHIP.exchange_message_cycles
+
+
+# -- element-wise, pool, reduce, norm, softmax ---------------------------------------------------
+def test_elementwise_reads_where_its_input_lives():
+    def relu(g):
+        g.add_tensor("x", (4, 256), kind="input")
+        g.add_tensor("y", (4, 256), kind="output")
+        g.add_op("relu", "Relu", ["x"], ["y"], family="elementwise", flops=1024)
+        g.outputs.append("y")
+    _, low = lowered(relu)
+    exe = compile_program(low.graph, low.program)
+    assert np.all(writes(low, "relu", "y") == 1)
+    assert all(exe.exchange_in.get(cs) is None or exe.exchange_in[cs].total_bytes == 0
+               for cs in low.op_compute_sets["relu"])
+
+
+def test_elementwise_estimate_is_its_codelets_cost_per_worker():
+    def exp(g):
+        g.add_tensor("x", (4, 256), kind="input")
+        g.add_tensor("y", (4, 256), kind="output")
+        g.add_op("exp", "Exp", ["x"], ["y"], family="elementwise", flops=1024)
+    ctx, _ = lowered(exp)
+    per_worker = -(-1024 // CHIP.tiles) / CHIP.workers_per_tile
+    want = codelet_cycles("Exp", {"out": per_worker}, "fp32", {}, CHIP)
+    assert PLANNERS["elementwise"].estimate(dict(ctx.opg.op("exp"), name="exp"), {}, ctx) == (want, 0.0)
+
+
+def test_pool_writes_every_output_element_once_with_one_vertex_per_output_row():
+    def pool(g):
+        g.add_tensor("x", (1, 16, 8, 8), kind="input")
+        g.add_tensor("y", (1, 16, 4, 4), kind="output")
+        g.add_op("pool", "MaxPool", ["x"], ["y"], family="pool",
+                 attrs=dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0]))
+        g.outputs.append("y")
+    _, low = lowered(pool)
+    assert np.all(writes(low, "pool", "y") == 1)
+    css = set(low.op_compute_sets["pool"])
+    assert sum(b.v1 - b.v0 for b in low.graph.batches if b.cs in css) == 1 * (16 // 8) * 4
+
+
+def test_reduce_sums_partials_into_each_output_element_once():
+    def reduce(g):
+        g.add_tensor("x", (16, 64), kind="input")
+        g.add_tensor("y", (1,), kind="output")
+        g.add_op("sum", "ReduceSum", ["x"], ["y"], family="reduce")
+        g.outputs.append("y")
+    _, low = lowered(reduce)
+    assert codelets_of(low, "sum") == ["Reduce", "ReducePartials"]
+    assert np.all(writes(low, "sum", "y") == 1)
+
+
+def test_inference_batch_norm_is_one_folded_affine_map():
+    def bn(g):
+        g.add_tensor("x", (1, 16, 4, 4), kind="input")
+        for p in ("s", "b", "m", "v"):
+            g.add_tensor(p, (16,), kind="param")
+        g.add_tensor("y", (1, 16, 4, 4), kind="output")
+        g.add_op("bn", "BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], family="norm")
+        g.outputs.append("y")
+    _, low = lowered(bn)
+    assert codelets_of(low, "bn") == ["Affine"]
+    assert np.all(writes(low, "bn", "y") == 1)
+
+
+def test_softmax_is_max_subtract_exp_sum_divide():
+    def softmax(g):
+        g.add_tensor("x", (4, 10), kind="input")
+        g.add_tensor("y", (4, 10), kind="output")
+        g.add_op("sm", "Softmax", ["x"], ["y"], family="softmax")
+        g.outputs.append("y")
+    _, low = lowered(softmax)
+    names = [low.graph.compute_sets[c].name.rsplit("/", 1)[1] for c in low.op_compute_sets["sm"]]
+    assert names == ["max", "sub", "exp", "sum", "div"]
+
+
+# -- loss, optimizer, gather, reshape, concat ----------------------------------------------------
+def test_loss_has_one_vertex_per_sample():
+    def loss(g):
+        g.add_tensor("x", (4, 10), kind="input")
+        g.add_tensor("label", (4,), "int32", kind="input")
+        g.add_tensor("l", (4,), kind="output")
+        g.add_op("loss", "SoftmaxCrossEntropyLoss", ["x", "label"], ["l"], family="loss")
+        g.outputs.append("l")
+    _, low = lowered(loss)
+    css = set(low.op_compute_sets["loss"])
+    assert [(b.codelet, b.v1 - b.v0) for b in low.graph.batches if b.cs in css] == [("SoftmaxCrossEntropy", 4)]
+
+
+def test_optimizer_updates_every_weight_once_where_it_lives():
+    def sgd(g):
+        g.add_tensor("w", (64, 32), kind="param")
+        g.add_tensor("dw", (64, 32), kind="input")
+        g.add_tensor("w2", (64, 32), kind="output")
+        g.add_op("upd", "SGDMomentum", ["w", "dw"], ["w2"], family="optimizer", phase="update")
+    _, low = lowered(sgd)
+    assert np.all(writes(low, "upd", "w") == 1)
+    css = set(low.op_compute_sets["upd"])
+    for b in low.graph.batches:
+        if b.cs in css:
+            arrays = low.graph.finalize()
+            off = arrays.vertex_edge_offsets
+            field = arrays.edge_field[off[b.v0]:off[b.v1]]
+            starts = arrays.edge_start[off[b.v0]:off[b.v1]][field == 0]     # the weights field
+            vt = arrays.vertex_tile[b.v0:b.v1]
+            assert np.all(low.graph.tile_of_elements(starts) == vt)
+
+
+def test_gather_reads_the_table_on_the_tile_that_holds_it():
+    def gather(g):
+        g.add_tensor("table", (100, 16), kind="param")
+        g.add_tensor("idx", (8,), "int32", kind="input")
+        g.add_tensor("y", (8, 16), kind="output")
+        g.add_op("emb", "Gather", ["table", "idx"], ["y"], family="gather")
+        g.outputs.append("y")
+    _, low = lowered(gather)
+    arrays = low.graph.finalize()
+    off = arrays.vertex_edge_offsets
+    (b,) = [b for b in low.graph.batches if b.cs in set(low.op_compute_sets["emb"])]
+    field = arrays.edge_field[off[b.v0]:off[b.v1]]
+    starts = arrays.edge_start[off[b.v0]:off[b.v1]][field == 0]
+    assert np.all(low.graph.tile_of_elements(starts) == arrays.vertex_tile[b.v0:b.v1])
+
+
+def test_reshape_adds_no_vertices_and_shares_the_input_storage():
+    def reshape(g):
+        g.add_tensor("x", (4, 64), kind="input")
+        g.add_tensor("y", (4, 8, 8), kind="output")
+        g.add_op("r", "Reshape", ["x"], ["y"], family="reshape")
+        g.outputs.append("y")
+    _, low = lowered(reshape)
+    assert low.op_compute_sets["r"] == []
+    assert low.acts["y"].var == low.acts["x"].var
+
+
+def test_concat_writes_every_output_element_exactly_once():
+    def concat(g):
+        g.add_tensor("a", (4, 16), kind="input")
+        g.add_tensor("b", (4, 48), kind="input")
+        g.add_tensor("y", (4, 64), kind="output")
+        g.add_op("cat", "Concat", ["a", "b"], ["y"], family="concat", attrs={"axis": 1})
+        g.outputs.append("y")
+    _, low = lowered(concat)
+    assert np.all(writes(low, "cat", "y") == 1)
+
+
+def test_lsh_hash_estimate_is_the_lsh_hash_codelets_cost():
+    def lsh(g):
+        g.add_tensor("p", (4, 24), kind="input")
+        g.add_tensor("c", (4, 4), "int32", kind="output")
+        g.add_op("h", "LSHHash", ["p"], ["c"], family="gather", attrs={"bits": 6, "tables": 4})
+        g.outputs.append("c")
+    ctx, low = lowered(lsh)
+    want = codelet_cycles("LSHHash", {"in": -(-4 * 24 // CHIP.tiles)}, "fp32", {}, CHIP)
+    assert PLANNERS["gather"].estimate(dict(ctx.opg.op("h"), name="h"), {}, ctx) == (want, 0.0)
+    assert codelets_of(low, "h") == ["LSHHash"]
