@@ -22,16 +22,22 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def compiled():
-    from simulator.run import build
-    return build("mnist-mlp", simulate=True)
+def ran():
+    from simulator.config import RunConfig
+    from simulator.run import run
+    return run(RunConfig(model="mnist-mlp"))
 
 
 @pytest.fixture(scope="module")
-def report_path(tmp_path_factory, compiled):
+def compiled(ran):
+    return ran.compiled
+
+
+@pytest.fixture(scope="module")
+def report_path(tmp_path_factory, ran):
     from viz.report_html import write_report
     path = tmp_path_factory.mktemp("report") / "mnist-mlp.html"
-    write_report(compiled, str(path), model="mnist-mlp")
+    write_report(ran, str(path), model="mnist-mlp")
     return path
 
 
