@@ -369,9 +369,6 @@ class Graph:
             s_, l_, t_ = (ps, pl, tiles[parent]) if sel is None else (ps[sel], pl[sel], tiles[parent[sel]])
             self.tile_map.assign(vid, s_ - var.start, l_, t_.astype(np.int32))
 
-    #: the former private name, still used by simulator/validation.py
-    _map_intervals = map_intervals
-
     def set_tile_mapping(self, what, tile):
         """Map a tensor (or a slice of one) or a vertex to a tile."""
         if isinstance(what, (VertexRef, int, np.integer)) and not isinstance(what, Tensor):

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .allocator import allocate
+from .allocator import ALIGN, _ranges, allocate
 from .codelets import CODELETS
 from hardware.dtypes import DTYPE_BYTES, FLOAT_DTYPES as FLOATS
 from .intervals import merge_per_key
@@ -181,7 +181,6 @@ class Liveness:
         ii, st, en = self.iv_item[o], self.iv_start[o], self.iv_end[o]
         bounds = np.searchsorted(ii, np.arange(len(self.item_vars) + 1))
         cnt = bounds[self.pair_item + 1] - bounds[self.pair_item]
-        from .allocator import _ranges
         d = np.zeros((S + 1) * T)
         # (pair x interval) rows in chunks of about 4 M, so that items with many
         # intervals on many tiles do not need gigabytes at once
@@ -238,7 +237,6 @@ def _events(exe, steps, copies):
         lo = np.searchsorted(sc, pcs, side="left")
         hi = np.searchsorted(sc, pcs, side="right")
         cnt = hi - lo
-        from .allocator import _ranges
         rows = np.repeat(np.arange(pcs.size), cnt)
         stp = o[_ranges(lo, hi)]
         pv = pcode[rows] // 4
@@ -402,7 +400,6 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
     resident = np.array([is_resident(v) for v in g.variables], bool)
     always = np.bincount(pt[resident[pv]], weights=pb[resident[pv]], minlength=T) if pv.size else np.zeros(T)
     # without reuse every not-always-live variable has its own (aligned) bytes
-    from .allocator import ALIGN
     nb = np.where(resident[pv], pb, -(-pb // ALIGN) * ALIGN) if pv.size else pb
     no_reuse_tile = np.bincount(pt, weights=nb, minlength=T) if pv.size else np.zeros(T)
     # liveness and allocation of the rest

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardware.dtypes import DTYPE_BYTES
+
+from .codelets import CODELETS
 from .graph import GraphError
 from .program import Call, Copy, Execute, Repeat, Sequence
 from .tensor import Tensor
@@ -37,7 +40,6 @@ def _whole(graph, var) -> Tensor:
 
 def _uses(graph):
     """{cs id: {var id: writes?}} from the graph's edges."""
-    from .codelets import CODELETS
     arr = graph.finalize()
     out = {}
     if not arr.edge_start.size:
@@ -161,7 +163,6 @@ def offload(low, what=("optimizer",)) -> dict:
 
 
 def _bytes(dtype):
-    from hardware.dtypes import DTYPE_BYTES
     return DTYPE_BYTES[dtype]
 
 
@@ -174,7 +175,6 @@ def accumulate(low, n) -> dict:
         return {"accumulate": 1, "accumulators": 0}
     prog = _flat(low, "accumulate")
     g = low.graph
-    from .codelets import CODELETS
     g.finalize()
     # weight gradients: what the update vertices read through their "grad" field
     upd = [b for b in g.batches if g.compute_sets[b.cs].phase == "update" and "grad" in CODELETS[b.codelet].field_index]

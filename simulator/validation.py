@@ -49,7 +49,7 @@ def _exchange_copy(chip, pairs_fn, nbytes_per_tile):
     srcs = [t for t in range(T) if pairs_fn(t) is not None]
     # the dst block of tile t lives on tile pairs_fn(t) (on t itself when t sends nothing)
     d = np.array([pairs_fn(t) if pairs_fn(t) is not None else t for t in range(T)], np.int64)
-    g._map_intervals(dst._start + np.arange(T, dtype=np.int64) * n, np.full(T, n, np.int64), d.astype(np.int32))
+    g.map_intervals(dst._start + np.arange(T, dtype=np.int64) * n, np.full(T, n, np.int64), d.astype(np.int32))
     exe = compile_program(g, Copy(src, dst))
     rep = Engine(exe, chip).run()
     xch = sum(s["exchange"] for s in rep.steps)
