@@ -216,8 +216,9 @@ def _oom_markers(cells: dict, size: int, showlegend: bool = True):
                       customdata=oom, text=[text[r[t]][x[t]] for t in oom], hovertemplate="%{text}<extra></extra>")
 
 
-def _colour_scale(kib_sram: float, peak_kib: float, **colorbar) -> tuple[dict, list]:
-    """The shared colour axis (0 to the SRAM per tile) and the buttons that rescale it to the busiest tile."""
+def _colour_scale(kib_sram: float, peak_kib: float, name: str = "coloraxis", **colorbar) -> tuple[dict, list]:
+    """The shared colour axis ``name`` (0 to the SRAM per tile) and the buttons that rescale it to the
+    busiest tile."""
     peak_kib = max(peak_kib, 1e-3)
     ticks = [kib_sram * k / 4 for k in range(5)]
     labels = [f"{v:,.0f}" for v in ticks[:-1]] + [f"{kib_sram:,.0f} (SRAM)"]
@@ -227,11 +228,11 @@ def _colour_scale(kib_sram: float, peak_kib: float, **colorbar) -> tuple[dict, l
                 colorbar=dict(title=dict(text="KiB used", side="right"), tickvals=ticks, ticktext=labels,
                               **colorbar))
     buttons = [dict(label="colour scale: 0 to SRAM", method="relayout",
-                    args=[{"coloraxis.cmax": kib_sram, "coloraxis.colorbar.tickvals": ticks,
-                           "coloraxis.colorbar.ticktext": labels}]),
+                    args=[{f"{name}.cmax": kib_sram, f"{name}.colorbar.tickvals": ticks,
+                           f"{name}.colorbar.ticktext": labels}]),
                dict(label="0 to busiest tile", method="relayout",
-                    args=[{"coloraxis.cmax": peak_kib, "coloraxis.colorbar.tickvals": pticks,
-                           "coloraxis.colorbar.ticktext": plabels}])]
+                    args=[{f"{name}.cmax": peak_kib, f"{name}.colorbar.tickvals": pticks,
+                           f"{name}.colorbar.ticktext": plabels}])]
     return axis, buttons
 
 
@@ -317,7 +318,7 @@ def multichip_memory_map(r, *, min_height: int = 300, title=None) -> go.Figure:
     for i, cells in enumerate(stage_cells):
         rr, cc = divmod(i, ncol)
         rows, cols = cells["rows"], cells["cols"]
-        fig.add_trace(go.Heatmap(z=cells["z"], customdata=cells["ids"], text=cells["text"], coloraxis="coloraxis",
+        fig.add_trace(go.Heatmap(z=cells["z"], customdata=cells["ids"], text=cells["text"], coloraxis="coloraxis2",
                                  xgap=1, ygap=1, hoverongaps=False, hovertemplate="%{text}<extra></extra>",
                                  name=f"stage {i}"), row=rr + 1, col=cc + 1)
         marks = _oom_markers(cells, 6, showlegend=n_oom == 0)
@@ -355,12 +356,15 @@ def multichip_memory_map(r, *, min_height: int = 300, title=None) -> go.Figure:
     for k, a in enumerate(fig.layout.annotations[:S]):        # the panel titles follow their rows
         a.y = 1 - (k // ncol) * (grid_h + gap) / plot_h
     bar_y = max(1 - need / plot_h - 0.02, 0.0)
-    axis, buttons = _colour_scale(sram / 1024, peak / 1024, orientation="h", x=0, xanchor="left", y=bar_y,
-                                  yanchor="top", len=0.6, thickness=12)
-    axis["colorbar"]["title"]["side"] = "top"
-    _layout(fig, f"{title or 'Tile memory per stage'}<br><sup>{sub}</sup>", height, coloraxis=axis,
+    # its own colour axis (coloraxis2): a page that swaps this figure for memory_map's (the explorer,
+    # Plotly.react) draws a new colour bar instead of turning the vertical one, which leaves its ticks behind
+    axis, buttons = _colour_scale(sram / 1024, peak / 1024, "coloraxis2", orientation="h", x=0, xanchor="left",
+                                  y=bar_y, yanchor="top", len=0.6, thickness=12)
+    _layout(fig, f"{title or 'Tile memory per stage'}<br><sup>{sub}</sup>", height, coloraxis2=axis,
             legend=dict(orientation="h", yanchor="top", y=bar_y, x=1, xanchor="right"))
-    fig.update_layout(margin=dict(l=20, r=20, t=top_m, b=bottom_m), plot_bgcolor="#ffffff",
+    # margins fixed: the colour bar lies inside them by construction, and a margin grown for the
+    # previous figure of a page (Plotly.react) must not squeeze the grids
+    fig.update_layout(margin=dict(l=20, r=20, t=top_m, b=bottom_m, autoexpand=False), plot_bgcolor="#ffffff",
                       updatemenus=_scale_menu(buttons, y=1.0, pad=dict(b=52, r=4)))
     return fig
 
