@@ -23,7 +23,7 @@ def cmd_report(args):
     out = args.html or os.path.join("out", f"{os.path.splitext(os.path.basename(str(args.model)))[0]}_report.html")
     check_output_path(args.json)
     check_output_path(out, "--html") if args.html else None
-    r = run(cfg, simulate=not args.no_simulate)
+    r = run(cfg, simulate=not args.no_simulate, stage_detail=True)      # several chips: the per-stage views
     if r.compiled is not None:
         print(summary(r.report))
     if args.json:

@@ -91,15 +91,18 @@ def _config(config, options) -> RunConfig:
     return RunConfig(model=config, **options)
 
 
-def run(config, *, simulate=True, **options) -> Run:
+def run(config, *, simulate=True, stage_detail=False, workers=None, strict=False, **options) -> Run:
     """Compile and (by default) simulate one run configuration, on one chip or several.
 
     ``config``: a :class:`RunConfig`, or a model (then ``options`` are the configuration's
-    fields).  ``simulate=False`` compiles and plans memory only (one graph).
+    fields).  ``simulate=False`` compiles and plans memory only (one graph).  Several chips
+    (:func:`simulator.multichip.run_multichip`): ``stage_detail`` keeps each stage's per-tile
+    bytes and liveness curve in ``Run.stage_memory`` (for the views), ``workers`` processes
+    compile the stages, ``strict`` refuses a model with fewer layers than stages.
     """
     cfg = _config(config, options)
     if cfg.multichip:
-        rep = run_multichip(cfg)
+        rep = run_multichip(cfg, stage_detail=stage_detail, workers=workers, strict=strict)
         sim = rep.pop("_sim")
         return Run(cfg, rep, multichip=sim, stage_memory=rep.pop("_stage_memory", None))
     c = build(cfg, simulate=simulate)

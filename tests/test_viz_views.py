@@ -205,7 +205,7 @@ def pipeline():
     """mnist-mlp training on 2 chips as a pipeline, with the per-stage memory the views need."""
     cfg = RunConfig.from_dict({"model": "mnist-mlp", "ipus": 2, "mode": "pipeline", "batch": 8, "train": True,
                                "sram_bytes_per_tile": SMALL_SRAM})
-    return views.run_for_views(cfg, workers=1)
+    return run(cfg, stage_detail=True, workers=1)
 
 
 def test_views_of_a_run_take_the_run_or_its_compiled(mlp):

@@ -3,7 +3,7 @@
 The run is a :class:`simulator.run.Run` (one chip or several) or the :class:`Compiled` of one
 graph.  A run on several chips (shard, pipeline, replicate) shows a tile memory map and a
 liveness curve per stage, a trace per chip and the cycles per stage; its per-stage memory
-comes from :func:`viz.views.run_for_views` (:func:`write_report` re-runs a multichip Run that
+comes from `simulator.run.run(config, stage_detail=True)` (:func:`write_report` re-runs a multichip Run that
 lacks it).  plotly.js is inlined once per page (no network is needed to open it).
 
     >>> from simulator.run import build
@@ -21,7 +21,7 @@ import tempfile
 from plotly.offline import get_plotlyjs
 
 import models
-from simulator.run import Run
+from simulator.run import Run, run
 
 from . import views
 from .dot import op_graph_dot
@@ -325,7 +325,7 @@ def report_html(c, *, graph_png: bytes | None = None, graph_note: str | None = N
             parts.append(f"<div class='two'>{sec('memory_map')}{sec('liveness')}</div>")
         else:
             parts.append("<div class='msg'>No per-stage memory: this run was made without its stage detail "
-                         "(viz.views.run_for_views, or write_report, makes it).</div>")
+                         "(simulator.run.run(config, stage_detail=True), or write_report, makes it).</div>")
         order = ("trace", "stage_cycles")
     else:
         order = ("memory_map", "trace", "liveness", "layer_cycles", "layer_memory")
@@ -366,10 +366,10 @@ def write_report(c, path, *, model=None, graph_image=True, graph_image_path=None
     in (``graph_image``: True/False and ``note``).
 
     A Run on several chips made without its per-stage memory (``simulator.run.run``) is run again
-    with it (:func:`viz.views.run_for_views`): the page shows every stage's tiles and liveness.
+    with it (`simulator.run.run(config, stage_detail=True)`): the page shows every stage's tiles and liveness.
     The graph image is of one graph: a run on several chips has none unless ``graph_image_path``."""
     if isinstance(c, Run) and c.compiled is None and not c.stage_memory:
-        c = views.run_for_views(c.config)
+        c = run(c.config, stage_detail=True)
     several = isinstance(c, Run) and c.compiled is None
     png, note = None, None
     if graph_image_path:

@@ -15,7 +15,7 @@ One graph (one chip, or several used as one graph):
 
 Several chips running separate graphs (shard, pipeline, replicate: :mod:`simulator.multichip`),
 from the run's report, its multichip simulation and its per-stage memory detail
-(``Run.stage_memory``, see :func:`run_for_views`):
+(``Run.stage_memory``, from ``simulator.run.run(config, stage_detail=True)``):
 
 * :func:`multichip_memory_map`    -- one tile grid per stage (its replicas hold the same bytes);
 * :func:`multichip_trace`         -- one row per chip: compute, sync, exchange, links, host, idle;
@@ -40,14 +40,12 @@ from plotly.subplots import make_subplots
 
 from compiler.memory import execute_order
 from hardware.dtypes import DTYPE_BYTES
-from simulator.config import RunConfig
-from simulator.multichip import run_multichip
-from simulator.run import Run, run
+from simulator.run import Run
 
 __all__ = ["memory_map", "execution_trace", "liveness", "layer_cycles", "layer_memory",
            "multichip_memory_map", "multichip_trace", "multichip_liveness", "multichip_stage_cycles",
            "layer_table", "grid_shape", "step_compute_set_names", "PHASE_COLOURS", "EVENT_COLOURS",
-           "CATEGORY_LABELS", "all_figures", "run_for_views", "fmt_bytes", "chips_label", "merge_events", "multichip_memory_row"]
+           "CATEGORY_LABELS", "all_figures", "fmt_bytes", "chips_label", "merge_events", "multichip_memory_row"]
 
 TEMPLATE = "plotly_white"
 FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=12, color="#263238")
@@ -124,7 +122,7 @@ def _multichip_run(r):
 def _stage_detail(r):
     detail = r.stage_memory
     if not detail or any(d is None for d in detail):
-        raise ValueError("no per-stage memory detail: run it with viz.views.run_for_views "
+        raise ValueError("no per-stage memory detail: run it with simulator.run.run(config, stage_detail=True) "
                          "(run_multichip(..., stage_detail=True))")
     return detail
 
@@ -772,14 +770,3 @@ def all_figures(x) -> "OrderedDict[str, go.Figure]":
         out["layer_cycles"] = layer_cycles(c, table=tab)
     out["layer_memory"] = layer_memory(c, table=tab)
     return out
-
-
-def run_for_views(config: RunConfig, *, stage_detail: bool = True, simulate: bool = True, **multichip) -> Run:
-    """:func:`simulator.run.run`, keeping what the views of several chips need: a multichip
-    configuration runs with ``stage_detail`` (``Run.stage_memory``: per stage, per-tile bytes and
-    liveness curve); ``multichip``: further keywords of :func:`simulator.multichip.run_multichip`
-    (``workers``, ``strict``...).  One graph: ``run(config, simulate=simulate)``."""
-    if not config.multichip:
-        return run(config, simulate=simulate)
-    rep = run_multichip(config, stage_detail=stage_detail, **multichip)
-    return Run(config, rep, multichip=rep.pop("_sim"), stage_memory=rep.pop("_stage_memory", None))

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 from simulator.report import jsonable
+from simulator.run import run
 from simulator.sweep import point_config
 from viz import views
 
@@ -57,7 +58,7 @@ def compute_point(params: dict, figures: bool = True) -> dict:
     """
     t0 = time.perf_counter()
     try:
-        r = views.run_for_views(point_config(params), stage_detail=figures, workers=1, strict=True)
+        r = run(point_config(params), stage_detail=figures, workers=1, strict=True)
         out = {"report": jsonable(r.report)}
         if figures:
             out["figures"] = point_figures(r)
