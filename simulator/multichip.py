@@ -253,6 +253,12 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
     if cfg.mode not in MODES:
         raise ValueError(f"mode: {cfg.mode!r} runs one graph (simulator.run.build); "
                          f"several graphs need one of {', '.join(MODES)}")
+    defaults = RunConfig()
+    unsupported = [f for f in ("recompute", "accumulate", "offload", "fuse", "verify_suggestions")
+                   if getattr(cfg, f) != getattr(defaults, f)]
+    if unsupported:
+        raise ValueError(f"{unsupported[0]}: not supported with --mode {cfg.mode} (separate graphs per chip); "
+                         f"use it on one chip or with --mode spread")
     chip = cfg.get_chip()
     mode, batch, dtype = cfg.mode, cfg.batch, cfg.dtype
     S, R, M = cfg.layout()

@@ -237,3 +237,8 @@ def test_layout_and_strict_stages():
     assert r["multichip"]["stages_requested"] == 8 > r["multichip"]["stages"]
     with pytest.raises(ValueError, match="stages"):
         run_multichip(shard8, strict=True)
+
+
+def test_an_option_the_multichip_model_does_not_apply_is_refused_by_name():
+    with pytest.raises(ValueError, match="^recompute: not supported with --mode pipeline"):
+        run_multichip(RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=4, train=True, recompute="sqrt"))
