@@ -14,13 +14,14 @@ subcommand lives in its own module of this package, the top layer of the project
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 import models
 from hardware.chips import get_chip, list_chips
 from simulator.run import run
 
-from . import explore, render, report, sweep
+from .commands import COMMANDS
 from .options import add_run_options, check_output_path, config_from_args
 from .text import summary
 
@@ -93,8 +94,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="ipusim", description="IPU / graph-processor simulator")
     sub = ap.add_subparsers(dest="cmd", required=True)
     handlers = _core_commands(sub)
-    for mod in (report, sweep, explore, render):
-        handlers.update(mod.add_parser(sub))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    if wanted in COMMANDS:      # only the module of the command that runs is imported (commands.py)
+        handlers.update(importlib.import_module(f"{__name__}.{COMMANDS[wanted][0]}").add_parser(sub))
+    for name, (_, text) in COMMANDS.items():
+        if name not in handlers:
+            sub.add_parser(name, help=text)     # listed by --help; its options load when it runs
     args = ap.parse_args(argv)
     try:
         rc = handlers[args.cmd](args)

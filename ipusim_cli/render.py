@@ -14,6 +14,7 @@ import time
 
 from viz.graph_image import COLORS, LEVELS, render_model_graph
 
+from .commands import help_of
 from .options import add_run_options, config_from_args
 
 __all__ = ["add_parser", "cmd_render"]
@@ -56,7 +57,7 @@ def cmd_render(args):
 
 
 def add_parser(sub):
-    p = sub.add_parser("render", help="draw a model's whole compute graph (every vertex) as PNG / SVG")
+    p = sub.add_parser("render", help=help_of("render"))
     add_run_options(p)
     p.add_argument("--json", help="write the stage timings here")
     p.add_argument("--out", help="FILE.png or FILE.svg (default MODEL_LEVEL.png)")

@@ -12,6 +12,7 @@ from simulator.run import run
 from viz.dot import op_graph_dot, program_dot, write
 from viz.report_html import write_report
 
+from .commands import help_of
 from .options import add_run_options, check_output_path, config_from_args
 from .text import summary
 
@@ -22,7 +23,8 @@ def cmd_report(args):
     cfg = config_from_args(args)
     out = args.html or os.path.join("out", f"{os.path.splitext(os.path.basename(str(args.model)))[0]}_report.html")
     check_output_path(args.json)
-    check_output_path(out, "--html") if args.html else None
+    if args.html:
+        check_output_path(out, "--html")
     r = run(cfg, simulate=not args.no_simulate, stage_detail=True)      # several chips: the per-stage views
     if r.compiled is not None:
         print(summary(r.report))
@@ -54,14 +56,14 @@ def cmd_dot(args):
 
 
 def add_parser(sub):
-    p = sub.add_parser("report", help="compile + simulate a model and write one self-contained HTML report")
+    p = sub.add_parser("report", help=help_of("report"))
     add_run_options(p)
     p.add_argument("--json", help="write the report here")
     p.add_argument("--html", help="write the page here (default out/MODEL_report.html)")
     p.add_argument("--graph-image", help="embed this PNG as the graph image instead of making one")
     p.add_argument("--no-graph-image", action="store_true", help="do not try to make a graph image")
     p.add_argument("--no-simulate", action="store_true", help="compile only (no trace, no cycles per layer)")
-    p = sub.add_parser("dot", help="draw a model's op graph or its program tree with Graphviz")
+    p = sub.add_parser("dot", help=help_of("dot"))
     add_run_options(p)
     p.add_argument("--what", choices=["ops", "program"], default="ops")
     p.add_argument("--out", help="FILE.svg, FILE.dot (or .png / .pdf); default MODEL_WHAT.svg")

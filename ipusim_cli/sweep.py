@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from .commands import help_of
+
 import argparse
 
 from rich.console import Console
@@ -15,7 +17,7 @@ from viz.pareto import write_pareto_html
 
 
 def add_parser(sub):
-    p = sub.add_parser("sweep", help="run the cross product of the parameters in a sweep .toml file",
+    p = sub.add_parser("sweep", help=help_of("sweep"),
                        description="Run every point of a sweep file (see docs/explorer.md) in parallel; "
                                    "one row per point in the output. Points already done (in OUT.parts/) "
                                    "are skipped, so an interrupted sweep continues where it stopped.")
@@ -24,7 +26,7 @@ def add_parser(sub):
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: number of cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="run on an existing Dask cluster (scheduler address)")
     p.add_argument("--retry-failed", action="store_true", help="run again the points that failed before")
-    p = sub.add_parser("plot", help="draw the Pareto front of sweep results as interactive HTML")
+    p = sub.add_parser("plot", help=help_of("plot"))
     p.add_argument("results", help="results table written by `ipusim sweep`")
     p.add_argument("--html", required=True, help="output HTML file")
     p.add_argument("--title", default=None)

@@ -84,6 +84,8 @@ class RunConfig:
         for name in ("replicas", "micro_batches"):
             if getattr(self, name) is not None:
                 set_(name, _int(name, getattr(self, name), 1))
+        if self.recompute in (None, False):
+            set_("recompute", "none")
         for f in dataclasses.fields(self):
             ch = f.metadata.get("choices")
             v = getattr(self, f.name)
@@ -98,8 +100,6 @@ class RunConfig:
             raise ConfigError(f"available_memory_proportion: must be a number in (0, 1], got {amp!r}")
         set_("available_memory_proportion", float(amp))
         set_("offload", _offload(self.offload))
-        if self.recompute in (None, False):
-            set_("recompute", "none")
         if not (isinstance(self.chip, (str, Chip))):
             raise ConfigError(f"chip: must be a preset name, a .toml path or a Chip, got {self.chip!r}")
         if self.model is None or (isinstance(self.model, str) and not self.model):
@@ -119,8 +119,10 @@ class RunConfig:
         """``(stages, replicas, micro-batches)`` of a run on several chips; raises ConfigError for an
         impossible combination.  Cheap: nothing is loaded."""
         mode, ipus, batch = self.mode, self.ipus, self.batch
-        if mode == "shard" or (mode == "spread"):
-            S, R, M = (ipus, 1, 1) if mode == "shard" else (1, 1, 1)
+        if mode == "spread" or ipus == 1:     # one graph (over all the chips' tiles)
+            return 1, 1, 1
+        if mode == "shard":
+            S, R, M = ipus, 1, 1
         elif mode == "pipeline":
             S, R = ipus, 1
             M = self.micro_batches or min(batch, 2 * ipus)
@@ -195,12 +197,11 @@ _NAMES = tuple(f.name for f in dataclasses.fields(RunConfig))
 
 
 def _int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, (int,)) and not (isinstance(v, float) and v.is_integer()):
-        try:
-            v = int(str(v)) if isinstance(v, str) else v
-        except ValueError:
-            pass
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < lo:
+    """``v`` as an int >= ``lo`` (a whole float or a digit string accepted, a bool refused)."""
+    if isinstance(v, str) and v.strip().isdigit():
+        v = int(v)
+    whole = (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    if not whole or v < lo:
         raise ConfigError(f"{name}: must be an integer >= {lo}, got {v!r}")
     return int(v)
 

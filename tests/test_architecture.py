@@ -43,7 +43,6 @@ def _project_imports_inside_functions():
 DEFERRED = {
     "compiler/checks.py": "graph.py calls the checks and the checks raise graph.GraphError: a module cycle",
     "compiler/graph.py": "the same cycle, from the graph's side",
-    "ipusim_cli/explore.py": "Dash takes about a second to import: only `ipusim explore` pays for it",
 }
 
 

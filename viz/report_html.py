@@ -114,6 +114,12 @@ def _mib(b):
     return f"{float(b) / 2 ** 20:,.1f} MiB"
 
 
+def _wall_rows(rep: dict) -> list:
+    """The host wall time of each stage of the run, when the report has it."""
+    t = rep.get("timing", {})
+    return [("wall time", ", ".join(f"{k[:-2] if k.endswith('_s') else k} {v:.2f} s" for k, v in t.items()))] if t else []
+
+
 def summary_rows(rep: dict) -> list:
     """(key, value) rows of the summary table from the report dict (one graph or several chips)."""
     if "multichip" in rep:
@@ -148,10 +154,7 @@ def summary_rows(rep: dict) -> list:
                                    f"utilisation {s['mean_tile_utilisation']:.1%}"))
         rows.append(("traffic", f"exchange {_mib(s['exchange_bytes'])}, chip links {_mib(s['link_bytes'])}, "
                                 f"host {_mib(s['host_bytes'])} (hidden {s['hidden_transfer_fraction']:.0%})"))
-    t = rep.get("timing", {})
-    if t:
-        rows.append(("wall time", ", ".join(f"{k[:-2] if k.endswith('_s') else k} {v:.2f} s" for k, v in t.items())))
-    return rows
+    return rows + _wall_rows(rep)
 
 
 def _multichip_rows(rep: dict) -> list:
@@ -182,10 +185,7 @@ def _multichip_rows(rep: dict) -> list:
     if mc.get("stages_requested", mc["stages"]) > mc["stages"]:
         rows.append(("note", f"{m['name']} has too few layers for {mc['stages_requested']} stages: "
                              f"{mc['stages']} used"))
-    t = rep.get("timing", {})
-    if t:
-        rows.append(("wall time", ", ".join(f"{k[:-2] if k.endswith('_s') else k} {v:.2f} s" for k, v in t.items())))
-    return rows
+    return rows + _wall_rows(rep)
 
 
 def stage_rows(rep: dict) -> list:

@@ -1,0 +1,22 @@
+"""The subcommands that live in their own module of this package, and their one-line help.
+
+``ipusim`` imports a command's module only when that command runs, so ``ipusim compile``
+does not load the views, the graph images or the explorer (plotly, scipy, Dash): each
+module's ``add_parser(sub)`` adds its parsers and returns their handlers.  ``ipusim --help``
+lists them from this table without importing them.
+"""
+from __future__ import annotations
+
+#: command -> (module of this package that runs it, one-line help)
+COMMANDS = {
+    "report": ("report", "compile + simulate a model and write one self-contained HTML report"),
+    "dot": ("report", "draw a model's op graph or its program tree with Graphviz"),
+    "sweep": ("sweep", "run the cross product of the parameters in a sweep .toml file"),
+    "plot": ("sweep", "draw the Pareto front of sweep results as interactive HTML"),
+    "explore": ("explore", "interactive trade-off explorer in the browser (local Dash app)"),
+    "render": ("render", "draw a model's whole compute graph (every vertex) as PNG / SVG"),
+}
+
+
+def help_of(command: str) -> str:
+    return COMMANDS[command][1]
