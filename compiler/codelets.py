@@ -330,6 +330,48 @@ def _topk(a, p):
     return {"idx": idx.astype(np.int32), "gates": np.take_along_axis(x, idx, axis=1)}
 
 
+def _fill(a, p):
+    """out = value (zeroing a gradient before a scatter-add)."""
+    return {"out": np.full(np.shape(a["out"]), p.get("value", 0.0))}
+
+
+def _multi_update_add(a, p):
+    """table[index[i]] += in[i] for the part of the rows the vertex holds: its ``table``
+    region starts ``offset`` elements into a block of rows of ``params["row"]`` elements
+    (a block may be cut anywhere at a tile boundary); indices outside it are skipped."""
+    nv, L, row = a["table"].shape[0], a["table"].shape[1], int(p["row"])
+    table = np.array(a["table"], copy=True)
+    upd = a["in"].reshape(nv, -1, row)
+    idx = a["index"].astype(np.int64).reshape(nv, -1)
+    off = a["offset"].astype(np.int64).reshape(nv)
+    for v in range(nv):
+        pos = idx[v][:, None] * row - off[v] + np.arange(row)[None, :]
+        ok = (pos >= 0) & (pos < L)
+        np.add.at(table[v], pos[ok], upd[v][ok])
+    return {"table": table}
+
+
+def _lamb_moments(a, p):
+    """Adam's bias-corrected moments, the update direction r = m^ / (sqrt(v^) + eps) + wd w,
+    and the partial sums of squares of the weights and of r (one per vertex) that the
+    per-tensor trust ratio reduces."""
+    b1, b2, eps, wd = p.get("beta1", 0.9), p.get("beta2", 0.999), p.get("epsilon", 1e-6), p.get("weight_decay", 0.01)
+    step = p.get("step", 1)
+    m = b1 * a["m"] + (1 - b1) * a["grad"]
+    v = b2 * a["v"] + (1 - b2) * a["grad"] ** 2
+    r = (m / (1 - b1 ** step)) / (np.sqrt(v / (1 - b2 ** step)) + eps) + wd * a["weights"]
+    return {"m": m, "v": v, "r": r, "w_sq": (a["weights"] ** 2).sum(axis=1, keepdims=True),
+            "r_sq": (r ** 2).sum(axis=1, keepdims=True)}
+
+
+def _lamb_update(a, p):
+    """w -= lr * (||w|| / ||r||) * r, the trust ratio from the reduced sums of squares
+    (1 where either norm is zero)."""
+    wn, rn = np.sqrt(a["w_sq"]), np.sqrt(a["r_sq"])
+    ratio = np.where((wn > 0) & (rn > 0), wn / np.where(rn > 0, rn, 1.0), 1.0)
+    return {"weights": a["weights"] - p.get("lr", 1e-3) * ratio * a["r"]}
+
+
 # -- the table ------------------------------------------------------------------
 
 def _ew(name, fn, nin, flops_per=1.0, cost=1.0, doc=""):
@@ -449,6 +491,38 @@ _TABLE = [
                                                     d, c, 1.0),
             compute=_topk, flops=lambda s, d, p: np.asarray(s["in"], np.float64) * max(int(p.get("k", 1)), 1),
             code_bytes=384, doc="idx, gates = the k largest entries of in (k passes over the row)"),
+    # scatter-add (gradient of a gather / embedding lookup), zero fill
+    Codelet("Fill", (Field("out", OUT),),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0),
+            compute=_fill, flops=_zero_flops, code_bytes=96,
+            doc="out = value (params['value'], default 0): zeroes a tensor before a scatter-add"),
+    Codelet("MultiUpdateAdd", (Field("in", IN), Field("index", IN, dtype="int32"),
+                                Field("offset", IN, dtype="int32", vector=False), Field("table", INOUT)),
+            cycles=lambda s, d, p, c: (20 * np.asarray(s["index"], np.float64) + vector_cycles(
+                np.asarray(s["in"], np.float64) * np.asarray(s["table"], np.float64)
+                / max(int(p["row"]) * int(p.get("rows", 1)), 1), d, c, 2.0)),
+            compute=_multi_update_add,
+            flops=lambda s, d, p: (np.asarray(s["in"], np.float64) * np.asarray(s["table"], np.float64)
+                                   / max(int(p["row"]) * int(p.get("rows", 1)), 1)),
+            code_bytes=384,
+            doc="table[index[i]] += in[i]: every index is checked against the rows the vertex holds "
+                "(its region starts 'offset' elements into a block of 'rows' rows of 'row' elements); the "
+                "expected share of the indices that hit them is added (popops MultiUpdateAdd)"),
+    # LAMB (You et al. 2019): moments and partial norms, then the trust-ratio-scaled step
+    Codelet("LambMoments", (Field("weights", IN), Field("grad", IN, same_size_as="weights"),
+                            Field("m", INOUT, same_size_as="weights"), Field("v", INOUT, same_size_as="weights"),
+                            Field("r", OUT, same_size_as="weights"),
+                            Field("w_sq", OUT, dtype="fp32", vector=False),
+                            Field("r_sq", OUT, dtype="fp32", vector=False)),
+            cycles=lambda s, d, p, c: vector_cycles(s["weights"], d, c, 14.0),
+            compute=_lamb_moments, flops=_ew_flops("weights", 16.0), code_bytes=640,
+            doc="m, v updated; r = m^/(sqrt(v^)+eps) + wd w; w_sq, r_sq = sums of squares of w and r"),
+    Codelet("LambUpdate", (Field("weights", INOUT), Field("r", IN, same_size_as="weights"),
+                           Field("w_sq", IN, dtype="fp32", vector=False),
+                           Field("r_sq", IN, dtype="fp32", vector=False)),
+            cycles=lambda s, d, p, c: vector_cycles(s["weights"], d, c, 2.0) + 40,
+            compute=_lamb_update, flops=_ew_flops("weights", 2.0), code_bytes=256,
+            doc="w -= lr (||w|| / ||r||) r with the tensor's reduced sums of squares"),
 ]
 
 CODELETS: dict[str, Codelet] = {c.name: c for c in _TABLE}
