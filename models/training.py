@@ -23,8 +23,10 @@ Conventions of the result:
   Tensors that depend on no parameter (the data input and whatever is
   computed from it alone) get no gradient;
 * one optimizer op per parameter (phase ``update``, family ``optimizer``):
-  ``SGDMomentumUpdate`` (state ``<p>.momentum``) or ``AdamUpdate`` (state
-  ``<p>.adam_m``, ``<p>.adam_v``). Updated values are new tensors with
+  ``SGDMomentumUpdate`` (state ``<p>.momentum``), ``AdamUpdate`` (state
+  ``<p>.adam_m``, ``<p>.adam_v``) or ``LambUpdate`` (state ``<p>.lamb_m``,
+  ``<p>.lamb_v``: LAMB, You et al. 2019, Adam's bias-corrected moments and
+  weight decay, the step scaled per tensor by the trust ratio ||w|| / ||update||). Updated values are new tensors with
   ``inplace_of`` set to the tensor they overwrite. ``g.ops()`` lists each
   update op right after the last op that reads its weight or produces its
   gradient, so every read of a weight comes before its in-place update and
@@ -35,7 +37,8 @@ forward FLOPs without bias; bias gradients and ``Sum`` / reductions 1 per
 element read; elementwise gradients 1 per element; pool gradients as the
 forward pool; BatchNormalization / LayerNormalization gradients 8 per element;
 Softmax gradient 4 per element; loss 5 per logit (+1 per sample), its gradient
-3 per logit; SGD with momentum 4 and Adam 12 FLOPs per parameter element.
+3 per logit; SGD with momentum 4, Adam 12 and LAMB 18 FLOPs per parameter element
+(Adam's 12, weight decay 2, the two sums of squares 2 each, the scaled step 2).
 """
 from __future__ import annotations
 
@@ -50,16 +53,23 @@ from .builder import block_ops, set_block_types
 from .errors import ModelError
 from .opgraph import OpGraph
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "lamb")
+
+#: optimizer -> (state tensor suffixes, update op type, FLOPs per parameter element)
+_UPDATES = {"sgd": (["momentum"], "SGDMomentumUpdate", 4),
+            "adam": (["adam_m", "adam_v"], "AdamUpdate", 12),
+            "lamb": (["lamb_m", "lamb_v"], "LambUpdate", 18)}
 
 
 def make_training_graph(fwd: OpGraph, optimizer: str = "sgd", momentum: float = 0.9, *,
                         lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.999,
-                        epsilon: float = 1e-8, logits: str | None = None) -> OpGraph:
+                        epsilon: float | None = None, weight_decay: float = 0.01,
+                        logits: str | None = None) -> OpGraph:
     """A training step for forward graph ``fwd``.
 
     ``logits`` (default: the first graph output) must have the classes on dim
-    1. ``optimizer`` is ``"sgd"`` (with ``momentum``) or ``"adam"``.
+    1. ``optimizer`` is ``"sgd"`` (with ``momentum``), ``"adam"`` or ``"lamb"``
+    (with ``weight_decay``); ``epsilon`` defaults to 1e-8 for Adam and 1e-6 for LAMB.
     """
     if optimizer not in OPTIMIZERS:
         raise ModelError(f"{fwd.name}: unknown optimizer {optimizer!r}; "
@@ -77,8 +87,14 @@ def make_training_graph(fwd: OpGraph, optimizer: str = "sgd", momentum: float = 
     b = _Backward(tg, fwd, logits)
     b.loss()
     b.backward()
-    b.update(optimizer, dict(lr=lr, momentum=momentum) if optimizer == "sgd" else
-             dict(lr=lr, beta1=beta1, beta2=beta2, epsilon=epsilon))
+    if optimizer == "sgd":
+        hyper = dict(lr=lr, momentum=momentum)
+    else:
+        hyper = dict(lr=lr, beta1=beta1, beta2=beta2,
+                     epsilon=epsilon if epsilon is not None else (1e-6 if optimizer == "lamb" else 1e-8))
+        if optimizer == "lamb":
+            hyper["weight_decay"] = weight_decay
+    b.update(optimizer, hyper)
     fwd_types = {}
     for blk, ops in block_ops(tg).items():
         fwd_types[blk] = next((tg.op(n)["block_type"] for n in ops
@@ -273,10 +289,7 @@ class _Backward:
                 consumers.setdefault(t, n)
         for p in params:
             fop = g.op(consumers[p.name])
-            if optimizer == "sgd":
-                states, op, per = ["momentum"], "SGDMomentumUpdate", 4
-            else:
-                states, op, per = ["adam_m", "adam_v"], "AdamUpdate", 12
+            states, op, per = _UPDATES[optimizer]
             st = [g.add_tensor(f"{p.name}.{s}", p.shape, p.dtype, kind="state").name
                   for s in states]
             outs = [g.add_tensor(f"{p.name}.new", p.shape, p.dtype, kind="param",

@@ -48,7 +48,7 @@ class RunConfig:
     chip: Any = _opt("gc200", "preset (gc2, gc200, bow) or a chip .toml file")
     batch: int = _opt(1, "samples per step (over all replicas)")
     train: bool = _opt(False, "compile the training step (loss, backward, update)")
-    optimizer: str = _opt("sgd", "training: the weight update", choices=("sgd", "adam"))
+    optimizer: str = _opt("sgd", "training: the weight update", choices=("sgd", "adam", "lamb"))
     dtype: str = _opt("fp32", "weights and activations (int8: inference)", choices=("fp32", "fp16", "int8"))
     partials: str | None = _opt(None, "accumulator type of convolutions and matmuls (default: fp32)",
                                 choices=("fp32", "fp16"))
