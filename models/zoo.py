@@ -12,12 +12,20 @@ alexnet       torchvision ``alexnet``                          61,100,840
 vgg16         torchvision ``vgg16`` (no BN)                    138,357,544
 resnet50      torchvision ``resnet50`` (v1.5, stride in 3x3)   25,557,032
 bert-base     BERT-base encoder + pooler + 2-way classifier    109,483,778
+bert-large    BERT-large (24 x 1024, 16 heads), same layout    335,019,010
 ============  ==============================================  ============
 
 BERT-base without its classifier (``num_labels=0``) has the standard
 109,482,240 parameters (HF ``BertModel``: embeddings 23,837,184, 12 layers of
 7,087,872, pooler 590,592). BatchNorm running statistics are ``state`` tensors,
 not parameters.
+
+BERT-large follows MLPerf's Graphcore configuration (``mlcommons/training_results_v1.0``,
+``Graphcore/benchmarks/bert``): 24 layers, hidden 1024, 16 heads, intermediate 4096, a
+vocabulary of 30,400 (30,522 padded down to a multiple of the tile-friendly 64 by the
+submission), 512 positions and, by default, sequences of 512 tokens.  Its 335,019,010
+parameters: embeddings 31,657,984 (word 31,129,600, position 524,288, token type 2,048,
+LayerNorm 2,048), 24 layers of 12,596,224, pooler 1,049,600, classifier 2,050.
 """
 from __future__ import annotations
 
@@ -38,23 +46,25 @@ def mnist_mlp(batch=1, dtype="fp32", hidden=256, num_classes=10):
     return b.finish([x])
 
 
-def alexnet(batch=1, dtype="fp32", num_classes=1000, image_size=224):
-    """torchvision AlexNet (``features.N`` / ``classifier.N`` layer names)."""
+def alexnet(batch=1, dtype="fp32", num_classes=1000, image_size=224, hidden=4096, pooled=6):
+    """torchvision AlexNet (``features.N`` / ``classifier.N`` layer names); ``hidden`` is the
+    classifier's width and ``pooled`` the adaptive pool's output size (small test models)."""
     b = GraphBuilder("alexnet", batch, dtype)
     x = b.input("input", (batch, 3, image_size, image_size))
     spec = [("conv", 64, 11, 4, 2), ("relu",), ("pool",), ("conv", 192, 5, 1, 2), ("relu",),
             ("pool",), ("conv", 384, 3, 1, 1), ("relu",), ("conv", 256, 3, 1, 1), ("relu",),
             ("conv", 256, 3, 1, 1), ("relu",), ("pool",)]
     x = _features(b, x, spec)
-    x = b.adaptive_avgpool(x, "avgpool", (6, 6))
+    x = b.adaptive_avgpool(x, "avgpool", (pooled, pooled))
     x = b.op("Flatten", [x], dict(axis=1), name="flatten")
-    x = _classifier(b, x, [("drop",), ("fc", 4096), ("relu",), ("drop",), ("fc", 4096),
+    x = _classifier(b, x, [("drop",), ("fc", hidden), ("relu",), ("drop",), ("fc", hidden),
                            ("relu",), ("fc", num_classes)])
     return b.finish([x])
 
 
-def vgg16(batch=1, dtype="fp32", num_classes=1000, image_size=224):
-    """torchvision VGG-16 (configuration D, no batch norm)."""
+def vgg16(batch=1, dtype="fp32", num_classes=1000, image_size=224, hidden=4096, pooled=7):
+    """torchvision VGG-16 (configuration D, no batch norm); ``hidden`` is the classifier's
+    width and ``pooled`` the adaptive pool's output size (small test models)."""
     b = GraphBuilder("vgg16", batch, dtype)
     x = b.input("input", (batch, 3, image_size, image_size))
     spec = []
@@ -62,9 +72,9 @@ def vgg16(batch=1, dtype="fp32", num_classes=1000, image_size=224):
               512, 512, 512, "M"):
         spec += [("pool",)] if v == "M" else [("conv", v, 3, 1, 1), ("relu",)]
     x = _features(b, x, spec, pool=(2, 2))
-    x = b.adaptive_avgpool(x, "avgpool", (7, 7))
+    x = b.adaptive_avgpool(x, "avgpool", (pooled, pooled))
     x = b.op("Flatten", [x], dict(axis=1), name="flatten")
-    x = _classifier(b, x, [("fc", 4096), ("relu",), ("drop",), ("fc", 4096), ("relu",),
+    x = _classifier(b, x, [("fc", hidden), ("relu",), ("drop",), ("fc", hidden), ("relu",),
                            ("drop",), ("fc", num_classes)])
     return b.finish([x])
 
@@ -218,6 +228,15 @@ def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale):
     return b.layernorm(y, f"{p}.output.LayerNorm")
 
 
+def bert_large(batch=1, dtype="fp32", layers=24, hidden=1024, heads=16, intermediate=4096,
+               seq_len=512, vocab=30400, max_position=512, type_vocab=2, num_labels=2):
+    """BERT-large as in MLPerf's Graphcore configuration (see the module docstring); the
+    layout of :func:`bert`, with 512-token sequences by default."""
+    return bert(batch=batch, dtype=dtype, layers=layers, hidden=hidden, heads=heads,
+                intermediate=intermediate, seq_len=seq_len, vocab=vocab, max_position=max_position,
+                type_vocab=type_vocab, num_labels=num_labels, name="bert-large")
+
+
 #: name -> builder function
 BUILDERS = {
     "mnist-mlp": mnist_mlp,
@@ -225,4 +244,5 @@ BUILDERS = {
     "vgg16": vgg16,
     "resnet50": resnet50,
     "bert-base": bert,
+    "bert-large": bert_large,
 }

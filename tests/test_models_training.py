@@ -5,12 +5,14 @@ import pytest
 from models import ModelError, get_model, make_training_graph
 from models.builder import block_ops, block_signature
 
-MODELS = ["mnist-mlp", "alexnet", "vgg16", "resnet50", "bert-base"]
+MODELS = ["mnist-mlp", "alexnet", "vgg16", "resnet50", "bert-base", "bert-large"]
 
 
 def _train(name, optimizer="sgd", **kw):
-    if name == "bert-base":
+    if name.startswith("bert"):
         kw.setdefault("layers", 2)
+    if name == "bert-large":
+        kw.setdefault("seq_len", 128)
     return get_model(name, train=True, optimizer=optimizer, **kw)
 
 
@@ -20,7 +22,7 @@ def _ops(g, phase=None, op=None):
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "lamb"])
 def test_training_graph_is_a_dag(name, optimizer):
     assert nx.is_directed_acyclic_graph(_train(name, optimizer).graph)
 
@@ -132,6 +134,22 @@ def test_sgd_keeps_one_momentum_and_adam_two_moments_per_param():
     a = adam.op("fc1.weight.update")
     assert a["op"] == "AdamUpdate"
     assert [adam.tensors[t].kind for t in a["inputs"][2:]] == ["state", "state"]
+
+
+def test_lamb_keeps_two_moments_and_its_hyperparameters_per_param():
+    g = _train("bert-base", "lamb")
+    u = g.op("pooler.dense.weight.update")
+    assert (u["op"], u["family"], u["phase"]) == ("LambUpdate", "optimizer", "update")
+    assert u["inputs"] == ["pooler.dense.weight", "pooler.dense.weight.grad",
+                           "pooler.dense.weight.lamb_m", "pooler.dense.weight.lamb_v"]
+    assert u["attrs"]["weight_decay"] == 0.01 and u["attrs"]["epsilon"] == 1e-6
+    assert [g.tensors[t].inplace_of for t in u["outputs"]] == u["inputs"][:1] + u["inputs"][2:]
+    n = g.tensors["pooler.dense.weight"].size
+    assert u["flops"] == 18 * n
+    params = [t for t in g.tensors.values() if t.kind == "param" and not t.inplace_of]
+    assert all(f"{p.name}.lamb_m" in g.tensors and f"{p.name}.lamb_v" in g.tensors for p in params)
+    adam = make_training_graph(get_model("mnist-mlp"), "adam", epsilon=1e-7)
+    assert adam.op("fc1.weight.update")["attrs"]["epsilon"] == 1e-7
 
 
 def test_updated_tensors_are_in_place_and_not_counted_as_params():

@@ -23,7 +23,7 @@ def _macs(g):
 
 
 def test_list_models_names_the_built_ins():
-    assert list_models() == ["alexnet", "bert-base", "mnist-mlp", "resnet50", "vgg16"]
+    assert list_models() == ["alexnet", "bert-base", "bert-large", "mnist-mlp", "resnet50", "vgg16"]
 
 
 @pytest.mark.parametrize("name, params", [
@@ -39,6 +39,38 @@ def test_parameter_count_matches_the_reference_definition(name, params):
 
 def test_bert_base_without_classifier_has_the_standard_bertmodel_count():
     assert get_model("bert-base", num_labels=0).params() == 109_482_240
+
+
+def _bert_params(layers, hidden, inter, vocab, positions, types=2, labels=2):
+    """BERT's parameters by hand: embeddings (+ LayerNorm), layers (Q, K, V, output
+    projections, two LayerNorms, the feed-forward pair), pooler, classifier."""
+    emb = (vocab + positions + types) * hidden + 2 * hidden
+    layer = 4 * (hidden * hidden + hidden) + 2 * 2 * hidden + (hidden * inter + inter) + (inter * hidden + hidden)
+    return emb + layers * layer + (hidden * hidden + hidden) + (hidden * labels + labels)
+
+
+def test_bert_large_parameter_count_follows_its_shapes():
+    want = _bert_params(24, 1024, 4096, 30400, 512)
+    assert want == 335_019_010
+    g = get_model("bert-large")
+    assert g.params() == want
+    assert g.tensors["input_ids"].shape == (1, 512)           # MLPerf's sequence length
+    assert get_model("bert-large", num_labels=0).params() == want - (1024 * 2 + 2)
+    assert get_model("bert-base").params() == _bert_params(12, 768, 3072, 30522, 512)
+
+
+def test_bert_large_layers_are_one_block_type_and_its_options_shrink_it():
+    g = get_model("bert-large", layers=3, seq_len=128)
+    assert g.name == "bert-large"
+    assert len({g.op(n)["block_type"] for n in g.ops() if g.op(n)["block"]}) == 1
+    assert g.tensors["input_ids"].shape == (1, 128)
+    assert g.params() == _bert_params(3, 1024, 4096, 30400, 512)
+
+
+def test_small_cnn_options_keep_the_full_size_defaults():
+    assert get_model("alexnet", hidden=4096, pooled=6).params() == 61_100_840
+    small = get_model("vgg16", image_size=32, pooled=1, hidden=64, num_classes=10)
+    assert small.params() == 14_714_688 + (512 * 64 + 64) + (64 * 64 + 64) + (64 * 10 + 10)
 
 
 def test_each_bert_layer_adds_the_standard_7_087_872_params():
@@ -66,7 +98,7 @@ def test_flops_and_activation_shapes_scale_with_batch():
     assert g8.tensors[g8.outputs[0]].shape == (8, 1000) and g8.batch == 8
 
 
-@pytest.mark.parametrize("name", ["mnist-mlp", "alexnet", "vgg16", "resnet50", "bert-base"])
+@pytest.mark.parametrize("name", ["mnist-mlp", "alexnet", "vgg16", "resnet50", "bert-base", "bert-large"])
 def test_every_op_is_complete(name):
     g = get_model(name)
     for n in g.ops():
