@@ -21,6 +21,11 @@ Modes:
 ``all``     keep only the graph inputs: each unit (a block, or a single op
             outside blocks) recomputes everything it needs from the input.
             Least memory, quadratic extra work.
+``checkpoints``  keep the outputs of the layers (or blocks) named in
+            ``checkpoints`` (Graphcore's recomputation checkpoints / pipeline
+            splits on one chip); each segment between two is recomputed before
+            its backward ops, as in ``sqrt``; the last segment (after the last
+            checkpoint) is kept, since its backward pass follows at once.
 
 The loss op and its outputs are never recomputed.
 
@@ -34,11 +39,12 @@ The loss op and its outputs are never recomputed.
 """
 from __future__ import annotations
 
+import difflib
 import math
 
 from models.opgraph import OpGraph
 
-MODES = ("none", "blocks", "sqrt", "all")
+MODES = ("none", "blocks", "sqrt", "all", "checkpoints")
 
 
 def _fwd_produced(opg):
@@ -77,9 +83,64 @@ def articulation_tensors(opg) -> list:
     return out
 
 
-def checkpoints(opg, mode) -> set:
-    """Forward-produced tensors kept from the forward pass under ``mode``."""
+def layer_names(opg, *, blocks=True) -> list:
+    """Forward layer names in forward order, then the block names (what a checkpoint or a split may name)."""
+    out, seen = [], set()
+    for o in opg.ops():
+        d = opg.op(o)
+        if d["phase"] == "fwd" and d["layer"] not in seen:
+            seen.add(d["layer"])
+            out.append(d["layer"])
+    if blocks:
+        for o in opg.ops():
+            b = opg.op(o)["block"]
+            if opg.op(o)["phase"] == "fwd" and b is not None and b not in seen:
+                seen.add(b)
+                out.append(b)
+    return out
+
+
+def unknown_layer(opg, option, name) -> ValueError:
+    """The error for a layer name that ``opg`` does not have, with a few valid names."""
+    names = layer_names(opg)
+    close = difflib.get_close_matches(name, names, n=4, cutoff=0.4)
+    close += [n for n in names if n not in close][:4 - len(close)]
+    return ValueError(f"{option}: {name!r} is not a layer or block of {opg.name} (e.g. {', '.join(close)}; "
+                      f"{len(names)} names in all, see `ipusim layers MODEL`)")
+
+
+def named_outputs(opg, names, option="recompute_checkpoints") -> list:
+    """Per name (a forward layer, or a block), the forward tensors it hands to later layers."""
+    fwd = [o for o in opg.ops() if opg.op(o)["phase"] == "fwd"]
+    out = []
+    for name in names:
+        mine = [o for o in fwd if opg.op(o)["layer"] == name] or [o for o in fwd if opg.op(o)["block"] == name]
+        if not mine:
+            raise unknown_layer(opg, option, name)
+        inside = set(mine)
+        ts = [t for o in mine for t in opg.op(o)["outputs"]
+              if any(c not in inside for c in _consumers(opg, t))]
+        out.append(ts or list(opg.op(mine[-1])["outputs"]))
+    return out
+
+
+def _consumers(opg, t):
+    return [o for o in opg.ops() if opg.op(o)["phase"] == "fwd" and t in opg.op(o)["inputs"]]
+
+
+def checkpoints(opg, mode, names=()) -> set:
+    """Forward-produced tensors kept from the forward pass under ``mode`` (``names``: the layers of
+    mode ``checkpoints``)."""
     produced = _fwd_produced(opg)
+    if mode == "checkpoints":
+        if not names:
+            raise ValueError("recompute_checkpoints: mode 'checkpoints' needs the layers to keep")
+        keep = {t for ts in named_outputs(opg, names) for t in ts}
+        fwd = [o for o in opg.ops() if opg.op(o)["phase"] == "fwd"]
+        last = max(i for i, o in enumerate(fwd) if any(t in keep for t in opg.op(o)["outputs"]))
+        for o in fwd[last + 1:]:          # the last segment is not recomputed
+            keep.update(opg.op(o)["outputs"])
+        return keep & produced
     if mode == "none":
         return set(produced)
     if mode == "all":
@@ -109,7 +170,7 @@ def _units(opg, mode, keep):
     fwd = [o for o in opg.ops() if opg.op(o)["phase"] == "fwd"]
     pos = {o: i for i, o in enumerate(fwd)}
     seg = {}
-    if mode == "sqrt":
+    if mode in ("sqrt", "checkpoints"):
         s = 0
         for o in fwd:
             seg[o] = s
@@ -122,7 +183,7 @@ def _units(opg, mode, keep):
             continue
         f = d["attrs"].get("forward")
         fd = opg.op(f) if f in opg.graph else None
-        if mode == "sqrt":
+        if mode in ("sqrt", "checkpoints"):
             unit[o] = f"s{seg.get(f, 0)}" if f in seg else f"o{o}"
         elif fd is not None and fd.get("block") is not None:
             unit[o] = f"b{fd['block']}"
@@ -131,8 +192,9 @@ def _units(opg, mode, keep):
     return unit
 
 
-def recompute(opg, mode="none"):
-    """A copy of training graph ``opg`` with recomputation ``mode`` (see the module docstring)."""
+def recompute(opg, mode="none", checkpoints_=()):
+    """A copy of training graph ``opg`` with recomputation ``mode`` (see the module docstring);
+    ``checkpoints_``: the layer or block names of mode ``checkpoints``."""
     if mode not in MODES:
         raise ValueError(f"unknown recompute mode {mode!r}; choose from {', '.join(MODES)}")
     if mode == "none":
@@ -141,7 +203,7 @@ def recompute(opg, mode="none"):
     if "bwd" not in phases:
         raise ValueError(f"{opg.name}: recomputation needs a training graph (no backward ops)")
     produced = _fwd_produced(opg)
-    keep = checkpoints(opg, mode)
+    keep = checkpoints(opg, mode, checkpoints_)
     unit_of = _units(opg, mode, keep)
     out = OpGraph(opg.name if mode == "none" else f"{opg.name}+rc-{mode}", batch=opg.batch)
     for t in opg.tensors.values():

@@ -2,10 +2,15 @@
 
     ipusim chips
     ipusim models
-    ipusim compile MODEL [--train] [--batch N] [--chip gc2|gc200|bow|FILE.toml] [--ipus N]
+    ipusim presets
+    ipusim layers MODEL [--train]
+    ipusim compile MODEL [--train] [--batch N] [--micro-batches M] [--chip gc2|gc200|bow|FILE.toml] [--ipus N]
                          [--dtype fp32|fp16|int8] [--partials fp32|fp16] [--json PATH]
-                         [--recompute none|blocks|sqrt|all] [--accumulate N] [--offload optimizer,weights]
+                         [--recompute none|blocks|sqrt|all] [--recompute-checkpoints LAYER,...]
+                         [--offload optimizer,weights] [--available-memory-proportion P|P0,P1,...] ...
     ipusim simulate MODEL [same options] [--json PATH] [--trace PATH]
+    ipusim simulate --preset NAME [options that override the preset's]
+    ipusim validate [--slow] [--write docs/validation.md]
 
 MODEL is a built-in name (``ipusim models``) or a path to an ``.onnx`` file.  The run
 options come from :class:`simulator.config.RunConfig` (:mod:`ipusim_cli.options`); each
@@ -18,11 +23,13 @@ import importlib
 import sys
 
 import models
+from compiler.recompute import layer_names
 from hardware.chips import get_chip, list_chips
+from simulator.config import list_presets, load_preset
 from simulator.run import run
 
 from .commands import COMMANDS
-from .options import add_run_options, check_output_path, config_from_args
+from .options import add_run_options, check_output_path, config_from_args, flag_message
 from .text import summary
 
 
@@ -30,8 +37,13 @@ def cmd_multichip(r):
     """Print what a run on several chips (shard, pipeline, replicate) gave."""
     cfg, rep = r.config, r.report
     s, mc = rep["sim"], rep.get("multichip", {})
-    print(f"model     {rep['model'].get('name', cfg.model)}: batch {cfg.batch}, "
-          f"{'training' if cfg.train else 'inference'}, {cfg.dtype}")
+    m = rep["model"]
+    print(f"model     {m.get('name', cfg.model)}: batch {cfg.batch} per replica per update "
+          f"({mc.get('micro_batches')} micro-batches of {m.get('micro_batch')}), "
+          f"{'training' if cfg.train else 'inference'}, {cfg.dtype}"
+          + (f", recompute {m['recompute']}" if m.get("recompute", "none") != "none" else "")
+          + (f", offload {'+'.join(m['offload'])}" if m.get("offload") else "")
+          + (", replicated tensor sharding" if mc.get("replicated_tensor_sharding") else ""))
     print(f"chips     {cfg.ipus} x {rep['chip']['name']}, mode {cfg.mode}: {mc.get('stages')} stages x "
           f"{mc.get('replicas')} replicas, {mc.get('micro_batches')} micro-batches, schedule {mc.get('schedule')}")
     for st in mc.get("per_stage", []):
@@ -39,7 +51,8 @@ def cmd_multichip(r):
               f"{st['vertices']:,} vertices, fwd {st['fwd_cycles']:,.0f} / bwd {st['bwd_cycles']:,.0f} / update "
               f"{st['update_cycles']:,.0f} cycles, {'fits' if st['memory'].get('fits') else 'DOES NOT FIT'} "
               f"(peak tile {st['memory'].get('peak_tile_bytes', 0):,} B)")
-    print(f"time      {s['step_seconds'] * 1e3:.3f} ms per step, {s['samples_per_second']:,.1f} samples/s, "
+    print(f"time      {s['step_seconds'] * 1e3:.3f} ms per step, {s['samples_per_second']:,.1f} samples/s "
+          f"({s['samples_per_second_per_replica']:,.1f} per replica, {s['samples_per_second_per_chip']:,.1f} per chip), "
           f"bubble {s['bubble_fraction']:.0%}, link bytes {s['link_bytes']:,}, "
           f"host transfer hidden {s['hidden_transfer_fraction']:.0%}")
 
@@ -76,9 +89,37 @@ def cmd_models(args):
         print(n)
 
 
+def cmd_presets(args):
+    """One line per shipped run configuration: its name, what it is, and what the real system measured."""
+    names = list_presets()
+    w = max(map(len, names), default=0)
+    for n in names:
+        p = load_preset(n)
+        m = p.get("measured", {})
+        meas = f" [measured {m['throughput']:,} {m.get('unit', 'samples/s')} per {m.get('per', 'chip')}]" if m else ""
+        print(f"{n:<{w}}  {p.get('title', '')}{meas}")
+
+
+def cmd_layers(args):
+    """The forward layer names of a model, then its repeated blocks: what --pipeline-splits and
+    --recompute-checkpoints may name, and what --layers-per-chip counts."""
+    og = models.load(args.model, batch=1, train=args.train)
+    blocks = set(og.op(o)["block"] for o in og.ops() if og.op(o)["block"] is not None)
+    names = layer_names(og)
+    layers = [n for n in names if n not in blocks]
+    print(f"{og.name}: {len(layers)} layers, {len(blocks)} repeated blocks (--layers-per-chip counts these)")
+    for n in names:
+        print(("block  " if n in blocks else "layer  ") + n)
+
+
 def _core_commands(sub):
     sub.add_parser("chips", help="list chip presets")
     sub.add_parser("models", help="list built-in models")
+    sub.add_parser("presets", help="list the shipped run configurations (--preset NAME)")
+    p = sub.add_parser("layers", help="list a model's layer and block names (for --pipeline-splits, "
+                                      "--recompute-checkpoints, --layers-per-chip)")
+    p.add_argument("model", help="built-in model name or an .onnx file")
+    p.add_argument("--train", action="store_true", help="the training graph's forward layers")
     p = sub.add_parser("compile", help="compile a model and report graph size and memory")
     add_run_options(p)
     p.add_argument("--json", help="write the report here")
@@ -86,7 +127,8 @@ def _core_commands(sub):
     add_run_options(p)
     p.add_argument("--json", help="write the report here")
     p.add_argument("--trace", help="write a Chrome trace (Perfetto) JSON here")
-    return {"chips": cmd_chips, "models": cmd_models, "compile": cmd_compile,
+    return {"chips": cmd_chips, "models": cmd_models, "presets": cmd_presets, "layers": cmd_layers,
+            "compile": cmd_compile,
             "simulate": lambda a: cmd_compile(a, simulate=True)}
 
 
@@ -106,7 +148,7 @@ def main(argv=None):
         rc = handlers[args.cmd](args)
     except (ValueError, KeyError, FileNotFoundError) as e:
         # our errors name the file / node / tensor / tile / option; no traceback for bad input
-        msg = e.args[0] if e.args else str(e)
+        msg = flag_message(str(e.args[0]) if e.args else str(e))
         print(f"ipusim: error: {msg}", file=sys.stderr)
         return 2
     return rc if isinstance(rc, int) else 0

@@ -15,6 +15,8 @@ COMMANDS = {
     "plot": ("sweep", "draw the Pareto front of sweep results as interactive HTML"),
     "explore": ("explore", "interactive trade-off explorer in the browser (local Dash app)"),
     "render": ("render", "draw a model's whole compute graph (every vertex) as PNG / SVG"),
+    "validate": ("validate", "run every validation row (simulator vs published figures), print the table, "
+                             "write docs/validation.md"),
 }
 
 

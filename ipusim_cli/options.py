@@ -4,6 +4,11 @@ An option is declared once, as a field of the configuration (its help, choices a
 live in the field's metadata); this module turns the fields into argparse flags and an
 argparse namespace back into a configuration.  Output paths (``--json``, ``--trace``) are
 not run options: each command adds its own.
+
+``--preset NAME`` starts from a shipped run configuration (``ipusim presets``); the flags
+given beside it override its options.  So that a flag given with its default value still
+overrides, the flags have no argparse defaults: an option not given is absent from the
+namespace, and the configuration (or the preset) supplies it.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import argparse
 import dataclasses
 import os
 
-from simulator.config import ConfigError, RunConfig
+from simulator.config import ConfigError, RunConfig, list_presets
 
 
 def _flag(f) -> str:
@@ -19,15 +24,18 @@ def _flag(f) -> str:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Add one flag per command-line field of :class:`RunConfig` (and the positional MODEL)."""
+    """Add one flag per command-line field of :class:`RunConfig`, the positional MODEL and ``--preset``."""
+    p.add_argument("--preset", default=argparse.SUPPRESS, metavar="NAME",
+                   help=f"start from a shipped run configuration ({', '.join(list_presets())}; "
+                        "`ipusim presets`); the other flags override it")
     for f in dataclasses.fields(RunConfig):
         meta = f.metadata
         if not meta.get("cli", True):
             continue
         default = f.default
-        kw = {"help": meta["help"]}
+        kw = {"help": meta["help"], "default": argparse.SUPPRESS}
         if meta.get("kind") == "positional":
-            p.add_argument(f.name, **kw)
+            p.add_argument(f.name, nargs="?", **kw)
             continue
         if isinstance(default, bool):
             action = "store_false" if default else "store_true"
@@ -38,21 +46,38 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
         if meta.get("kind") == "list":
-            kw["type"], default = str, ""
+            kw["type"] = str
         else:
             ann = str(f.type)
             kw["type"] = int if ann.startswith("int") else float if ann.startswith("float") else str
-        p.add_argument(_flag(f), dest=f.name, default=default, **kw)
+        p.add_argument(_flag(f), dest=f.name, **kw)
 
 
 def config_from_args(args) -> RunConfig:
-    """The run configuration the flags describe; a bad value names its flag."""
+    """The run configuration the flags describe (over ``--preset``'s); a bad value names its flag."""
+    if getattr(args, "model", None) is None and not getattr(args, "preset", None):
+        raise ConfigError("MODEL: missing: give a built-in model (`ipusim models`), an .onnx file, "
+                          "or --preset NAME (`ipusim presets`)")
     try:
         return RunConfig.from_args(args)
     except ConfigError as e:
-        name = e.args[0].split(":", 1)[0]
+        msg = e.args[0]
+        if msg.startswith("preset ") and ": " in msg:      # "preset NAME: field: ..." -> "field: ..."
+            msg = msg.split(": ", 1)[1]
+        name = msg.split(":", 1)[0]
         f = next((f for f in dataclasses.fields(RunConfig) if f.name == name), None)
-        raise ConfigError(f"{_flag(f)}{e.args[0][len(name):]}" if f is not None else e.args[0]) from None
+        if name == "preset":
+            raise ConfigError("--preset" + msg[len(name):]) from None
+        raise ConfigError(f"{_flag(f)}{msg[len(name):]}" if f is not None else e.args[0]) from None
+
+
+def flag_message(msg: str) -> str:
+    """An error message that starts with a run option's field name, with the field's flag instead
+    (``recompute_checkpoints: ...`` -> ``--recompute-checkpoints: ...``)."""
+    name = msg.split(":", 1)[0]
+    f = next((f for f in dataclasses.fields(RunConfig) if f.name == name and f.metadata.get("cli", True)
+              and f.metadata.get("kind") != "positional"), None)
+    return f"{_flag(f)}{msg[len(name):]}" if f is not None else msg
 
 
 def check_output_path(path, what="--json"):

@@ -26,7 +26,7 @@ def cmd_render(args):
         raise ValueError(f"unknown level {args.level!r} (choose one of {', '.join(LEVELS)})")
     if args.color not in COLORS:
         raise ValueError(f"unknown color {args.color!r} (choose one of {', '.join(COLORS)})")
-    out = args.out or f"{os.path.splitext(os.path.basename(str(args.model)))[0]}_{args.level}.png"
+    out = args.out or f"{os.path.splitext(os.path.basename(str(getattr(cfg.model, 'name', cfg.model))))[0]}_{args.level}.png"
     ext = os.path.splitext(out)[1].lower()
     if ext not in (".png", ".svg"):
         raise ValueError(f"--out must end in .png or .svg, got {out!r}")

@@ -21,7 +21,7 @@ __all__ = ["add_parser", "cmd_report", "cmd_dot"]
 
 def cmd_report(args):
     cfg = config_from_args(args)
-    out = args.html or os.path.join("out", f"{os.path.splitext(os.path.basename(str(args.model)))[0]}_report.html")
+    out = args.html or os.path.join("out", f"{os.path.splitext(os.path.basename(str(getattr(cfg.model, 'name', cfg.model))))[0]}_report.html")
     check_output_path(args.json)
     if args.html:
         check_output_path(out, "--html")
@@ -32,7 +32,7 @@ def cmd_report(args):
         r.to_json(args.json)
         print(f"report    {args.json}")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    info = write_report(r, out, model=args.model, graph_image=not args.no_graph_image,
+    info = write_report(r, out, model=cfg.model, graph_image=not args.no_graph_image,
                         graph_image_path=args.graph_image)
     print(f"html      {out} ({info['bytes'] / 2 ** 20:.1f} MiB, self-contained)")
     if not info["graph_image"]:
@@ -43,13 +43,13 @@ def cmd_report(args):
 def cmd_dot(args):
     cfg = config_from_args(args)
     if args.what == "ops":
-        og = models.load(cfg.model, batch=cfg.batch, train=cfg.train, optimizer=cfg.optimizer,
+        og = models.load(cfg.model, batch=cfg.micro_batch, train=cfg.train, optimizer=cfg.optimizer,
                          model_kw=cfg.model_kw)
         d = op_graph_dot(og, cluster=not args.no_clusters)
     else:
-        c = run(cfg.replace(ipus=1) if cfg.multichip else cfg, simulate=False).compiled
+        c = run(cfg.one_chip() if cfg.multichip else cfg, simulate=False).compiled
         d = program_dot(c.lowered.program, collapse=args.collapse, calls=c.lowered.calls)
-    out = args.out or f"{os.path.splitext(os.path.basename(str(args.model)))[0]}_{args.what}.svg"
+    out = args.out or f"{os.path.splitext(os.path.basename(str(getattr(cfg.model, 'name', cfg.model))))[0]}_{args.what}.svg"
     write(d, out)
     print(f"{args.what:<9} {out}")
     return d

@@ -1,7 +1,8 @@
 """The out-of-memory advisor: when a model does not fit, which options would make it fit.
 
-Each candidate is a change to the run configuration (``--recompute``, a smaller
-``--batch`` with ``--accumulate``, ``--dtype``, ``--offload``, more chips).  By default its
+Each candidate is a change to the run configuration (``--recompute``, smaller
+micro-batches (``--micro-batches``: the same samples per weight update, accumulated; a smaller
+``--batch`` for inference), ``--dtype``, ``--offload``, more chips).  By default its
 effect is an estimate: the op graph's always-live bytes and peak of live activation bytes
 (:func:`compiler.memory.opgraph_memory`) for the current configuration and for the
 candidate, whose ratios scale the per-tile categories of the real compile
@@ -29,14 +30,15 @@ def candidates(cfg: RunConfig, training: bool) -> list[tuple[str, dict]]:
     out = []
     if training:
         for m in ("blocks", "sqrt", "all"):
-            if cfg.recompute == "none" or (cfg.recompute != m and m == "all"):
-                out.append((f"--recompute {m}", {"recompute": m}))
-    b = cfg.batch
+            if cfg.recompute_mode == "none" or (cfg.recompute_mode != m and m == "all"):
+                out.append((f"--recompute {m}", {"recompute": m, "recompute_checkpoints": ()}))
+    b = cfg.micro_batch
     while b > 1:
         b //= 2
-        k = cfg.batch // b * cfg.accumulate
-        if training:
-            out.append((f"--batch {b} --accumulate {k}", {"batch": b, "accumulate": k}))
+        if training:        # the same samples per weight update in more, smaller micro-batches
+            if cfg.batch % b == 0:
+                k = cfg.batch // b
+                out.append((f"--batch {cfg.batch} --micro-batches {k}", {"micro_batches": k}))
         else:
             out.append((f"--batch {b}", {"batch": b}))
     if cfg.dtype == "fp32":
@@ -68,13 +70,13 @@ def suggestions(cfg: RunConfig, og, mem, chip, *, rebuild: Callable | None = Non
 
     def opgraph_for(o):
         g = og
-        if o.batch != cfg.batch:
+        if o.micro_batch != cfg.micro_batch:
             if isinstance(model, str) or callable(model):
-                g = models.load(model, batch=o.batch, train=cfg.train, optimizer=cfg.optimizer,
+                g = models.load(model, batch=o.micro_batch, train=cfg.train, optimizer=cfg.optimizer,
                                 model_kw=cfg.model_kw)
             else:
                 return None
-        return apply_recompute(g, o.recompute) if training else g
+        return apply_recompute(g, o.recompute_mode, o.recompute_checkpoints) if training else g
 
     def est(o):
         g = opgraph_for(o)
@@ -96,7 +98,7 @@ def suggestions(cfg: RunConfig, og, mem, chip, *, rebuild: Callable | None = Non
         rb = DTYPE_BYTES.get(o.dtype, 4) / DTYPE_BYTES.get(cfg.dtype, 4)
         t = estimate_tiles(mem, r_always=e["always"] / max(base["always"], 1),
                            r_live=e["peak"] / max(base["peak"], 1),
-                           r_exchange=(o.batch / cfg.batch) * rb, r_state=e["ops"] / max(base["ops"], 1),
+                           r_exchange=(o.micro_batch / cfg.micro_batch) * rb, r_state=e["ops"] / max(base["ops"], 1),
                            r_all=cfg.ipus / o.ipus)
         return float(t.max()), int((t > sram).sum()), "estimate (op-graph liveness scaled by this compile's per-tile categories)"
 

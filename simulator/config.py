@@ -18,7 +18,9 @@ simulator.config.ConfigError: batch: must be an integer >= 1, got 0
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from hardware.chips import VALUE_FIELDS, Chip, get_chip
@@ -26,6 +28,8 @@ from hardware.chips import VALUE_FIELDS, Chip, get_chip
 MODES = ("shard", "pipeline", "replicate", "pipeline+replicate", "spread")
 RECOMPUTE_MODES = ("none", "blocks", "sqrt", "all")
 OFFLOADABLE = ("optimizer", "weights")
+#: run configurations shipped with the package (``ipusim presets``), one TOML file each
+PRESETS_DIR = Path(__file__).with_name("presets")
 
 
 class ConfigError(ValueError):
@@ -46,7 +50,7 @@ class RunConfig:
 
     model: Any = _opt("mnist-mlp", "built-in model name (see `ipusim models`) or an .onnx file", kind="positional")
     chip: Any = _opt("gc200", "preset (gc2, gc200, bow) or a chip .toml file")
-    batch: int = _opt(1, "samples per step (over all replicas)")
+    batch: int = _opt(1, "samples per replica per weight update (split into --micro-batches)")
     train: bool = _opt(False, "compile the training step (loss, backward, update)")
     optimizer: str = _opt("sgd", "training: the weight update", choices=("sgd", "adam", "lamb"))
     dtype: str = _opt("fp32", "weights and activations (int8: inference)", choices=("fp32", "fp16", "int8"))
@@ -56,21 +60,37 @@ class RunConfig:
     mode: str = _opt("shard", "how --ipus N chips are used: shard (layers split over the chips, run in turn), "
                      "pipeline, replicate, pipeline+replicate, or spread (one graph over all their tiles)",
                      choices=MODES)
-    replicas: int | None = _opt(None, "replication: data-parallel copies")
-    micro_batches: int | None = _opt(None, "pipelining: micro-batches per step")
+    replicas: int | None = _opt(None, "replication: data-parallel copies (each all-reduces once per weight update)")
+    micro_batches: int | None = _opt(None, "micro-batches each --batch is split into: on one chip, gradient "
+                                     "accumulation over M micro-batches of batch/M; in a pipeline, M micro-batches "
+                                     "through the stages (default: 1; pipeline: the largest divisor of the batch "
+                                     "up to 2 x stages)", metavar="M")
     placement: str = _opt("auto", "pipeline stage placement", choices=("auto", "even"))
     schedule: str = _opt("1f1b", "pipeline schedule", choices=("1f1b", "gpipe"))
     recompute: str = _opt("none", "training: recompute forward activations before the backward pass "
                           "(docs/memory.md)", choices=RECOMPUTE_MODES)
-    accumulate: int = _opt(1, "training: accumulate gradients over N micro-batches of --batch, then update once",
-                           metavar="N")
+    accumulate: int = _opt(1, "old spelling: --batch B --accumulate N is --batch B*N --micro-batches N "
+                           "(N micro-batches of B, one update)", metavar="N")
+    recompute_checkpoints: tuple = _opt((), "training: recompute from these layers' outputs (layer or block "
+                                        "names, comma-separated): their activations are kept, each segment "
+                                        "between two is recomputed before its backward pass, the last one is kept",
+                                        metavar="LAYER,...", kind="list")
+    layers_per_chip: tuple = _opt((), "pipeline / shard: repeated blocks (encoder layers, bottlenecks) per stage, "
+                                  "e.g. 3,7,7,7; what comes before the first block goes with stage 0, what comes "
+                                  "after the last with the last stage", metavar="N,...", kind="list")
+    pipeline_splits: tuple = _opt((), "pipeline / shard: the layers (or blocks) after which a new stage starts, "
+                                  "comma-separated (one fewer than the stages)", metavar="LAYER,...", kind="list")
+    replicated_tensor_sharding: bool = _opt(False, "replication: split optimizer state and the weight update "
+                                            "over the replicas (reduce-scatter the gradients, update 1/R each, "
+                                            "all-gather the weights)")
     offload: tuple = _opt((), "keep optimizer state and / or weights in streaming memory (comma-separated)",
                           metavar="optimizer|weights", kind="list")
     fuse: bool = _opt(True, "fuse element-wise ops into their producers", flag="--no-fuse")
     functions: bool = _opt(True, "place repeated blocks once as graph functions (else inline them)",
                            flag="--no-functions")
-    available_memory_proportion: float = _opt(0.6, "share of a tile a convolution or matmul plan may use "
-                                              "for its temporaries")
+    available_memory_proportion: Any = _opt(0.6, "share of a tile a convolution or matmul plan may use "
+                                            "for its temporaries, in (0, 1]: one value, or one per pipeline "
+                                            "stage (comma-separated)", metavar="P|P0,P1,...", kind="list")
     verify_suggestions: bool = _opt(False, "when it does not fit, recompile each suggestion instead of "
                                     "estimating it")
     suggest: bool = _opt(True, "when it does not fit, say what would", cli=False)
@@ -84,6 +104,13 @@ class RunConfig:
         for name in ("replicas", "micro_batches"):
             if getattr(self, name) is not None:
                 set_(name, _int(name, getattr(self, name), 1))
+        if self.accumulate > 1:     # the old spelling, same meaning: N micro-batches of --batch, one update
+            if self.micro_batches is not None:
+                raise ConfigError(f"accumulate: the old spelling of --micro-batches (--batch B --accumulate N "
+                                  f"is --batch B*N --micro-batches N); give one, not both")
+            set_("micro_batches", self.accumulate)
+            set_("batch", self.batch * self.accumulate)
+            set_("accumulate", 1)
         if self.recompute in (None, False):
             set_("recompute", "none")
         for f in dataclasses.fields(self):
@@ -91,23 +118,31 @@ class RunConfig:
             v = getattr(self, f.name)
             if ch and v is not None and v not in ch:
                 raise ConfigError(f"{f.name}: {v!r} is not one of {', '.join(map(str, ch))}")
-        for name in ("train", "fuse", "functions", "verify_suggestions", "suggest"):
+        for name in ("train", "fuse", "functions", "verify_suggestions", "suggest", "replicated_tensor_sharding"):
             v = getattr(self, name)
             if not isinstance(v, bool):
                 raise ConfigError(f"{name}: must be true or false, got {v!r}")
-        amp = self.available_memory_proportion
-        if isinstance(amp, bool) or not isinstance(amp, (int, float)) or not 0 < amp <= 1:
-            raise ConfigError(f"available_memory_proportion: must be a number in (0, 1], got {amp!r}")
-        set_("available_memory_proportion", float(amp))
+        set_("available_memory_proportion", _proportion(self.available_memory_proportion))
         set_("offload", _offload(self.offload))
+        set_("recompute_checkpoints", _names("recompute_checkpoints", self.recompute_checkpoints))
+        set_("pipeline_splits", _names("pipeline_splits", self.pipeline_splits))
+        set_("layers_per_chip", tuple(_int("layers_per_chip", v, 1)
+                                      for v in _names("layers_per_chip", self.layers_per_chip)))
         if not (isinstance(self.chip, (str, Chip))):
             raise ConfigError(f"chip: must be a preset name, a .toml path or a Chip, got {self.chip!r}")
         if self.model is None or (isinstance(self.model, str) and not self.model):
             raise ConfigError("model: missing (a built-in name or an .onnx file)")
         if self.dtype == "int8" and self.train:
             raise ConfigError("dtype: int8 is for inference only (drop --train or use fp16)")
-        if self.multichip:
-            self.layout()
+        if self.recompute_checkpoints:
+            if not self.train:
+                raise ConfigError("recompute_checkpoints: recomputation needs a training run (--train)")
+            if self.recompute != "none":
+                raise ConfigError(f"recompute_checkpoints: the checkpoints are the recomputation; drop "
+                                  f"--recompute {self.recompute} (or drop the checkpoints)")
+        if self.layers_per_chip and self.pipeline_splits:
+            raise ConfigError("layers_per_chip: give the stages by block counts or by --pipeline-splits, not both")
+        self.layout()
 
     # -- derived ------------------------------------------------------------------------
     @property
@@ -115,17 +150,33 @@ class RunConfig:
         """True when the chips run separate graphs (shard, pipeline, replicate): simulator.multichip."""
         return self.ipus > 1 and self.mode != "spread"
 
+    @property
+    def recompute_mode(self) -> str:
+        """The recomputation that runs: ``"checkpoints"`` when checkpoints are named, else ``recompute``."""
+        return "checkpoints" if self.recompute_checkpoints else self.recompute
+
+    @property
+    def micro_batch(self) -> int:
+        """Samples per micro-batch: the batch size each chip's graph is compiled for."""
+        return self.batch // self.layout()[2]
+
+    def proportion_of_stage(self, stage: int = 0) -> float:
+        """The available memory proportion of pipeline stage ``stage`` (the one value if one is given)."""
+        amp = self.available_memory_proportion
+        return amp[stage] if isinstance(amp, tuple) else amp
+
     def layout(self) -> tuple[int, int, int]:
-        """``(stages, replicas, micro-batches)`` of a run on several chips; raises ConfigError for an
-        impossible combination.  Cheap: nothing is loaded."""
+        """``(stages, replicas, micro-batches)``: the chips of one replica in turn, the data-parallel
+        copies, and the micro-batches each replica's ``batch`` is split into (one graph: ``(1, 1, M)``).
+        Raises ConfigError for an impossible combination.  Cheap: nothing is loaded."""
         mode, ipus, batch = self.mode, self.ipus, self.batch
-        if mode == "spread" or ipus == 1:     # one graph (over all the chips' tiles)
-            return 1, 1, 1
-        if mode == "shard":
+        if not self.multichip:     # one graph (over all the chips' tiles): M micro-batches accumulated
+            S, R, M = 1, 1, self.micro_batches or 1
+        elif mode == "shard":      # the whole batch through the chips in turn
             S, R, M = ipus, 1, 1
         elif mode == "pipeline":
             S, R = ipus, 1
-            M = self.micro_batches or min(batch, 2 * ipus)
+            M = self.micro_batches or _divisor_up_to(batch, 2 * S)
         elif mode == "replicate":
             R = self.replicas or ipus
             S = ipus // R
@@ -133,13 +184,45 @@ class RunConfig:
         else:
             R = self.replicas or 2
             S = ipus // R
-            M = self.micro_batches or min(max(batch // R, 1), 2 * S)
-        if S < 1 or S * R != ipus:
+            M = self.micro_batches or _divisor_up_to(batch, 2 * S)
+        if self.multichip and (S < 1 or S * R != ipus):
             raise ConfigError(f"replicas: --ipus {ipus} cannot hold {R} replicas of whole stages "
                               f"(the replicas must divide the {ipus} chips)")
-        if batch % (R * M):
-            raise ConfigError(f"batch: {batch} is not divisible by replicas x micro-batches = {R} x {M}")
+        if batch % M:
+            raise ConfigError(f"batch: {batch} samples per replica cannot be split into {M} micro-batches "
+                              f"(--micro-batches must divide --batch)")
+        staged = self.multichip and S > 1
+        for name, n, want in (("layers_per_chip", len(self.layers_per_chip), S),
+                              ("pipeline_splits", len(self.pipeline_splits), S - 1)):
+            if not n:
+                continue
+            if not staged:
+                raise ConfigError(f"{name}: needs several stages (--ipus N with --mode shard, pipeline or "
+                                  f"pipeline+replicate); this run has one graph per chip")
+            if n != want:
+                k = n if name == "layers_per_chip" else n + 1
+                raise ConfigError(f"{name}: {n} value{'s' if n != 1 else ''} make{'s' if n == 1 else ''} {k} "
+                                  f"stages, but --ipus {ipus} in mode {mode} has {S} chips per replica "
+                                  f"({want} value{'s' if want != 1 else ''} needed)")
+        amp = self.available_memory_proportion
+        if isinstance(amp, tuple) and len(amp) != S:
+            raise ConfigError(f"available_memory_proportion: {len(amp)} values for {S} chip"
+                              f"{'s' if S > 1 else ''} per replica (give one value, or one per pipeline stage)")
+        if self.replicated_tensor_sharding:
+            if R < 2:
+                raise ConfigError("replicated_tensor_sharding: needs replicas (--mode replicate or "
+                                  "pipeline+replicate with 2 or more replicas)")
+            if not self.train:
+                raise ConfigError("replicated_tensor_sharding: shards the optimizer state; needs --train")
         return S, R, M
+
+    def one_chip(self) -> "RunConfig":
+        """The same run on one chip: one replica, its samples per update in the same micro-batches
+        (accumulated), the first stage's memory proportion."""
+        return self.replace(ipus=1, mode="shard", replicas=None, replicated_tensor_sharding=False,
+                            layers_per_chip=(), pipeline_splits=(),
+                            available_memory_proportion=self.proportion_of_stage(0),
+                            micro_batches=self.layout()[2])
 
     def get_chip(self) -> Chip:
         """The chip as a :class:`hardware.chips.Chip` (a preset or TOML file is loaded)."""
@@ -154,13 +237,30 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def preset(cls, name: str, **overrides) -> "RunConfig":
+        """A shipped run configuration by name (``ipusim presets``; or a preset ``.toml`` file), with
+        ``overrides`` (option names or chip fields) on top:
+        ``RunConfig.preset("mlperf-v1.0-resnet50-pod16", ipus=1, replicas=None)``."""
+        return cls.from_dict(dict(load_preset(name)["run"]) | overrides, source=f"preset {name}")
+
+    from_preset = preset
+
+    @classmethod
     def from_dict(cls, d: Mapping, source: str = "") -> "RunConfig":
         """From plain values (a sweep point, the explorer's controls, JSON): keys are option names,
-        or chip fields (``tiles``, ``sram_bytes_per_tile``...) that override the chip's values.
+        or chip fields (``tiles``, ``sram_bytes_per_tile``...) that override the chip's values;
+        ``preset``: a preset whose options the other keys override.
 
         ``source`` (a file, a point) is named in errors."""
         d = dict(d)
         where = f"{source}: " if source else ""
+        if d.get("preset"):
+            try:
+                base = dict(load_preset(d.pop("preset"))["run"])
+            except ConfigError as e:
+                raise ConfigError(f"{where}{e.args[0]}") from None
+            d = base | d
+        d.pop("preset", None)
         chip_over = {k: d.pop(k) for k in list(d) if k in VALUE_FIELDS}
         bad = [k for k in d if k not in _NAMES]
         if bad:
@@ -175,8 +275,13 @@ class RunConfig:
 
     @classmethod
     def from_args(cls, ns) -> "RunConfig":
-        """From an argparse namespace whose attributes are named after the fields (the command line)."""
-        return cls(**{n: getattr(ns, n) for n in _NAMES if hasattr(ns, n)})
+        """From an argparse namespace whose attributes are named after the fields (the command line);
+        a ``preset`` attribute names a preset that the other attributes override."""
+        given = {n: getattr(ns, n) for n in _NAMES if hasattr(ns, n)}
+        if getattr(ns, "preset", None):
+            given = {k: v for k, v in given.items() if not (k == "model" and v is None)}
+            return cls.from_dict(given | {"preset": ns.preset})
+        return cls(**given)
 
     def to_dict(self) -> dict:
         """Plain values (the chip by name), e.g. for a report or a cache key."""
@@ -194,6 +299,47 @@ class RunConfig:
 
 
 _NAMES = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def _divisor_up_to(n, k) -> int:
+    """The largest divisor of ``n`` not above ``k`` (default micro-batches of a pipeline)."""
+    return max(d for d in range(1, max(min(n, k), 1) + 1) if n % d == 0)
+
+
+def _names(name, v) -> tuple:
+    """A comma-separated string or a sequence as a tuple of non-empty stripped strings."""
+    if v is None or v == "" or v == ():
+        return ()
+    if isinstance(v, str):
+        v = v.split(",")
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = [v]
+    try:
+        items = [str(x).strip() for x in v]
+    except TypeError:
+        raise ConfigError(f"{name}: expected a comma-separated list, got {v!r}") from None
+    if any(not x for x in items):
+        raise ConfigError(f"{name}: an empty name in {v!r}")
+    return tuple(items)
+
+
+def _proportion(v):
+    """One proportion as a float, or several (one per stage) as a tuple of floats; each in (0, 1]."""
+    name = "available_memory_proportion"
+    vals = _names(name, v) if isinstance(v, (str, list, tuple)) else (v,)
+    if not vals:
+        raise ConfigError(f"{name}: must be a number in (0, 1], got {v!r}")
+    out = []
+    for x in vals:
+        try:
+            f = float(x) if not isinstance(x, bool) else None
+        except (TypeError, ValueError):
+            f = None
+        if f is None or not 0 < f <= 1:
+            where = f" (value {len(out) + 1} of {len(vals)})" if len(vals) > 1 else ""
+            raise ConfigError(f"{name}: must be a number in (0, 1], got {x!r}{where}")
+        out.append(f)
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def _int(name, v, lo):
@@ -216,3 +362,33 @@ def _offload(offload) -> tuple:
     if bad:
         raise ConfigError(f"offload: {bad[0]!r} is not one of {', '.join(OFFLOADABLE)}")
     return offload
+
+
+# -- presets -----------------------------------------------------------------------------------
+def list_presets() -> list[str]:
+    """Names of the shipped run configurations (``simulator/presets/*.toml``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def load_preset(name) -> dict:
+    """A preset file as a dict: ``run`` (the options), ``measured`` (what the real system did,
+    for :mod:`simulator.validation`), ``title``, ``source``...; ``name`` is a shipped preset or
+    a path to a ``.toml`` file written the same way."""
+    name = str(name)
+    path = PRESETS_DIR / f"{name}.toml"
+    if not path.is_file():
+        if name.endswith(".toml") and Path(name).is_file():
+            path = Path(name)
+        else:
+            raise ConfigError(f"preset: {name!r} is not one of {', '.join(list_presets())} "
+                              f"(or a .toml file; `ipusim presets` lists them)")
+    try:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"preset: {path}: {e}") from None
+    if not isinstance(d.get("run"), dict):
+        raise ConfigError(f"preset: {path} has no [run] table of options")
+    d.setdefault("name", path.stem)
+    d["path"] = str(path)
+    return d

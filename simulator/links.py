@@ -13,7 +13,11 @@ equally by its neighbours (``lanes = links_per_chip // degree``, at least 1).
 Its :meth:`Network.allreduce` is a ring all-reduce: ``2 (R - 1)`` rounds, in
 each of which every chip sends ``bytes / R`` to the next chip of the ring, all
 links at once; every round ends with a cross-chip sync and the reduce-scatter
-rounds add the received chunk on the vector units.
+rounds add the received chunk on the vector units.  Its two halves run alone
+for replicated tensor sharding: :meth:`Network.reduce_scatter` (the first
+``R - 1`` rounds: each chip ends with the sum of its ``1/R`` of the gradients)
+and :meth:`Network.all_gather` (the last ``R - 1``: each chip's updated ``1/R``
+of the weights reaches every chip).
 
 :class:`HostLink` is one chip's connection to the host (one transfer at a time:
 ``host_link_latency_s + bytes / host_link_bytes_per_s``, as in the engine).
@@ -130,6 +134,17 @@ class Network:
 
         Returns (link cycles, sync cycles, reduce cycles) spent.
         """
+        return (yield from self._ring(ring, nbytes, label, elem_bytes, gather=True, reduce=True))
+
+    def reduce_scatter(self, ring, nbytes, label="reduce-scatter", elem_bytes=4):
+        """SimPy generator: the reduce-scatter half of :meth:`allreduce` (``R - 1`` rounds)."""
+        return (yield from self._ring(ring, nbytes, label, elem_bytes, gather=False, reduce=True))
+
+    def all_gather(self, ring, nbytes, label="all-gather", elem_bytes=4):
+        """SimPy generator: the all-gather half of :meth:`allreduce` (``R - 1`` rounds, no additions)."""
+        return (yield from self._ring(ring, nbytes, label, elem_bytes, gather=True, reduce=False))
+
+    def _ring(self, ring, nbytes, label, elem_bytes, *, gather, reduce):
         env, chip = self.env, self.chip
         R = len(ring)
         if R < 2 or nbytes <= 0:
@@ -141,13 +156,14 @@ class Network:
         per_cycle = max(chip.vector_bytes_per_cycle // elem_bytes, 1)
         add = per_tile_elems / per_cycle + chip.vertex_overhead_cycles
         link_c = sync_c = red_c = 0.0
-        for rnd in range(2 * (R - 1)):
+        rounds = ([True] * (R - 1) if reduce else []) + ([False] * (R - 1) if gather else [])
+        for rnd, adds in enumerate(rounds):
             t0 = env.now
             procs = [env.process(self.send(ring[i], ring[(i + 1) % R], chunk, f"{label} round {rnd}"))
                      for i in range(R)]
             yield env.all_of(procs)
             link_c += env.now - t0
-            if rnd < R - 1:
+            if adds:
                 yield env.timeout(add)
                 red_c += add
             yield env.timeout(sync)
@@ -156,5 +172,6 @@ class Network:
 
     @staticmethod
     def allreduce_bytes_per_chip(nbytes, R) -> float:
-        """Bytes each chip sends in a ring all-reduce: 2 (R - 1) / R x nbytes."""
+        """Bytes each chip sends in a ring all-reduce: 2 (R - 1) / R x nbytes (half of it in each
+        of the reduce-scatter and the all-gather)."""
         return 2.0 * (R - 1) / R * nbytes if R > 1 else 0.0

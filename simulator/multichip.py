@@ -6,17 +6,29 @@ more training (or inference) steps:
 * ``mode="shard"``: the layers are split over the chips (compiler/partition.py)
   and the whole batch runs through them in turn: one chip works at a time.
 * ``mode="pipeline"``: the same stages, but the batch is cut into
-  ``micro_batches`` that flow through the stages; a training step is the
+  ``micro_batches`` that flow through the stages (the stages come from the
+  placement, or from ``layers_per_chip`` / ``pipeline_splits``); a training step is the
   1F1B schedule (``schedule="1f1b"``: fill with forwards, then one forward /
   one backward in the steady state, then drain the backwards) or GPipe's
   (``schedule="gpipe"``: all forwards, then all backwards).  Gradients are
   accumulated over the micro-batches; the optimizer runs once per step.
 * ``mode="replicate"``: ``replicas`` data-parallel copies, each on
-  ``ipus / replicas`` chips (1 by default) with ``batch / replicas`` samples;
-  the gradients are all-reduced over the chip-to-chip links (ring: each chip
-  sends ``2 (R - 1) / R`` x its gradient bytes) before the update.
+  ``ipus / replicas`` chips (1 by default) with ``batch`` samples per weight
+  update, in ``micro_batches`` micro-batches run one after the other (gradient
+  accumulation); the gradients are all-reduced over the chip-to-chip links
+  (ring: each chip sends ``2 (R - 1) / R`` x its gradient bytes) once per
+  weight update, before the update.
 * ``mode="pipeline+replicate"``: ``replicas`` pipelines of ``ipus / replicas``
   stages; stage ``s`` of every replica all-reduces with its peers.
+* ``replicated_tensor_sharding``: instead of the all-reduce, a reduce-scatter of
+  the gradients, the update of each replica's ``1/R`` of the weights (its
+  ``1/R`` of the optimizer state, in streaming memory with ``offload``), then an
+  all-gather of the updated weights; each chip holds ``1/R`` of the state.
+
+Recomputation (``recompute``, ``recompute_checkpoints``) is applied to the whole
+graph before it is cut (the recomputed ops run in the backward phase of their
+layer's stage); ``offload`` is applied to each stage's program; the available
+memory proportion is one value or one per stage.
 
 How the time is computed: every stage is lowered and compiled for ONE chip at
 the micro-batch size with the existing ``lower()`` / ``compile_program()``,
@@ -34,8 +46,8 @@ micro-batch.  Host streams have ``host_buffers`` buffers (prefetch): the host
 moves the next micro-batch while the chip computes; the report says which
 fraction of the host transfer time was hidden.
 
-The throughput ``sim.samples_per_second`` is ``steps x batch`` over the whole
-simulated time: host I/O, pipeline fill and drain, syncs, all-reduce and the
+The throughput ``sim.samples_per_second`` is ``steps x batch x replicas`` over the whole
+simulated time (``samples_per_second_per_replica`` and ``_per_chip`` beside it): host I/O, pipeline fill and drain, syncs, all-reduce and the
 optimizer included, as a user would measure it.
 
     >>> cfg = RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", micro_batches=2, batch=8, train=True)
@@ -59,10 +71,14 @@ import numpy as np
 import simpy
 
 import models
+from compiler import transforms
 from compiler.executable import compile_program
 from compiler.lower import lower
 from compiler.memory import execute_order, memory_report
 from compiler.partition import even_vs_auto, partition
+from compiler.recompute import layer_names, unknown_layer
+from compiler.recompute import recompute as apply_recompute
+from hardware.dtypes import DTYPE_BYTES
 from models.opgraph import OpGraph
 
 from .config import MODES as _ALL_MODES
@@ -72,7 +88,7 @@ from .links import HostLink, Network
 
 #: the modes that run separate graphs on the chips ("spread" is one graph over all their tiles)
 MODES = tuple(m for m in _ALL_MODES if m != "spread")
-_PHASE_OF = {"fwd": "fwd", "loss": "fwd", "bwd": "bwd", "update": "update"}
+_PHASE_OF = {"fwd": "fwd", "loss": "fwd", "recompute": "bwd", "bwd": "bwd", "update": "update"}
 
 
 # -- one stage on one chip --------------------------------------------------------------------
@@ -91,6 +107,8 @@ class StageTiming:
     sim_s: float = 0.0
     flops: float = 0.0
     detail: dict | None = None     # per-tile bytes and liveness curve (``time_stage(detail=True)``)
+    state_bytes: int = 0           # optimizer state on the chip (bytes, all tiles)
+    offload: dict | None = None    # what transforms.offload moved to streaming memory
 
 
 def _no_host_chip(chip):
@@ -127,17 +145,37 @@ def _stage_detail(m, exe, chip) -> dict:
             "not_always_live_peak_bytes": int(m.get("not_always_live_peak_bytes", 0))}
 
 
+def _state_bytes_per_tile(graph) -> np.ndarray:
+    """Bytes of optimizer state (variables of kind ``state``) on each tile of a lowered graph."""
+    out = np.zeros(graph.num_tiles, np.int64)
+    for v in graph.variables:
+        if v.kind != "state" or v.id not in graph.tile_map:
+            continue
+        _, tiles = graph.tile_map.runs(v.id)
+        lens = graph.tile_map.run_lengths(v.id)
+        keep = tiles >= 0
+        np.add.at(out, tiles[keep], lens[keep] * DTYPE_BYTES.get(v.dtype, 4))
+    return out
+
+
 def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
-               use_functions=True, memory=True, detail=False) -> StageTiming:
+               use_functions=True, memory=True, detail=False, offload=(), shards=1) -> StageTiming:
     """Lower, compile and run one stage graph on one chip (see the module docstring).
 
     ``detail=True`` (with ``memory``) keeps the stage's per-tile bytes by category and its
     liveness curve (thinned to :data:`DETAIL_CURVE_POINTS`) in ``StageTiming.detail``.
+    ``offload``: optimizer state and / or weights kept in streaming memory (:func:`compiler.transforms.offload`).
+    ``shards``: replicated tensor sharding over this many replicas: each chip keeps 1/shards of the
+    optimizer state, so the always-live state bytes of every tile shrink by that much in the memory
+    figures (the update phase is scaled in :func:`run_multichip`).
     """
     t0 = time.perf_counter()
     g = stage.graph
     low = lower(g, chip, dtype=dtype, partials=partials, ipus=1,
-                available_memory_proportion=available_memory_proportion, use_functions=use_functions)
+                available_memory_proportion=available_memory_proportion,
+                use_functions=use_functions and "weights" not in offload)
+    moved = transforms.offload(low, offload) if offload else None
+    state = _state_bytes_per_tile(low.graph)
     exe = compile_program(low.graph, low.program)
     mem = {}
     info = None
@@ -148,7 +186,10 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
                    "total_bytes": int(m.get("total_bytes", 0)),
                    "sram_bytes_per_tile": int(m["sram_bytes_per_tile"]), "oom_tiles": int(m.get("oom_tiles", 0)),
                    "worst_tiles": [{k: (int(v) if isinstance(v, (int, float)) else v) for k, v in w.items()}
-                                   for w in m.get("worst_tiles", [])[:5]]}
+                                   for w in m.get("worst_tiles", [])[:5]],
+                   "optimizer_state_bytes": int(state.sum()), "optimizer_state_offloaded": "optimizer" in offload}
+            if shards > 1:
+                _shard_memory(mem, m, state, shards, "optimizer" in offload)
             if detail:
                 info = _stage_detail(m, exe, chip)
             del m
@@ -199,7 +240,28 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
                 t += d
     return StageTiming(stage.index, cycles, split, trace, vertices=low.graph.num_vertices, edges=low.graph.num_edges,
                        supersteps=rep.supersteps, memory=mem, lower_s=t1 - t0, sim_s=t2 - t1,
-                       flops=rep.flops_executed, detail=info)
+                       flops=rep.flops_executed, detail=info, state_bytes=int(state.sum()), offload=moved)
+
+
+def _shard_memory(mem, m, state, shards, offloaded):
+    """Replicated tensor sharding in a stage's memory figures: each replica keeps 1 / ``shards`` of the
+    optimizer state.  On the chip (not offloaded) the state is always live, so every tile loses
+    ``(1 - 1/shards)`` of its state bytes; offloaded, the chip only ever holds the loaded shard and
+    streaming memory keeps 1 / ``shards`` of it (the peak tile is not lowered: the update's load is
+    not where it is)."""
+    keep = 1.0 / shards
+    mem["replicated_tensor_sharding"] = {"replicas": shards, "optimizer_state_bytes_per_replica":
+                                         int(state.sum() * keep)}
+    if offloaded:
+        mem["replicated_tensor_sharding"]["streaming_memory_bytes"] = int(state.sum() * keep)
+        return
+    total = np.asarray(m["per_tile"]["total"], np.float64)
+    sharded = total - state * (1.0 - keep)
+    sram = mem["sram_bytes_per_tile"]
+    mem["unsharded_peak_tile_bytes"] = mem["peak_tile_bytes"]
+    mem["peak_tile_bytes"] = int(min(mem["peak_tile_bytes"], sharded.max() + (mem["peak_tile_bytes"] - total.max())))
+    mem["oom_tiles"] = int((sharded > sram).sum())
+    mem["fits"] = bool(mem["peak_tile_bytes"] <= sram)
 
 
 def _time_one(args):
@@ -211,16 +273,18 @@ def _time_stages(stages, chip, kw, workers=None):
     """Time every stage; several processes when there are several stages and CPUs."""
     n = len(stages)
     workers = min(n, int(workers or os.cpu_count() or 1))
+    amp = kw.get("available_memory_proportion", 0.6)
+    kws = [dict(kw, available_memory_proportion=amp[i] if isinstance(amp, tuple) else amp) for i in range(n)]
     if workers <= 1 or n <= 1:
-        return [time_stage(st, chip, **kw) for st in stages]
+        return [time_stage(st, chip, **k) for st, k in zip(stages, kws)]
     try:
         ctx = mp.get_context("fork")
     except ValueError:        # no fork on this platform
-        return [time_stage(st, chip, **kw) for st in stages]
+        return [time_stage(st, chip, **k) for st, k in zip(stages, kws)]
     # biggest stages first, so the pool stays busy
     order = sorted(range(n), key=lambda i: -len(stages[i].graph))
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        res = list(ex.map(_time_one, [(stages[i], chip, kw) for i in order]))
+        res = list(ex.map(_time_one, [(stages[i], chip, kws[i]) for i in order]))
     out = [None] * n
     for i, r in zip(order, res):
         out[i] = r
@@ -234,7 +298,7 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
 
     ``config.model``: a built-in name, an ONNX path, a builder ``batch -> OpGraph``, or an
     :class:`OpGraph` (then taken as ONE micro-batch: its batch must be ``config.batch /
-    (replicas x micro-batches)``).  ``config.batch``: samples per step over all replicas.
+    micro-batches``).  ``config.batch``: samples per replica per weight update.
     ``config.placement``: ``"auto"`` (balanced by dynamic programming under the memory
     limit) or ``"even"`` (same number of layers per stage); the report always carries both
     estimates.  The keywords are how the simulation runs, not what is run:
@@ -254,25 +318,33 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
         raise ValueError(f"mode: {cfg.mode!r} runs one graph (simulator.run.build); "
                          f"several graphs need one of {', '.join(MODES)}")
     defaults = RunConfig()
-    unsupported = [f for f in ("recompute", "accumulate", "offload", "fuse", "verify_suggestions")
-                   if getattr(cfg, f) != getattr(defaults, f)]
+    unsupported = [f for f in ("fuse", "verify_suggestions") if getattr(cfg, f) != getattr(defaults, f)]
     if unsupported:
         raise ValueError(f"{unsupported[0]}: not supported with --mode {cfg.mode} (separate graphs per chip); "
                          f"use it on one chip or with --mode spread")
     chip = cfg.get_chip()
     mode, batch, dtype = cfg.mode, cfg.batch, cfg.dtype
     S, R, M = cfg.layout()
-    micro = batch // (R * M)
+    micro = batch // M
     model = cfg.model
     if isinstance(model, OpGraph):
         if model.batch != micro:
-            raise ValueError(f"an OpGraph is one micro-batch: its batch {model.batch} != batch / (replicas x "
-                             f"micro-batches) = {micro}")
+            raise ValueError(f"an OpGraph is one micro-batch: its batch {model.batch} != batch / "
+                             f"micro-batches = {micro}")
         og = model
     else:
         og = models.load(model, batch=micro, train=cfg.train, optimizer=cfg.optimizer, model_kw=cfg.model_kw)
     training = any(og.op(n)["phase"] != "fwd" for n in og.graph)
+    if not training:
+        for name, bad in (("recompute", cfg.recompute_mode != "none"), ("offload", "optimizer" in cfg.offload),
+                          ("micro_batches", M > 1 and mode == "replicate")):
+            if bad:
+                raise ValueError(f"{name}: needs a training graph (--train)")
+    if cfg.recompute_mode != "none":
+        og = apply_recompute(og, cfg.recompute_mode, cfg.recompute_checkpoints)
     pipelined = mode in ("pipeline", "pipeline+replicate")
+    if cuts is None:
+        cuts = stage_cuts(og, S, cfg.layers_per_chip, cfg.pipeline_splits)
     part = partition(og, S, chip, placement=cfg.placement, dtype=dtype, pipelined=pipelined, micro_batches=M,
                      cuts=cuts)
     S_asked, S = S, len(part.stages)
@@ -280,18 +352,30 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
         raise ValueError(f"{og.name} splits into at most {S} stages (one layer or more each), not {S_asked}: "
                          f"use at most {S * R} chips for {R} replica{'s' if R > 1 else ''} in mode {mode}")
     t1 = time.perf_counter()
-    kw = dict(dtype=dtype, partials=cfg.partials, available_memory_proportion=cfg.available_memory_proportion,
-              use_functions=cfg.functions, memory=memory, detail=bool(stage_detail and memory))
+    rts = R if (cfg.replicated_tensor_sharding and training) else 1
+    amp = cfg.available_memory_proportion
+    if isinstance(amp, tuple) and len(amp) != S:
+        raise ValueError(f"available_memory_proportion: {len(amp)} values for {S} stages ({og.name} has "
+                         f"fewer layers than chips)")
+    kw = dict(dtype=dtype, partials=cfg.partials, available_memory_proportion=amp,
+              use_functions=cfg.functions, memory=memory, detail=bool(stage_detail and memory),
+              offload=tuple(cfg.offload) if training else (), shards=rts)
     timings = _time_stages(part.stages, chip, kw, workers)
+    if rts > 1:
+        for tm in timings:
+            _shard_update(tm, rts)
     t2 = time.perf_counter()
     schedule = cfg.schedule
     sim = _MultiChipSim(part, timings, chip, S=S, R=R, M=M, training=training, steps=int(steps),
-                        schedule=schedule if pipelined else "1f1b", host_buffers=host_buffers, dtype=dtype)
+                        schedule=schedule if pipelined else "1f1b", host_buffers=host_buffers, dtype=dtype,
+                        sharded=rts > 1)
     sim.run()
     t3 = time.perf_counter()
     report = _report(og, part, timings, sim, chip, mode=mode, S=S, R=R, M=M, batch=batch, micro=micro,
                      training=training, dtype=dtype, steps=int(steps), schedule=schedule)
     report["multichip"]["stages_requested"] = S_asked
+    report["multichip"]["replicated_tensor_sharding"] = rts > 1
+    report["model"].update(recompute=cfg.recompute_mode, offload=list(cfg.offload), optimizer=cfg.optimizer)
     if stage_detail:
         report["_stage_memory"] = [t.detail for t in timings]
         for t in timings:
@@ -300,7 +384,8 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
                                                                   pipelined=pipelined)
     if compare_even and S > 1:
         other = "even" if cfg.placement == "auto" else "auto"
-        r2 = run_multichip(cfg.replace(model=og, chip=chip, micro_batches=M, placement=other), steps=steps,
+        r2 = run_multichip(cfg.replace(model=og, chip=chip, micro_batches=M, placement=other, recompute="none",
+                                       recompute_checkpoints=(), layers_per_chip=(), pipeline_splits=()), steps=steps,
                            host_buffers=host_buffers, workers=workers, memory=memory)
         report["multichip"]["placement"]["simulated"] = {
             cfg.placement: {"cuts": part.cuts, "samples_per_second": report["sim"]["samples_per_second"],
@@ -318,11 +403,75 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
     return report
 
 
+def stage_cuts(og, stages, layers_per_chip=(), pipeline_splits=()):
+    """The first unit (forward layer) of each stage, from block counts per stage or from the layers
+    after which a stage ends; None when neither is given (the placement chooses).  ValueError
+    naming the option for a count or a name the model does not have."""
+    if not layers_per_chip and not pipeline_splits:
+        return None
+    units = layer_names(og, blocks=False)
+    pos = {u: i for i, u in enumerate(units)}
+    fwd = [o for o in og.ops() if og.op(o)["phase"] == "fwd"]
+    blocks = []                        # block -> [first unit, last unit]
+    span = {}
+    for o in fwd:
+        d = og.op(o)
+        b = d["block"]
+        if b is None:
+            continue
+        if b not in span:
+            blocks.append(b)
+            span[b] = [pos[d["layer"]], pos[d["layer"]]]
+        span[b][0] = min(span[b][0], pos[d["layer"]])
+        span[b][1] = max(span[b][1], pos[d["layer"]])
+    if layers_per_chip:
+        if len(layers_per_chip) != stages:
+            raise ValueError(f"layers_per_chip: {len(layers_per_chip)} stages given, the run has {stages}")
+        if sum(layers_per_chip) != len(blocks):
+            have = (f"{len(blocks)} repeated blocks ({blocks[0]} .. {blocks[-1]})" if blocks else
+                    "no repeated blocks (name the splits with --pipeline-splits)")
+            raise ValueError(f"layers_per_chip: {','.join(map(str, layers_per_chip))} adds up to "
+                             f"{sum(layers_per_chip)}, but {og.name} has {have}")
+        cuts, k = [0], 0
+        for n in layers_per_chip[:-1]:
+            k += n
+            cuts.append(span[blocks[k]][0])
+        return cuts
+    if len(pipeline_splits) != stages - 1:
+        raise ValueError(f"pipeline_splits: {len(pipeline_splits)} splits make {len(pipeline_splits) + 1} stages, "
+                         f"the run has {stages}")
+    cuts = [0]
+    for name in pipeline_splits:
+        if name in pos:
+            after = pos[name]
+        elif name in span:
+            after = span[name][1]
+        else:
+            raise unknown_layer(og, "pipeline_splits", name)
+        if after + 1 <= cuts[-1] or after + 1 >= len(units):
+            raise ValueError(f"pipeline_splits: {name!r} does not start a new, non-empty stage (the splits "
+                             f"must follow the model's order and leave layers for the last stage)")
+        cuts.append(after + 1)
+    return cuts
+
+
+def _shard_update(tm, shards):
+    """Replicated tensor sharding: each replica updates 1 / ``shards`` of the weights (and streams
+    1 / ``shards`` of the offloaded optimizer state), so the update phase takes 1 / ``shards`` of
+    its time (all of it element-wise work and stream copies)."""
+    k = 1.0 / shards
+    tm.cycles["update"] *= k
+    tm.split["update"] = {key: v * k for key, v in tm.split["update"].items()}
+    tm.steps["update"] = [(n, kind, rel * k, d * k) for n, kind, rel, d in tm.steps["update"]]
+
+
 class _MultiChipSim:
     """The SimPy model of several chips (one process per chip)."""
 
-    def __init__(self, part, timings, chip, *, S, R, M, training, steps, schedule, host_buffers, dtype):
+    def __init__(self, part, timings, chip, *, S, R, M, training, steps, schedule, host_buffers, dtype,
+                 sharded=False):
         self.part, self.timings, self.chip = part, timings, chip
+        self.sharded = sharded
         self.S, self.R, self.M, self.training, self.steps = S, R, M, training, steps
         self.schedule, self.host_buffers, self.dtype = schedule, max(int(host_buffers), 1), dtype
         self.elem_bytes = 2 if dtype == "fp16" else 4
@@ -495,10 +644,12 @@ class _MultiChipSim:
         out += [("B", m) for m in range(M - warm, M)]
         return out
 
-    def _allreduce(self, r, s, step):
-        """Barrier of stage ``s``'s replicas, then one ring all-reduce (run by the last to arrive)."""
+    def _allreduce(self, r, s, step, kind="allreduce"):
+        """Barrier of stage ``s``'s replicas, then one ring collective (run by the last to arrive):
+        ``allreduce`` of the gradients, or with replicated tensor sharding its halves,
+        ``reduce_scatter`` of the gradients before the update and ``all_gather`` of the weights after."""
         env = self.env
-        key = (s, step)
+        key = (s, step, kind)
         b = self.barriers.get(key)
         if b is None:
             b = self.barriers[key] = {"n": 0, "done": env.event()}
@@ -507,9 +658,11 @@ class _MultiChipSim:
         t0 = env.now
         if b["n"] == self.R:
             ring = [self.chip_id(q, s) for q in range(self.R)]
-            res = yield env.process(self.net.allreduce(ring, self.grad_bytes[s], f"allreduce s{s} step {step}",
-                                                       self.elem_bytes))
-            self.allreduce_bytes += Network.allreduce_bytes_per_chip(self.grad_bytes[s], self.R) * self.R
+            op = getattr(self.net, kind)
+            res = yield env.process(op(ring, self.grad_bytes[s], f"{kind.replace('_', '-')} s{s} step {step}",
+                                       self.elem_bytes))
+            sent = Network.allreduce_bytes_per_chip(self.grad_bytes[s], self.R) * self.R
+            self.allreduce_bytes += sent if kind == "allreduce" else sent / 2
             b["done"].succeed(res)
         link_c, sync_c, red_c = yield b["done"]
         waited = env.now - t0 - (link_c + sync_c + red_c)
@@ -517,7 +670,7 @@ class _MultiChipSim:
             self.chip_events[c].append((t0, waited, "wait replicas", "idle"))
             self.stat[c]["idle"] += waited
         t = env.now - (link_c + sync_c + red_c)
-        self.chip_events[c].append((t, link_c + sync_c + red_c, "all-reduce", "link"))
+        self.chip_events[c].append((t, link_c + sync_c + red_c, kind.replace("_", "-"), "link"))
         self.stat[c]["allreduce"] += link_c + sync_c + red_c
 
     def _chip(self, r, s):
@@ -527,10 +680,12 @@ class _MultiChipSim:
                     yield from self._fwd(r, s, step, m)
                 else:
                     yield from self._bwd(r, s, step, m)
-            if self.training:
+            if self.training:       # once per weight update, after all the micro-batches
                 if self.R > 1:
-                    yield from self._allreduce(r, s, step)
+                    yield from self._allreduce(r, s, step, "reduce_scatter" if self.sharded else "allreduce")
                 yield from self._phase(self.chip_id(r, s), s, "update", f"U{step}")
+                if self.R > 1 and self.sharded:
+                    yield from self._allreduce(r, s, step, "all_gather")
 
     # -- results ----------------------------------------------------------------------------------
     def per_ipu(self):
@@ -621,7 +776,8 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
     fits = all(t.memory.get("fits", True) for t in timings)
     return {
         "model": {"name": og.name, "params": int(og.params()), "flops_per_micro_batch": int(og.flops()),
-                  "batch": batch, "micro_batch": micro, "train": bool(training), "dtype": dtype},
+                  "batch": batch, "micro_batch": micro, "samples_per_step": batch * R,
+                  "train": bool(training), "dtype": dtype},
         "chip": {"name": chip.name, "ipus": S * R, "tiles_per_ipu": chip.tiles, "clock_hz": chip.clock_hz},
         "multichip": {"mode": mode, "stages": S, "replicas": R, "micro_batches": M, "schedule": schedule,
                       "steps": steps, "placement": part.summary() | {"method": part.placement},
@@ -633,7 +789,9 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
                    "oom_tiles": sum(t.memory.get("oom_tiles", 0) for t in timings) * R},
         "sim": {"cycles": cycles, "seconds": seconds, "step_cycles": step_cycles,
                 "step_seconds": chip.seconds(step_cycles),
-                "samples_per_second": steps * batch / seconds if seconds else 0.0,
+                "samples_per_second": steps * batch * R / seconds if seconds else 0.0,
+                "samples_per_second_per_replica": steps * batch / seconds if seconds else 0.0,
+                "samples_per_second_per_chip": steps * batch * R / seconds / (S * R) if seconds else 0.0,
                 "compute_cycles": sum(p["compute_cycles"] for p in per),
                 "sync_cycles": sum(p["sync_cycles"] for p in per),
                 "exchange_cycles": sum(p["exchange_cycles"] for p in per),

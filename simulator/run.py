@@ -121,20 +121,24 @@ def build(config, *, simulate=False, **options) -> Compiled:
     cfg = _config(config, options)
     t0 = time.perf_counter()
     chip_obj = cfg.get_chip()
-    batch, ipus, accumulate, offload, recompute = cfg.batch, cfg.ipus, cfg.accumulate, cfg.offload, cfg.recompute
-    og0 = models.load(cfg.model, batch=batch, train=cfg.train, optimizer=cfg.optimizer, model_kw=cfg.model_kw)
+    # --batch samples per weight update, in M micro-batches: the graph is one micro-batch, accumulated M times
+    batch, ipus, offload, recompute = cfg.batch, cfg.ipus, cfg.offload, cfg.recompute_mode
+    accumulate = cfg.layout()[2]
+    micro = batch // accumulate
+    og0 = models.load(cfg.model, batch=micro, train=cfg.train, optimizer=cfg.optimizer, model_kw=cfg.model_kw)
     training = any(og0.op(n)["phase"] != "fwd" for n in og0.graph)
     if recompute != "none" and not training:
-        raise ValueError("--recompute needs a training graph (--train)")
+        raise ValueError("recompute: recomputation needs a training graph (--train)")
     if accumulate > 1 and not training:
-        raise ValueError("--accumulate needs a training graph (--train)")
+        raise ValueError(f"micro_batches: accumulating gradients over {accumulate} micro-batches needs a training "
+                         f"graph (--train); for inference --batch is what one run computes")
     if "optimizer" in offload and not training:
-        raise ValueError("--offload optimizer needs a training graph (--train)")
-    og = apply_recompute(og0, recompute)
+        raise ValueError("offload: --offload optimizer needs a training graph (--train)")
+    og = apply_recompute(og0, recompute, cfg.recompute_checkpoints)
     t1 = time.perf_counter()
     funcs = cfg.functions and "weights" not in offload
     low = lower(og, chip_obj, dtype=cfg.dtype, partials=cfg.partials, ipus=ipus,
-                available_memory_proportion=cfg.available_memory_proportion, use_functions=funcs, fuse=cfg.fuse)
+                available_memory_proportion=cfg.proportion_of_stage(0), use_functions=funcs, fuse=cfg.fuse)
     info = {}
     if offload:
         info["offload"] = transforms.offload(low, offload)
@@ -150,9 +154,9 @@ def build(config, *, simulate=False, **options) -> Compiled:
         mem["suggestions"] = []
     report = {
         "model": {"name": og0.name, "params": int(og0.params()), "flops": int(og.flops()), "ops": len(og),
-                  "batch": batch, "train": bool(training), "dtype": cfg.dtype, "partials": low.partials,
-                  "recompute": recompute, "accumulate": accumulate, "offload": list(offload),
-                  "samples_per_step": batch * accumulate},
+                  "batch": batch, "micro_batch": micro, "train": bool(training), "dtype": cfg.dtype,
+                  "partials": low.partials, "recompute": recompute, "accumulate": accumulate,
+                  "offload": list(offload), "samples_per_step": batch},
         "chip": {"name": chip_obj.name, "ipus": ipus, "tiles": low.graph.num_tiles,
                  "sram_bytes_per_tile": chip_obj.sram_bytes_per_tile, "clock_hz": chip_obj.clock_hz},
         "graph": {"vertices": low.graph.num_vertices, "vertices_executed": executed,
@@ -181,7 +185,7 @@ def build(config, *, simulate=False, **options) -> Compiled:
     if simulate:
         t3 = time.perf_counter()
         rep = Engine(exe, chip_obj, ipus=ipus).run()
-        rep.samples = batch * accumulate
+        rep.samples = batch
         c.sim = rep
         report["sim"] = rep.to_dict()
         report["timing"]["simulate_s"] = time.perf_counter() - t3

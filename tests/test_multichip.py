@@ -1,5 +1,6 @@
 """Several chips: partition, links, sharding / pipelining / replication, sparse layers."""
 import json
+import re
 
 import pytest
 import simpy
@@ -9,7 +10,8 @@ from models import get_model
 from hardware.chips import gc200
 from simulator.links import Network
 from simulator.config import ConfigError, RunConfig
-from simulator.multichip import run_multichip
+import simulator.multichip as mcm
+from simulator.multichip import run_multichip, stage_cuts
 from simulator.run import run
 
 
@@ -100,10 +102,11 @@ def test_ring_allreduce_sends_2_r_minus_1_over_r():
 
 @pytest.fixture(scope="module")
 def runs():
+    # --batch is per replica: 16 samples per step over all the chips in every mode
     out = {}
-    for mode, kw in [("shard", {}), ("pipeline", {"micro_batches": 4}), ("replicate", {}),
-                     ("pipeline+replicate", {"replicas": 2, "micro_batches": 2})]:
-        out[mode] = run_multichip(RunConfig(model="mnist-mlp", ipus=4, mode=mode, batch=16, train=True, **kw))
+    for mode, kw in [("shard", {"batch": 16}), ("pipeline", {"batch": 16, "micro_batches": 4}),
+                     ("replicate", {"batch": 4}), ("pipeline+replicate", {"batch": 8, "replicas": 2, "micro_batches": 2})]:
+        out[mode] = run_multichip(RunConfig(model="mnist-mlp", ipus=4, mode=mode, train=True, **kw))
     return out
 
 
@@ -205,7 +208,7 @@ def test_chrome_trace_tracks(runs, tmp_path):
 def test_bad_mode_and_batch_name_the_option():
     with pytest.raises(ConfigError, match="^mode: 'bogus' is not one of"):
         RunConfig(model="mnist-mlp", ipus=2, mode="bogus", batch=4)
-    with pytest.raises(ConfigError, match="^batch: 4 is not divisible by replicas x micro-batches = 1 x 3"):
+    with pytest.raises(ConfigError, match="^batch: 4 samples per replica cannot be split into 3 micro-batches"):
         RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", micro_batches=3, batch=4)
 
 
@@ -240,5 +243,111 @@ def test_layout_and_strict_stages():
 
 
 def test_an_option_the_multichip_model_does_not_apply_is_refused_by_name():
-    with pytest.raises(ValueError, match="^recompute: not supported with --mode pipeline"):
-        run_multichip(RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=4, train=True, recompute="sqrt"))
+    with pytest.raises(ValueError, match="^fuse: not supported with --mode pipeline"):
+        run_multichip(RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=4, train=True, fuse=False))
+
+
+# -- gradient accumulation with replication, replicated tensor sharding -----------------------------
+def _collectives(r, chip=0):
+    return [e[2] for e in r["_sim"].chip_events[chip] if e[3] == "link" and not e[2].startswith("send")]
+
+
+@pytest.fixture(scope="module")
+def accumulated():
+    cfg = RunConfig(model="mnist-mlp", ipus=2, mode="replicate", batch=8, micro_batches=4, train=True)
+    return {"plain": run_multichip(cfg, steps=2, workers=1),
+            "rts": run_multichip(cfg.replace(replicated_tensor_sharding=True), steps=2, workers=1),
+            "rts_offload": run_multichip(cfg.replace(replicated_tensor_sharding=True, offload="optimizer"), steps=2,
+                                         workers=1)}
+
+
+def test_replicas_all_reduce_once_per_weight_update_not_per_micro_batch(accumulated):
+    r = accumulated["plain"]
+    mc = r["multichip"]
+    assert (mc["replicas"], mc["micro_batches"], r["model"]["micro_batch"]) == (2, 4, 2)
+    assert _collectives(r) == ["allreduce", "allreduce"]          # two steps, one each
+    grad = r["multichip"]["per_stage"][0]["grad_bytes"]
+    assert r["sim"]["allreduce_bytes"] == pytest.approx(2 * 2 * Network.allreduce_bytes_per_chip(grad, 2))
+    # every replica computes 4 forwards and 4 backwards per step
+    names = [e[2] for e in r["_sim"].chip_events[1]]
+    assert sum(n.startswith("F0.") for n in {n.split(" ")[0] for n in names}) == 4
+    assert r["sim"]["samples_per_second"] == pytest.approx(2 * 8 * 2 / r["sim"]["seconds"])
+
+
+def test_replicated_tensor_sharding_reduce_scatters_gradients_and_all_gathers_weights(accumulated):
+    plain, rts = accumulated["plain"], accumulated["rts"]
+    assert _collectives(rts) == ["reduce-scatter", "all-gather"] * 2
+    assert rts["multichip"]["replicated_tensor_sharding"] and not plain["multichip"]["replicated_tensor_sharding"]
+    # the same ring volume over the links: half the all-reduce's rounds each way
+    assert rts["sim"]["allreduce_bytes"] == pytest.approx(plain["sim"]["allreduce_bytes"])
+    assert rts["sim"]["link_bytes"] == pytest.approx(plain["sim"]["link_bytes"])
+    # each replica updates half of the weights
+    assert rts["multichip"]["per_stage"][0]["update_cycles"] == pytest.approx(
+        plain["multichip"]["per_stage"][0]["update_cycles"] / 2)
+
+
+def test_replicated_tensor_sharding_keeps_one_share_of_the_optimizer_state_per_chip(accumulated):
+    plain = accumulated["plain"]["multichip"]["per_stage"][0]["memory"]
+    rts = accumulated["rts"]["multichip"]["per_stage"][0]["memory"]
+    off = accumulated["rts_offload"]["multichip"]["per_stage"][0]["memory"]
+    assert plain["optimizer_state_bytes"] > 0 and "replicated_tensor_sharding" not in plain
+    assert rts["replicated_tensor_sharding"]["optimizer_state_bytes_per_replica"] == plain["optimizer_state_bytes"] // 2
+    assert rts["unsharded_peak_tile_bytes"] == plain["peak_tile_bytes"]
+    assert rts["peak_tile_bytes"] < plain["peak_tile_bytes"]
+    # offloaded: the shard lives in streaming memory
+    assert off["optimizer_state_offloaded"]
+    assert off["replicated_tensor_sharding"]["streaming_memory_bytes"] == plain["optimizer_state_bytes"] // 2
+
+
+def test_replicated_tensor_sharding_needs_replicas_and_training():
+    with pytest.raises(ConfigError, match="^replicated_tensor_sharding: needs replicas"):
+        RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=4, train=True, replicated_tensor_sharding=True)
+    with pytest.raises(ConfigError, match="^replicated_tensor_sharding: .*--train"):
+        RunConfig(model="mnist-mlp", ipus=2, mode="replicate", batch=4, replicated_tensor_sharding=True)
+
+
+# -- stages by layer, per-stage proportion, recomputation on several chips --------------------------
+def test_layers_per_chip_and_pipeline_splits_place_the_cuts():
+    og = get_model("resnet50", batch=1)
+    # ResNet-50's 16 bottlenecks 3 / 4 / 6 / 3: the stem goes with stage 0, the head with the last
+    cuts = stage_cuts(og, 4, layers_per_chip=(3, 4, 6, 3))
+    p = partition(og, 4, gc200, cuts=cuts)
+    assert [s.units[0] for s in p.stages] == ["conv1", "layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1"]
+    assert p.stages[-1].units[-1] == "fc"
+    # the same by naming the layers (or blocks) after which a stage ends
+    assert stage_cuts(og, 4, pipeline_splits=("layer1.2.relu3", "layer2.3", "layer3.5.relu3")) == cuts
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"layers_per_chip": (3, 4, 6, 4)}, "layers_per_chip: 3,4,6,4 adds up to 17, but resnet50 has 16 repeated "
+                                        "blocks"),
+    ({"pipeline_splits": ("layer1.2.relu3", "layer9.0", "layer3.5")}, "pipeline_splits: 'layer9.0' is not a layer "
+                                                                      "or block of resnet50"),
+    ({"pipeline_splits": ("layer3.0", "layer2.0", "layer4.0")}, "pipeline_splits: 'layer2.0' does not start"),
+])
+def test_a_stage_split_the_model_does_not_have_is_named(kw, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        stage_cuts(get_model("resnet50", batch=1), 4, **kw)
+
+
+def test_each_stage_is_compiled_with_its_own_memory_proportion(monkeypatch):
+    seen = []
+    real = mcm.lower
+
+    def spy(g, chip, **kw):
+        seen.append((g.name, kw["available_memory_proportion"]))
+        return real(g, chip, **kw)
+
+    monkeypatch.setattr(mcm, "lower", spy)
+    run_multichip(RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=4, train=True,
+                            available_memory_proportion="0.2,0.45"), steps=1, workers=1, memory=False)
+    assert sorted(seen) == [("mnist-mlp.train.stage0", 0.2), ("mnist-mlp.train.stage1", 0.45)]
+
+
+def test_recomputation_and_offload_run_on_several_chips():
+    cfg = RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=8, train=True)
+    base = run_multichip(cfg, steps=1, workers=1)
+    rc = run_multichip(cfg.replace(recompute="all", offload="optimizer"), steps=1, workers=1)
+    assert rc["model"]["recompute"] == "all" and rc["model"]["offload"] == ["optimizer"]
+    bwd = lambda r: sum(st["bwd_cycles"] for st in r["multichip"]["per_stage"])   # noqa: E731
+    assert bwd(rc) > bwd(base)            # the recomputed forward ops run in the backward phase
