@@ -63,7 +63,12 @@ class Codelet:
     compute: Callable          # (arrays, params) -> dict of output arrays
     flops: Callable = None     # (sizes, dtype, params) -> np.ndarray
     code_bytes: int = 256      # machine code, once per tile that runs it
-    state_bytes_per_field: int = 8   # pointer + size per connected region
+    state_bytes: int = 12      # the vertex's own fields (outer pointers, scalars): once per
+                               # Poplar vertex, see compiler/memory.py ``vertex_state``
+    supervisor: bool = False   # one supervisor vertex per tile and compute set covers all of
+                               # the tile's work (else up to one vertex per worker)
+    worklist_bytes: int = 0    # per partition of the work (one of this table's vertices) and
+                               # kernel row (params["kh"]): the worklist entry it needs
     doc: str = ""
     shared: tuple = ()         # fields whose semantics accept rows shared between vertices
                                # (``arrays[f]`` distinct rows, ``arrays[f + "__rows"]`` which one each reads)
@@ -423,11 +428,11 @@ _TABLE = [
     # reductions
     Codelet("Reduce", (Field("in", IN), Field("out", OUT, dtype="P", vector=False)),
             cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 1.0),
-            compute=_reduce_vec, flops=_ew_flops("in"), code_bytes=192,
+            compute=_reduce_vec, flops=_ew_flops("in"), code_bytes=192, state_bytes=16,
             doc="out = reduce(in) with op add | max, times scale"),
     Codelet("ReducePartials", (Field("in", IN, dtype="P"), Field("out", OUT)),
             cycles=lambda s, d, p, c: vector_cycles(s["in"], "fp32" if p.get("partials") == "fp32" else d, c, 1.0),
-            compute=_reduce_partials, flops=_ew_flops("in"), code_bytes=256,
+            compute=_reduce_partials, flops=_ew_flops("in"), code_bytes=256, state_bytes=16,
             doc="out[j] = reduce_i in[i, j]: sums the partials of a split contraction"),
     # matrix-unit (AMP) vertices
     Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
@@ -435,13 +440,15 @@ _TABLE = [
                                                  * amp_padded(p["cig"], d), d, c),
             compute=_conv_partial, shared=("in", "weights"),
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
-            code_bytes=1024, doc="one row segment of a convolution's output for one channel group, on the AMP "
+            code_bytes=1024, state_bytes=48, supervisor=True, worklist_bytes=6,
+            doc="one row segment of a convolution's output for one channel group, on the AMP "
                                  "(input channel groups padded to the AMP's width)"),
     Codelet("MatMulPartial", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * amp_padded(p["k"], d), d, c),
             compute=_matmul_partial,
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["k"],
-            code_bytes=768, doc="out[m, n] (+)= a[m, k] b[k, n] on the AMP (k padded to the AMP's width)"),
+            code_bytes=768, state_bytes=28, supervisor=True, worklist_bytes=6,
+            doc="out[m, n] (+)= a[m, k] b[k, n] on the AMP (k padded to the AMP's width)"),
     # the same contractions with plain vector MACs (Poplar's horizontal-MAC vertices): no
     # padding, a fraction of the AMP's rate; the planners choose per op
     Codelet("ConvPartialMAC", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
@@ -449,12 +456,14 @@ _TABLE = [
                                                  * p["cig"], d, c),
             compute=_conv_partial, shared=("in", "weights"),
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
-            code_bytes=768, doc="ConvPartial with vector MACs instead of the AMP"),
+            code_bytes=768, state_bytes=48, supervisor=True, worklist_bytes=6,
+            doc="ConvPartial with vector MACs instead of the AMP"),
     Codelet("MatMulPartialMAC", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: mac_cycles(np.asarray(s["out"], np.float64) * p["k"], d, c),
             compute=_matmul_partial,
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["k"],
-            code_bytes=512, doc="MatMulPartial with vector MACs instead of the AMP"),
+            code_bytes=512, state_bytes=28, supervisor=True, worklist_bytes=6,
+            doc="MatMulPartial with vector MACs instead of the AMP"),
     Codelet("Pool", (Field("in", IN), Field("out", OUT)),
             cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["out"], np.float64) * p["kh"] * p["kw"], d, c),
             compute=_pool,

@@ -5,14 +5,16 @@ Categories follow the vendor's memory report (PopVision Graph Analyser):
 * ``always_live_variables``: weights, optimizer and other state, constants;
   they hold their bytes for the whole program;
 * ``not_always_live_variables``: activations, gradients, temporaries, data
-  inputs and offloaded variables while they are resident: the per-tile size
+  inputs and offloaded variables while they are resident, and the exchange
+  temporaries of each compute set (the remote inputs a tile receives for it
+  and the outputs it computes for other tiles, live for that one step, as
+  Poplar's copies into temporaries are): the per-tile size
   of the region the allocator (:mod:`compiler.allocator`) lays them out in,
   reusing bytes between tensors whose lives do not overlap;
 * ``vertex_code`` (machine code of each codelet a tile runs, once per tile),
   ``vertex_state`` (per-vertex state: one pointer + size per connected
   region), ``exchange_code`` (a few words per message a tile sends),
-  ``exchange_buffers`` (the largest exchange a tile receives in one step,
-  reserved), ``control_code`` (the program's control flow, on every tile) and
+  ``control_code`` (the program's control flow, on every tile) and
   ``stack`` (one stack per worker and supervisor context).
 
 Liveness.  Steps are the program's Execute nodes in program order, function
@@ -56,7 +58,7 @@ STACK_BYTES_PER_CONTEXT = 256
 CONTROL_BYTES_PER_NODE = 4
 
 CATEGORIES = ("always_live_variables", "not_always_live_variables", "vertex_code", "vertex_state",
-              "exchange_code", "exchange_buffers", "control_code", "stack")
+              "exchange_code", "control_code", "stack")
 
 
 def execute_order(program):
@@ -148,13 +150,17 @@ class Liveness:
     pair_bytes: np.ndarray
     num_tiles: int
     inplace: list = field(default_factory=list)   # (input var, output var) pairs merged
+    temps: dict = field(default_factory=dict)     # item id -> compute set: its exchange temporaries
 
     def item_bytes(self) -> np.ndarray:
         return np.bincount(self.pair_item, weights=self.pair_bytes, minlength=len(self.item_vars))
 
-    def curve(self) -> np.ndarray:
-        """Not-always-live bytes live on the whole chip at each step."""
+    def curve(self, temps=True) -> np.ndarray:
+        """Not-always-live bytes live on the whole chip at each step (``temps=False``: the
+        variables only, without the compute sets' exchange temporaries)."""
         ib = self.item_bytes()
+        if not temps and self.temps:
+            ib[np.array(list(self.temps), np.int64)] = 0
         d = np.zeros(self.nsteps + 1)
         np.add.at(d, self.iv_start, ib[self.iv_item])
         np.add.at(d, self.iv_end + 1, -ib[self.iv_item])
@@ -388,7 +394,52 @@ def liveness(exe) -> Liveness:
     iv_item = item_of_var[s_var]
     first, st, en = merge_per_key(iv_item, s_start, s_end, closed=True)
     ii = iv_item[first]
-    return Liveness(max(S, 1), item_of_var, item_vars, ii, st, en, u // T, u % T, mb, T, inplace)
+    pair_item, pair_tile, pair_bytes = u // T, u % T, mb
+    # exchange temporaries: what a tile receives for a compute set (remote inputs) and the
+    # outputs it computes for another tile, held for the one step that runs the compute set
+    temps = {}
+    nitem = len(item_vars)
+    if S:
+        step_cs = np.array([s[0] for s in steps], np.int64)
+        t_items, t_tiles, t_bytes, t_iv, t_st = [], [], [], [], []
+        for cs in np.unique(step_cs).tolist():
+            tiles, nbytes = _exchange_temp(exe, cs)
+            if tiles.size == 0:
+                continue
+            it = nitem + len(temps)
+            temps[it] = g.compute_sets[cs].name
+            t_items.append(np.full(tiles.size, it, np.int64))
+            t_tiles.append(tiles)
+            t_bytes.append(nbytes)
+            at = np.flatnonzero(step_cs == cs)
+            t_iv.append(np.full(at.size, it, np.int64))
+            t_st.append(at)
+        if temps:
+            item_vars = item_vars + [[] for _ in temps]
+            pair_item = np.concatenate([pair_item, *t_items])
+            pair_tile = np.concatenate([pair_tile, *t_tiles])
+            pair_bytes = np.concatenate([pair_bytes, *t_bytes])
+            tst = np.concatenate(t_st)
+            ii = np.concatenate([ii, *t_iv])
+            st = np.concatenate([st, tst])
+            en = np.concatenate([en, tst])
+    return Liveness(max(S, 1), item_of_var, item_vars, ii, st, en, pair_item, pair_tile, pair_bytes, T,
+                    inplace, temps)
+
+
+def _exchange_temp(exe, cs):
+    """(tiles, bytes) a compute set holds in exchange temporaries while it runs: remote
+    inputs received before it, and outputs computed for other tiles, sent after it."""
+    parts = [(p.recv_tiles, p.recv_bytes) for p in (exe.exchange_in.get(cs),) if p is not None]
+    parts += [(p.send_tiles, p.send_bytes) for p in (exe.exchange_out.get(cs),) if p is not None]
+    parts = [(np.asarray(t, np.int64), np.asarray(b, np.int64)) for t, b in parts if len(t)]
+    if not parts:
+        z = np.zeros(0, np.int64)
+        return z, z
+    t = np.concatenate([x[0] for x in parts])
+    b = np.concatenate([x[1] for x in parts])
+    u, inv = np.unique(t, return_inverse=True)
+    return u, np.bincount(inv, weights=b).astype(np.int64)
 
 
 def memory_report(exe, top=10, *, lowered=None) -> dict:
@@ -409,13 +460,8 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
     live_peak_tile = live.tile_peaks()
     curve = live.curve()
     # vertex state and code
-    nedges = np.diff(arr.vertex_edge_offsets)
-    state = np.zeros(T)
+    state = vertex_state(g, arr)
     code = np.zeros(T)
-    for b in g.batches:
-        c = CODELETS[b.codelet]
-        t = arr.vertex_tile[b.v0:b.v1]
-        np.add.at(state, t, 4 + c.state_bytes_per_field * nedges[b.v0:b.v1])
     vb = arr.vertex_batch
     names = list(CODELETS)
     if vb.size:
@@ -423,12 +469,10 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
         pair = np.unique(arr.vertex_tile.astype(np.int64) * 1024 + codelet_id[vb])
         code_bytes = np.array([c.code_bytes for c in CODELETS.values()])
         np.add.at(code, pair // 1024, code_bytes[pair % 1024])
-    exch = np.zeros(T)
     xcode = np.zeros(T)
     plans = list(exe.exchange_in.values()) + list(exe.exchange_out.values())
     plans += [p for p in exe.copies.values() if hasattr(p, "recv_tiles")]
     for p in plans:
-        np.maximum.at(exch, p.recv_tiles, p.recv_bytes)
         np.add.at(xcode, p.send_tiles, 8 * p.send_messages)   # a few words per message
     nodes = sum(1 for _ in walk(exe.program))
     control = np.full(T, float(CONTROL_BYTES_PER_NODE * nodes))
@@ -436,7 +480,7 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
     stack = np.full(T, float(STACK_BYTES_PER_CONTEXT * (workers + 1)))
     by_cat = {"always_live_variables": always, "not_always_live_variables": not_always,
               "vertex_code": code, "vertex_state": state, "exchange_code": xcode,
-              "exchange_buffers": exch, "control_code": control, "stack": stack}
+              "control_code": control, "stack": stack}
     total = sum(by_cat.values())
     peak_tile = int(np.argmax(total))
     oom = np.flatnonzero(total > sram)
@@ -450,12 +494,18 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
     peak_tensors = []
     for it in at_peak[:top].tolist():
         vs = live.item_vars[it]
+        if not vs:
+            peak_tensors.append({"tensor": f"{live.temps[it]} (exchange temporaries)", "kind": "temporary",
+                                 "bytes": int(ib[it])})
+            continue
         v = g.variables[vs[0]]
         peak_tensors.append({"tensor": v.name, "kind": v.kind, "bytes": int(ib[it]),
                              **({"in_place_with": [g.variables[x].name for x in vs[1:]]} if len(vs) > 1 else {})})
     offloaded = [v for v in g.variables if getattr(v, "offloaded", False)]
     always_sum = float(always.sum())
-    no_reuse = float(no_reuse_tile.sum())
+    # without reuse each compute set's exchange temporaries would have bytes of their own too
+    temp_items = np.array(sorted(live.temps), np.int64)
+    no_reuse = float(no_reuse_tile.sum()) + (float(ib[temp_items].sum()) if temp_items.size else 0.0)
     with_reuse = always_sum + float(not_always.sum())
 
     def dominant(t):
@@ -492,6 +542,92 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
         "allocation": alloc,
     }
     return rep
+
+
+#: Bytes of one region's descriptor in a vertex's field data (Poplar keeps the vector
+#: fields' descriptors beside the vertex state): a 32-bit pointer or DeltaN entry (18-bit
+#: offset + 14-bit count, PopLibs' conv and reduction assembly) for a region a vertex
+#: reads; a SPAN (pointer + 32-bit count, Poplar user guide, vertex vectors) for one it
+#: writes.  16-bit scaled pointers (SCALED_PTR64) cannot address Mk2's 624 KiB, so
+#: pointers are 32-bit.
+READ_REGION_BYTES = 4
+WRITE_REGION_BYTES = 8
+
+
+def vertex_state(g, arr) -> np.ndarray:
+    """Per tile, the bytes of vertex state and vertex field data, sized as Poplar sizes them.
+
+    The vertices of this graph are partitions of work (a conv's output row segment, an
+    element-wise op's region); Poplar puts all of a tile's partitions of one compute set
+    into one supervisor vertex (convolutions, matmuls: ``supervisor`` codelets, a
+    worklist entry of ``worklist_bytes`` per partition and kernel row) or into at most one
+    vertex per worker (element-wise, reductions).  So, per tile:
+
+    * each Poplar vertex's own fields: ``state_bytes`` of its codelet, once per
+      (compute set, codelet) for supervisor codelets, else once per vertex up to the
+      tile's worker count;
+    * one region descriptor per contiguous region a vertex connects (edges of one
+      vertex field that continue each other in memory are one region):
+      :data:`READ_REGION_BYTES` for regions it only reads, :data:`WRITE_REGION_BYTES`
+      for regions it writes;
+    * worklists: ``worklist_bytes x kh`` per partition of a supervisor codelet.
+
+    Sources: docs/memory.md ("Vertex state").
+    """
+    T = g.num_tiles
+    state = np.zeros(T)
+    if not g.batches:
+        return state
+    workers = int(getattr(g.target, "workers_per_tile", 6) or 6)
+    # headers and worklists, per (compute set, codelet)
+    groups = {}
+    for b in g.batches:
+        groups.setdefault((b.cs, b.codelet), []).append(b)
+    for (_cs, name), bs in groups.items():
+        c = CODELETS[name]
+        cnt = np.zeros(T, np.int64)
+        for b in bs:
+            t = arr.vertex_tile[b.v0:b.v1]
+            cnt += np.bincount(t, minlength=T)
+            if c.worklist_bytes:
+                state += np.bincount(t, minlength=T) * (c.worklist_bytes * int(b.params.get("kh", 1) or 1))
+        state += c.state_bytes * ((cnt > 0) if c.supervisor else np.minimum(cnt, workers))
+    # region descriptors: per (compute set, codelet, tile, field), the contiguous regions of
+    # memory its vertices connect (a Poplar vertex covering several partitions points at
+    # each region once; worklists hold the offsets into it)
+    if arr.edge_start.size:
+        off = arr.vertex_edge_offsets
+        for (_cs, name), bs in groups.items():
+            c = CODELETS[name]
+            eb = np.array([WRITE_REGION_BYTES if f.writes else READ_REGION_BYTES for f in c.fields], np.int64)
+            e = np.concatenate([np.arange(off[b.v0], off[b.v1]) for b in bs]) if len(bs) > 1 \
+                else np.arange(off[bs[0].v0], off[bs[0].v1])
+            if e.size == 0:
+                continue
+            t = arr.vertex_tile[arr.edge_vertex[e]].astype(np.int64)
+            f = arr.edge_field[e].astype(np.int64)
+            st = arr.edge_start[e].astype(np.int64)
+            en = st + arr.edge_len[e]
+            hi = t * len(c.fields) + f
+            o = np.lexsort((st, hi))
+            hi, st, en = hi[o], st[o], en[o]
+            # running end of the regions so far within each (tile, field)
+            new = np.ones(hi.size, bool)
+            if hi.size > 1:
+                same = hi[1:] == hi[:-1]
+                seg = np.cumsum(np.concatenate(([True], ~same)))
+                run_end = _segmented_cummax(en, seg)
+                new[1:] = ~same | (st[1:] > run_end[:-1])
+            state += np.bincount(hi[new] // len(c.fields), weights=eb[hi[new] % len(c.fields)], minlength=T)
+    return state
+
+
+def _segmented_cummax(x, seg):
+    """Running maximum of ``x`` restarting where ``seg`` (non-decreasing ids) changes."""
+    lo = int(x.min())
+    x = x.astype(np.int64) - lo
+    off = (seg - seg[0]).astype(np.int64) * (int(x.max()) + 1)   # each segment above the last
+    return np.maximum.accumulate(x + off) - off + lo
 
 
 def best_allocation(live):
@@ -597,15 +733,15 @@ def _optimizer_state(opg) -> set:
             if t.kind == "state" and t.inplace_of is None and readers.get(t.name) == {"optimizer"}}
 
 
-def estimate_tiles(mem, *, r_always=1.0, r_live=1.0, r_exchange=1.0, r_state=1.0, r_all=1.0) -> np.ndarray:
+def estimate_tiles(mem, *, r_always=1.0, r_live=1.0, r_state=1.0, r_all=1.0) -> np.ndarray:
     """Per-tile totals with the categories scaled (the calibrated fast estimate).
 
     ``r_always`` / ``r_live`` scale the always-live / not-always-live
-    variables, ``r_exchange`` the exchange buffers (data: batch x dtype),
+    variables (exchange temporaries included: data, batch x dtype),
     ``r_state`` vertex state and exchange code (the number of ops), ``r_all``
     all of these (the tiles available); code, control and stack stay.
     """
     p = mem["per_tile"]
     return r_all * (p["always_live_variables"] * r_always + p["not_always_live_variables"] * r_live
-                    + p["exchange_buffers"] * r_exchange + (p["vertex_state"] + p["exchange_code"]) * r_state) \
+                    + (p["vertex_state"] + p["exchange_code"]) * r_state) \
         + p["vertex_code"] + p["control_code"] + p["stack"]

@@ -17,7 +17,6 @@ from typing import Callable
 import models
 from compiler.memory import estimate_tiles, opgraph_memory
 from compiler.recompute import recompute as apply_recompute
-from hardware.dtypes import DTYPE_BYTES
 
 from .config import RunConfig
 
@@ -95,10 +94,9 @@ def suggestions(cfg: RunConfig, og, mem, chip, *, rebuild: Callable | None = Non
         e = est(o)
         if e is None:
             return None
-        rb = DTYPE_BYTES.get(o.dtype, 4) / DTYPE_BYTES.get(cfg.dtype, 4)
         t = estimate_tiles(mem, r_always=e["always"] / max(base["always"], 1),
                            r_live=e["peak"] / max(base["peak"], 1),
-                           r_exchange=(o.micro_batch / cfg.micro_batch) * rb, r_state=e["ops"] / max(base["ops"], 1),
+                           r_state=e["ops"] / max(base["ops"], 1),
                            r_all=cfg.ipus / o.ipus)
         return float(t.max()), int((t > sram).sum()), "estimate (op-graph liveness scaled by this compile's per-tile categories)"
 

@@ -62,7 +62,7 @@ def test_memory_map_hover_names_tile_and_categories(mlp):
     ids = np.asarray(fig.data[0].customdata)
     r, c = np.argwhere(ids == 736)[0]
     text = fig.data[0].text[r][c]
-    assert "tile 736" in text and "always-live variables" in text and "exchange buffers" in text
+    assert "tile 736" in text and "always-live variables" in text and "vertex state" in text
 
 
 def test_memory_map_marks_oom_tiles_on_tiny_sram_chip(tiny):
@@ -197,7 +197,7 @@ def test_cli_report_and_dot(tmp_path, capsys):
 
 
 # -- several chips ----------------------------------------------------------------------------------------
-SMALL_SRAM = 8 * 1024       # stage 0 of mnist-mlp's pipeline does not fit, stage 1 does
+SMALL_SRAM = 7 * 1024       # stage 0 of mnist-mlp's pipeline does not fit, stage 1 does
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ FIGURE_IDS = {
 
 SECTIONS = {
     "memory_map": ("Tile memory", "Bytes used on every tile (always-live + peak not-always-live variables, vertex "
-                   "state, code, exchange buffers). The colour scale ends at the tile's SRAM; tiles outlined in red "
+                   "state, code). The colour scale ends at the tile's SRAM; tiles outlined in red "
                    "are out of memory. Hover a tile for its bytes by category."),
     "trace": ("Execution trace", "Each superstep's compute, sync and exchange, copies and host-stream waits over "
               "time (one row per phase kind and chip). Drag to zoom into a range of supersteps, double-click to "

@@ -67,7 +67,6 @@ CATEGORY_LABELS = OrderedDict([
     ("not_always_live_variables", "not-always-live variables (peak)"),
     ("vertex_state", "vertex state"),
     ("vertex_and_exchange_code", "vertex + exchange code"),
-    ("exchange_buffers", "exchange buffers"),
     ("control_code", "control code"),
 ])
 
