@@ -352,7 +352,9 @@ _M2000 = "IPU-M2000 datasheet (5,888 cores / 4 IPUs); Poplar OOM message 'tiles 
 _POD64 = "IPU-POD64 datasheet (15.978 PFLOP/s FP16.16 over 64 IPUs)"
 _BOW = "Bow-2000 datasheet / Bow Poplar compilation report"
 _EXCH = "Poplar target exchangeBytesPerCycle = 4; Elk (MICRO'25): 5.5 GB/s per tile, ~8 TB/s"
-_SUPER = "PopLibs exchange estimator: 2 tiles share an exchange bus (cost doubles when both send)"
+_SUPER = ("PopLibs exchange estimators (lib/poplin/ExchangeEstimator.hpp, lib/popops/ExchangeEstimator.cpp): "
+          "2 tiles per supertile, which can receive the same data in the same cycle (double-width "
+          "exchange); each tile sends and receives at exchangeBytesPerCycle")
 _SYNC = "Poplar target globalSyncCycles ~600 (IPU21 target dump, third party)"
 _VEC = ("Jia et al. 2019: 64-bit load/store path per worker "
         "(31.1 TB/s read ceiling = 1216 tiles x 1.6 GHz x 16 B/cycle, i.e. 8 B/cycle x 2 per tile)")

@@ -97,9 +97,11 @@ class Engine:
     def exchange_cycles(self, plan: ExchangePlan):
         """Cycles of an exchange phase: the slowest tile's send or receive.
 
-        Sends of the tiles of one supertile share its bus, receives do not; every
-        message costs ``exchange_message_cycles``; bytes between chips cross the
-        chip-to-chip links (all of a chip's links shared) and pay their latency.
+        Every tile sends and receives at ``exchange_bytes_per_cycle_per_tile`` (PopLibs'
+        estimators charge each tile its own rate; the two tiles of a supertile only gain,
+        receiving the same data in the same cycle, which a per-tile receive already
+        allows); every message costs ``exchange_message_cycles``; bytes between chips
+        cross the chip-to-chip links (all of a chip's links shared) and pay their latency.
         """
         key = id(plan)
         hit = self._exchange_cache.get(key)
@@ -109,10 +111,7 @@ class Engine:
         rate = chip.exchange_bytes_per_cycle_per_tile
         cyc = 0.0
         if plan.send_tiles.size:
-            st = plan.send_tiles // chip.tiles_per_supertile
-            u, inv = np.unique(st, return_inverse=True)
-            shared = np.bincount(inv, weights=plan.send_bytes)[inv]
-            send = shared / rate + plan.send_messages * chip.exchange_message_cycles
+            send = plan.send_bytes / rate + plan.send_messages * chip.exchange_message_cycles
             cyc = max(cyc, float(send.max()))
         if plan.recv_tiles.size:
             cyc = max(cyc, float((plan.recv_bytes / rate).max()))

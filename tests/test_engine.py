@@ -248,7 +248,9 @@ def test_overlapping_remote_reads_on_one_tile_receive_each_element_once():
     assert plan.send_bytes.tolist() == [8 * 4]
 
 
-def test_supertile_both_tiles_sending_cost_twice_one_sending():
+def test_both_tiles_of_a_supertile_send_at_their_own_rate():
+    # PopLibs' estimators charge every tile its own exchangeBytesPerCycle; the all-tiles
+    # aggregate is then 4 B x tiles x clock, the published "8 TB/s"
     chip = CHIP.replace(exchange_message_cycles=0)
     g1, cs1 = reader_graph(chip, [(0, [2])])
     g2, cs2 = reader_graph(chip, [(0, [2]), (1, [3])])      # tiles 0 and 1: one supertile
@@ -256,7 +258,7 @@ def test_supertile_both_tiles_sending_cost_twice_one_sending():
     e2 = Engine(compile_program(g2, Execute(cs2)))
     c1 = e1.exchange_cycles(e1.exe.exchange_in[cs1.id])[0]
     c2 = e2.exchange_cycles(e2.exe.exchange_in[cs2.id])[0]
-    assert c1 > 0 and c2 == pytest.approx(2 * c1)
+    assert c1 > 0 and c2 == pytest.approx(c1)
 
 
 def test_tiles_of_different_supertiles_send_in_parallel():
