@@ -40,6 +40,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             action = "store_false" if default else "store_true"
             p.add_argument(_flag(f), dest=f.name, action=action, **kw)
+            if not default:          # a preset may turn it on: the flag that turns it off
+                p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             continue
         if meta.get("choices"):
             kw["choices"] = list(meta["choices"])

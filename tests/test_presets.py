@@ -77,6 +77,9 @@ def test_flags_beside_a_preset_override_it_even_with_their_default_value():
     assert cfg.available_memory_proportion == 0.6 and cfg.dtype == "fp32"
     assert cfg.batch == 120 and cfg.recompute_checkpoints      # the rest from the preset
     assert _parse(["--preset", "mlperf-v1.0-resnet50-pod16"]) == RunConfig.preset("mlperf-v1.0-resnet50-pod16")
+    one = _parse(["--preset", "mlperf-v1.0-bert-large-pod16", "--ipus", "4", "--replicas", "1",
+                  "--no-replicated-tensor-sharding"])
+    assert one.layout() == (4, 1, 192) and not one.replicated_tensor_sharding and one.offload == ("optimizer",)
 
 
 def test_the_plain_options_give_the_same_run_as_the_preset():
