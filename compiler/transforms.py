@@ -38,29 +38,28 @@ def _whole(graph, var) -> Tensor:
     return Tensor(graph, var.dtype, var.shape, start=var.start, name=var.name)
 
 
-def _uses(graph):
-    """{cs id: {var id: writes?}} from the graph's edges."""
+def _uses(graph, chunk=1 << 22):
+    """{cs id: {var id: writes?}} from the graph's edges, a vertex batch at a time (cut into
+    chunks of ``chunk`` edges): a BERT-Large stage has hundreds of millions of edges, and arrays
+    over all of them at once took gigabytes."""
     arr = graph.finalize()
     out = {}
     if not arr.edge_start.size:
         return out
-    evar = graph.variable_of(arr.edge_start)
-    writes = np.zeros(arr.edge_start.size, bool)
     off = arr.vertex_edge_offsets
     for b in graph.batches:
         c = CODELETS[b.codelet]
+        wf = np.array([x.writes for x in c.fields])
         e0, e1 = int(off[b.v0]), int(off[b.v1])
-        writes[e0:e1] = np.array([x.writes for x in c.fields])[arr.edge_field[e0:e1]]
-    vcs = np.repeat(np.array([b.cs for b in graph.batches], np.int64), [b.v1 - b.v0 for b in graph.batches])
-    ecs = vcs[arr.edge_vertex]
-    nv = len(graph.variables) + 1
-    key = np.unique((ecs * nv + evar) * 2 + writes)
-    for k in key.tolist():
-        w = k & 1
-        cs, v = divmod(k >> 1, nv)
-        d = out.setdefault(cs, {})
-        d[v] = d.get(v, False) or bool(w)
-    return out
+        d = out.setdefault(b.cs, {})
+        for lo in range(e0, e1, chunk):
+            hi = min(lo + chunk, e1)
+            evar = graph.variable_of(arr.edge_start[lo:hi])
+            key = np.unique(evar.astype(np.int64) * 2 + wf[arr.edge_field[lo:hi]])
+            for k in key.tolist():
+                v, w = k >> 1, k & 1
+                d[v] = d.get(v, False) or bool(w)
+    return {cs: d for cs, d in out.items() if d}
 
 
 def _flat(low, what):

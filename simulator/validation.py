@@ -180,9 +180,10 @@ def system_row(name, *, workers=1) -> dict:
     try:
         cfg = RunConfig.preset(name)
         r = run(cfg, workers=workers).report
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, FileNotFoundError, MemoryError) as e:
+        why = "out of host memory" if isinstance(e, MemoryError) else (e.args[0] if e.args else e)
         row = _row(p.get("title", name), meas["throughput"], float("nan"), unit, meas.get("source", ""), how,
-                   meas.get("tolerance", 0.15), note=f"not run: {e.args[0] if e.args else e}")
+                   meas.get("tolerance", 0.15), note=f"not run: {why}")
         return row | {"kind": "system", "preset": name, "per": per, "fits": None, "peak_tile_bytes": [],
                       "sram_bytes_per_tile": None, "wall_s": time.perf_counter() - t0}
     wall = time.perf_counter() - t0
