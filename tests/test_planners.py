@@ -85,7 +85,7 @@ def test_registry_sends_sparse_op_types_to_their_own_planner():
 
 
 class _Fixed(Planner):
-    family = "fixed"
+    family = "matmul"     # bounded by the memory proportion
 
     def __init__(self, costs):
         self.costs = costs
@@ -102,6 +102,26 @@ def test_choose_prefers_a_slower_option_that_fits_the_memory_proportion():
     limit = ctx.available_memory_proportion * CHIP.sram_bytes_per_tile
     opt = choose(_Fixed([(10.0, limit + 1), (20.0, limit)]), {"name": "op", "op": "X"}, ctx)
     assert opt["i"] == 1 and opt["fits_temp"]
+
+
+def test_choose_doubles_the_bound_when_no_option_fits_then_takes_the_fastest():
+    # PopLibs' ConvPlan.cpp: no plan under the bound -> the bound doubles, up to twice the
+    # tile; none even then -> the fewest cycles
+    ctx, _ = lowered(matmul)
+    sram = CHIP.sram_bytes_per_tile
+    limit = ctx.available_memory_proportion * sram
+    opt = choose(_Fixed([(10.0, 3 * sram), (20.0, 1.5 * limit), (30.0, 1.9 * limit)]), {"name": "op", "op": "X"}, ctx)
+    assert opt["i"] == 1 and not opt["fits_temp"]
+    opt = choose(_Fixed([(10.0, 3 * sram), (20.0, 2.5 * sram)]), {"name": "op", "op": "X"}, ctx)
+    assert opt["i"] == 0
+
+
+def test_choose_bounds_only_convolutions_and_matmuls():
+    ctx, _ = lowered(matmul)
+    limit = ctx.available_memory_proportion * CHIP.sram_bytes_per_tile
+    p = _Fixed([(10.0, limit + 1), (20.0, limit)])
+    p.family = "elementwise"
+    assert choose(p, {"name": "op", "op": "X"}, ctx)["i"] == 0
 
 
 def test_choose_names_the_op_when_there_is_no_option():

@@ -10,8 +10,7 @@ A planner turns one op of the op graph into vertices over the tiles:
   compute sets in execution order.
 
 ``ctx`` is the :class:`compiler.lower.Lowering` in progress.  :func:`choose`
-picks the option with the fewest cycles among those whose temporary memory fits
-``available_memory_proportion`` of a tile, then the least memory.
+picks the option as PopLibs' planner does (see its docstring).
 """
 from __future__ import annotations
 
@@ -35,19 +34,39 @@ class Planner:
         raise NotImplementedError
 
 
+#: the families whose plans ``available_memory_proportion`` bounds (Poplar's option is one
+#: of convolutions and matmuls only)
+BOUNDED_FAMILIES = ("conv", "matmul")
+
+
 def choose(planner, op, ctx):
-    best = None
-    limit = ctx.available_memory_proportion * ctx.chip.sram_bytes_per_tile
+    """The option to lower ``op`` with, as PopLibs' convolution planner picks a plan
+    (``lib/poplin/ConvPlan.cpp``): the fewest cycles among the options whose temporary
+    bytes per tile fit ``available_memory_proportion`` of the tile; when none fits, the
+    bound is doubled (up to twice the tile's bytes) and tried again; when still none
+    fits, the fewest cycles.  Ties go to the least memory.  Only convolutions and
+    matmuls are bounded; other families take their fewest-cycles option."""
+    costed = []
     for opt in planner.options(op, ctx):
         cyc, mem = planner.estimate(op, opt, ctx)
-        key = (mem > limit, cyc, mem)
-        if best is None or key < best[0]:
-            best = (key, opt)
-    if best is None:
+        costed.append((cyc, mem, opt))
+    if not costed:
         raise LoweringError(f"op {op['name']!r} ({op['op']}): no way to split it over the tiles")
-    opt = dict(best[1])
-    opt["est_cycles"], opt["est_temp_bytes"] = best[0][1], best[0][2]
-    opt["fits_temp"] = not best[0][0]
+    sram = ctx.chip.sram_bytes_per_tile
+    limit = ctx.available_memory_proportion * sram if planner.family in BOUNDED_FAMILIES else float("inf")
+    best = None
+    while best is None:
+        fit = [c for c in costed if c[1] <= limit]
+        if fit:
+            best = min(fit, key=lambda c: (c[0], c[1]))
+        elif limit >= 2 * sram:
+            best = min(costed, key=lambda c: (c[0], c[1]))
+        else:
+            limit = min(2 * limit, 2 * sram)
+    cyc, mem, opt = best
+    opt = dict(opt)
+    opt["est_cycles"], opt["est_temp_bytes"] = cyc, mem
+    opt["fits_temp"] = bool(mem <= ctx.available_memory_proportion * sram)
     return opt
 
 
