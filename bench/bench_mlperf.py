@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from simulator.report import jsonable  # noqa: E402
-from simulator.validation import SYSTEMS, system_row, system_table  # noqa: E402
+from simulator.validation import SYSTEMS, system_rows, system_table  # noqa: E402
 
 
 def _line(r) -> str:
@@ -41,10 +41,7 @@ def main(argv=None):
                     f"systems: {', '.join(SYSTEMS)})")
     ap.add_argument("--json", help="write the rows here")
     a = ap.parse_args(argv)
-    rows = []
-    for name in a.preset or SYSTEMS:
-        rows.append(system_row(name))
-        print(_line(rows[-1]), flush=True)
+    rows = system_rows(a.preset or SYSTEMS, on_row=lambda r: print(_line(r), flush=True))
     print()
     print("\n".join(system_table(rows)))
     if a.json:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing as mp
 import os
 import time
 
@@ -182,10 +183,7 @@ def system_row(name, *, workers=1) -> dict:
         r = run(cfg, workers=workers).report
     except (ValueError, KeyError, FileNotFoundError, MemoryError) as e:
         why = "out of host memory" if isinstance(e, MemoryError) else (e.args[0] if e.args else e)
-        row = _row(p.get("title", name), meas["throughput"], float("nan"), unit, meas.get("source", ""), how,
-                   meas.get("tolerance", 0.15), note=f"not run: {why}")
-        return row | {"kind": "system", "preset": name, "per": per, "fits": None, "peak_tile_bytes": [],
-                      "sram_bytes_per_tile": None, "wall_s": time.perf_counter() - t0}
+        return not_run_row(name, why, time.perf_counter() - t0)
     wall = time.perf_counter() - t0
     s = r["sim"]
     S, R, _ = cfg.layout()
@@ -206,13 +204,48 @@ def system_row(name, *, workers=1) -> dict:
                   "sram_bytes_per_tile": sram, "wall_s": wall}
 
 
-def system_rows(names=SYSTEMS, *, on_row=None) -> list:
-    """:func:`system_row` of each preset; ``on_row(row)`` is called as each finishes."""
+def not_run_row(name, why, wall_s=0.0) -> dict:
+    """The row of a measured system whose run failed: no prediction, the reason in the note."""
+    p = load_preset(name)
+    meas = p["measured"]
+    row = _row(p.get("title", name), meas["throughput"], float("nan"), meas.get("unit", "samples/s"),
+               meas.get("source", ""), f"ipusim simulate --preset {name}", meas.get("tolerance", 0.15),
+               note=f"not run: {why}")
+    return row | {"kind": "system", "preset": name, "per": meas.get("per", "chip"), "fits": None,
+                  "peak_tile_bytes": [], "sram_bytes_per_tile": None, "wall_s": wall_s}
+
+
+def _row_to(name, conn):
+    conn.send(system_row(name))
+    conn.close()
+
+
+def system_rows(names=SYSTEMS, *, on_row=None, isolate=True) -> list:
+    """:func:`system_row` of each preset; ``on_row(row)`` is called as each finishes.  ``isolate``:
+    each run in a child process, so that one killed by the system (out of host memory: a BERT-Large
+    stage takes about 12 GB while it compiles) is a row that says so, not the end of the table."""
     out = []
+    ctx = mp.get_context("fork") if isolate and "fork" in mp.get_all_start_methods() else None
     for n in names:
-        out.append(system_row(n))
+        if ctx is None:
+            row = system_row(n)
+        else:
+            t0 = time.perf_counter()
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_row_to, args=(n, send))
+            proc.start()
+            send.close()
+            try:
+                row = recv.recv()
+            except EOFError:
+                row = None
+            proc.join()
+            if row is None:
+                row = not_run_row(n, f"the run was killed (exit code {proc.exitcode}; out of host memory?)",
+                                  time.perf_counter() - t0)
+        out.append(row)
         if on_row:
-            on_row(out[-1])
+            on_row(row)
     return out
 
 
