@@ -390,9 +390,10 @@ VERTEX_OVERHEAD_CYCLES = 20
 #: IPU-Link data latency per hop (SerDes + link layer); the 15 ns figure is for
 #: sync only, a data packet's latency is not published.
 LINK_LATENCY_S = 200e-9
-#: one IPU-Link, one direction: 128 Gbit/s (PopLibs test utilities), which with
-#: 10 links x 2 directions gives the published 320 GB/s per GC200 chip.
-LINK_BYTES_PER_S = 128e9 / 8
+#: one IPU-Link, one direction, payload: 128 Gbit/s x 0.85 efficiency (PopLibs test
+#: utilities model a link so).  The datasheets' 320 GB/s per GC200 chip is the raw rate of
+#: 10 links x 2 directions x 16 GB/s; the model follows PopLibs for what data moves at.
+LINK_BYTES_PER_S = 128e9 / 8 * 0.85
 #: Mk2 host path: 2 x 100 Gbit/s RoCE per 4-IPU machine, shared by 4 chips.
 MK2_HOST_LINK_BYTES_PER_S = 2 * 100e9 / 8 / 4
 #: CHOSEN: Mk2 host latency: RoCE through the IPU-Gateway, a few microseconds.
@@ -429,7 +430,7 @@ gc2 = Chip(
     sync_cycles=600,                 # globalSyncCycles (IPU21 target); applied to Mk1 too
     sync_cycles_multi_chip=multi_chip_sync_cycles(600, 1.600e9),   # derived: 984
     links_per_chip=10,               # CHOSEN: Mk2 count (10); C2 card's 192 + 128 GB/s = 10 x 32 GB/s
-    link_bytes_per_s=LINK_BYTES_PER_S,     # 16 GB/s per direction (PopLibs 128 Gbit/s)
+    link_bytes_per_s=LINK_BYTES_PER_S,     # 13.6 GB/s payload per direction (PopLibs 128 Gbit/s x 0.85)
     link_latency_s=LINK_LATENCY_S,   # CHOSEN
     host_link_bytes_per_s=31.5e9,    # PCIe Gen4 x16 (C2 card datasheet)
     host_link_latency_s=1e-6,        # CHOSEN: ~1 us PCIe round trip
@@ -446,7 +447,7 @@ gc2 = Chip(
         "sync_cycles_multi_chip": _mk_sync_source(1.6e9),
         "links_per_chip": ("CHOSEN: 10 as on Mk2; consistent with the C2 card's 192 GB/s between its two "
                            "IPUs + 128 GB/s card to card = 320 GB/s = 10 links x 2 x 16 GB/s (legacy drivers README)"),
-        "link_bytes_per_s": "PopLibs test utilities: 128 Gbit/s per link per direction (0.85 efficiency not applied)",
+        "link_bytes_per_s": "PopLibs test utilities: 128 Gbit/s per link per direction x 0.85 efficiency (payload)",
         "host_link_bytes_per_s": "C2 card: PCIe Gen4 x16, 31.5 GB/s (vendor datasheet)",
         "host_link_latency_s": "CHOSEN: ~1 us (typical PCIe round trip; not published)",
         "streaming_memory_bytes": "Mk1 has no streaming memory (datasheets)",
@@ -459,8 +460,9 @@ _MK2_SOURCES = {
     "tiles": f"{_M2000}; {_LOGDOC}",
     "sram_bytes_per_tile": f"{_M2000} (624 KiB)",
     "links_per_chip": "IPU-M2000 / Elk (MICRO'25): 10 IPU-Links, 320 GB/s per chip",
-    "link_bytes_per_s": ("PopLibs test utilities: 128 Gbit/s per link per direction (0.85 efficiency not "
-                         "applied); x 10 links x 2 directions = 320 GB/s per chip (Elk)"),
+    "link_bytes_per_s": ("PopLibs test utilities: 128 Gbit/s per link per direction x 0.85 efficiency "
+                         "= 13.6 GB/s of payload; the datasheets' 320 GB/s per chip (Elk) is the raw "
+                         "10 links x 2 directions x 16 GB/s, so payload is 272 GB/s"),
     "host_link_bytes_per_s": "derived: 2 x 100 Gbit/s RoCE host links per 4-IPU machine / 4 chips (datasheets)",
     "host_link_latency_s": "CHOSEN: 5 us (RoCE through the IPU-Gateway; not published)",
     "streaming_memory_bytes_per_s": ("CHOSEN: 20 GB/s per chip (not published; below the chip's PCIe Gen4 "
@@ -482,7 +484,7 @@ gc200 = Chip(
     sync_cycles=600,                 # globalSyncCycles (IPU21 target dump)
     sync_cycles_multi_chip=multi_chip_sync_cycles(600, 1.325e9),   # derived: 918
     links_per_chip=10,               # 10 IPU-Links, 320 GB/s (Elk; M2000)
-    link_bytes_per_s=LINK_BYTES_PER_S,     # 128 Gbit/s per direction (PopLibs)
+    link_bytes_per_s=LINK_BYTES_PER_S,     # 128 Gbit/s x 0.85 per direction (PopLibs)
     link_latency_s=LINK_LATENCY_S,   # CHOSEN
     host_link_bytes_per_s=MK2_HOST_LINK_BYTES_PER_S,   # derived: 2 x 100 GbE / 4 = 6.25 GB/s
     host_link_latency_s=MK2_HOST_LINK_LATENCY_S,       # CHOSEN
@@ -514,7 +516,7 @@ bow = Chip(
     sync_cycles=600,                 # globalSyncCycles (IPU21 target dump)
     sync_cycles_multi_chip=multi_chip_sync_cycles(600, 1.850e9),   # derived: 1044
     links_per_chip=10,               # same Mk2 IPU-Links
-    link_bytes_per_s=LINK_BYTES_PER_S,     # 128 Gbit/s per direction (PopLibs)
+    link_bytes_per_s=LINK_BYTES_PER_S,     # 128 Gbit/s x 0.85 per direction (PopLibs)
     link_latency_s=LINK_LATENCY_S,   # CHOSEN
     host_link_bytes_per_s=MK2_HOST_LINK_BYTES_PER_S,   # 2 x 100 Gbit/s gateway links / 4 IPUs
     host_link_latency_s=MK2_HOST_LINK_LATENCY_S,       # CHOSEN
