@@ -116,23 +116,45 @@ class ConvPlanner(Planner):
                               sh.vertex_params(), ctx.chip)
 
     def estimate(self, op, opt, ctx):
+        """(cycles, temporary bytes per tile).  A tile's vertices are consecutive in the
+        grid (part, image, output channel group, output row, row segment), so they share
+        input rows and weight blocks: the tile receives the union of their input windows
+        and one weight block per output channel group it holds, in one message per region
+        its vertices read (a channel group's row, a weight block).  Temporary bytes are
+        what PopLibs' planner bounds: the received inputs and weights, and the partials
+        (with what the reducing tile receives) of a split contraction; the output itself
+        is not temporary."""
         sh = self.shape(op, ctx, opt)
         P, wseg, go, cipp = sh.parts, sh.wseg, sh.go, sh.cipp
         chip, T, b = ctx.chip, ctx.tiles, DTYPE_BYTES[ctx.dtype]
+        x = sh.x
         per_tile = -(-sh.vertices // T)
         compute = compute_phase_cycles(per_tile, self.vertex_cycles(sh, opt, ctx), chip)
-        in_bytes = per_tile * sh.kh * min(sh.x.W, wseg * sh.stride + sh.kw) * cipp * b
-        w_bytes = min(per_tile, P * sh.Cog) * go * cipp * sh.kh * sh.kw * b
-        pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
-        out_bytes = per_tile * wseg * go * pb
-        cyc = compute + exchange_cycles(in_bytes + w_bytes, chip)
+        segs = sh.segments
+        row_block = sh.Ho * segs                     # vertices of one (image, channel group)
+        if per_tile <= row_block:
+            in_rows = min(x.H, (-(-per_tile // segs) - 1) * sh.stride + sh.kh)
+            images = 1
+        else:
+            in_rows = x.H
+            images = -(-per_tile // (sh.Cog * row_block))
+        in_w = x.W if per_tile >= segs else min(x.W, per_tile * wseg * sh.stride + sh.kw)
+        in_bytes = images * in_rows * in_w * cipp * b
+        w_blocks = min(P * sh.Cog, 1 + (per_tile - 1) // row_block)
+        w_bytes = w_blocks * go * cipp * sh.kh * sh.kw * b
+        messages = per_tile * (sh.ncig * sh.kh + 2)
+        cyc = compute + exchange_cycles(in_bytes + w_bytes, chip, messages_per_tile=messages)
+        temp = in_bytes + w_bytes
         if P > 1:
+            pb = DTYPE_BYTES[ctx.partials]
             rpt = -(-sh.reductions // T)
-            cyc += exchange_cycles(rpt * P * wseg * go * pb, chip)
+            red_in = rpt * P * wseg * go * pb
+            cyc += exchange_cycles(red_in, chip, messages_per_tile=rpt * (P + 1))
             cyc += compute_phase_cycles(rpt, codelet_cycles("ReducePartials", {"in": P * wseg * go}, ctx.dtype,
                                                             {"k": P, "partials": ctx.partials}, chip), chip)
             cyc += chip.sync_cycles
-        return cyc, in_bytes + w_bytes + out_bytes
+            temp += per_tile * wseg * go * pb + red_in
+        return cyc, temp
 
     def lower(self, op, opt, ctx):
         sh = self.shape(op, ctx, opt)

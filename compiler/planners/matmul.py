@@ -61,8 +61,13 @@ class MatMulPlanner(Planner):
         per_tile = -(-V // T)
         compute = compute_phase_cycles(per_tile, contraction_cycles(opt, mseg * nb, kpp, ctx.dtype, chip), chip)
         pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
-        bytes_in = per_tile * (mseg * kpp + kpp * nb) * b
-        out_b = per_tile * mseg * nb * pb
+        # a tile's vertices are consecutive in the grid (part, batch, row block, column
+        # block): they share row blocks of a and column blocks of b
+        nnb = -(-N // nb)
+        a_blocks = 1 + (per_tile - 1) // nnb
+        b_blocks = min(nnb, per_tile) * (1 + (per_tile - 1) // (nnb * -(-M // mseg)))
+        bytes_in = (a_blocks * mseg * kpp + b_blocks * kpp * nb) * b
+        out_b = per_tile * mseg * nb * pb if P > 1 else 0   # partials; the output is not temporary
         # the bytes, then the messages (two terms, so that the sum rounds as it always has)
         cyc = compute + exchange_cycles(bytes_in, chip) + exchange_cycles(0, chip, messages_per_tile=V / T * 2)
         if P > 1:
