@@ -87,12 +87,17 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
     vertex_cycles = []
     vt = arrays.vertex_tile
     cyc = np.zeros(graph.num_vertices, np.float64)
+    # the part of a vertex no worker can share: all of it, except for supervisor codelets,
+    # whose partitions the tile's workers share (PopLibs' worklists, one per worker context)
+    whole = np.zeros(graph.num_vertices, np.float64)
     flops = np.zeros(ncs, np.float64)
     for b, sizes in zip(graph.batches, sizes_all):
         c = CODELETS[b.codelet]
         cy = np.broadcast_to(np.asarray(c.cycles(sizes, b.dtype, b.params, chip), np.float64)
                              + post_cycles(c, sizes, b.dtype, b.params, chip), (b.v1 - b.v0,))
         cyc[b.v0:b.v1] = cy
+        if not c.supervisor:
+            whole[b.v0:b.v1] = cy
         vertex_cycles.append(cy)
         if c.flops is not None:
             flops[b.cs] += float(np.sum(c.flops(sizes, b.dtype, b.params)))
@@ -105,7 +110,7 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
         k, cy_sorted = key[o], cyc[o]
         u, first = np.unique(k, return_index=True)
         sums = np.add.reduceat(cy_sorted, first)
-        maxs = np.maximum.reduceat(cy_sorted, first)
+        maxs = np.maximum.reduceat(whole[o], first)
         counts = np.diff(np.append(first, k.size))
         ucs = u >> 32
         bounds = np.searchsorted(ucs, np.arange(ncs + 1))

@@ -129,3 +129,25 @@ def test_vector_mac_vertices_give_the_same_values():
     x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
     for got, want in zip(rep.run([x]), _ref(m, x)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_serial_split_convolutions_give_the_same_values(monkeypatch):
+    # PopLibs meets a tight memory proportion with serial splits: the (image, channel
+    # group) blocks in several compute sets one after another; the values must not change
+    from compiler.planners.conv import ConvPlanner
+    real = ConvPlanner.options
+
+    def serial_only(self, op, ctx):
+        opts = [o for o in real(self, op, ctx) if o.get("serial", 1) > 1]
+        return opts or real(self, op, ctx)
+
+    monkeypatch.setattr(ConvPlanner, "options", serial_only)
+    m = _tiny_model()
+    rep = backend.prepare(m, chip="gc2")
+    convs = [n for n in rep.opgraph.ops() if rep.opgraph.op(n)["op"] == "Conv"]
+    assert all(rep.lowered.plans[c].get("serial", 1) > 1 for c in convs)
+    names = [rep.lowered.graph.compute_sets[c].name for c in rep.lowered.op_compute_sets[convs[0]]]
+    assert sum("/conv/s" in n for n in names) == rep.lowered.plans[convs[0]]["serial"]
+    x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    for got, want in zip(rep.run([x]), _ref(m, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -8,7 +8,8 @@ import numpy as np
 from hardware.dtypes import DTYPE_BYTES
 from ..layout import Act
 from .base import LoweringError, Planner, add_by_signature, pow2_upto, spread
-from .cost import CONV_CODELET, METHODS, codelet_cycles, compute_phase_cycles, exchange_cycles
+from .cost import (CONV_CODELET, METHODS, codelet_cycles, compute_phase_cycles, exchange_cycles,
+                   supervisor_phase_cycles)
 from .elementwise import ElementwisePlanner
 
 
@@ -107,8 +108,13 @@ class ConvPlanner(Planner):
         sh = self.shape(op, ctx)
         cig = sh.x.Cg if sh.groups == 1 else 1
         segs = sorted({max(1, -(-sh.Wo // d)) for d in (1, 2, 4, 8)})
-        return [{"wseg": w, "parts": p, "method": m} for m in METHODS
+        opts = [{"wseg": w, "parts": p, "method": m} for m in METHODS
                 for w in segs for p in pow2_upto(cig, 16) if cig % p == 0]
+        # serial splits (PopLibs' planner): the (image, output channel group) blocks in k
+        # compute sets one after another, each over all tiles with 1/k of the temporaries
+        q = sh.N * sh.Cog
+        opts += [dict(o, serial=k) for o in opts if o["parts"] == 1 for k in (2, 4, 8) if q % k == 0]
+        return opts
 
     def vertex_cycles(self, sh: ConvShape, opt, ctx) -> float:
         """One full-width conv vertex's cycles: the ConvPartial(MAC) codelet's cost."""
@@ -128,8 +134,9 @@ class ConvPlanner(Planner):
         P, wseg, go, cipp = sh.parts, sh.wseg, sh.go, sh.cipp
         chip, T, b = ctx.chip, ctx.tiles, DTYPE_BYTES[ctx.dtype]
         x = sh.x
-        per_tile = -(-sh.vertices // T)
-        compute = compute_phase_cycles(per_tile, self.vertex_cycles(sh, opt, ctx), chip)
+        serial = int(opt.get("serial", 1))
+        per_tile = -(-sh.vertices // (serial * T))     # in one serial step
+        compute = supervisor_phase_cycles(per_tile, self.vertex_cycles(sh, opt, ctx), chip)
         segs = sh.segments
         row_block = sh.Ho * segs                     # vertices of one (image, channel group)
         if per_tile <= row_block:
@@ -144,6 +151,7 @@ class ConvPlanner(Planner):
         w_bytes = w_blocks * go * cipp * sh.kh * sh.kw * b
         messages = per_tile * (sh.ncig * sh.kh + 2)
         cyc = compute + exchange_cycles(in_bytes + w_bytes, chip, messages_per_tile=messages)
+        cyc = serial * cyc + (serial - 1) * chip.sync_cycles
         temp = in_bytes + w_bytes
         if P > 1:
             pb = DTYPE_BYTES[ctx.partials]
@@ -158,14 +166,33 @@ class ConvPlanner(Planner):
 
     def lower(self, op, opt, ctx):
         sh = self.shape(op, ctx, opt)
-        x, N, Co, Ho, Wo, go, Cog, nws = sh.x, sh.N, sh.Co, sh.Ho, sh.Wo, sh.go, sh.Cog, sh.segments
-        kh, kw, s, pt, pl, groups = sh.kh, sh.kw, sh.stride, sh.pad_top, sh.pad_left, sh.groups
-        P, wseg = sh.parts, sh.wseg
-        g, T = ctx.graph, ctx.tiles
+        N, Ho, go, Cog, nws, P = sh.N, sh.Ho, sh.go, sh.Cog, sh.segments, sh.parts
         y = ctx.new_act(op, 0, group=go)
         w = ctx.weights(op)
         # vertex grid, input-channel part outermost so parts land on different tiles
         p, n, cog, oh, ws = [a.ravel() for a in np.indices((P, N, Cog, Ho, nws))]
+        serial = int(opt.get("serial", 1))
+        out = []
+        if serial == 1:
+            out += self._lower_step(op, opt, ctx, sh, y, w, p, n, cog, oh, ws, "")
+        else:   # one compute set per slice of (image, channel group) blocks, each over all tiles
+            step = (n * Cog + cog) * serial // (N * Cog)
+            for j in range(serial):
+                sel = step == j
+                out += self._lower_step(op, opt, ctx, sh, y, w, p[sel], n[sel], cog[sel], oh[sel], ws[sel],
+                                        f"/s{j}")
+        if len(op["inputs"]) > 2 and op["inputs"][2] in ctx.acts:   # bias: a per-channel add in place
+            out += ElementwisePlanner().lower(op, opt, ctx, codelet="Add", inputs=[op["outputs"][0], op["inputs"][2]],
+                                              out=y, suffix="bias")
+        return out
+
+    def _lower_step(self, op, opt, ctx, sh, y, w, p, n, cog, oh, ws, tag):
+        """The vertices of one serial step (all of them without serial splits): the grid
+        points ``p, n, cog, oh, ws``, spread over all tiles; returns its compute sets."""
+        x, N, Ho, Wo, go, Cog = sh.x, sh.N, sh.Ho, sh.Wo, sh.go, sh.Cog
+        kh, kw, s, pt, pl, groups = sh.kh, sh.kw, sh.stride, sh.pad_top, sh.pad_left, sh.groups
+        P, wseg = sh.parts, sh.wseg
+        g, T = ctx.graph, ctx.tiles
         V = p.size
         tiles = spread(V, T)
         w0 = ws * wseg
@@ -199,7 +226,7 @@ class ConvPlanner(Planner):
         if groups == 1:
             cig = p[vi] * ncig + c
         else:   # grouped / depthwise: the input channels that feed this output group
-            cig = np.minimum((cog[vi] * go * x.C // Co) // x.g + c, x.Cg - 1)
+            cig = np.minimum((cog[vi] * go * x.C // sh.Co) // x.g + c, x.Cg - 1)
         in_s, in_l = x.rows(n[vi], cig, ih0[vi] + r, a0[vi], a1[vi])
         blk = ncig * kh * kw * cig_size * go
         exact_w = groups == 1 and P * Cog * blk == w.numel
@@ -216,7 +243,7 @@ class ConvPlanner(Planner):
             return dict(base, ptop=int(u[0]), pbot=int(u[1]), pleft=int(u[2]), pright=int(u[3]), wout=int(u[4]),
                         **(extra or {}))
 
-        cs = ctx.compute_set(op, "conv")
+        cs = ctx.compute_set(op, "conv" + tag)
         out = []
         if P == 1:
             o_s, o_l = y.rows(n, cog, oh, w0, w1)
@@ -242,12 +269,9 @@ class ConvPlanner(Planner):
             g.map_intervals(o_s, o_l, rt_)
             ri = np.repeat(np.arange(R), P)
             src = ps.reshape(P, R).T.ravel()
-            cs2 = ctx.compute_set(op, "reduce")
+            cs2 = ctx.compute_set(op, "reduce" + tag)
             g.add_vertices(cs2, "ReducePartials", rt_, {"in": (ri, src, np.repeat(pl_[:R], P)),
                                                         "out": (np.arange(R), o_s, o_l)},
                            dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
             out += [cs, cs2]
-        if len(op["inputs"]) > 2 and op["inputs"][2] in ctx.acts:   # bias: a per-channel add in place
-            out += ElementwisePlanner().lower(op, opt, ctx, codelet="Add", inputs=[op["outputs"][0], op["inputs"][2]],
-                                              out=y, suffix="bias")
         return out

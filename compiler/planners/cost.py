@@ -40,6 +40,13 @@ def compute_phase_cycles(vertices_per_tile, vertex_cycles, chip):
     return -(-vertices_per_tile // chip.workers_per_tile) * vertex_cycles
 
 
+def supervisor_phase_cycles(vertices_per_tile, vertex_cycles, chip):
+    """A compute phase of ``vertices_per_tile`` equal partitions of a supervisor codelet
+    (convolutions, matmuls): the tile's workers share the partitions (worklists), so the
+    tile takes their total over the worker count, as the engine charges it."""
+    return vertices_per_tile * vertex_cycles / chip.workers_per_tile
+
+
 def exchange_cycles(bytes_per_tile, chip, messages_per_tile=0.0):
     """The one exchange estimate of the planners: a tile receiving ``bytes_per_tile`` at
     ``exchange_bytes_per_cycle_per_tile``, plus ``exchange_message_cycles`` per message."""
