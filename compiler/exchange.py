@@ -92,12 +92,13 @@ def runs_of_mapping(graph):
     return s[o], t[o]
 
 
-def _pieces(graph, starts, lengths, run_starts, run_tiles, lookup=None):
+def _pieces(graph, starts, lengths, run_starts, run_tiles, lookup=None, nxt=None):
     """Split regions at tile-mapping boundaries; return pieces with their tile.
 
     Most regions lie on one tile: they are found with two lookups per region
     (the run number of their first and last element) and only the others are
-    split, at the starts of the runs between those two.
+    split, at the starts of the runs between those two.  ``nxt``: ``run_starts`` with
+    int64's maximum appended (given by a caller that splits many chunks).
     """
     if starts.size == 0 or run_starts.size == 0:
         z = np.zeros(0, np.int64)
@@ -105,7 +106,8 @@ def _pieces(graph, starts, lengths, run_starts, run_tiles, lookup=None):
     find = lookup or (lambda q: np.searchsorted(run_starts, q, side="right") - 1)
     r0 = find(starts)
     last = starts + lengths - 1
-    nxt = np.append(run_starts, np.iinfo(np.int64).max)
+    if nxt is None:
+        nxt = np.append(run_starts, np.iinfo(np.int64).max)
     beyond = np.flatnonzero(nxt[r0 + 1] <= last)      # regions that reach into a later run
     if beyond.size == 0:
         return starts, lengths, np.arange(starts.size), run_tiles[np.clip(r0, 0, None)]
@@ -198,12 +200,20 @@ def _plan_sorted(group, src_tile, dst_tile, start, length, ebytes):
         return None
     present = np.bincount(ebytes, minlength=1) > 0
     eu = np.flatnonzero(present).astype(np.int64)            # the element sizes present
-    GB, SB, DB, EB = (_bits(int(group.max()) + 1), _bits(int(src_tile.max()) + 1),
+    # the groups present, by rank (a chunk holds a few compute sets out of a thousand), and
+    # positions from the chunk's lowest start: fewer bits, so that (key, position) fits an
+    # int64 in big graphs too (both maps keep the order, the merged intervals, the bytes)
+    gpresent = np.bincount(group) > 0
+    gu = np.flatnonzero(gpresent).astype(np.int64)
+    gcode = (np.cumsum(gpresent) - 1)[group] if gu.size > 1 else np.zeros(group.size, np.int64)
+    base = int(start.min())
+    GB, SB, DB, EB = (_bits(gu.size), _bits(int(src_tile.max()) + 1),
                       _bits(int(dst_tile.max()) + 1), _bits(eu.size))
-    k1 = (group.astype(np.int64) << DB | dst_tile) << SB | src_tile
+    k1 = (gcode.astype(np.int64) << DB | dst_tile) << SB | src_tile
     if EB:      # more than one element size: its code in the key
         k1 = k1 << EB | (np.cumsum(present) - 1)[ebytes]
-    r1 = _sorted_union(k1, start, start + length, GB + DB + SB + EB)
+    st0 = start - base
+    r1 = _sorted_union(k1, st0, st0 + length, GB + DB + SB + EB)
     if r1 is None:
         return None
     key, st, en = r1
@@ -211,7 +221,8 @@ def _plan_sorted(group, src_tile, dst_tile, start, length, ebytes):
     s = (key >> EB) & ((1 << SB) - 1)
     gd = key >> (EB + SB)
     d = gd & ((1 << DB) - 1)
-    g = gd >> DB
+    gc = gd >> DB
+    g = gu[gc]
     nb = (en - st) * eu[e]
     # receptions per (group, dst): contiguous in this order
     rh = np.flatnonzero(np.concatenate(([True], gd[1:] != gd[:-1])))
@@ -219,14 +230,14 @@ def _plan_sorted(group, src_tile, dst_tile, start, length, ebytes):
     rk = g[rh] * T + d[rh]
     rb = np.add.reduceat(nb, rh)
     # sends: union of the receptions per (group, src), then per (group, src)
-    k2 = ((g << SB | s) << EB) | e
+    k2 = ((gc << SB | s) << EB) | e
     r2 = _sorted_union(k2, st, en, GB + SB + EB)
     if r2 is None:
         return None
     key2, st2, en2 = r2
     e2 = key2 & ((1 << EB) - 1)
     gs = key2 >> EB
-    g2, s2 = gs >> SB, gs & ((1 << SB) - 1)
+    g2, s2 = gu[gs >> SB], gs & ((1 << SB) - 1)
     nb2 = (en2 - st2) * eu[e2]
     sh = np.flatnonzero(np.concatenate(([True], gs[1:] != gs[:-1])))
     sk = g2[sh] * T + s2[sh]
@@ -290,9 +301,9 @@ EXCHANGE_CHUNK_EDGES = 250_000   # small enough that the temporaries come from t
 
 
 def _plan_edges(graph, arrays, ranges, vt, vcs, edge_bytes, run_starts, run_tiles, tiles_per_chip, ncs,
-                run_lookup=None):
+                run_lookup=None, run_next=None):
     """Exchange plans (in, out) for the edges in ``ranges`` [(e0, e1, batch)];
-    ``edge_bytes``: the element size of every edge."""
+    ``edge_bytes``: edge ids -> their element size."""
     idx = intervals.expand(np.array([r[0] for r in ranges]), np.array([r[1] - r[0] for r in ranges]))
     reads = np.empty(idx.size, bool)
     writes = np.empty(idx.size, bool)
@@ -304,7 +315,7 @@ def _plan_edges(graph, arrays, ranges, vt, vcs, edge_bytes, run_starts, run_tile
         writes[pos:pos + e1 - e0] = np.array([x.writes for x in c.fields])[f]
         pos += e1 - e0
     ps, pl, parent, ptile = _pieces(graph, arrays.edge_start[idx], arrays.edge_len[idx].astype(np.int64),
-                                    run_starts, run_tiles, run_lookup)
+                                    run_starts, run_tiles, run_lookup, run_next)
     pe = idx[parent]                      # the edge of each piece
     pv = arrays.edge_vertex[pe]
     pvt = vt[pv]
@@ -314,17 +325,20 @@ def _plan_edges(graph, arrays, ranges, vt, vcs, edge_bytes, run_starts, run_tile
     for rw, (src, dst) in ((reads, (ptile, pvt)), (writes, (pvt, ptile))):
         r = np.flatnonzero(remote & rw[parent])
         xs.append(_plan(pcs[r], src[r], dst[r], ps[r], pl[r], None, tiles_per_chip, ncs,
-                        ebytes=edge_bytes[pe[r]]))
+                        ebytes=edge_bytes(pe[r])))
     return tuple(xs)
 
 
 def _edge_bytes(graph, arrays):
-    """Element size of every edge (from its variable's dtype, as the checks found it)."""
+    """Element size of the edges ``e``, as a function of ``e`` (from each edge's variable's
+    dtype, as the checks found it): asked for the remote edges of one chunk at a time, not
+    for all edges at once (8 bytes per edge of a 100 M edge graph)."""
     dt = arrays.extra.get("edge_dtype")
     if dt is None:
         var_bytes = np.array([DTYPE_BYTES[v.dtype] for v in graph.variables], np.int64)
-        return var_bytes[graph.variable_of(arrays.edge_start)]
-    return np.array([DTYPE_BYTES[n] for n in DTYPE_NAMES], np.int64)[dt]
+        return lambda e: var_bytes[graph.variable_of(arrays.edge_start[e])]
+    dtype_bytes = np.array([DTYPE_BYTES[n] for n in DTYPE_NAMES], np.int64)
+    return lambda e: dtype_bytes[dt[e]]
 
 
 def plan_compute_exchange(graph, arrays, run_starts, run_tiles, tiles_per_chip):
@@ -344,6 +358,7 @@ def plan_compute_exchange(graph, arrays, run_starts, run_tiles, tiles_per_chip):
                     [b.v1 - b.v0 for b in graph.batches]) if graph.batches else np.zeros(0, np.int64)
     edge_bytes = _edge_bytes(graph, arrays)
     run_lookup = intervals.Lookup(run_starts, max(graph.num_elements, 1)) if run_starts.size else None
+    run_next = np.append(run_starts, np.iinfo(np.int64).max)    # once, not per chunk
     off = arrays.vertex_edge_offsets
     ranges = {}
     for b in graph.batches:
@@ -355,7 +370,7 @@ def plan_compute_exchange(graph, arrays, run_starts, run_tiles, tiles_per_chip):
         size += sum(e1 - e0 for e0, e1, _ in rs)
         if size >= EXCHANGE_CHUNK_EDGES or i == len(items) - 1:
             xin, xout = _plan_edges(graph, arrays, [r for rs_ in chunk for r in rs_], vt, vcs, edge_bytes,
-                                    run_starts, run_tiles, tiles_per_chip, ncs, run_lookup)
+                                    run_starts, run_tiles, tiles_per_chip, ncs, run_lookup, run_next)
             exchange_in.update(xin)
             exchange_out.update(xout)
             chunk, size = [], 0
