@@ -377,6 +377,13 @@ def _lamb_update(a, p):
     return {"weights": a["weights"] - p.get("lr", 1e-3) * ratio * a["r"]}
 
 
+def _transpose(a, p):
+    """out = in^T per vertex: ``in`` is [rows][cols] row-major, ``out`` [cols][rows]."""
+    nv = a["in"].shape[0]
+    r, c = p["rows"], p["cols"]
+    return {"out": a["in"].reshape(nv, r, c).transpose(0, 2, 1).reshape(nv, r * c)}
+
+
 # -- the table ------------------------------------------------------------------
 
 def _ew(name, fn, nin, flops_per=1.0, cost=1.0, doc=""):
@@ -532,6 +539,13 @@ _TABLE = [
             cycles=lambda s, d, p, c: vector_cycles(s["weights"], d, c, 2.0) + 40,
             compute=_lamb_update, flops=_ew_flops("weights", 2.0), code_bytes=256,
             doc="w -= lr (||w|| / ||r||) r with the tensor's reduced sums of squares"),
+    # data rearrangement (PopLibs popops::rearrange / poplin: the Transpose2d codelets transpose
+    # small blocks on the tile, after an exchange brings each tile its blocks)
+    Codelet("Transpose", (Field("in", IN), Field("out", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 2.0),
+            compute=_transpose, flops=_zero_flops, code_bytes=256, state_bytes=12,
+            doc="out[c][r] = in[r][c] for an in block of params rows x cols (a load and a shuffled "
+                "store per 64-bit vector: 2 issues per vector, CHOSEN)"),
 ]
 
 CODELETS: dict[str, Codelet] = {c.name: c for c in _TABLE}

@@ -328,3 +328,98 @@ def test_lsh_hash_estimate_is_the_lsh_hash_codelets_cost():
     want = codelet_cycles("LSHHash", {"in": -(-4 * 24 // CHIP.tiles)}, "fp32", {}, CHIP)
     assert PLANNERS["gather"].estimate(dict(ctx.opg.op("h"), name="h"), {}, ctx) == (want, 0.0)
     assert codelets_of(low, "h") == ["LSHHash"]
+
+
+def matmul_trans_b(g, batch=2, M=8, K=64, N=32):
+    """Attention's Q x K^T: both operands activations, the second one transposed."""
+    g.add_tensor("a", (batch, M, K), kind="input")
+    g.add_tensor("b", (batch, N, K), kind="input")
+    g.add_tensor("y", (batch, M, N), kind="output")
+    g.add_op("mm", "MatMul", ["a", "b"], ["y"], family="matmul", flops=2 * batch * M * K * N, attrs={"transB": 1})
+    g.outputs.append("y")
+
+
+def lowered_with(build, opt, monkeypatch):
+    """Lower with the matmul planner's only option ``opt``."""
+    from compiler.planners.matmul import MatMulPlanner
+    monkeypatch.setattr(MatMulPlanner, "options", lambda self, op, ctx: [dict(opt)])
+    return lowered(build)
+
+
+def test_matmul_options_offer_serial_splits_that_divide_the_blocks():
+    ctx, _ = lowered(matmul)
+    op = dict(ctx.opg.op("mm"), name="mm")
+    planner = PLANNERS["matmul"]
+    opts = planner.options(op, ctx)
+    assert {o.get("serial", 1) for o in opts} == {1, 2, 4, 8}
+    for o in opts:
+        q = -(-8 // o["mseg"]) * -(-32 // o["nb"])
+        assert q % o.get("serial", 1) == 0
+
+
+@pytest.mark.parametrize("serial", [1, 2, 4])
+def test_matmul_serial_steps_write_every_output_once_in_their_own_compute_sets(serial, monkeypatch):
+    opt = {"mseg": 2, "nb": 16, "parts": 2, "method": "amp", "serial": serial}
+    _, low = lowered_with(matmul, opt, monkeypatch)
+    assert np.all(writes(low, "mm", "y") == 1)
+    names = [low.graph.compute_sets[c].name for c in low.op_compute_sets["mm"]]
+    assert len(names) == 2 * serial
+    if serial > 1:
+        assert sum("/matmul/s" in n for n in names) == serial
+
+
+@pytest.mark.parametrize("serial", [1, 2, 4])
+def test_matmul_estimate_charges_the_codelet_tables_cost_of_its_vertices(serial, monkeypatch):
+    # even blocks (8 x 64 x 32 in 2-row, 16-column blocks, k in halves): every vertex of a
+    # kind costs what the estimate charges, and the estimate is k steps plus k - 1 syncs
+    from compiler.planners.matmul import MatMulPlanner
+    opt = {"mseg": 2, "nb": 16, "parts": 2, "method": "amp", "serial": serial}
+    ctx, low = lowered_with(matmul, opt, monkeypatch)
+    op = dict(ctx.opg.op("mm"), name="mm")
+    exe = compile_program(low.graph, low.program)
+    css = set(low.op_compute_sets["mm"])
+    cyc = {}
+    for b, c in zip(low.graph.batches, exe.vertex_cycles):
+        if b.cs in css:
+            cyc.setdefault(b.codelet, []).append(c)
+    assert np.all(np.concatenate(cyc["MatMulPartial"]) == contraction_cycles(opt, 2 * 16, 32, ctx.dtype, CHIP))
+    red = codelet_cycles("ReducePartials", {"in": 2 * 2 * 16}, ctx.dtype, {"k": 2, "partials": ctx.partials}, CHIP)
+    assert np.all(np.concatenate(cyc["ReducePartials"]) == red)
+    planner = MatMulPlanner()
+    step, step_mem = planner.step_estimate(op, opt, ctx)
+    assert planner.estimate(op, opt, ctx) == (serial * step + (serial - 1) * CHIP.sync_cycles, step_mem)
+
+
+def test_matmul_serial_steps_need_a_fraction_of_the_temporaries():
+    def square(g):
+        g.add_tensor("a", (64, 64), kind="input")
+        g.add_tensor("b", (64, 64), kind="param")
+        g.add_tensor("y", (64, 64), kind="output")
+        g.add_op("mm", "MatMul", ["a", "b"], ["y"], family="matmul", flops=2 * 64 ** 3)
+        g.outputs.append("y")
+    ctx, _ = lowered(square)
+    op = dict(ctx.opg.op("mm"), name="mm")
+    planner = PLANNERS["matmul"]
+    opt = {"mseg": 2, "nb": 16, "parts": 2, "method": "amp"}
+    mem = [planner.estimate(op, dict(opt, serial=k), ctx)[1] for k in (1, 2, 4, 8)]
+    assert all(x > y for x, y in zip(mem, mem[1:])) and mem[-1] < mem[0] / 2
+
+
+def test_transposed_activation_operand_is_rearranged_with_transpose_vertices(monkeypatch):
+    opt = {"mseg": 2, "nb": 16, "parts": 1, "method": "amp"}
+    ctx, low = lowered_with(matmul_trans_b, opt, monkeypatch)
+    assert np.all(writes(low, "mm", "y") == 1)
+    assert codelets_of(low, "mm")[0] == "Transpose"
+    tmp = [v for v in low.graph.variables if v.name.startswith("mm/transposed")]
+    assert len(tmp) == 1 and tmp[0].kind == "temporary" and tmp[0].size == 2 * 64 * 32
+    # edges O(rows): each matmul vertex reads one region of the rearranged operand, each
+    # Transpose vertex one per source row of its piece; never one per element (32 K here)
+    assert low.graph.num_edges < 2 * (2 * 8 + 2 * 32) * 4 + 2 * 4 * 2 * 4
+    op = dict(ctx.opg.op("mm"), name="mm")
+    from compiler.planners.matmul import MatMulPlanner
+    exe = compile_program(low.graph, low.program)
+    css = set(low.op_compute_sets["mm"])
+    tcyc = np.concatenate([c for b, c in zip(low.graph.batches, exe.vertex_cycles)
+                           if b.cs in css and b.codelet == "Transpose"])
+    sk = MatMulPlanner.transpose_pieces(64, 2 * 2, CHIP, CHIP.tiles)
+    assert np.all(tcyc == codelet_cycles("Transpose", {"in": (64 // sk) * 16}, ctx.dtype, {}, CHIP))

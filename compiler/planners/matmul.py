@@ -9,6 +9,9 @@ from .base import Planner, add_by_signature, pow2_upto, spread
 from .cost import MATMUL_CODELET, METHODS, codelet_cycles, compute_phase_cycles, contraction_cycles, exchange_cycles
 from .elementwise import ElementwisePlanner
 
+#: serial steps a matmul may be split into (where they divide its blocks)
+SERIAL = (2, 4, 8)
+
 
 class MatMulPlanner(Planner):
     """Gemm / MatMul (batched too) and every contraction without a spatial window
@@ -47,17 +50,67 @@ class MatMulPlanner(Planner):
         opts = []
         for mseg in sorted({1, 2, 4, 8, 16, M} & set(range(1, M + 1))):
             for nb in sorted({g, 2 * g, 4 * g, N} & set(range(1, N + 1))):
+                q = batch * (-(-M // mseg)) * (-(-N // nb))
                 for P in pow2_upto(K, 64):
                     for m in METHODS:
                         opts.append({"mseg": mseg, "nb": nb, "parts": P, "method": m})
+                        # serial splits (PopLibs' planner): the (batch, row block, column block)
+                        # blocks in k compute sets one after another, each over all tiles with
+                        # 1/k of the temporaries (the name and the rule of ConvPlanner's option)
+                        opts += [{"mseg": mseg, "nb": nb, "parts": P, "method": m, "serial": k}
+                                 for k in SERIAL if q % k == 0]
         return opts
 
+    def transposes(self, op, ctx) -> bool:
+        """Whether the op reads a transposed activation operand (``transB``, e.g. attention's
+        Q x K^T): it is rearranged first (a Transpose compute set into a temporary), as
+        PopLibs does, so that the matmul reads contiguous rows of it."""
+        batch, M, K, N = self.dims(op, ctx)
+        b = op["inputs"][1]
+        return (bool(op["attrs"].get("transB")) and ctx.opg.tensors[b].kind not in ("param", "constant", "state")
+                and self._exact(op, ctx, batch, M, K, N))
+
+    def _exact(self, op, ctx, batch, M, K, N):
+        na, nb_ = ctx.numel(op["inputs"][0]), ctx.numel(op["inputs"][1])
+        return op["op"] in ("Gemm", "MatMul") and na == batch * M * K and nb_ in (K * N, batch * K * N)
+
+    @staticmethod
+    def transpose_pieces(K, blocks, chip, T):
+        """Transpose vertices per [K][columns] block of the rearranged operand: pieces of at
+        least 16 rows of K, enough of them for every worker of every tile when the blocks
+        are few (so the edges stay O(rows): one per source row and piece)."""
+        want = -(-T * chip.workers_per_tile // max(blocks, 1))
+        return int(max(1, min(want, K // 16)))
+
+    def step_blocks(self, op, opt, ctx):
+        """(batch, row block, column block) blocks of the grid in one serial step, and the
+        distinct (operand batch, column block) blocks of ``b`` that step reads."""
+        batch, M, K, N = self.dims(op, ctx)
+        nmb, nnb = -(-M // opt["mseg"]), -(-N // opt["nb"])
+        s = batch * nmb * nnb // int(opt.get("serial", 1))
+        batched_b = ctx.numel(op["inputs"][1]) == batch * K * N
+        if s >= nmb * nnb:
+            b_blocks = (-(-s // (nmb * nnb)) if batched_b else 1) * nnb
+        else:
+            b_blocks = min(s, nnb)
+        return s, b_blocks
+
     def estimate(self, op, opt, ctx):
+        """k serial steps cost k times one step plus a sync between steps; the temporaries
+        are one step's (PopLibs' planner, and ConvPlanner's rule)."""
+        serial = int(opt.get("serial", 1))
+        cyc, temp = self.step_estimate(op, opt, ctx)
+        return serial * cyc + (serial - 1) * ctx.chip.sync_cycles, temp
+
+    def step_estimate(self, op, opt, ctx):
+        """(cycles, temporary bytes per tile) of one serial step (of the whole op without
+        serial splits): its vertices spread over all tiles."""
         batch, M, K, N = self.dims(op, ctx)
         chip, T, b = ctx.chip, ctx.tiles, DTYPE_BYTES[ctx.dtype]
         mseg, nb, P = opt["mseg"], opt["nb"], opt["parts"]
+        serial = int(opt.get("serial", 1))
         kpp = -(-K // P)
-        V = P * batch * (-(-M // mseg)) * (-(-N // nb))
+        V = P * batch * (-(-M // mseg)) * (-(-N // nb)) // serial     # vertices of one serial step
         per_tile = -(-V // T)
         compute = compute_phase_cycles(per_tile, contraction_cycles(opt, mseg * nb, kpp, ctx.dtype, chip), chip)
         pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
@@ -76,45 +129,69 @@ class MatMulPlanner(Planner):
             cyc += compute_phase_cycles(rpt, codelet_cycles("ReducePartials", {"in": P * mseg * nb}, ctx.dtype,
                                                             {"k": P, "partials": ctx.partials}, chip), chip)
             cyc += chip.sync_cycles
-        return cyc, bytes_in + out_b
+        temp = bytes_in + out_b
+        if self.transposes(op, ctx):
+            # the rearrangement: each [K][nb] block of b the step reads, in pieces of kr rows
+            _, blocks = self.step_blocks(op, opt, ctx)
+            sk = self.transpose_pieces(K, blocks, chip, T)
+            kr = -(-K // sk)
+            tpt = -(-(blocks * sk) // T)
+            cyc += compute_phase_cycles(tpt, codelet_cycles("Transpose", {"in": kr * nb}, ctx.dtype, {}, chip), chip)
+            cyc += exchange_cycles(tpt * kr * nb * b, chip, messages_per_tile=tpt * nb) + chip.sync_cycles
+            temp += tpt * kr * nb * b
+        return cyc, temp
 
     def lower(self, op, opt, ctx):
         batch, M, K, N = self.dims(op, ctx)
+        mseg, nb, P = opt["mseg"], opt["nb"], opt["parts"]
+        serial = int(opt.get("serial", 1))
+        y = ctx.new_act(op, 0)
+        nmb, nnb = -(-M // mseg), -(-N // nb)
+        p, bt, mb, jb = [a.ravel() for a in np.indices((P, batch, nmb, nnb))]
+        out = []
+        if serial == 1:
+            out += self._lower_step(op, opt, ctx, y, p, bt, mb, jb, "")
+        else:   # one slice of the (batch, row block, column block) blocks per step, each over all tiles
+            step = ((bt * nmb + mb) * nnb + jb) * serial // (batch * nmb * nnb)
+            for j in range(serial):
+                sel = step == j
+                out += self._lower_step(op, opt, ctx, y, p[sel], bt[sel], mb[sel], jb[sel], f"/s{j}")
+        if op["op"] == "Gemm" and len(op["inputs"]) > 2 and op["inputs"][2] in ctx.acts:
+            out += ElementwisePlanner().lower(op, opt, ctx, codelet="Add", inputs=[op["outputs"][0], op["inputs"][2]],
+                                              out=y, suffix="bias")
+        return out
+
+    def _lower_step(self, op, opt, ctx, y, p, bt, mb, jb, tag):
+        """The vertices of one serial step (all of them without serial splits): grid points
+        ``p, bt, mb, jb`` (part-major), spread over all tiles; returns its compute sets."""
+        batch, M, K, N = self.dims(op, ctx)
         g, T = ctx.graph, ctx.tiles
         mseg, nb, P = opt["mseg"], opt["nb"], opt["parts"]
-        y = ctx.new_act(op, 0)
         A = ctx.act(op["inputs"][0])
         b_is_act = ctx.opg.tensors[op["inputs"][1]].kind not in ("param", "constant", "state")
         B = ctx.act(op["inputs"][1])
-        exact = op["op"] in ("Gemm", "MatMul") and A.numel == batch * M * K and B.numel in (K * N, batch * K * N)
-        nmb, nnb = -(-M // mseg), -(-N // nb)
-        p, bt, mb, jb = [a.ravel() for a in np.indices((P, batch, nmb, nnb))]
+        exact = self._exact(op, ctx, batch, M, K, N)
+        nnb = -(-N // nb)
         V = p.size
         tiles = spread(V, T)
         m0, m1 = mb * mseg, np.minimum(M, mb * mseg + mseg)
         n0, n1 = jb * nb, np.minimum(N, jb * nb + nb)
         k0, k1 = (p * K) // P, ((p + 1) * K) // P
         rows, kk, ncols = m1 - m0, k1 - k0, n1 - n0
-        # a: rows m0..m1 of batch bt, columns k0..k1 (one interval per row)
-        ai = np.repeat(np.arange(V), rows)
-        r = np.arange(ai.size) - np.repeat(np.cumsum(rows) - rows, rows)
-        arow = bt[ai] * M + m0[ai] + r
-        a_l = np.minimum(kk[ai], A.numel)
-        a_s = np.minimum(A.start + (arow * K + k0[ai]) % max(A.numel, 1), A.start + A.numel - a_l)
+        out = []
+        # a: rows m0..m1 of batch bt, columns k0..k1 (one interval, or one per row when k is split)
+        ai, ar, al = row_intervals((bt * M + m0) * K + k0, rows, kk, K)
+        a_l = np.minimum(al, A.numel)
+        a_s = np.minimum(A.start + ar % max(A.numel, 1), A.start + A.numel - a_l)
+        bbase = bt * K * N if B.numel == batch * K * N else np.zeros_like(bt)
         if b_is_act and exact and op["attrs"].get("transB"):
-            # a transposed activation operand: element (k, n) is at n * K + k, one edge per element
-            cnt = kk * ncols
-            bi = np.repeat(np.arange(V), cnt)
-            q = np.arange(bi.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-            kq, nq = k0[bi] + q // ncols[bi], n0[bi] + q % ncols[bi]
-            boff = (bt[bi] * K * N if B.numel == batch * K * N else 0) + nq * K + kq
-            b_f = (bi, B.start + boff, np.ones(bi.size, np.int64))
+            # a transposed activation operand (element (k, n) at n * K + k): rearranged first
+            T_, cs_t = self._transpose(op, ctx, B, bbase, nb, jb, n0, n1, tiles, tag)
+            out.append(cs_t)
+            b_f = (np.arange(V), T_[0] + T_[1] + k0 * ncols, kk * ncols)
         elif b_is_act and exact:
             # an activation operand (attention): kk rows of ncols columns, row-major
-            bi = np.repeat(np.arange(V), kk)
-            rk = np.arange(bi.size) - np.repeat(np.cumsum(kk) - kk, kk)
-            boff = (bt[bi] * K * N if B.numel == batch * K * N else 0) + (k0[bi] + rk) * N + n0[bi]
-            b_f = (bi, B.start + boff, ncols[bi])
+            b_f = row_intervals(B.start + bbase + k0 * N + n0, kk, ncols, N)
         else:
             # weights are ours to lay out: one contiguous [kk][ncols] block per (part, column block)
             blk_p, blk_j = [a.ravel() for a in np.indices((P, nnb))]
@@ -127,46 +204,92 @@ class MatMulPlanner(Planner):
             if exact and op["phase"] == "fwd":
                 ctx.host_layout.setdefault(op["inputs"][1], ("matmul", {"P": P, "nb": nb, "K": K, "N": N,
                                                                          "trans": bool(op["attrs"].get("transB"))}))
-        oi = np.repeat(np.arange(V), rows)
-        orow = bt[oi] * M + m0[oi] + r
         sig = np.stack([rows, kk, ncols], axis=1)
-        cs = ctx.compute_set(op, "matmul")
-        out = []
+        cs = ctx.compute_set(op, "matmul" + tag)
+        codelet = MATMUL_CODELET[opt.get("method", "amp")]
         if P == 1:
-            o_s = y.start + orow * N + n0[oi]
-            o_l = ncols[oi]
+            oi, o_s, o_l = row_intervals(y.start + (bt * M + m0) * N + n0, rows, ncols, N)
             g.map_intervals(o_s, o_l, tiles[oi])
-            add_by_signature(ctx, cs, MATMUL_CODELET[opt.get("method", "amp")], tiles, sig, {"a": (ai, a_s, a_l), "b": b_f, "out": (oi, o_s, o_l)},
+            add_by_signature(ctx, cs, codelet, tiles, sig, {"a": (ai, a_s, a_l), "b": b_f, "out": (oi, o_s, o_l)},
                              lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2])})
             out.append(cs)
         else:
-            part = g.add_variable(ctx.partials, (P, batch * M, N), f"{op['name']}/partials", kind="temporary",
-                                  op=op["name"])
-            ps = part._start + p[oi] * (batch * M * N) + orow * N + n0[oi]
-            g.map_intervals(ps, ncols[oi], tiles[oi])
-            add_by_signature(ctx, cs, MATMUL_CODELET[opt.get("method", "amp")], tiles, sig, {"a": (ai, a_s, a_l), "b": b_f,
-                                                                   "out": (oi, ps, ncols[oi])},
-                             lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2]), "partials": ctx.partials})
-            # reduction: one vertex per (batch, row block, column block); its input is
-            # ordered part-major so that it reads as [parts][rows][columns]
+            # partials: one contiguous [rows][ncols] block per vertex, part-major, so that a
+            # vertex writes one region and a reduction reads one region per part
             R = V // P
-            rows_r = rows[:R]
+            bsz = rows[:R] * ncols[:R]
+            boff = np.concatenate(([0], np.cumsum(bsz)))[:-1]
+            S = int(bsz.sum())
+            part = g.add_variable(ctx.partials, (P, S), f"{op['name']}/partials{tag.replace('/', '_')}",
+                                  kind="temporary", op=op["name"])
+            r = np.arange(V) % R
+            ps = part._start + p * S + boff[r]
+            g.map_intervals(ps, bsz[r], tiles)
+            add_by_signature(ctx, cs, codelet, tiles, sig, {"a": (ai, a_s, a_l), "b": b_f,
+                                                            "out": (np.arange(V), ps, bsz[r])},
+                             lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2]), "partials": ctx.partials})
+            # reduction: one vertex per (batch, row block, column block); its input is the
+            # block of every part, so that it reads as [parts][rows][columns]
             rt_ = spread(R, T)
-            cnt = P * rows_r
-            ri = np.repeat(np.arange(R), cnt)
-            k = np.arange(ri.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-            pp, rr = k // rows_r[ri], k % rows_r[ri]
-            src = part._start + pp * (batch * M * N) + (bt[ri] * M + m0[ri] + rr) * N + n0[ri]
-            oi_r = np.repeat(np.arange(R), rows_r)
-            rr2 = np.arange(oi_r.size) - np.repeat(np.cumsum(rows_r) - rows_r, rows_r)
-            o_s = y.start + (bt[oi_r] * M + m0[oi_r] + rr2) * N + n0[oi_r]
-            o_l = ncols[oi_r]
-            g.map_intervals(o_s, o_l, rt_[oi_r])
-            cs2 = ctx.compute_set(op, "reduce")
-            g.add_vertices(cs2, "ReducePartials", rt_, {"in": (ri, src, ncols[ri]), "out": (oi_r, o_s, o_l)},
+            ri = np.repeat(np.arange(R), P)
+            src = part._start + np.tile(np.arange(P), R) * S + boff[ri]
+            oi, o_s, o_l = row_intervals(y.start + (bt[:R] * M + m0[:R]) * N + n0[:R], rows[:R], ncols[:R], N)
+            g.map_intervals(o_s, o_l, rt_[oi])
+            cs2 = ctx.compute_set(op, "reduce" + tag)
+            g.add_vertices(cs2, "ReducePartials", rt_, {"in": (ri, src, bsz[ri]), "out": (oi, o_s, o_l)},
                            dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
             out += [cs, cs2]
-        if op["op"] == "Gemm" and len(op["inputs"]) > 2 and op["inputs"][2] in ctx.acts:
-            out += ElementwisePlanner().lower(op, opt, ctx, codelet="Add", inputs=[op["outputs"][0], op["inputs"][2]],
-                                              out=y, suffix="bias")
         return out
+
+    def _transpose(self, op, ctx, B, bbase, nb, jb, n0, n1, tiles, tag):
+        """Rearrange the transposed operand of one step: every (operand batch, column block)
+        block the step reads becomes a row-major [K][columns] block of a temporary, made by
+        Transpose vertices of ``kr`` rows each on the tiles of the matmul vertices that read
+        the block (a source row of the piece is one region). Returns ((temporary start,
+        block offset per matmul vertex), compute set)."""
+        batch, M, K, N = self.dims(op, ctx)
+        g, T = ctx.graph, ctx.tiles
+        nnb = -(-N // nb)
+        bb = bbase // max(K * N, 1)
+        key = bb * nnb + jb
+        order = np.lexsort((np.arange(key.size), key))
+        ukey, first, inv, cnt = np.unique(key[order], return_index=True, return_inverse=True, return_counts=True)
+        nblk = ukey.size
+        cols = (n1 - n0)[order[first]]
+        bsz = K * cols
+        boff = np.concatenate(([0], np.cumsum(bsz)))[:-1]
+        tmp = g.add_variable(ctx.dtype, (int(bsz.sum()),), f"{op['name']}/transposed{tag.replace('/', '_')}",
+                             kind="temporary", op=op["name"])
+        blk_of_v = np.empty(key.size, np.int64)
+        blk_of_v[order] = inv
+        sk = self.transpose_pieces(K, nblk, ctx.chip, T)
+        bi, i = np.repeat(np.arange(nblk), sk), np.tile(np.arange(sk), nblk)
+        ka, kb = (i * K) // sk, ((i + 1) * K) // sk
+        kr = kb - ka
+        # the piece's tile: one of the matmul vertices that read its block, in grid order
+        tv = order[first[bi] + (i * cnt[bi]) // sk]
+        ttile = tiles[tv]
+        c = cols[bi]
+        src0 = B.start + bbase[tv] + n0[tv] * K + ka
+        ii, i_s, i_l = row_intervals(src0, c, kr, K)
+        o_s = tmp._start + boff[bi] + ka * c
+        o_l = kr * c
+        g.map_intervals(o_s, o_l, ttile)
+        cs = ctx.compute_set(op, "transpose" + tag)
+        add_by_signature(ctx, cs, "Transpose", ttile, np.stack([c, kr], axis=1),
+                         {"in": (ii, i_s, i_l), "out": (np.arange(bi.size), o_s, o_l)},
+                         lambda u: {"rows": int(u[0]), "cols": int(u[1])})
+        return (tmp._start, boff[blk_of_v]), cs
+
+
+def row_intervals(first, nrows, rowlen, stride):
+    """The regions of ``nrows`` rows of ``rowlen`` elements, ``stride`` apart, from ``first``
+    (one set per item): one region per row, or one region for all of them when the rows
+    are contiguous (``rowlen == stride``).  Returns (item index, starts, lengths)."""
+    first, nrows, rowlen = (np.asarray(x, np.int64) for x in (first, nrows, rowlen))
+    stride = np.broadcast_to(np.asarray(stride, np.int64), first.shape)
+    contig = rowlen == stride
+    cnt = np.where(contig, 1, nrows)
+    vi = np.repeat(np.arange(first.size), cnt)
+    r = np.arange(vi.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    return vi, first[vi] + r * stride[vi], np.where(contig[vi], nrows[vi] * rowlen[vi], rowlen[vi])
