@@ -609,7 +609,14 @@ def vertex_state(g, arr) -> np.ndarray:
             st = arr.edge_start[e].astype(np.int64)
             en = st + arr.edge_len[e]
             hi = t * len(c.fields) + f
-            o = np.lexsort((st, hi))
+            # sorted by (tile, field), then start: one stable argsort of the packed pair where it
+            # fits an int64 (the order np.lexsort((st, hi)) gives, at a fraction of its time)
+            lo_st = int(st.min())
+            pb = (int(st.max()) - lo_st + 1).bit_length()
+            if int(hi.max()).bit_length() + pb <= 62:
+                o = np.argsort(hi << pb | (st - lo_st), kind="stable")
+            else:
+                o = np.lexsort((st, hi))
             hi, st, en = hi[o], st[o], en[o]
             # running end of the regions so far within each (tile, field)
             new = np.ones(hi.size, bool)
