@@ -575,10 +575,17 @@ class Graph:
             self._trim(grows)
             return
         v0s = np.array([b.v0 for b in self.batches], np.int64)
+        nv = self.num_vertices
+        # batch of every vertex (the batches tile [0, nv) in order): a gather per edge, not a search
+        vb = np.repeat(np.arange(len(self.batches), dtype=np.int32), [b.v1 - b.v0 for b in self.batches])
         counts = np.zeros(len(self.batches), np.int64)
         contiguous, last = True, -1
         for a in range(0, n, C):
-            bi = np.searchsorted(v0s, ev[a:a + C], side="right") - 1
+            evc = ev[a:a + C]
+            if vb.size == nv and int(evc.min()) >= 0 and int(evc.max()) < nv:
+                bi = vb[evc]
+            else:
+                bi = np.searchsorted(v0s, evc, side="right") - 1
             if bi[0] < last or np.any(bi[1:] < bi[:-1]):
                 contiguous = False
                 break
