@@ -1,0 +1,185 @@
+"""Compile speed and host memory of the MLPerf ResNet-50 training graphs, per phase (issue 12).
+
+    .venv/bin/python bench/bench_compile_mlperf.py                   # both configurations
+    .venv/bin/python bench/bench_compile_mlperf.py --only b20 --batch 4   # one, smaller batch
+    .venv/bin/python bench/bench_compile_mlperf.py --only b20 --profile /tmp/p.prof
+    .venv/bin/python bench/bench_compile_mlperf.py --only b20 --dump /tmp/b20.json   # results, to compare
+
+Configurations (``simulator.run.build`` with ``simulate=True``):
+
+* ``b20``: ResNet-50 training, micro-batch 20, fp16 with fp16 partials, recomputation of
+  blocks, GC200, available memory proportion 0.15 (MLPerf v1.0's logged run);
+* ``b16``: the same at micro-batch 16 with the default proportion.
+
+Each configuration runs in a fresh process, so that its peak RSS is its own.  Phases
+(wall seconds, and the highest RSS sampled while the phase ran, every 5 ms):
+load (model + recomputation), lower (planners, transforms), finalize (sorting the edges
+into CSR), checks (``check_graph``), exchange (runs of the mappings, compute set and copy
+plans), liveness, allocation (first fit, both orders), tile peaks, vertex state, the rest
+of the memory report, simulate; "other" is what the wall time has beyond them.  A graph
+that does not fit asks the advisor for suggestions, which loads the model again: that
+load is charged to "load", at the RSS of that moment.
+Target (issue 12): b20 compile + simulate under 20 s.
+
+``--dump`` writes what must not change when the compiler gets faster: the report (without
+its timings), every per-tile memory array, and the simulation's cycles.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import compiler.checks as checks_mod  # noqa: E402
+import compiler.executable as exe_mod  # noqa: E402
+import compiler.graph as graph_mod  # noqa: E402
+import compiler.memory as mem_mod  # noqa: E402
+import simulator.run as run_mod  # noqa: E402
+from simulator.config import RunConfig  # noqa: E402
+from simulator.report import jsonable  # noqa: E402
+
+CONFIGS = {
+    "b20": dict(model="resnet50", train=True, batch=20, dtype="fp16", partials="fp16", recompute="blocks",
+                chip="gc200", available_memory_proportion=0.15),
+    "b16": dict(model="resnet50", train=True, batch=16, dtype="fp16", partials="fp16", recompute="blocks",
+                chip="gc200"),
+}
+PHASES = ("load", "lower", "finalize", "checks", "exchange", "liveness", "allocation", "tile_peaks",
+          "vertex_state", "memory_rest", "simulate")
+
+
+class Phases:
+    """Wall seconds and peak RSS per phase; nested phases are charged to the inner one."""
+
+    def __init__(self):
+        self.sec = dict.fromkeys(PHASES, 0.0)
+        self.rss = dict.fromkeys(PHASES, 0)
+        self.stack = []
+        self.t = None
+        self._stop = False
+        self._cur = None
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    @staticmethod
+    def _rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while not self._stop:
+            cur = self._cur
+            if cur is not None:
+                r = self._rss()
+                if r > self.rss[cur]:
+                    self.rss[cur] = r
+            time.sleep(0.005)
+
+    def _switch(self, name):
+        now = time.perf_counter()
+        if self.stack and self.t is not None:
+            self.sec[self.stack[-1]] += now - self.t
+        self.t = now
+        if name is not None:
+            self.rss[name] = max(self.rss[name], self._rss())
+        self._cur = name
+
+    def wrap(self, name, fn):
+        def inner(*a, **k):
+            self._switch(name)
+            self.stack.append(name)
+            try:
+                return fn(*a, **k)
+            finally:
+                self._switch(self.stack[-2] if len(self.stack) > 1 else None)
+                self.stack.pop()
+        return inner
+
+
+def instrument(ph: Phases):
+    run_mod.models.load = ph.wrap("load", run_mod.models.load)
+    run_mod.apply_recompute = ph.wrap("load", run_mod.apply_recompute)
+    run_mod.lower = ph.wrap("lower", run_mod.lower)
+    for name in ("offload", "accumulate"):
+        setattr(run_mod.transforms, name, ph.wrap("lower", getattr(run_mod.transforms, name)))
+    graph_mod.Graph.finalize = ph.wrap("finalize", graph_mod.Graph.finalize)
+    checks_mod.check_graph = ph.wrap("checks", checks_mod.check_graph)
+    for name in ("runs_of_mapping", "plan_compute_exchange", "plan_copies"):
+        setattr(exe_mod, name, ph.wrap("exchange", getattr(exe_mod, name)))
+    run_mod.memory_report = ph.wrap("memory_rest", run_mod.memory_report)
+    mem_mod.liveness = ph.wrap("liveness", mem_mod.liveness)
+    mem_mod.best_allocation = ph.wrap("allocation", mem_mod.best_allocation)
+    mem_mod.Liveness.tile_peaks = ph.wrap("tile_peaks", mem_mod.Liveness.tile_peaks)
+    mem_mod.vertex_state = ph.wrap("vertex_state", mem_mod.vertex_state)
+    run_mod.Engine.run = ph.wrap("simulate", run_mod.Engine.run)
+
+
+def dump(c, path):
+    rep = {k: v for k, v in c.report.items() if k != "timing"}
+    out = {"report": jsonable(rep),
+           "per_tile": {k: np.asarray(v).tolist() for k, v in c.memory["per_tile"].items()},
+           "liveness_curve": np.asarray(c.memory["liveness_curve"]).tolist(),
+           "allocation_peak": np.asarray(c.memory["allocation"].peak).tolist(),
+           "allocation_offsets_sum": int(np.asarray(c.memory["allocation"].offsets).sum())}
+    with open(path, "w") as f:
+        json.dump(out, f, sort_keys=True)
+
+
+def one(name, batch, profile, dump_path):
+    cfg = dict(CONFIGS[name])
+    if batch:
+        cfg["batch"] = batch
+    ph = Phases()
+    instrument(ph)
+    prof = cProfile.Profile() if profile else None
+    t0 = time.perf_counter()
+    if prof:
+        prof.enable()
+    c = run_mod.build(RunConfig(**cfg), simulate=True)
+    if prof:
+        prof.disable()
+        prof.dump_stats(profile)
+    wall = time.perf_counter() - t0
+    ph._stop = True
+    g, m = c.report["graph"], c.report["memory"]
+    print(f"{name} {cfg}")
+    print(f"  graph: {g['vertices']:,} vertices, {g['edges']:,} edges, {g['compute_sets']:,} compute sets; "
+          f"peak tile {m['peak_tile_bytes']:,} B ({'fits' if m['fits'] else 'DOES NOT FIT'}); "
+          f"{c.report['sim']['cycles']:,} cycles")
+    for p in PHASES:
+        print(f"  {p:<13} {ph.sec[p]:7.2f} s   peak RSS {ph.rss[p] / 2**30:6.2f} GiB")
+    print(f"  {'other':<13} {wall - sum(ph.sec.values()):7.2f} s")
+    print(f"  {'total':<13} {wall:7.2f} s   peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:6.2f} GiB"
+          + (f"   (target < 20 s: {'met' if wall < 20 else 'MISSED'})" if name == "b20" and not batch else ""))
+    if dump_path:
+        dump(c, dump_path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=list(CONFIGS), help="one configuration, in this process")
+    ap.add_argument("--batch", type=int, help="override the micro-batch (profiling at a smaller size)")
+    ap.add_argument("--profile", help="cProfile output file (with --only)")
+    ap.add_argument("--dump", help="JSON of the results that must not change (with --only)")
+    a = ap.parse_args()
+    if a.only:
+        one(a.only, a.batch, a.profile, a.dump)
+        return
+    for name in CONFIGS:
+        cmd = [sys.executable, os.path.abspath(__file__), "--only", name]
+        if a.batch:
+            cmd += ["--batch", str(a.batch)]
+        subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main()
