@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layout import Act
+from .base import spread
 
 def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
     """Split an output into vertex-sized chunks that follow a tensor's mapping.
@@ -70,3 +71,42 @@ def per_channel(y: Act, b: Act, st, ln, ui):
     col = st % max(y.C, 1)
     bl = np.minimum(ln, b.numel)
     return b.start + np.minimum(col % max(b.numel, 1), b.numel - bl), bl
+
+
+def reduction_chunk(total_out, tiles, grain=8):
+    """Elements per ReducePartials vertex so that a reduction of ``total_out`` outputs
+    gives every tile work (at least one chunk per tile), aligned to ``grain``."""
+    c = -(-int(total_out) // max(int(tiles), 1))
+    return max(grain, -(-c // grain) * grain)
+
+
+def reduce_partials(ctx, op, tag, out_s, out_l, src_s, chunk):
+    """Sum the partials of a split contraction, spread over all tiles (PopLibs reduces
+    the partials of a split over every tile, not one tile per output block).
+
+    ``out_s, out_l``: the R output regions (absolute starts, lengths); ``src_s``:
+    (R, P) starts of each region's P partials (each as long as its region).  Every
+    region is cut into pieces of ``chunk`` elements; each piece is one ReducePartials
+    vertex reading its P partial pieces, and its output piece is mapped to the
+    vertex's tile.  Returns the compute set."""
+    g = ctx.graph
+    out_s = np.asarray(out_s, np.int64)
+    out_l = np.asarray(out_l, np.int64)
+    src_s = np.asarray(src_s, np.int64).reshape(out_s.size, -1)
+    P = src_s.shape[1]
+    npc = -(-out_l // chunk)                         # pieces per region
+    r = np.repeat(np.arange(out_s.size), npc)
+    j = np.arange(r.size) - np.repeat(np.cumsum(npc) - npc, npc)
+    off = j * chunk
+    ln = np.minimum(chunk, out_l[r] - off)
+    V = r.size
+    tiles = spread(V, ctx.tiles)
+    o_s = out_s[r] + off
+    g.map_intervals(o_s, ln, tiles)
+    vi = np.repeat(np.arange(V), P)
+    pp = np.tile(np.arange(P), V)
+    i_s = src_s[r[vi], pp] + off[vi]
+    cs = ctx.compute_set(op, "reduce" + tag)
+    g.add_vertices(cs, "ReducePartials", tiles, {"in": (vi, i_s, ln[vi]), "out": (np.arange(V), o_s, ln)},
+                   dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
+    return cs

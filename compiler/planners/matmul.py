@@ -6,7 +6,9 @@ import numpy as np
 
 from hardware.dtypes import DTYPE_BYTES
 from .base import Planner, add_by_signature, pow2_upto, spread
-from .cost import MATMUL_CODELET, METHODS, codelet_cycles, compute_phase_cycles, contraction_cycles, exchange_cycles
+from .chunking import reduce_partials, reduction_chunk
+from .cost import (MATMUL_CODELET, METHODS, codelet_cycles, compute_phase_cycles, contraction_cycles, exchange_cycles,
+                   supervisor_phase_cycles)
 from .elementwise import ElementwisePlanner
 
 #: serial steps a matmul may be split into (where they divide its blocks)
@@ -112,7 +114,7 @@ class MatMulPlanner(Planner):
         kpp = -(-K // P)
         V = P * batch * (-(-M // mseg)) * (-(-N // nb)) // serial     # vertices of one serial step
         per_tile = -(-V // T)
-        compute = compute_phase_cycles(per_tile, contraction_cycles(opt, mseg * nb, kpp, ctx.dtype, chip), chip)
+        compute = supervisor_phase_cycles(per_tile, contraction_cycles(opt, mseg * nb, kpp, ctx.dtype, chip), chip)
         pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
         # a tile's vertices are consecutive in the grid (part, batch, row block, column
         # block): they share row blocks of a and column blocks of b
@@ -123,10 +125,12 @@ class MatMulPlanner(Planner):
         out_b = per_tile * mseg * nb * pb if P > 1 else 0   # partials; the output is not temporary
         # the bytes, then the messages (two terms, so that the sum rounds as it always has)
         cyc = compute + exchange_cycles(bytes_in, chip) + exchange_cycles(0, chip, messages_per_tile=V / T * 2)
-        if P > 1:
-            rpt = -(-(V // P) // T)
-            cyc += exchange_cycles(rpt * P * mseg * nb * pb, chip)
-            cyc += compute_phase_cycles(rpt, codelet_cycles("ReducePartials", {"in": P * mseg * nb}, ctx.dtype,
+        if P > 1:   # the reduction, in pieces of ``chunk`` outputs spread over all tiles
+            S = batch * M * N // serial
+            chunk = reduction_chunk(S, T)
+            rpt = -(-(-(-S // chunk)) // T)
+            cyc += exchange_cycles(rpt * P * chunk * pb, chip, messages_per_tile=rpt * P)
+            cyc += compute_phase_cycles(rpt, codelet_cycles("ReducePartials", {"in": P * chunk}, ctx.dtype,
                                                             {"k": P, "partials": ctx.partials}, chip), chip)
             cyc += chip.sync_cycles
         temp = bytes_in + out_b
@@ -228,17 +232,14 @@ class MatMulPlanner(Planner):
             add_by_signature(ctx, cs, codelet, tiles, sig, {"a": (ai, a_s, a_l), "b": b_f,
                                                             "out": (np.arange(V), ps, bsz[r])},
                              lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2]), "partials": ctx.partials})
-            # reduction: one vertex per (batch, row block, column block); its input is the
-            # block of every part, so that it reads as [parts][rows][columns]
-            rt_ = spread(R, T)
-            ri = np.repeat(np.arange(R), P)
-            src = part._start + np.tile(np.arange(P), R) * S + boff[ri]
-            oi, o_s, o_l = row_intervals(y.start + (bt[:R] * M + m0[:R]) * N + n0[:R], rows[:R], ncols[:R], N)
-            g.map_intervals(o_s, o_l, rt_[oi])
-            cs2 = ctx.compute_set(op, "reduce" + tag)
-            g.add_vertices(cs2, "ReducePartials", rt_, {"in": (ri, src, bsz[ri]), "out": (oi, o_s, o_l)},
-                           dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
-            out += [cs, cs2]
+            # reduction over all tiles: every output interval of a block, in pieces of
+            # ``chunk``, reads the same piece of each part's [rows][columns] block
+            base = y.start + (bt[:R] * M + m0[:R]) * N + n0[:R]
+            oi, o_s, o_l = row_intervals(base, rows[:R], ncols[:R], N)
+            local = o_s - base[oi]
+            poff = boff[oi] + (local // N) * ncols[oi] + local % N
+            src = part._start + poff[:, None] + np.arange(P)[None, :] * S
+            out += [cs, reduce_partials(ctx, op, tag, o_s, o_l, src, reduction_chunk(S, T))]
         return out
 
     def _transpose(self, op, ctx, B, bbase, nb, jb, n0, n1, tiles, tag):
