@@ -536,7 +536,8 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
                          **{k: int(by_cat[k][t]) for k in CATEGORIES}} for t in worst],
         "offloaded_variables": len(offloaded),
         "offloaded_bytes": int(sum(v.size * DTYPE_BYTES[v.dtype] for v in offloaded)),
-        "per_tile": dict(by_cat) | {"total": total, "not_always_live_lower_bound": live_peak_tile},
+        "per_tile": dict(by_cat) | {"total": total, "not_always_live_lower_bound": live_peak_tile,
+                                    "exchange_temporary_peak": _temp_peak(live)},
         "liveness_curve": curve,
         "liveness": live,
         "allocation": alloc,
@@ -627,6 +628,15 @@ def vertex_state(g, arr) -> np.ndarray:
                 new[1:] = ~same | (st[1:] > run_end[:-1])
             state += np.bincount(hi[new] // len(c.fields), weights=eb[hi[new] % len(c.fields)], minlength=T)
     return state
+
+
+def _temp_peak(live) -> np.ndarray:
+    """Per tile, the largest exchange temporary it holds (one compute set's, at one step)."""
+    out = np.zeros(live.num_tiles)
+    if live.temps:
+        sel = np.isin(live.pair_item, np.fromiter(live.temps, np.int64))
+        np.maximum.at(out, live.pair_tile[sel], live.pair_bytes[sel])
+    return out
 
 
 def _segmented_cummax(x, seg):
@@ -740,15 +750,18 @@ def _optimizer_state(opg) -> set:
             if t.kind == "state" and t.inplace_of is None and readers.get(t.name) == {"optimizer"}}
 
 
-def estimate_tiles(mem, *, r_always=1.0, r_live=1.0, r_state=1.0, r_all=1.0) -> np.ndarray:
+def estimate_tiles(mem, *, r_always=1.0, r_live=1.0, r_temp=1.0, r_state=1.0, r_all=1.0) -> np.ndarray:
     """Per-tile totals with the categories scaled (the calibrated fast estimate).
 
-    ``r_always`` / ``r_live`` scale the always-live / not-always-live
-    variables (exchange temporaries included: data, batch x dtype),
-    ``r_state`` vertex state and exchange code (the number of ops), ``r_all``
-    all of these (the tiles available); code, control and stack stay.
+    ``r_always`` scales the always-live variables; the not-always-live region is split
+    into the tile's largest exchange temporary, scaled by ``r_temp`` (data: batch x
+    dtype), and the rest (live variables), scaled by ``r_live``; ``r_state`` scales
+    vertex state and exchange code (the number of ops), ``r_all`` all of these (the tiles
+    available); code, control and stack stay.
     """
     p = mem["per_tile"]
-    return r_all * (p["always_live_variables"] * r_always + p["not_always_live_variables"] * r_live
+    temp = np.minimum(p.get("exchange_temporary_peak", 0.0), p["not_always_live_variables"])
+    live = p["not_always_live_variables"] - temp
+    return r_all * (p["always_live_variables"] * r_always + live * r_live + temp * r_temp
                     + (p["vertex_state"] + p["exchange_code"]) * r_state) \
         + p["vertex_code"] + p["control_code"] + p["stack"]

@@ -16,6 +16,7 @@ from typing import Callable
 
 import models
 from compiler.memory import estimate_tiles, opgraph_memory
+from hardware.dtypes import DTYPE_BYTES
 from compiler.recompute import recompute as apply_recompute
 
 from .config import RunConfig
@@ -94,8 +95,10 @@ def suggestions(cfg: RunConfig, og, mem, chip, *, rebuild: Callable | None = Non
         e = est(o)
         if e is None:
             return None
+        # exchange temporaries follow the data a compute set moves: micro-batch x element size
+        r_temp = (o.micro_batch / cfg.micro_batch) * DTYPE_BYTES.get(o.dtype, 4) / DTYPE_BYTES.get(cfg.dtype, 4)
         t = estimate_tiles(mem, r_always=e["always"] / max(base["always"], 1),
-                           r_live=e["peak"] / max(base["peak"], 1),
+                           r_live=e["peak"] / max(base["peak"], 1), r_temp=r_temp,
                            r_state=e["ops"] / max(base["ops"], 1),
                            r_all=cfg.ipus / o.ipus)
         return float(t.max()), int((t > sram).sum()), "estimate (op-graph liveness scaled by this compile's per-tile categories)"

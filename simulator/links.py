@@ -32,8 +32,8 @@ the Chrome trace can show each link on its own track.
     >>> net.link(0, 1).lanes, net.link(1, 0).lanes
     (10, 10)
     >>> p = env.process(net.link(0, 1).transfer(160e6 / 1000)); _ = env.run()
-    >>> round(gc200.seconds(env.now) * 1e6, 2)     # 160 KB at 160 GB/s = 1 us, + 0.2 us latency
-    1.2
+    >>> round(gc200.seconds(env.now) * 1e6, 2)     # 160 KB at 136 GB/s = 1.18 us, + 0.2 us latency
+    1.38
 """
 from __future__ import annotations
 

@@ -313,7 +313,8 @@ def test_out_of_memory_is_diagnosed_and_the_suggestion_fits():
 
 
 def test_suggestions_can_be_verified_by_recompiling():
-    chip = gc200.replace(sram_bytes_per_tile=12000)
+    base = build("mnist-mlp", train=True, batch=16).memory["peak_tile_bytes"]
+    chip = gc200.replace(sram_bytes_per_tile=int(base * 0.9))
     c = build("mnist-mlp", train=True, batch=16, chip=chip, verify_suggestions=True)
     s = c.memory["suggestions"]
     assert s and all(x["method"] == "recompiled" or x["method"].startswith("recompile failed") for x in s)
