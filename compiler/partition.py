@@ -40,7 +40,7 @@ from hardware.dtypes import DTYPE_BYTES, FLOAT_DTYPES as _FLOAT
 from models.opgraph import OpGraph
 
 #: fraction of a chip's SRAM the placement lets a stage's tensors use (the rest:
-#: vertex code and state, exchange buffers, temporaries, fragmentation).  CHOSEN.
+#: vertex code and state, exchange temporaries, fragmentation).  CHOSEN.
 USABLE_MEMORY_FRACTION = 0.6
 
 #: efficiency of the matrix unit on convolutions / matmuls in the placement's
