@@ -50,8 +50,8 @@ class MatMulPlanner(Planner):
         batch, M, K, N = self.dims(op, ctx)
         g = ctx.group_for(N)
         opts = []
-        for mseg in sorted({1, 2, 4, 8, 16, M} & set(range(1, M + 1))):
-            for nb in sorted({g, 2 * g, 4 * g, N} & set(range(1, N + 1))):
+        for mseg in sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, M} & set(range(1, M + 1))):
+            for nb in sorted({g, 2 * g, 4 * g, 8 * g, 16 * g, N} & set(range(1, N + 1))):
                 q = batch * (-(-M // mseg)) * (-(-N // nb))
                 for P in pow2_upto(K, 64):
                     for m in METHODS:
