@@ -92,3 +92,12 @@ def check_output_path(path, what="--json"):
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
         raise FileNotFoundError(f"{what} {path!r}: folder {d!r} does not exist")
+    # can it be written? (permissions, read-only or special file systems such as /sys)
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path!r}: cannot write there ({e.strerror})") from None
+    if not existed:
+        os.remove(path)

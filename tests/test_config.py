@@ -116,6 +116,13 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_compiling(tmp_p
     assert "is a folder" in capsys.readouterr().err
     assert ipusim_cli.main(["compile", "mnist-mlp", "--json", str(tmp_path / "missing" / "r.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # a file system that takes no new files (proc): refused, not a traceback after the compile
+    assert ipusim_cli.main(["compile", "mnist-mlp", "--json", "/proc/ipusim-report.json"]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    # the check leaves nothing behind when a later error stops the run
+    out = tmp_path / "r.json"
+    assert ipusim_cli.main(["compile", "mnist-mlp", "--json", str(out), "--batch", "0"]) == 2
+    assert not out.exists()
 
 
 # -- batch semantics ----------------------------------------------------------------------------
