@@ -355,12 +355,26 @@ class _Importer:
                       block=meta.get("block"), block_type=meta.get("block_type"), flops=fl)
 
     def _meta(self, node):
+        """``layer`` / ``block`` / ``block_type`` from the node's doc_string (JSON): each a
+        name (a string; a number is taken as its text), anything else refused by name."""
         if node.doc_string.startswith("{"):
             try:
                 d = json.loads(node.doc_string)
-                return d.get("ipusim", {}) if isinstance(d, dict) else {}
             except ValueError:
-                pass
+                return {}
+            meta = d.get("ipusim", {}) if isinstance(d, dict) else {}
+            if not isinstance(meta, dict):
+                raise self.err(f"doc_string key 'ipusim' must be an object, got {type(meta).__name__}", node)
+            out = {}
+            for k in ("layer", "block", "block_type"):
+                v = meta.get(k)
+                if v is None:
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                    raise self.err(f"doc_string 'ipusim.{k}' must be a name (a string), got {json.dumps(v)}",
+                                      node)
+                out[k] = str(v)
+            return out
         return {}
 
     def _normalise(self, op, ins, attrs, node):

@@ -412,3 +412,16 @@ def test_given_weights_are_used(tmp_path):
 def test_training_graphs_cannot_be_exported(tmp_path):
     with pytest.raises(ModelError, match="forward graphs only"):
         to_onnx(get_model("mnist-mlp", train=True), tmp_path / "t.onnx")
+
+
+def test_doc_string_layer_names_must_be_names(tmp_path):
+    # a list as a layer name imported, then every view failed with "unhashable"
+    def net(doc):
+        relu = helper.make_node("Relu", ["x"], ["y"], name="r", doc_string=doc)
+        return _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    with pytest.raises(ModelError, match=r"node 'r' \(Relu\): doc_string 'ipusim.layer' must be a name"):
+        load_onnx(net('{"ipusim": {"layer": [1, 2]}}'))
+    g = load_onnx(net('{"ipusim": {"layer": 7, "block": "b0"}}'))
+    op = g.op(g.ops()[0])
+    assert (op["layer"], op["block"]) == ("7", "b0")
