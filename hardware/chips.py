@@ -88,6 +88,10 @@ _SPEC: dict[str, tuple[str, str]] = {
     "vertex_overhead_cycles": ("int", "non-negative"),
     "sources": ("sources", ""),
 }
+#: CHOSEN upper bounds: far above any IPU (1,472 tiles, 624 KiB, 6 workers), low enough that
+#: the per-tile arrays of a compile fit a workstation's memory
+LIMITS = {"tiles": 1 << 16, "sram_bytes_per_tile": 1 << 30, "workers_per_tile": 64, "tiles_per_supertile": 64}
+LIMIT_REASON = "a bound of this simulator, far above any IPU"
 #: fields that carry a hardware value (everything but the name and the citations)
 VALUE_FIELDS = tuple(k for k in _SPEC if k not in ("name", "sources"))
 
@@ -170,6 +174,10 @@ def _normalise(values: Mapping[str, Any], where: str) -> dict[str, Any]:
         else:
             out[key] = _check_number(where, key, value, kind, rule)
 
+    # sizes this simulator can hold (its per-tile arrays are dense over the tiles)
+    for k, hi in LIMITS.items():
+        if out[k] > hi:
+            raise ChipError(f"{where}: key {k!r} must be at most {hi:,} ({LIMIT_REASON}), got {out[k]:,}")
     # relations between fields
     if out["tiles"] % out["tiles_per_supertile"]:
         raise ChipError(f"{where}: key 'tiles' must be a multiple of tiles_per_supertile "

@@ -348,3 +348,11 @@ def test_from_dict_round_trips_to_dict():
 
 def test_chip_pickles_and_deep_copies():
     assert pickle.loads(pickle.dumps(bow)) == copy.deepcopy(bow) == bow
+
+
+@pytest.mark.parametrize("key, value", [("tiles", 1_000_000_000), ("tiles", 9223372036854775806),
+                                        ("sram_bytes_per_tile", 2**40), ("workers_per_tile", 10**6)])
+def test_toml_sizes_beyond_what_the_simulator_holds_are_refused_by_key(tmp_path, key, value):
+    # tiles = 1e9 died with MemoryError at np.arange(tiles); 2^63-2 with ZeroDivisionError
+    with pytest.raises(ChipError, match=rf"custom.toml: key '{key}' must be at most"):
+        chip_from_toml(write(tmp_path, f'base = "gc200"\n{key} = {value}\n'))
