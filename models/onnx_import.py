@@ -61,6 +61,11 @@ class _T:
         self.shape, self.dtype, self.data = tuple(int(s) for s in shape), dtype, data
 
 
+#: CHOSEN: the most elements a graph input may have (2^32: a 16 GiB fp32 tensor, thousands of
+#: times what a chip holds); bigger ones are refused before any array is allocated
+MAX_INPUT_ELEMENTS = 1 << 32
+
+
 def load_onnx(path, batch=None, dim_values=None, *, use_onnx_shapes=True) -> OpGraph:
     """Load the ONNX file ``path`` as a forward :class:`OpGraph`.
 
@@ -221,6 +226,12 @@ class _Importer:
                 else:
                     raise self.err(f"graph input {vi.name!r} has symbolic dim {k} "
                                    f"({d.dim_param or '?'}); give its size in dim_values")
+            n = 1
+            for x in shape:
+                n *= x
+            if n > MAX_INPUT_ELEMENTS:
+                raise self.err(f"graph input {vi.name!r} of shape {shape} has {n:,} elements, more than "
+                               f"this simulator handles ({MAX_INPUT_ELEMENTS:,})")
             dt = oprules.onnx_dtype_name(tt.elem_type)
             self.env[vi.name] = _T(shape, dt)
             self.g.add_tensor(vi.name, shape, dt, kind="input")

@@ -425,3 +425,13 @@ def test_doc_string_layer_names_must_be_names(tmp_path):
     g = load_onnx(net('{"ipusim": {"layer": 7, "block": "b0"}}'))
     op = g.op(g.ops()[0])
     assert (op["layer"], op["block"]) == ("7", "b0")
+
+
+@pytest.mark.parametrize("dim", [2**63 - 1, 2**31, 10**12])
+def test_huge_input_dims_are_refused_naming_the_input(tmp_path, dim):
+    # 2^63-1 died with OverflowError in map_linearly, 2^31 with MemoryError (448 GiB)
+    relu = helper.make_node("Relu", ["x"], ["y"], name="r")
+    p = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, dim])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, dim])])
+    with pytest.raises(ModelError, match=r"graph input 'x' of shape .* more than this simulator handles"):
+        load_onnx(p)
