@@ -261,9 +261,8 @@ class _Importer:
             else:
                 g.input.append(helper.make_tensor_value_info(init.name, init.data_type,
                                                              list(init.dims)))
-        try:
-            m = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
-        except Exception:
+        m = self._infer_isolated(m)
+        if m is None:
             return   # our own rules fill everything in
         for vi in list(m.graph.value_info) + list(m.graph.output):
             tt = vi.type.tensor_type
@@ -275,6 +274,48 @@ class _Importer:
                     self.inferred[vi.name] = (tuple(dims), oprules.onnx_dtype_name(tt.elem_type))
                 except ModelError:
                     pass
+
+    def _infer_isolated(self, m):
+        """onnx's shape inference on ``m`` in a forked child: its C++ code can abort the
+        whole interpreter on a bad file (an assertion in a window computation), which
+        must become an error naming the file, not a dead process.  None when inference
+        raises (our own rules then fill the shapes in)."""
+        import multiprocessing as mp
+        import onnx
+        if "fork" not in mp.get_all_start_methods():
+            try:
+                return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+            except Exception:
+                return None
+        recv, send = mp.get_context("fork").Pipe(duplex=False)
+
+        def child():
+            import faulthandler
+            faulthandler.disable()    # a native abort is reported by the parent, in one line
+            try:
+                out = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True).SerializeToString()
+            except Exception:
+                out = b""
+            send.send_bytes(out)
+            send.close()
+
+        proc = mp.get_context("fork").Process(target=child)
+        proc.start()
+        send.close()
+        try:
+            data = recv.recv_bytes()
+        except EOFError:
+            data = None
+        proc.join()
+        if data is None:
+            raise self.err(f"onnx shape inference crashed on this file (exit code {proc.exitcode}): a node "
+                           "has attributes onnx cannot check (e.g. a pooling window larger than its input); "
+                           "run onnx.checker.check_model(path, full_check=True) to find it")
+        if not data:
+            return None
+        out = onnx.ModelProto()
+        out.ParseFromString(data)
+        return out
 
     def _sorted_nodes(self):
         """Nodes in a topological order (files are supposed to be sorted; some aren't)."""

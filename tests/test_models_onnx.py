@@ -435,3 +435,16 @@ def test_huge_input_dims_are_refused_naming_the_input(tmp_path, dim):
               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, dim])])
     with pytest.raises(ModelError, match=r"graph input 'x' of shape .* more than this simulator handles"):
         load_onnx(p)
+
+
+def test_a_crash_inside_onnx_shape_inference_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    # onnx's C++ shape inference can abort the interpreter on a bad file (a std::clamp
+    # assertion was seen with a pooling window larger than its input); it runs in a
+    # forked child, so the abort is an error message here
+    import os
+    relu = helper.make_node("Relu", ["x"], ["y"], name="r")
+    p = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", lambda *a, **k: os.abort())
+    with pytest.raises(ModelError, match=r"net.onnx: onnx shape inference crashed on this file"):
+        load_onnx(p)
