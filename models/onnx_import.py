@@ -172,6 +172,7 @@ class _Importer:
         self.opset = opset.get("", opset.get("ai.onnx", 0))
         if self.opset and self.opset < 7:
             raise self.err(f"opset {self.opset} is older than the oldest supported (7)")
+        self._check()
         for node in m.graph.node:
             if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED | FOLD_ONLY:
                 op = node.op_type if node.domain in ("", "ai.onnx") else \
@@ -274,6 +275,16 @@ class _Importer:
                     self.inferred[vi.name] = (tuple(dims), oprules.onnx_dtype_name(tt.elem_type))
                 except ModelError:
                     pass
+
+    def _check(self):
+        """onnx's own checker (node input / output counts, types, attributes, the declared
+        opset): a file it rejects is refused with its message instead of being simulated."""
+        import onnx
+        try:
+            onnx.checker.check_model(self.model)
+        except onnx.checker.ValidationError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise self.err(f"not a valid ONNX model (onnx.checker): {first}") from None
 
     def _infer_isolated(self, m):
         """onnx's shape inference on ``m`` in a forked child: its C++ code can abort the

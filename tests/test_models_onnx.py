@@ -144,9 +144,10 @@ def _shape_reshape_net(tmp_path, opset):
         unsq,
         helper.make_node("Concat", ["n1", "minus1"], ["target"], name="concat", axis=0),
         helper.make_node("Reshape", ["x", "target"], ["flat"], name="reshape"),
-        helper.make_node("Gemm", ["flat", "fc.w"], ["y"], name="fc", transB=1),
+        # Gemm's bias is optional only from opset 11 (onnx.checker refuses it missing before)
+        helper.make_node("Gemm", ["flat", "fc.w"] + (["fc.b"] if opset < 11 else []), ["y"], name="fc", transB=1),
     ]
-    inits = [_i64("zero", 0), _i64("minus1", [-1]), _i64("axes0", [0]), _w("fc.w", 3, 128)]
+    inits = [_i64("zero", 0), _i64("minus1", [-1]), _i64("axes0", [0]), _w("fc.w", 3, 128), _w("fc.b", 3)]
     x = helper.make_tensor_value_info("x", F, ["batch", 8, 4, 4])
     y = helper.make_tensor_value_info("y", F, ["batch", 3])
     return _save(tmp_path, nodes, [x], [y], inits, opset=opset, name=f"reshape{opset}.onnx")
@@ -447,4 +448,13 @@ def test_a_crash_inside_onnx_shape_inference_is_an_error_naming_the_file(tmp_pat
               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", lambda *a, **k: os.abort())
     with pytest.raises(ModelError, match=r"net.onnx: onnx shape inference crashed on this file"):
+        load_onnx(p)
+
+
+def test_a_file_onnx_checker_rejects_is_refused_with_its_reason(tmp_path):
+    # a Relu with two inputs imported and simulated before; onnx.checker rejects it
+    relu = helper.make_node("Relu", ["x", "x"], ["y"], name="r")
+    p = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    with pytest.raises(ModelError, match=r"net.onnx: not a valid ONNX model \(onnx.checker\): .*input size 2"):
         load_onnx(p)
