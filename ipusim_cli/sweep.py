@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from .commands import help_of
+from .options import check_output_path
 
 import argparse
 
@@ -34,6 +35,7 @@ def add_parser(sub):
 
 
 def cmd_sweep(args):
+    check_output_path(args.out, "--out")
     spec = load_sweep(args.sweep)
     console = Console(stderr=True)
     state = {"errors": 0, "task": None}

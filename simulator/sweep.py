@@ -89,6 +89,10 @@ class SweepSpec:
             if isinstance(v, list):
                 if not v:
                     raise SweepError(f"{source}: key {k!r} is an empty list (an axis needs values)")
+                kinds = {_kind(x) for x in v}
+                if len(kinds) > 1:   # one column of the results table holds one type
+                    raise SweepError(f"{source}: key {k!r} mixes {' and '.join(sorted(kinds))} values "
+                                     f"({', '.join(repr(x) for x in v[:4])}); give one kind")
                 axes[k] = list(v)
             else:
                 fixed[k] = v
@@ -111,10 +115,23 @@ class SweepSpec:
         return math.prod(len(v) for v in self.axes.values())
 
 
+def _kind(x) -> str:
+    """The results-table type of a parameter value: text, number (int and float mix), flag."""
+    if isinstance(x, bool):
+        return "true/false"
+    if isinstance(x, (int, float)):
+        return "number"
+    if isinstance(x, str):
+        return "text"
+    return type(x).__name__
+
+
 def load_sweep(path) -> SweepSpec:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such sweep file")
+    if path.is_dir():
+        raise SweepError(f"{path}: is a folder; give a sweep .toml file")
     try:
         with open(path, "rb") as f:
             d = tomllib.load(f)

@@ -121,3 +121,22 @@ def test_cli_sweep_then_plot(tmp_path, capsys):
     text = html.read_text()
     assert "Pareto front" in text and "plotly" in text.lower() and "sram_bytes_per_tile" in text
     assert ipusim_cli.main(["sweep", str(tmp_path / "missing.toml"), "--out", str(out)]) == 2
+
+
+def test_an_axis_mixing_kinds_is_refused_before_any_point_runs(tmp_path):
+    # model = ["mnist-mlp", 5] ran every point, then no results table could be written
+    with pytest.raises(SweepError, match=r"key 'model' mixes number and text values"):
+        SweepSpec.from_dict({"model": ["mnist-mlp", 5], "batch": [1]}, source="s.toml")
+    assert len(SweepSpec.from_dict({"model": "mnist-mlp", "available_memory_proportion": [0.5, 1]})) == 2
+
+
+def test_a_sweep_folder_or_an_output_folder_is_refused(tmp_path, capsys):
+    f = tmp_path / "s.toml"
+    f.write_text('model = "mnist-mlp"\nbatch = [1, 2]\n')
+    with pytest.raises(SweepError, match="is a folder"):
+        load_sweep(tmp_path)
+    # --out a folder wrote '<folder>.parts' and '.<name>.tmp' beside it after running every point
+    assert ipusim_cli.main(["sweep", str(f), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a folder" in err
+    assert not (tmp_path.parent / (tmp_path.name + ".parts")).exists()
