@@ -366,9 +366,20 @@ def _run_local(n, todo, simulate, record):
         ex.shutdown(wait=not interrupted, cancel_futures=True)
 
 
+#: CHOSEN: seconds to wait for a Dask scheduler before saying it cannot be reached
+DASK_CONNECT_TIMEOUT_S = 10
+
+
 def _run_dask(dask, todo, simulate, record):
     import distributed
-    client = dask if isinstance(dask, distributed.Client) else distributed.Client(dask)
+    if isinstance(dask, distributed.Client):
+        client = dask
+    else:
+        try:
+            client = distributed.Client(dask, timeout=DASK_CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise SweepError(f"--dask {dask!r}: cannot reach the scheduler within {DASK_CONNECT_TIMEOUT_S} s "
+                             f"({type(e).__name__}: {e})") from None
     try:
         futs = client.map(evaluate_point, [p for _, p in todo], simulate=simulate, pure=False,
                           key=[f"ipusim-point-{pid}" for pid, _ in todo])

@@ -140,3 +140,11 @@ def test_a_sweep_folder_or_an_output_folder_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--out" in err and "is a folder" in err
     assert not (tmp_path.parent / (tmp_path.name + ".parts")).exists()
+
+
+def test_an_unreachable_dask_scheduler_is_one_error_naming_it(tmp_path, monkeypatch):
+    import simulator.sweep as sw
+    monkeypatch.setattr(sw, "DASK_CONNECT_TIMEOUT_S", 1)
+    spec = SweepSpec.from_dict({"model": "mnist-mlp", "batch": [1]})
+    with pytest.raises(SweepError, match=r"--dask 'tcp://127.0.0.1:1': cannot reach the scheduler"):
+        sw.run_sweep(spec, tmp_path / "r.parquet", dask="tcp://127.0.0.1:1")
