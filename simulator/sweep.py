@@ -58,6 +58,11 @@ __all__ = ["SweepError", "SweepSpec", "SweepResult", "load_sweep", "point_id", "
 RESERVED = ("simulate", "name", "description")
 
 
+#: CHOSEN: the most points one sweep file may make (each is a compile; the list of points and
+#: the results table are held in memory)
+MAX_POINTS = 1_000_000
+
+
 class SweepError(ValueError):
     """A sweep file or a sweep parameter is invalid."""
 
@@ -98,6 +103,10 @@ class SweepSpec:
                 fixed[k] = v
         if "model" not in axes and "model" not in fixed:
             raise SweepError(f"{source}: no 'model' key (a built-in name, an .onnx path or a list)")
+        n = math.prod(len(v) for v in axes.values())
+        if n > MAX_POINTS:
+            raise SweepError(f"{source}: {n:,} points ({' x '.join(f'{k} {len(v)}' for k, v in axes.items())}); "
+                             f"a sweep runs at most {MAX_POINTS:,}: split it into several files")
         return cls(axes=axes, fixed=fixed, simulate=simulate, name=str(d.get("name", Path(source).stem)),
                    source=source)
 

@@ -148,3 +148,10 @@ def test_an_unreachable_dask_scheduler_is_one_error_naming_it(tmp_path, monkeypa
     spec = SweepSpec.from_dict({"model": "mnist-mlp", "batch": [1]})
     with pytest.raises(SweepError, match=r"--dask 'tcp://127.0.0.1:1': cannot reach the scheduler"):
         sw.run_sweep(spec, tmp_path / "r.parquet", dask="tcp://127.0.0.1:1")
+
+
+def test_a_sweep_of_more_points_than_it_can_hold_is_refused_with_its_count():
+    # 10^8 points died with MemoryError building the list
+    axes = {f"p{i}": list(range(100)) for i in range(4)}
+    with pytest.raises(SweepError, match=r"100,000,000 points .* at most 1,000,000"):
+        SweepSpec.from_dict({"model": "mnist-mlp", **axes}, source="big.toml")
