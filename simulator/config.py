@@ -32,6 +32,13 @@ OFFLOADABLE = ("optimizer", "weights")
 PRESETS_DIR = Path(__file__).with_name("presets")
 
 
+#: CHOSEN bounds: the engine simulates every micro-batch and every chip (the time grows with
+#: them), so counts beyond any real run (MLPerf's BERT: 192 micro-batches, POD256: 256 chips)
+#: are refused instead of running for hours
+MAX_MICRO_BATCHES = 10_000
+MAX_CHIPS = 4_096
+
+
 class ConfigError(ValueError):
     """A run option is invalid; the message starts with the option's name."""
 
@@ -104,6 +111,11 @@ class RunConfig:
         for name in ("replicas", "micro_batches"):
             if getattr(self, name) is not None:
                 set_(name, _int(name, getattr(self, name), 1))
+        for name, hi in (("accumulate", MAX_MICRO_BATCHES), ("micro_batches", MAX_MICRO_BATCHES),
+                         ("replicas", MAX_CHIPS), ("ipus", MAX_CHIPS)):
+            v = getattr(self, name)
+            if v is not None and v > hi:
+                raise ConfigError(f"{name}: at most {hi:,} (each is simulated), got {v:,}")
         if self.accumulate > 1:     # the old spelling, same meaning: N micro-batches of --batch, one update
             if self.micro_batches is not None:
                 raise ConfigError(f"accumulate: the old spelling of --micro-batches (--batch B --accumulate N "

@@ -199,3 +199,11 @@ def test_bad_run_options_on_the_command_line_are_one_line_errors(argv, message, 
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert message in err, err
+
+
+@pytest.mark.parametrize("field, value", [("accumulate", 10**9), ("micro_batches", 10**6), ("ipus", 10**5),
+                                          ("replicas", 10**5)])
+def test_counts_the_engine_would_simulate_for_hours_are_refused(field, value):
+    # --accumulate 1000000000 ran for about 50 hours (every micro-batch is simulated)
+    with pytest.raises(ConfigError, match=rf"^{field}: at most"):
+        RunConfig(model="mnist-mlp", train=True, **{field: value})
