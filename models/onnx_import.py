@@ -382,10 +382,10 @@ class _Importer:
         present = [(t, x) for t, x in zip(node.input, ins) if x is not None]
         while ins and ins[-1] is None:
             ins.pop()
-        try:
-            mine = oprules.infer(op, ins, attrs, n_out)
-        except ModelError:
-            mine = None
+        # our own shape rules check the node's inputs and attributes (channel counts, windows,
+        # axes, bias lengths) even where onnx's lenient inference gave shapes: a node they
+        # reject is refused, not simulated as if it were valid
+        mine = oprules.infer(op, ins, attrs, n_out)
         shapes = []
         for k, t in enumerate(node.output):
             if not t:

@@ -93,12 +93,21 @@ def window_attrs(attrs: dict, spatial: tuple, kernel=None) -> dict:
     k = _ints(attrs.get("kernel_shape") or kernel or [])
     if len(k) != n:
         raise ModelError(f"kernel_shape {k} does not match {n} spatial dims")
+    if kernel is not None and attrs.get("kernel_shape") and tuple(k) != tuple(_ints(kernel)):
+        raise ModelError(f"kernel_shape {k} contradicts the weight's {list(kernel)}")
     s = _ints(attrs.get("strides") or [1] * n)
     d = _ints(attrs.get("dilations") or [1] * n)
     p = _ints(attrs.get("pads") or [0] * (2 * n))
+    for name, v, want in (("kernel_shape", k, n), ("strides", s, n), ("dilations", d, n), ("pads", p, 2 * n)):
+        if len(v) != want:
+            raise ModelError(f"{name} {v} needs {want} values")
+        if any(x < (0 if name == "pads" else 1) for x in v):
+            raise ModelError(f"{name} {v} must be {'non-negative' if name == 'pads' else 'positive'}")
     auto = attrs.get("auto_pad", "NOTSET")
     if isinstance(auto, bytes):
         auto = auto.decode()
+    if auto not in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"):
+        raise ModelError(f"auto_pad {auto!r} is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         p = [0] * (2 * n)
         for i in range(n):
@@ -198,6 +207,10 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
         g = int(attrs.get("group", 1))
         if xs[1] != w[1] * g:
             raise ModelError(f"Conv input channels {xs[1]} != weight {w[1]} x group {g}")
+        if g < 1 or w[0] % g:
+            raise ModelError(f"Conv group {g} does not divide the {w[0]} output channels")
+        if len(ins) > 2 and ins[2] is not None and tuple(ins[2].shape) != (w[0],):
+            raise ModelError(f"Conv bias of shape {tuple(ins[2].shape)} for {w[0]} output channels")
         a = window_attrs(attrs, xs[2:], kernel=w[2:])
         return [((xs[0], w[0]) + window_out(xs[2:], a), dt)]
     if op in ("MaxPool", "AveragePool"):
@@ -214,6 +227,12 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
         k2, n = (b[1], b[0]) if attrs.get("transB", 0) else b
         if k != k2:
             raise ModelError(f"Gemm inner dimensions differ: {a} x {b}")
+        if len(ins) > 2 and ins[2] is not None:
+            try:
+                broadcast(tuple(ins[2].shape), (m, n))
+            except ModelError:
+                raise ModelError(f"Gemm bias of shape {tuple(ins[2].shape)} does not broadcast to "
+                                 f"the output {(m, n)}") from None
         return [((m, n), dt)]
     if op == "MatMul":
         a, b = xs, tuple(ins[1].shape)
@@ -233,10 +252,15 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
         return [(xs, dt), (xs, "bool")][:n_out]
     if op == "Cast":
         return [(xs, onnx_dtype_name(attrs.get("to", 1)))]
+    if op in ("Softmax", "LogSoftmax"):
+        _axis(attrs.get("axis", -1), len(xs))        # raises for an axis outside the rank
     if op in UNARY or op in ("Identity", "LRN", "Softmax", "LogSoftmax"):
         return [(xs, dt)]
     if op == "BatchNormalization":
         c = (xs[1],)
+        for i, role in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "var")):
+            if len(ins) > i and ins[i] is not None and tuple(ins[i].shape) != c:
+                raise ModelError(f"BatchNormalization {role} of shape {tuple(ins[i].shape)} for {xs[1]} channels")
         return [(xs, dt)] + [(c, dt)] * (n_out - 1)
     if op == "LayerNormalization":
         ax = _axis(attrs.get("axis", -1), len(xs))
@@ -269,6 +293,10 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
         return [(tuple(s for i, s in enumerate(xs) if i not in axes), dt)]
     if op == "Concat":
         ax = _axis(attrs["axis"], len(xs))
+        for t in ins[1:]:
+            ts = tuple(t.shape)
+            if len(ts) != len(xs) or any(a != b for i, (a, b) in enumerate(zip(ts, xs)) if i != ax):
+                raise ModelError(f"Concat on axis {ax}: input shapes {xs} and {ts} differ off that axis")
         out = list(xs)
         out[ax] = sum(t.shape[ax] for t in ins)
         return [(tuple(out), dt)]

@@ -458,3 +458,41 @@ def test_a_file_onnx_checker_rejects_is_refused_with_its_reason(tmp_path):
               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     with pytest.raises(ModelError, match=r"net.onnx: not a valid ONNX model \(onnx.checker\): .*input size 2"):
         load_onnx(p)
+
+
+def _zeros(name, *shape):
+    return numpy_helper.from_array(np.zeros(shape, np.float32), name)
+
+
+_X4 = ("x", [1, 3, 8, 8])
+INVALID_NODES = [   # (case, node, inputs, initializers, output rank, the reason's words)
+    ("kernel_shape contradicts the weight", helper.make_node("Conv", ["x", "w"], ["y"], name="n", kernel_shape=[5, 5]),
+     [_X4], [_zeros("w", 4, 3, 3, 3)], 4, "contradicts the weight"),
+    ("dilation 0", helper.make_node("Conv", ["x", "w"], ["y"], name="n", dilations=[0, 0]),
+     [_X4], [_zeros("w", 4, 3, 3, 3)], 4, "dilations .* must be positive"),
+    ("auto_pad BOGUS", helper.make_node("Conv", ["x", "w"], ["y"], name="n", auto_pad="BOGUS"),
+     [_X4], [_zeros("w", 4, 3, 3, 3)], 4, "auto_pad 'BOGUS'"),
+    ("conv bias of 7 for 4 channels", helper.make_node("Conv", ["x", "w", "b"], ["y"], name="n"),
+     [_X4], [_zeros("w", 4, 3, 3, 3), _zeros("b", 7)], 4, r"Conv bias of shape \(7,\)"),
+    ("group not dividing the output channels", helper.make_node("Conv", ["x", "w"], ["y"], name="n", group=3),
+     [_X4], [_zeros("w", 4, 1, 3, 3)], 4, "group 3 does not divide"),
+    ("batch norm scale of 5 for 3 channels", helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="n"),
+     [_X4], [_zeros("s", 5), _zeros("b", 3), _zeros("m", 3), _zeros("v", 3)], 4, "scale of shape"),
+    ("softmax axis 5 on rank 2", helper.make_node("Softmax", ["x"], ["y"], name="n", axis=5),
+     [("x", [2, 3])], [], 2, "axis 5 out of range"),
+    ("concat of (1,10) and (3,7)", helper.make_node("Concat", ["x", "z"], ["y"], name="n", axis=1),
+     [("x", [1, 10]), ("z", [3, 7])], [], 2, "differ off that axis"),
+    ("gemm bias of 7 for 4 columns", helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="n"),
+     [("x", [2, 3])], [_zeros("w", 3, 4), _zeros("b", 7)], 2, "does not broadcast"),
+]
+
+
+@pytest.mark.parametrize("case, node, ins, inits, rank, words", INVALID_NODES, ids=[c[0] for c in INVALID_NODES])
+def test_nodes_our_rules_reject_are_refused_even_where_onnx_inferred_shapes(tmp_path, case, node, ins, inits, rank,
+                                                                            words):
+    # onnx's lenient inference gave shapes for all of these, and the importer discarded its own
+    # rule errors: they compiled and simulated with exit 0
+    p = _save(tmp_path, [node], [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in ins],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(rank)])], inits)
+    with pytest.raises(ModelError, match=rf"node 'n' \(\w+\): .*{words}"):
+        load_onnx(p)
