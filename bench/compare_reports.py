@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/compare_reports.py            # run the three, compare
     PYTHONPATH=. .venv/bin/python bench/compare_reports.py --update   # take new references
 
-The references were taken on main before the run-configuration restructuring (issue 11):
+The references were last taken after the memory / planner fidelity work of issue 12 (December 2026):
 ResNet-50 inference, ResNet-50 training batch 4, and ResNet-50 training batch 16 as a
 4-chip pipeline, all on a GC200 through the command line.  Only the ``timing`` section
 (host wall-clock seconds) is left out of the comparison; every other key and value must be
