@@ -588,10 +588,10 @@ def vertex_state(g, arr) -> np.ndarray:
         c = CODELETS[name]
         cnt = np.zeros(T, np.int64)
         for b in bs:
-            t = arr.vertex_tile[b.v0:b.v1]
-            cnt += np.bincount(t, minlength=T)
+            per_tile = np.bincount(arr.vertex_tile[b.v0:b.v1], minlength=T)
+            cnt += per_tile
             if c.worklist_bytes:
-                state += np.bincount(t, minlength=T) * (c.worklist_bytes * int(b.params.get("kh", 1) or 1))
+                state += per_tile * (c.worklist_bytes * int(b.params.get("kh", 1) or 1))
         state += c.state_bytes * ((cnt > 0) if c.supervisor else np.minimum(cnt, workers))
     # region descriptors: per (compute set, codelet, tile, field), the contiguous regions of
     # memory its vertices connect (a Poplar vertex covering several partitions points at

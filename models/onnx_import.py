@@ -31,6 +31,7 @@ from hardware.dtypes import FLOAT_DTYPES
 
 from . import oprules
 from .errors import ModelError
+from .isolated import call_forked
 from .opgraph import OpGraph
 
 #: op types that become ops of the graph (or fold away when constant)
@@ -291,35 +292,17 @@ class _Importer:
         whole interpreter on a bad file (an assertion in a window computation), which
         must become an error naming the file, not a dead process.  None when inference
         raises (our own rules then fill the shapes in)."""
-        import multiprocessing as mp
         import onnx
-        if "fork" not in mp.get_all_start_methods():
-            try:
-                return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
-            except Exception:
-                return None
-        recv, send = mp.get_context("fork").Pipe(duplex=False)
 
-        def child():
-            import faulthandler
-            faulthandler.disable()    # a native abort is reported by the parent, in one line
+        def infer(model):
             try:
-                out = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True).SerializeToString()
+                return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True).SerializeToString()
             except Exception:
-                out = b""
-            send.send_bytes(out)
-            send.close()
+                return b""
 
-        proc = mp.get_context("fork").Process(target=child)
-        proc.start()
-        send.close()
-        try:
-            data = recv.recv_bytes()
-        except EOFError:
-            data = None
-        proc.join()
+        data, code = call_forked(infer, m)
         if data is None:
-            raise self.err(f"onnx shape inference crashed on this file (exit code {proc.exitcode}): a node "
+            raise self.err(f"onnx shape inference crashed on this file (exit code {code}): a node "
                            "has attributes onnx cannot check (e.g. a pooling window larger than its input); "
                            "run onnx.checker.check_model(path, full_check=True) to find it")
         if not data:

@@ -118,8 +118,8 @@ class RunConfig:
                 raise ConfigError(f"{name}: at most {hi:,} (each is simulated), got {v:,}")
         if self.accumulate > 1:     # the old spelling, same meaning: N micro-batches of --batch, one update
             if self.micro_batches is not None:
-                raise ConfigError(f"accumulate: the old spelling of --micro-batches (--batch B --accumulate N "
-                                  f"is --batch B*N --micro-batches N); give one, not both")
+                raise ConfigError("accumulate: the old spelling of --micro-batches (--batch B --accumulate N "
+                                  "is --batch B*N --micro-batches N); give one, not both")
             set_("micro_batches", self.accumulate)
             set_("batch", self.batch * self.accumulate)
             set_("accumulate", 1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing as mp
 import os
 import time
 
@@ -33,6 +32,7 @@ from compiler.graph import Graph
 from compiler.program import Copy, Execute
 from hardware.chips import gc2, gc200
 from models import get_model
+from models.isolated import call_forked
 
 from .config import RunConfig, load_preset
 from .engine import Engine
@@ -216,33 +216,19 @@ def not_run_row(name, why, wall_s=0.0) -> dict:
                   "peak_tile_bytes": [], "sram_bytes_per_tile": None, "wall_s": wall_s}
 
 
-def _row_to(name, conn):
-    conn.send(system_row(name))
-    conn.close()
-
-
 def system_rows(names=SYSTEMS, *, on_row=None, isolate=True) -> list:
     """:func:`system_row` of each preset; ``on_row(row)`` is called as each finishes.  ``isolate``:
     each run in a child process, so that one killed by the system (out of host memory: a BERT-Large
     stage takes about 12 GB while it compiles) is a row that says so, not the end of the table."""
     out = []
-    ctx = mp.get_context("fork") if isolate and "fork" in mp.get_all_start_methods() else None
     for n in names:
-        if ctx is None:
+        if not isolate:
             row = system_row(n)
         else:
             t0 = time.perf_counter()
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_row_to, args=(n, send))
-            proc.start()
-            send.close()
-            try:
-                row = recv.recv()
-            except EOFError:
-                row = None
-            proc.join()
+            row, code = call_forked(system_row, n)
             if row is None:
-                row = not_run_row(n, f"the run was killed (exit code {proc.exitcode}; out of host memory?)",
+                row = not_run_row(n, f"the run was killed (exit code {code}; out of host memory?)",
                                   time.perf_counter() - t0)
         out.append(row)
         if on_row:
