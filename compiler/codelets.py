@@ -548,6 +548,322 @@ _TABLE = [
                 "store per 64-bit vector: 2 issues per vector, CHOSEN)"),
 ]
 
+
+# -- index-mapped vertices (compiler/planners/indexed.py) ------------------------------------
+# Their fields are gathered from any regions (broadcast operands, transposed or padded
+# windows, another tensor's layout), so one codelet computes an op of any rank and layout.
+# ``params["fn"]`` names the function; ``params["int"]``: the result is an integer tensor
+# (exact while its values stay below 2^24 in magnitude, which the ONNX backend checks).
+
+def _erf(x):
+    from scipy.special import erf
+    return erf(x)
+
+
+def _gelu(x, p):
+    if p.get("approximate", "none") == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+
+
+def _cast(x, p):
+    to = p.get("to", "float")
+    if to == "bool":
+        return (x != 0).astype(np.float32)
+    if to == "int":
+        return np.trunc(x)
+    if to == "float16":
+        return x.astype(np.float16).astype(np.float32)
+    return x
+
+
+def _selu(x, p):
+    a, g = p.get("alpha", 1.67326319217681884765625), p.get("gamma", 1.05070102214813232421875)
+    return g * np.where(x > 0, x, a * (np.exp(np.minimum(x, 0)) - 1))
+
+
+def _bits(p):
+    return int(p.get("bits", 32)), bool(p.get("unsigned", False))
+
+
+def _as_int(x):
+    return np.asarray(x, np.float64).astype(np.int64)
+
+
+def _bitwise(fn):
+    def f(a, b, p):
+        return fn(_as_int(a), _as_int(b)).astype(np.float64)
+    return f
+
+
+def _bitwise_not(x, p):
+    bits, unsigned = _bits(p)
+    v = ~_as_int(x)
+    return (v & ((1 << bits) - 1) if unsigned else v).astype(np.float64)
+
+
+def _int_div(a, b, p):
+    if p.get("int"):
+        return np.trunc(np.asarray(a, np.float64) / b)
+    return a / b
+
+
+def _mod(a, b, p):
+    if p.get("fmod"):
+        return np.fmod(a, b)
+    return np.mod(np.asarray(a, np.float64), b)
+
+
+def _pow(a, b, p):
+    r = np.power(np.asarray(a, np.float64), b)
+    return np.trunc(r) if p.get("int") else r
+
+
+def _bitshift(a, b, p):
+    a, b = _as_int(a), _as_int(b)
+    return (a << b if p.get("direction") == "LEFT" else a >> b).astype(np.float64)
+
+
+def _isinf(x, p):
+    return ((x == np.inf) & bool(p.get("detect_positive", 1))) | ((x == -np.inf) & bool(p.get("detect_negative", 1)))
+
+
+#: unary functions: name -> (f(x, params), vector issues per element)
+UNARY_FNS = {
+    "abs": (lambda x, p: np.abs(x), 1.0), "neg": (lambda x, p: -x, 1.0),
+    "exp": (lambda x, p: np.exp(x), 4.0), "log": (lambda x, p: np.log(x), 4.0),
+    "sqrt": (lambda x, p: np.sqrt(x), 4.0), "reciprocal": (lambda x, p: 1.0 / x, 4.0),
+    "floor": (lambda x, p: np.floor(x), 1.0), "ceil": (lambda x, p: np.ceil(x), 1.0),
+    "round": (lambda x, p: np.round(x), 1.0), "sign": (lambda x, p: np.sign(x), 1.0),
+    "sin": (lambda x, p: np.sin(x), 6.0), "cos": (lambda x, p: np.cos(x), 6.0), "tan": (lambda x, p: np.tan(x), 8.0),
+    "asin": (lambda x, p: np.arcsin(x), 8.0), "acos": (lambda x, p: np.arccos(x), 8.0),
+    "atan": (lambda x, p: np.arctan(x), 8.0), "sinh": (lambda x, p: np.sinh(x), 8.0),
+    "cosh": (lambda x, p: np.cosh(x), 8.0), "asinh": (lambda x, p: np.arcsinh(x), 8.0),
+    "acosh": (lambda x, p: np.arccosh(x), 8.0), "atanh": (lambda x, p: np.arctanh(x), 8.0),
+    "erf": (lambda x, p: _erf(x), 8.0), "relu": (lambda x, p: np.maximum(x, 0), 1.0),
+    "sigmoid": (lambda x, p: 1 / (1 + np.exp(-x)), 6.0), "tanh": (lambda x, p: np.tanh(x), 6.0),
+    "softplus": (lambda x, p: np.logaddexp(0, x), 8.0), "softsign": (lambda x, p: x / (1 + np.abs(x)), 4.0),
+    "elu": (lambda x, p: np.where(x > 0, x, p.get("alpha", 1.0) * (np.exp(np.minimum(x, 0)) - 1)), 6.0),
+    "selu": (_selu, 6.0),
+    "celu": (lambda x, p: np.maximum(x, 0) + np.minimum(0, p.get("alpha", 1.0)
+                                                        * (np.exp(np.minimum(x, 0) / p.get("alpha", 1.0)) - 1)), 6.0),
+    "leakyrelu": (lambda x, p: np.where(x >= 0, x, p.get("alpha", 0.01) * x), 2.0),
+    "hardsigmoid": (lambda x, p: np.clip(p.get("alpha", 0.2) * x + p.get("beta", 0.5), 0, 1), 3.0),
+    "hardswish": (lambda x, p: x * np.clip(x / 6 + 0.5, 0, 1), 4.0),
+    "thresholdedrelu": (lambda x, p: np.where(x > p.get("alpha", 1.0), x, 0), 2.0),
+    "mish": (lambda x, p: x * np.tanh(np.logaddexp(0, x)), 12.0), "gelu": (_gelu, 8.0),
+    "swish": (lambda x, p: x / (1 + np.exp(-p.get("alpha", 1.0) * x)), 6.0),
+    "shrink": (lambda x, p: np.where(x < -p.get("lambd", 0.5), x + p.get("bias", 0.0),
+                                     np.where(x > p.get("lambd", 0.5), x - p.get("bias", 0.0), 0)), 3.0),
+    "isnan": (lambda x, p: np.isnan(x), 1.0), "isinf": (_isinf, 2.0),
+    "not": (lambda x, p: x == 0, 1.0), "bitwise_not": (_bitwise_not, 1.0),
+    "copy": (lambda x, p: x, 0.5), "cast": (_cast, 1.0),
+    "clip": (lambda x, p: np.minimum(np.maximum(x, p.get("min", -np.inf)), p.get("max", np.inf)), 2.0),
+    "scale": (lambda x, p: x * p.get("alpha", 1.0), 1.0),
+}
+
+#: binary functions (numpy broadcasting already done by the gather): name -> (f(a, b, params), issues)
+BINARY_FNS = {
+    "add": (lambda a, b, p: a + b, 1.0), "sub": (lambda a, b, p: a - b, 1.0),
+    "mul": (lambda a, b, p: np.asarray(a, np.float64) * b if p.get("int") else a * b, 1.0),
+    "div": (_int_div, 4.0), "pow": (_pow, 8.0), "mod": (_mod, 4.0),
+    "max": (lambda a, b, p: np.maximum(a, b), 1.0), "min": (lambda a, b, p: np.minimum(a, b), 1.0),
+    "equal": (lambda a, b, p: a == b, 1.0), "less": (lambda a, b, p: a < b, 1.0),
+    "greater": (lambda a, b, p: a > b, 1.0), "less_equal": (lambda a, b, p: a <= b, 1.0),
+    "greater_equal": (lambda a, b, p: a >= b, 1.0),
+    "and": (lambda a, b, p: (a != 0) & (b != 0), 1.0), "or": (lambda a, b, p: (a != 0) | (b != 0), 1.0),
+    "xor": (lambda a, b, p: (a != 0) ^ (b != 0), 1.0),
+    "bitwise_and": (_bitwise(np.bitwise_and), 1.0), "bitwise_or": (_bitwise(np.bitwise_or), 1.0),
+    "bitwise_xor": (_bitwise(np.bitwise_xor), 1.0), "bitshift": (_bitshift, 1.0),
+    "prelu": (lambda a, b, p: np.where(a < 0, a * b, a), 2.0),
+    "axpby": (lambda a, b, p: p.get("alpha", 1.0) * a + p.get("beta", 1.0) * b, 2.0),
+}
+
+#: ternary functions: name -> (f(a, b, c, params), issues)
+TERNARY_FNS = {
+    "where": (lambda a, b, c, p: np.where(a != 0, b, c), 1.0),
+    "clip": (lambda a, b, c, p: np.minimum(np.maximum(a, b), c), 2.0),
+}
+
+
+def _fn_cost(table):
+    return lambda s, d, p, c: vector_cycles(s["out"], d, c, table[p["fn"]][1])
+
+
+def _rows(a, name, k):
+    x = a[name]
+    return x.reshape(x.shape[0], -1, k) if k else x.reshape(x.shape[0], -1, 0)
+
+
+def _reduce_rows(a, p):
+    """out[r] = reduce(in[r, :k]) for the vertex's rows (any reduction of ONNX's Reduce* /
+    ArgMax / ArgMin; the rows were gathered with the reduced axes last)."""
+    k, op = int(p["k"]), p["fn"]
+    x = np.asarray(_rows(a, "in", k), np.float64)
+    if op in ("argmax", "argmin"):
+        if k == 0:
+            raise ValueError("arg-reduction over an empty axis")
+        y = x if op == "argmax" else -x
+        if p.get("select_last_index"):
+            r = k - 1 - np.argmax(y[:, :, ::-1], axis=2)
+        else:
+            r = np.argmax(y, axis=2)
+        return {"out": r.reshape(x.shape[0], -1)}
+    f = {"sum": lambda v: v.sum(axis=2), "mean": lambda v: v.mean(axis=2),
+         "max": lambda v: v.max(axis=2, initial=-np.inf), "min": lambda v: v.min(axis=2, initial=np.inf),
+         "prod": lambda v: v.prod(axis=2), "l1": lambda v: np.abs(v).sum(axis=2),
+         "l2": lambda v: np.sqrt((v * v).sum(axis=2)), "logsum": lambda v: np.log(v.sum(axis=2)),
+         "logsumexp": lambda v: _logsumexp(v), "sumsquare": lambda v: (v * v).sum(axis=2)}[op]
+    return {"out": f(x).reshape(x.shape[0], -1)}
+
+
+def _logsumexp(v):
+    if v.shape[2] == 0:
+        return np.full(v.shape[:2], -np.inf)
+    m = v.max(axis=2, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    return np.log(np.exp(v - m).sum(axis=2)) + m[:, :, 0]
+
+
+def _softmax_rows(a, p):
+    """Softmax / LogSoftmax / Hardmax over each row of ``k`` elements."""
+    k = int(p["k"])
+    x = np.asarray(_rows(a, "in", k), np.float64)
+    fn = p.get("fn", "softmax")
+    if fn == "hardmax":
+        out = np.zeros_like(x)
+        np.put_along_axis(out, np.argmax(x, axis=2)[:, :, None], 1.0, axis=2)
+    else:
+        z = x - x.max(axis=2, keepdims=True)
+        if fn == "logsoftmax":
+            out = z - np.log(np.exp(z).sum(axis=2, keepdims=True))
+        else:
+            e = np.exp(z)
+            out = e / e.sum(axis=2, keepdims=True)
+    return {"out": out.reshape(x.shape[0], -1)}
+
+
+def _scan_rows(a, p):
+    """Cumulative sum / product along each row (ONNX CumSum's exclusive / reverse)."""
+    k = int(p["k"])
+    x = np.asarray(_rows(a, "in", k), np.float64)
+    if p.get("reverse"):
+        x = x[:, :, ::-1]
+    prod = p.get("fn") == "cumprod"
+    r = np.cumprod(x, axis=2) if prod else np.cumsum(x, axis=2)
+    if p.get("exclusive"):
+        r = np.concatenate([np.full(r.shape[:2] + (1,), 1.0 if prod else 0.0), r[:, :, :-1]], axis=2)
+    if p.get("reverse"):
+        r = r[:, :, ::-1]
+    return {"out": r.reshape(x.shape[0], -1)}
+
+
+def _pool_rows(a, p):
+    """One output per row of ``k`` window elements (padding elements point at a constant:
+    -inf for max, 0 otherwise); an average divides by ``count`` (one per output)."""
+    k = int(p["k"])
+    x = np.asarray(_rows(a, "in", k), np.float64)
+    fn = p.get("fn", "max")
+    if fn == "max":
+        out = x.max(axis=2)
+    elif fn == "lp":
+        q = float(p.get("p", 2))
+        out = (np.abs(x) ** q).sum(axis=2) ** (1.0 / q)
+    else:
+        out = x.sum(axis=2) / a["count"].reshape(x.shape[:2])
+    return {"out": out.reshape(x.shape[0], -1)}
+
+
+def _lrn_rows(a, p):
+    """Local response normalisation: in[r] / (bias + alpha / size * sum(win[r, :]^2))^beta."""
+    size = int(p["size"])
+    w = np.asarray(_rows(a, "win", size), np.float64)
+    x = a["in"].reshape(w.shape[:2])
+    d = (p.get("bias", 1.0) + p.get("alpha", 1e-4) / size * (w * w).sum(axis=2)) ** p.get("beta", 0.75)
+    return {"out": (x / d).reshape(x.shape[0], -1)}
+
+
+def _norm_rows(a, p):
+    """Normalise each row of ``k`` elements: (x - mean) / sqrt(var + eps) (``fn`` "layer"),
+    x / sqrt(mean(x^2) + eps) ("rms") or x / ||x||_p ("lp"), then * scale + bias (gathered
+    per element, broadcast); mean and 1 / std per row are outputs too (LayerNormalization)."""
+    k = int(p["k"])
+    x = np.asarray(_rows(a, "in", k), np.float64)
+    fn, eps = p.get("fn", "layer"), p.get("epsilon", 1e-5)
+    if fn == "lp":
+        q = int(p.get("p", 2))
+        nrm = np.abs(x).sum(axis=2, keepdims=True) if q == 1 else np.sqrt((x * x).sum(axis=2, keepdims=True))
+        y = np.where(nrm == 0, 0, x / np.where(nrm == 0, 1, nrm))
+        mean = np.zeros(x.shape[:2] + (1,))
+        istd = np.ones(x.shape[:2] + (1,))
+    else:
+        mean = x.mean(axis=2, keepdims=True) if fn != "rms" else np.zeros(x.shape[:2] + (1,))
+        var = ((x - mean) ** 2).mean(axis=2, keepdims=True)
+        istd = 1.0 / np.sqrt(var + eps)
+        y = (x - mean) * istd
+    if p.get("scale", True):
+        y = y * _rows(a, "scale", k)
+    if p.get("bias"):
+        y = y + _rows(a, "bias", k)
+    nv = x.shape[0]
+    return {"out": y.reshape(nv, -1), "mean": mean.reshape(nv, -1), "istd": istd.reshape(nv, -1)}
+
+
+def _batchnorm_map(a, p):
+    """Batch normalisation with the statistics given: (x - mean) / sqrt(var + eps) * scale + bias,
+    every operand gathered per element."""
+    x = np.asarray(a["in"], np.float64)
+    return {"out": (x - a["mean"]) / np.sqrt(np.asarray(a["var"], np.float64) + p.get("epsilon", 1e-5))
+            * a["scale"] + a["bias"]}
+
+
+_TABLE += [
+    Codelet("Map1", (Field("in", IN), Field("out", OUT, same_size_as="in")),
+            cycles=_fn_cost(UNARY_FNS), compute=lambda a, p: {"out": UNARY_FNS[p["fn"]][0](a["in"], p)},
+            flops=_ew_flops("out"), code_bytes=160,
+            doc="out = fn(in), fn one of UNARY_FNS (params['fn'])"),
+    Codelet("Map2", (Field("a", IN), Field("b", IN, same_size_as="a"), Field("out", OUT, same_size_as="a")),
+            cycles=_fn_cost(BINARY_FNS), compute=lambda a, p: {"out": BINARY_FNS[p["fn"]][0](a["a"], a["b"], p)},
+            flops=_ew_flops("out"), code_bytes=160,
+            doc="out = fn(a, b), fn one of BINARY_FNS; broadcast operands are gathered element by element"),
+    Codelet("Map3", (Field("a", IN), Field("b", IN, same_size_as="a"), Field("c", IN, same_size_as="a"),
+                     Field("out", OUT, same_size_as="a")),
+            cycles=_fn_cost(TERNARY_FNS),
+            compute=lambda a, p: {"out": TERNARY_FNS[p["fn"]][0](a["a"], a["b"], a["c"], p)},
+            flops=_ew_flops("out"), code_bytes=192, doc="out = fn(a, b, c): Where, Clip"),
+    Codelet("BatchNormMap", (Field("in", IN), Field("scale", IN, same_size_as="in"),
+                             Field("bias", IN, same_size_as="in"), Field("mean", IN, same_size_as="in"),
+                             Field("var", IN, same_size_as="in"), Field("out", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 6.0), compute=_batchnorm_map,
+            flops=_ew_flops("out", 5.0), code_bytes=256,
+            doc="out = (in - mean) / sqrt(var + eps) * scale + bias (statistics given at run time)"),
+    Codelet("ReduceRows", (Field("in", IN), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 2.0 if p["fn"] in ("logsumexp", "l2") else 1.0),
+            compute=_reduce_rows, flops=_ew_flops("in"), code_bytes=256,
+            doc="out[r] = reduce(in[r, :k]): sum, mean, max, min, prod, l1, l2, logsum, logsumexp, "
+                "sumsquare, argmax, argmin"),
+    Codelet("SoftmaxRows", (Field("in", IN), Field("out", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 8.0), compute=_softmax_rows,
+            flops=_ew_flops("in", 5.0), code_bytes=384,
+            doc="softmax / logsoftmax / hardmax of each row of k elements (max, subtract, exp, sum, divide)"),
+    Codelet("ScanRows", (Field("in", IN), Field("out", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 2.0), compute=_scan_rows,
+            flops=_ew_flops("in"), code_bytes=256, doc="cumulative sum / product of each row"),
+    Codelet("PoolRows", (Field("in", IN), Field("count", IN), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 1.0), compute=_pool_rows,
+            flops=_ew_flops("in"), code_bytes=384,
+            doc="max / average / Lp pooling: one output per gathered window of k elements"),
+    Codelet("LRNRows", (Field("in", IN), Field("win", IN), Field("out", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["win"], d, c, 2.0) + vector_cycles(s["out"], d, c, 8.0, 0),
+            compute=_lrn_rows, flops=_ew_flops("win", 2.0), code_bytes=384,
+            doc="local response normalisation of each element over its window of size channels"),
+    Codelet("NormRows", (Field("in", IN), Field("scale", IN), Field("bias", IN), Field("out", OUT, same_size_as="in"),
+                         Field("mean", OUT), Field("istd", OUT, same_size_as="mean")),
+            cycles=lambda s, d, p, c: vector_cycles(s["in"], d, c, 7.0), compute=_norm_rows,
+            flops=_ew_flops("in", 7.0), code_bytes=512,
+            doc="layer / RMS / Lp normalisation of each row of k elements, times scale plus bias"),
+]
+
 CODELETS: dict[str, Codelet] = {c.name: c for c in _TABLE}
 CODELET_IDS: dict[str, int] = {name: i for i, name in enumerate(CODELETS)}
 CODELET_LIST: list[Codelet] = list(CODELETS.values())
@@ -582,7 +898,9 @@ def apply_post(codelet, outs, params):
 def field_dtype(f: Field, dtype: str, params: dict) -> str:
     """The dtype a field of a vertex of ``dtype`` with ``params`` must be connected to."""
     if f.dtype == "T":
-        return dtype
+        # an index-mapped vertex may read tensors of several dtypes (a comparison's bool output,
+        # Where's condition, Cast): params["dtypes"] names them per field
+        return params.get("dtypes", {}).get(f.name, dtype)
     if f.dtype == "P":
         return params.get("partials", dtype)
     return f.dtype

@@ -30,7 +30,7 @@ import numpy as np
 from hardware.dtypes import FLOAT_DTYPES as FLOAT, canonical
 from .graph import Graph
 from .layout import Act, channel_group
-from .planners import PLANNERS, LoweringError, choose
+from .planners import PLANNERS, LoweringError, choose, indexed_takes
 from .program import Call, Copy, Execute, Sequence
 
 
@@ -96,7 +96,8 @@ class Lowering:
             pd = opg.op(p)
             if (pd["family"] not in ("elementwise", "norm") or pd["op"] in ("LRN", "Identity", "Dropout", "Cast")
                     or pd["op"].endswith("Grad") or len(pd["outputs"]) != 1 or pd["block"] != d["block"]
-                    or pd["phase"] != d["phase"] or opg.tensors[t].shape != opg.tensors[d["outputs"][0]].shape):
+                    or pd["phase"] != d["phase"] or opg.tensors[t].shape != opg.tensors[d["outputs"][0]].shape
+                    or indexed_takes(pd, self) or indexed_takes(d, self)):   # index-mapped vertices fuse nothing
                 continue
             root = next((q for q, us in fusion.items() if p in us), p)
             fusion.setdefault(root, []).append(n)
@@ -263,6 +264,8 @@ class Lowering:
             op_cs[name] = []
             return
         fam = "matmul" if d["op"] == "ConvGradWeight" else d["family"]
+        if indexed_takes(d, self):   # a case its family's planner would not compute exactly
+            fam = "indexed"
         planner = PLANNERS.get(fam)
         if planner is None:
             raise LoweringError(f"op {name!r} ({d['op']}): no planner for family {fam!r}")

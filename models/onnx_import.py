@@ -43,14 +43,14 @@ SUPPORTED = frozenset({
     "Gather", "Shape", "Constant", "ConstantOfShape", "Identity", "Pad", "ReduceMean",
     "ReduceSum", "Erf", "Gelu", "Pow", "Sqrt", "Cast", "Slice", "Exp", "Log", "Neg",
     "Max", "Min", "Reciprocal", "Abs",
-})
+}) | frozenset(oprules.INDEXED) | frozenset({"Floor", "Ceil", "Softplus", "Elu", "HardSigmoid"})
 #: op types accepted only when their inputs are constants (they fold away)
-FOLD_ONLY = frozenset({"Range", "Equal", "Where", "Expand", "Less", "Greater", "Not",
-                       "ReduceProd", "Floor", "Ceil"})
+FOLD_ONLY = frozenset({"Range"})
 _FOLDABLE = frozenset({
     "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape", "Flatten",
     "Transpose", "Identity", "Constant", "ConstantOfShape", "Add", "Sub", "Mul", "Div",
     "Pow", "Sqrt", "Neg", "Slice", "Min", "Max", "Abs", "Reciprocal", "Exp", "Log",
+    "Equal", "Where", "Expand", "Less", "Greater", "Not", "ReduceProd", "Floor", "Ceil",
 }) | FOLD_ONLY
 
 
@@ -182,6 +182,7 @@ class _Importer:
                                f"supported; supported: {', '.join(sorted(SUPPORTED))}")
         name = m.graph.name or os.path.splitext(os.path.basename(self.path))[0]
         self.g = OpGraph(name)
+        self.g.onnx_opset = self.opset    # ops whose meaning changed with the opset read it (Softmax's axis)
         for init in m.graph.initializer:
             try:
                 a = numpy_helper.to_array(init)
@@ -399,6 +400,10 @@ class _Importer:
         self.g.add_op(name, op, [t for t, _ in present], outs, family=oprules.family(op),
                       attrs=attrs, layer=meta.get("layer") or _layer_from_name(name),
                       block=meta.get("block"), block_type=meta.get("block_type"), flops=fl)
+        if len(present) != len(node.input) or len(outs) != len(node.output):
+            # an optional input / output left out: the op's inputs by ONNX position ("" where omitted)
+            self.g.graph.nodes[name]["slots"] = list(node.input)
+            self.g.graph.nodes[name]["out_slots"] = list(node.output)
 
     def _meta(self, node):
         """``layer`` / ``block`` / ``block_type`` from the node's doc_string (JSON): each a
@@ -439,7 +444,7 @@ class _Importer:
             for i, k in ((1, "min"), (2, "max")):
                 if len(ins) > i and ins[i] is not None and ins[i].data is not None:
                     attrs[k] = float(ins[i].data)
-        elif op in ("Softmax", "LogSoftmax"):
+        elif op in ("Softmax", "LogSoftmax", "Hardmax"):
             attrs.setdefault("axis", 1 if self.opset < 13 else -1)
         elif op == "Flatten":
             attrs.setdefault("axis", 1)

@@ -54,6 +54,7 @@ FAMILIES = (
     "reshape",     # Reshape / Flatten / Transpose / Unsqueeze / Squeeze (views)
     "concat",      # Concat / Split
     "gather",      # Gather / embedding lookups / dynamic slices
+    "indexed",     # any other ONNX op, lowered through index maps (compiler/planners/indexed.py)
 )
 
 

@@ -49,6 +49,20 @@ UNARY = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Erf", "Gelu", "Sqrt",
 BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")
 for _op in UNARY + BINARY + ("Sum",):
     FAMILY[_op] = "elementwise"
+#: ONNX ops lowered only through index maps (compiler/planners/indexed.py); their output
+#: shapes come from onnx's shape inference
+INDEXED = ("Round", "Sign", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh",
+           "Acosh", "Atanh", "Softsign", "Selu", "Celu", "HardSwish", "ThresholdedRelu", "Mish",
+           "Shrink", "IsNaN", "IsInf", "Not", "CastLike", "Mod", "Equal", "Less", "Greater",
+           "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "BitwiseAnd", "BitwiseOr",
+           "BitwiseXor", "BitShift", "PRelu", "Mean", "Where", "ReduceMax", "ReduceMin",
+           "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
+           "ReduceSumSquare", "ArgMax", "ArgMin", "Expand", "Tile", "Split", "DepthToSpace",
+           "SpaceToDepth", "Trilu", "GatherElements", "GatherND", "Compress", "ReverseSequence",
+           "Hardmax", "CumSum", "CumProd", "LpPool", "GlobalLpPool", "InstanceNormalization",
+           "LpNormalization", "MeanVarianceNormalization")
+for _op in INDEXED:
+    FAMILY[_op] = "indexed"
 
 #: Op types the lowering knows how to run (everything with a family).
 KNOWN_OPS = frozenset(FAMILY)
@@ -334,6 +348,8 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
         out = [1 if i in axes else s for i, s in enumerate(xs)] if keep else \
               [s for i, s in enumerate(xs) if i not in axes]
         return [(tuple(out), dt)]
+    if FAMILY.get(op) == "indexed":
+        return None      # onnx's shape inference gives these
     raise ModelError(f"no shape rule for op type {op!r}")
 
 
@@ -370,6 +386,8 @@ def flops(op: str, in_shapes: list, out_shapes: list, attrs: dict) -> int:
         return 0
     if op in UNARY or op in BINARY:
         return ny
+    if FAMILY.get(op) == "indexed":
+        return int(ny)   # one per output element, as the element-wise ops
     raise ModelError(f"no FLOP rule for op type {op!r}")
 
 

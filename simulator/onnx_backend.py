@@ -30,6 +30,7 @@ from onnx.backend.base import Backend, BackendRep
 import models
 from compiler.executable import compile_program
 from compiler.lower import lower
+from compiler.planners.indexed import OPS as INDEXED_OPS
 
 from hardware.chips import get_chip
 from .engine import Engine
@@ -37,7 +38,22 @@ from .functional import FunctionalState
 
 EXACT_OPS = {"Conv", "Gemm", "MatMul", "Relu", "MaxPool", "GlobalAveragePool", "BatchNormalization",
              "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity",
-             "Dropout", "Softmax", "Sigmoid", "Tanh", "Exp", "Sqrt", "AveragePool"}
+             "Dropout", "Softmax", "Sigmoid", "Tanh", "Exp", "Sqrt", "AveragePool"} | set(INDEXED_OPS)
+
+#: ONNX element types the chip computes exactly: float32, and integers / booleans held as
+#: float32 values (exact below 2^24 in magnitude, which ``run`` checks)
+EXACT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16,
+               onnx.TensorProto.UINT16, onnx.TensorProto.INT32, onnx.TensorProto.UINT32, onnx.TensorProto.INT64,
+               onnx.TensorProto.UINT64, onnx.TensorProto.BOOL}
+#: integers are exact in the chip's float32 words up to this magnitude
+INT_EXACT = float(1 << 24)
+#: inputs that must be constants (initializers or computed from them): the lowering reads them
+CONST_INPUTS = {"Slice": (1, 2, 3, 4), "Pad": (1, 2, 3), "Tile": (1,), "Trilu": (1,), "GatherElements": (1,),
+                "GatherND": (1,), "Compress": (1,), "ReverseSequence": (1,), "CumSum": (1,), "CumProd": (1,),
+                **{r: (1,) for r in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                                     "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")}}
+#: ops whose second and later outputs are computed (others: only the first may be used)
+MULTI_OUTPUT = {"Split", "Dropout", "LayerNormalization"}
 
 
 class BackendError(ValueError):
@@ -79,19 +95,84 @@ def _ungrouped(flat, act):
     return flat.reshape(act.logical)
 
 
+def _type_name(code):
+    return onnx.TensorProto.DataType.Name(code)
+
+
+def _check_types(model):
+    """Refuse tensors of element types the chip does not compute exactly (double, half,
+    bfloat16, 8-bit floats, 4-bit integers, strings), naming the first."""
+    g = model.graph
+    vals = [(v.name, v.type.tensor_type.elem_type) for v in list(g.input) + list(g.output) + list(g.value_info)
+            if v.type.HasField("tensor_type")]
+    vals += [(t.name, t.data_type) for t in g.initializer]
+    for n in g.node:
+        for a in n.attribute:
+            if a.name == "to" and a.type == onnx.AttributeProto.INT:
+                vals.append((f"{n.name or n.op_type}'s cast target", a.i))
+    for name, code in vals:
+        if code not in EXACT_TYPES:
+            raise BackendError(f"tensor {name!r}: element type {_type_name(code)} is not supported by the "
+                               "functional backend (it computes float32, and integers / booleans held in float32)")
+    for v in list(g.input) + list(g.output):
+        if not v.type.HasField("tensor_type"):
+            raise BackendError(f"graph input / output {v.name!r} is not a tensor (sequences, maps and optionals "
+                               "are not supported by the functional backend)")
+
+
+def _import_checked(model, batch=None, source="<onnx model>"):
+    """Import ``model`` and refuse, naming the node, what the lowering would not compute exactly."""
+    _check_types(model)
+    try:
+        og = models.load_onnx_model(model, batch=batch, source=source)
+    except models.ModelError as e:
+        raise BackendError(str(e)) from None
+    for name in og.ops():
+        d = og.op(name)
+        if d["op"] not in EXACT_OPS:
+            raise BackendError(f"node {name!r}: op type {d['op']!r} is not supported by the functional "
+                               f"backend (exact ops: {', '.join(sorted(EXACT_OPS))})")
+        _check_exact(og, name, d)
+    for name, t in og.tensors.items():
+        if t.size == 0 and t.data is None:
+            raise BackendError(f"tensor {name!r} has no elements (shape {t.shape}): empty tensors are not "
+                               "supported by the functional backend")
+    return og
+
+
+def _check_exact(og, name, d):
+    a = d["attrs"]
+
+    def fail(why):
+        raise BackendError(f"node {name!r} ({d['op']}): {why} is not supported by the functional backend")
+
+    for t in d["inputs"] + d["outputs"]:
+        if og.tensors[t].dtype not in ("fp32", "int8", "uint8", "int32", "int64", "bool"):
+            fail(f"tensor {t!r} of dtype {og.tensors[t].dtype}")
+    if d["op"] == "BatchNormalization" and a.get("training_mode"):
+        fail("training_mode")
+    if d["op"] == "GatherND" and int(a.get("batch_dims", 0)):
+        fail("batch_dims")
+    slots = d.get("slots") or d["inputs"]
+    if d["op"] == "Dropout" and len(slots) > 2 and slots[2]:
+        tm = og.tensors[slots[2]].data
+        if tm is None or bool(np.asarray(tm).reshape(-1)[0]):
+            fail("training_mode (random masks)")
+    if len([o for o in d["outputs"] if o]) > 1 and d["op"] not in MULTI_OUTPUT:
+        fail("a second output")
+    for i in CONST_INPUTS.get(d["op"], ()):
+        if i < len(slots) and slots[i] and og.tensors[slots[i]].data is None:
+            fail(f"input {slots[i]!r} given at run time (it must be a constant)")
+    if d["op"] == "Gather" and og.tensors[d["inputs"][1]].data is None and \
+            og.tensors[d["inputs"][0]].kind not in ("param", "constant"):
+        fail("indices given at run time into an activation")
+
+
 class SimBackendRep(BackendRep):
     def __init__(self, model, chip="gc200", batch=None, **options):
-        try:
-            self.opgraph = models.load_onnx_model(model, batch=batch,
-                                                  source=options.pop("source", "<onnx model>"))
-        except models.ModelError as e:
-            raise BackendError(str(e)) from None
-        for name in self.opgraph.ops():
-            d = self.opgraph.op(name)
-            if d["op"] not in EXACT_OPS or (d["op"] == "Conv" and int(d["attrs"].get("group", 1)) != 1):
-                raise BackendError(f"node {name!r}: op type {d['op']!r} is not supported by the functional "
-                                   f"backend (exact ops: {', '.join(sorted(EXACT_OPS))})")
-            self._check_exact(name, d)
+        self.opgraph = _import_checked(model, batch, options.pop("source", "<onnx model>"))
+        self.model_outputs = {v.name: v.type.tensor_type.elem_type for v in model.graph.output}
+        self.model_inputs = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
         self.chip = get_chip(chip)
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
                              use_functions=options.pop("use_functions", True))
@@ -102,35 +183,7 @@ class SimBackendRep(BackendRep):
         self._weights = self._host_weights()
         self.report = None
 
-    def _check_exact(self, name, d):
-        """Refuse, naming the node, what the lowering would not compute exactly."""
-        og, a = self.opgraph, d["attrs"]
-
-        def fail(why):
-            raise BackendError(f"node {name!r} ({d['op']}): {why} is not supported by the functional backend")
-
-        if d["op"] == "AveragePool" and any(a.get("pads") or []):
-            fail("padding")
-        if d["op"] in ("MaxPool", "AveragePool") and a.get("ceil_mode"):
-            fail("ceil_mode")
-        if d["op"] == "Gemm" and (a.get("transA") or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0):
-            fail("transA / alpha / beta")
-        if d["op"] == "BatchNormalization" and any(og.tensors[t].kind not in ("param", "constant", "state")
-                                                   for t in d["inputs"][1:5]):
-            fail("scale / bias / mean / var given at run time (not initializers)")
-        if d["op"] == "Softmax":
-            rank = len(og.tensors[d["inputs"][0]].shape)
-            axis = int(a.get("axis", -1))
-            if rank > 2 and axis % rank != rank - 1:
-                fail(f"softmax over axis {axis} of a rank-{rank} tensor")
-        if d["op"] in ("Add", "Sub", "Mul", "Div"):
-            shapes = [og.tensors[t].shape for t in d["inputs"]]
-            out = og.tensors[d["outputs"][0]].shape
-            for sh in shapes:
-                n = int(np.prod(sh)) if sh else 1
-                ok = tuple(sh) == tuple(out) or (len(out) == 4 and n == out[1]) or (len(out) <= 2 and n == out[-1])
-                if not ok:
-                    fail(f"broadcasting {tuple(sh)} to {tuple(out)}")
+    _check_exact = staticmethod(lambda og, name, d: _check_exact(og, name, d))
 
     def _host_weights(self):
         """Every parameter and derived weight in storage order, computed once."""
@@ -166,17 +219,112 @@ class SimBackendRep(BackendRep):
             x = np.asarray(x)
             if tuple(x.shape) != tuple(want):
                 raise BackendError(f"input {n!r}: expected shape {tuple(want)}, got {tuple(x.shape)}")
+            code = self.model_inputs.get(n)
+            if code is not None:
+                wdt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(code))
+                if x.dtype != wdt:
+                    raise BackendError(f"input {n!r}: expected dtype {wdt}, got {x.dtype}")
+                if x.dtype.kind in "iu" and x.size and np.abs(x.astype(np.float64)).max() >= INT_EXACT:
+                    raise BackendError(f"input {n!r}: integer values of magnitude 2^24 or more are not exact in the "
+                                       "chip's float32 words (the functional backend computes integers in float32)")
             feeds[n] = [_grouped(x, low.acts[n])]
         eng = Engine(self.exe, self.chip, functional=True, inputs=feeds)
         for n, flat in self._weights.items():
             eng.write(low.acts[n].tensor, flat)
         self.report = eng.run()
+        self._check_integers(eng)
         outs = []
         for n in og.outputs:
             flat = np.asarray(eng.outputs[n][0], np.float64)
-            dt = np.float16 if low.dtype == "fp16" else np.float32
-            outs.append(_ungrouped(flat, low.acts[n]).astype(dt))
+            code = self.model_outputs.get(n)
+            if code is not None:
+                dt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(code))
+            else:
+                dt = np.dtype(np.float16 if low.dtype == "fp16" else np.float32)
+            y = _ungrouped(flat, low.acts[n])
+            if dt.kind in "iu":
+                info = np.iinfo(dt)
+                if y.size and (y.min() < info.min or y.max() > info.max):
+                    raise BackendError(f"output {n!r}: a value outside {dt}'s range (an integer overflow, which "
+                                       "the functional backend does not wrap)")
+            outs.append(y.astype(dt))
         return namedtuple("Outputs", [f"o{i}" for i in range(len(outs))])(*outs)
+
+    def _check_integers(self, eng):
+        """Integer tensors the program computed must hold integers below 2^24 in magnitude (exact
+        in float32); a larger result is refused, naming the tensor, rather than returned rounded."""
+        og, low = self.opgraph, self.lowered
+        for name, t in og.tensors.items():
+            if t.producer is None or t.dtype in ("fp32", "fp16", "bool") or name not in low.acts:
+                continue
+            v = eng.read(low.acts[name].tensor)
+            if v.size and not np.all(np.isfinite(v)):
+                raise BackendError(f"tensor {name!r} (an integer tensor): a non-finite result (an integer "
+                                   "division by zero?)")
+            if v.size and np.abs(v).max() >= INT_EXACT:
+                raise BackendError(f"tensor {name!r}: an integer result of magnitude 2^24 or more is not exact in "
+                                   "the chip's float32 words")
+
+
+#: inputs whose values the lowering reads (shapes, axes, pads, indices): a graph input in one of
+#: these places makes ``prepare`` compile at the first ``run``, with its value as a constant
+STATIC_SLOTS = dict(CONST_INPUTS, Reshape=(1,), Expand=(1,), Unsqueeze=(1,), Squeeze=(1,), Split=(1,),
+                    ConstantOfShape=(0,), Range=(0, 1, 2), Tile=(1,), OneHot=(1,), TopK=(1,), Gather=(1,))
+
+
+def _static_inputs(model):
+    """Graph inputs that feed a :data:`STATIC_SLOTS` place directly."""
+    inits = {t.name for t in model.graph.initializer}
+    ins = {v.name for v in model.graph.input} - inits
+    found = []
+    for n in model.graph.node:
+        for i in STATIC_SLOTS.get(n.op_type, ()):
+            if i < len(n.input) and n.input[i] in ins and n.input[i] not in found:
+                found.append(n.input[i])
+    return found
+
+
+class SpecializingRep(BackendRep):
+    """A model some of whose inputs are read by the lowering itself (a Reshape's target, a
+    reduction's axes, a Slice's starts given as graph inputs): compiled at each ``run`` with new
+    values of those inputs, which become constants of the compiled graph (one compile per
+    distinct value, kept)."""
+
+    def __init__(self, model, static, **options):
+        _check_types(model)
+        for n in model.graph.node:
+            if n.op_type not in EXACT_OPS and n.op_type not in ("Constant", "Shape", "ConstantOfShape", "Range"):
+                raise BackendError(f"node {n.name!r}: op type {n.op_type!r} is not supported by the functional "
+                                   f"backend (exact ops: {', '.join(sorted(EXACT_OPS))})")
+        self.model, self.static, self.options = model, list(static), options
+        inits = {t.name for t in model.graph.initializer}
+        self.names = [v.name for v in model.graph.input if v.name not in inits]
+        self.compiled = {}
+        self.report = None
+
+    def run(self, inputs, **kwargs):
+        from onnx import numpy_helper
+        if isinstance(inputs, dict):
+            inputs = [inputs[n] for n in self.names]
+        inputs = list(inputs)
+        if len(inputs) != len(self.names):
+            raise BackendError(f"model has {len(self.names)} inputs ({', '.join(self.names)}), got {len(inputs)}")
+        given = dict(zip(self.names, inputs))
+        key = tuple((n, np.asarray(given[n]).dtype.str, np.shape(given[n]), np.asarray(given[n]).tobytes())
+                    for n in self.static)
+        rep = self.compiled.get(key)
+        if rep is None:
+            m = onnx.ModelProto()
+            m.CopyFrom(self.model)
+            keep = [v for v in m.graph.input if v.name not in self.static]
+            del m.graph.input[:]
+            m.graph.input.extend(keep)
+            for n in self.static:
+                m.graph.initializer.append(numpy_helper.from_array(np.asarray(given[n]), n))
+            rep = self.compiled[key] = SimBackendRep(m, **dict(self.options))
+        out = rep.run([given[n] for n in self.names if n not in self.static])
+        self.report = rep.report
+        return out
 
 
 FULL_CHECK_BYTES = 16 << 20
@@ -220,10 +368,12 @@ def _check_model(model):
 class SimBackend(Backend):
     @classmethod
     def is_compatible(cls, model, device="CPU", **kwargs):
+        """Whether every node is one the backend computes exactly (import and checks only: the
+        compile is ``prepare``'s)."""
         try:
-            SimBackendRep(model, **kwargs)
+            _import_checked(model, kwargs.get("batch"))
             return True
-        except Exception:
+        except BackendError:
             return False
 
     @classmethod
@@ -231,6 +381,9 @@ class SimBackend(Backend):
         if not cls.supports_device(device):
             raise BackendError(f"device {device!r} is not supported (the simulated chip runs as 'CPU')")
         _check_model(model)
+        static = _static_inputs(model)
+        if static:
+            return SpecializingRep(model, static, **kwargs)
         return SimBackendRep(model, **kwargs)
 
     @classmethod

@@ -93,22 +93,102 @@ def test_repeated_blocks_run_as_graph_functions_with_correct_values():
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
+def _one_node(node, ins, outs, opset=13, inits=()):
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in ins],
+                          [helper.make_tensor_value_info(n, t, s) for n, t, s in outs], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
 def test_unsupported_op_is_refused_naming_the_node():
-    node = helper.make_node("LRN", ["a"], ["b"], size=3, name="my_lrn")
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 4, 5, 5])],
-                          [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4, 5, 5])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(backend.BackendError, match="my_lrn"):
+    node = helper.make_node("ConvTranspose", ["a", "w"], ["b"], name="my_deconv")
+    w = numpy_helper.from_array(np.ones((4, 2, 3, 3), np.float32), "w")
+    m = _one_node(node, [("a", TensorProto.FLOAT, [1, 4, 5, 5])], [("b", TensorProto.FLOAT, [1, 2, 7, 7])],
+                  inits=[w])
+    with pytest.raises(backend.BackendError, match="my_deconv"):
         backend.prepare(m)
 
 
-def test_softmax_over_a_middle_axis_is_refused():
-    node = helper.make_node("Softmax", ["a"], ["b"], axis=1, name="sm")
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, 4, 5])],
-                          [helper.make_tensor_value_info("b", TensorProto.FLOAT, [3, 4, 5])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    with pytest.raises(backend.BackendError, match="axis"):
+def test_double_precision_is_refused_naming_the_tensor():
+    m = _one_node(helper.make_node("Relu", ["a"], ["b"]), [("a", TensorProto.DOUBLE, [3])],
+                  [("b", TensorProto.DOUBLE, [3])])
+    with pytest.raises(backend.BackendError, match="'a'.*DOUBLE"):
         backend.prepare(m)
+
+
+@pytest.mark.parametrize("op,axis,opset", [("Softmax", 1, 13), ("LogSoftmax", 0, 13), ("Softmax", 1, 11),
+                                           ("Hardmax", 2, 13)])
+def test_softmax_over_any_axis_equals_the_reference(op, axis, opset):
+    m = _one_node(helper.make_node(op, ["a"], ["b"], axis=axis), [("a", TensorProto.FLOAT, [3, 4, 5])],
+                  [("b", TensorProto.FLOAT, [3, 4, 5])], opset=opset)
+    x = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)
+    if opset < 13:   # before opset 13 the input is coerced to 2-D at axis (onnx's reference evaluator does not)
+        e = np.exp(x.reshape(3, 20) - x.reshape(3, 20).max(axis=1, keepdims=True))
+        want = (e / e.sum(axis=1, keepdims=True)).reshape(3, 4, 5)
+    else:
+        want = _ref(m, x)[0]
+    np.testing.assert_allclose(backend.prepare(m).run([x])[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_padded_convolution_on_channel_grouped_images_equals_the_reference():
+    # index-mapped lowering: a grouped, dilated, strided convolution between channel-grouped
+    # images (a padded, ceil-mode average pool after it), every element read from its place
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=4, pads=[1, 2, 1, 0], strides=[2, 1],
+                              dilations=[1, 2]),
+             helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1,
+                              strides=[2, 2])]
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 2, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 9, 10])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16, 3, 5])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.standard_normal((2, 8, 9, 10)).astype(np.float32)
+    rep = backend.prepare(m, chip="gc2")
+    assert any(b.codelet == "MatMulPartial" for b in rep.lowered.graph.batches)
+    np.testing.assert_allclose(rep.run([x])[0], _ref(m, x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_lrn_sums_squares_over_neighbouring_channels():
+    # onnx's reference evaluator loops over the batch instead of the channels (onnx 1.23), so
+    # the formula of the operator's specification is written out here
+    m = _one_node(helper.make_node("LRN", ["a"], ["b"], size=3, alpha=0.01, beta=0.75, bias=1.0),
+                  [("a", TensorProto.FLOAT, [2, 16, 3, 4])], [("b", TensorProto.FLOAT, [2, 16, 3, 4])])
+    x = np.random.default_rng(3).standard_normal((2, 16, 3, 4)).astype(np.float32)
+    sq = np.pad(x.astype(np.float64) ** 2, [(0, 0), (1, 1), (0, 0), (0, 0)])
+    want = x / (1.0 + 0.01 / 3 * (sq[:, :-2] + sq[:, 1:-1] + sq[:, 2:])) ** 0.75
+    np.testing.assert_allclose(backend.prepare(m).run([x])[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_integer_broadcasting_and_comparison_keep_onnx_dtypes():
+    nodes = [helper.make_node("Div", ["a", "b"], ["q"]), helper.make_node("Less", ["q", "a"], ["lt"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.INT32, [2, 3]),
+                                       helper.make_tensor_value_info("b", TensorProto.INT32, [3])],
+                          [helper.make_tensor_value_info("q", TensorProto.INT32, [2, 3]),
+                           helper.make_tensor_value_info("lt", TensorProto.BOOL, [2, 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    a = np.array([[-7, 7, 9], [10, -3, 0]], np.int32)
+    b = np.array([2, -2, 4], np.int32)
+    q, lt = backend.prepare(m).run([a, b])
+    assert q.dtype == np.int32 and lt.dtype == np.bool_
+    np.testing.assert_array_equal(q, np.trunc(a / b).astype(np.int32))      # C-style truncation
+    np.testing.assert_array_equal(lt, q < a)
+
+
+def test_integer_beyond_float32s_exact_range_is_refused_naming_the_input():
+    m = _one_node(helper.make_node("Neg", ["a"], ["b"]), [("a", TensorProto.INT64, [2])],
+                  [("b", TensorProto.INT64, [2])])
+    with pytest.raises(backend.BackendError, match="input 'a'.*2\\^24"):
+        backend.prepare(m).run([np.array([1, 1 << 40], np.int64)])
+
+
+def test_axes_given_as_an_input_compile_with_their_value():
+    m = _one_node(helper.make_node("ReduceMax", ["a", "axes"], ["b"], keepdims=0),
+                  [("a", TensorProto.FLOAT, [2, 3, 4]), ("axes", TensorProto.INT64, [1])],
+                  [("b", TensorProto.FLOAT, ["d0", "d1"])], opset=18)
+    rep = backend.prepare(m)
+    x = np.random.default_rng(2).standard_normal((2, 3, 4)).astype(np.float32)
+    for ax in (1, -1):
+        np.testing.assert_array_equal(rep.run([x, np.array([ax], np.int64)])[0], x.max(axis=ax))
 
 
 def test_wrong_input_shape_is_a_clear_error(tiny):

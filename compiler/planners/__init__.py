@@ -23,6 +23,8 @@ module          family (planner)
 ``sparse``      the sparse / conditional op types of family gather
 ``reshape``     reshape (ReshapePlanner)
 ``concat``      concat (ConcatPlanner)
+``indexed``     indexed (IndexedPlanner): any op, rank or layout through index maps; also the
+                cases of other families their planner would not compute exactly
 ==============  ===========================================================
 
 ``base`` holds the interface and shared helpers, ``chunking`` the output chunks
@@ -39,6 +41,7 @@ from .cost import (CONV_CODELET, MATMUL_CODELET, METHODS, codelet_cycles, comput
                    contraction_cycles, exchange_cycles)
 from .elementwise import ElementwisePlanner
 from .gather import GatherPlanner
+from .indexed import IndexedPlanner, takes as indexed_takes
 from .loss import LossPlanner
 from .matmul import MatMulPlanner
 from .norm import NormPlanner
@@ -53,11 +56,11 @@ from .sparse import SPARSE_PLANNERS, GatherDispatch
 PLANNERS = {p.family: p for p in (ConvPlanner(), MatMulPlanner(), ElementwisePlanner(), PoolPlanner(),
                                   ReducePlanner(), NormPlanner(), SoftmaxPlanner(), LossPlanner(),
                                   OptimizerPlanner(), GatherDispatch(GatherPlanner()), ReshapePlanner(),
-                                  ConcatPlanner())}
+                                  ConcatPlanner(), IndexedPlanner())}
 
 __all__ = ["PLANNERS", "LoweringError", "Planner", "choose", "spread", "pow2_upto", "unique_rows",
            "add_by_signature", "chunks", "per_channel", "codelet_cycles", "compute_phase_cycles",
            "contraction_cycles", "exchange_cycles", "METHODS", "CONV_CODELET", "MATMUL_CODELET",
            "ConvPlanner", "ConvShape", "MatMulPlanner", "ElementwisePlanner", "PoolPlanner", "ReducePlanner",
            "NormPlanner", "SoftmaxPlanner", "LossPlanner", "OptimizerPlanner", "GatherPlanner",
-           "GatherDispatch", "SPARSE_PLANNERS", "ReshapePlanner", "ConcatPlanner"]
+           "GatherDispatch", "SPARSE_PLANNERS", "ReshapePlanner", "ConcatPlanner", "IndexedPlanner", "indexed_takes"]

@@ -1,0 +1,851 @@
+"""Index-mapped lowering: ops of any rank, layout, broadcast, window or permutation.
+
+Every element an op reads is found on the host at compile time from the tensors'
+layouts (:func:`addresses`: the memory address of each logical element), with
+numpy's own indexing on those address arrays: a Transpose is ``A.transpose(perm)``,
+a broadcast operand ``np.broadcast_to(A, out_shape)``, a Slice ``A[slices]``, a
+padded window ``np.pad(A, ..., constant_values=<address of a constant>)``.  The
+vertices' fields are then the runs of consecutive addresses of those arrays, so
+one vertex reads exactly the elements it computes with, wherever they live, and
+the codelets (``Map1`` / ``Map2`` / ``Map3``, ``ReduceRows``, ``SoftmaxRows``,
+``PoolRows``, ``NormRows``, ``MatMulPartial``...) see dense rows.
+
+It lowers the ops the family planners do not compute exactly (``takes``): ONNX
+ops of any rank with numpy broadcasting, integer and boolean tensors,
+comparisons, reductions over any axes, softmax over any axis, pooling with
+padding, ceil mode and dilations, grouped convolutions, LRN, data movement.
+"""
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from hardware.dtypes import FLOAT_DTYPES
+
+from ..layout import channel_group
+from .base import LoweringError, Planner, spread
+from .cost import codelet_cycles
+
+
+def addresses(act):
+    """The memory address of every logical element of ``act``: an int64 array of its
+    logical shape (channel-grouped images included)."""
+    shape = tuple(act.logical)
+    if len(shape) == 4 and act.g > 1 and act.H * act.W > 1:
+        N, C, H, W, g = act.N, act.C, act.H, act.W, act.g
+        n = np.arange(N, dtype=np.int64)[:, None, None, None]
+        c = np.arange(C, dtype=np.int64)[None, :, None, None]
+        h = np.arange(H, dtype=np.int64)[None, None, :, None]
+        w = np.arange(W, dtype=np.int64)[None, None, None, :]
+        return act.start + ((((n * (C // g) + c // g) * H + h) * W + w) * g + c % g)
+    return act.start + np.arange(act.numel, dtype=np.int64).reshape(shape)
+
+
+UNARY = {"Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal",
+         "Floor": "floor", "Ceil": "ceil", "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos",
+         "Tan": "tan", "Asin": "asin", "Acos": "acos", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh",
+         "Asinh": "asinh", "Acosh": "acosh", "Atanh": "atanh", "Erf": "erf", "Relu": "relu",
+         "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus", "Softsign": "softsign", "Elu": "elu",
+         "Selu": "selu", "Celu": "celu", "LeakyRelu": "leakyrelu", "HardSigmoid": "hardsigmoid",
+         "HardSwish": "hardswish", "ThresholdedRelu": "thresholdedrelu", "Mish": "mish", "Gelu": "gelu",
+         "Swish": "swish", "Shrink": "shrink", "IsNaN": "isnan", "IsInf": "isinf", "Not": "not",
+         "Identity": "copy", "Dropout": "copy", "Cast": "cast", "CastLike": "cast"}
+BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow", "Mod": "mod", "Equal": "equal",
+          "Less": "less", "Greater": "greater", "LessOrEqual": "less_equal", "GreaterOrEqual": "greater_equal",
+          "And": "and", "Or": "or", "Xor": "xor", "BitwiseAnd": "bitwise_and", "BitwiseOr": "bitwise_or",
+          "BitwiseXor": "bitwise_xor", "BitShift": "bitshift", "PRelu": "prelu"}
+VARIADIC = {"Sum": "add", "Max": "max", "Min": "min", "Mean": "add"}
+REDUCE = {"ReduceSum": "sum", "ReduceMean": "mean", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod",
+          "ReduceL1": "l1", "ReduceL2": "l2", "ReduceLogSum": "logsum", "ReduceLogSumExp": "logsumexp",
+          "ReduceSumSquare": "sumsquare", "ArgMax": "argmax", "ArgMin": "argmin"}
+SELECT = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Tile", "Slice", "Concat",
+          "Split", "Pad", "DepthToSpace", "SpaceToDepth", "Trilu", "GatherElements", "GatherND", "Compress",
+          "ReverseSequence")
+ROWS = {"Softmax": "softmax", "LogSoftmax": "logsoftmax", "Hardmax": "hardmax", "CumSum": "cumsum",
+        "CumProd": "cumprod"}
+POOLS = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+NORMS = ("LayerNormalization", "RMSNormalization", "InstanceNormalization", "LpNormalization",
+         "MeanVarianceNormalization")
+#: every op type this planner lowers
+OPS = frozenset(UNARY) | frozenset(BINARY) | frozenset(VARIADIC) | frozenset(REDUCE) | frozenset(SELECT) \
+    | frozenset(ROWS) | frozenset(POOLS) | frozenset(NORMS) | {"Where", "Clip", "Gather", "Conv", "MatMul",
+                                                              "Gemm", "LRN", "BatchNormalization"}
+#: ops whose family planner (compiler/planners/*) computes them exactly in the cases :func:`takes`
+#: leaves to it
+_LEGACY_ELEMENTWISE = {"Relu", "Add", "Sub", "Mul", "Div", "Exp", "Sqrt", "Tanh", "Sigmoid", "Dropout",
+                       "Identity"}
+
+
+def channel_group_of(c, ctx):
+    return channel_group(int(c), ctx.dtype)
+
+
+def _rank4_channel(shape, out):
+    """``shape`` broadcasts to the 4-D ``out`` as one value per channel."""
+    s = tuple(shape)
+    while s and s[0] == 1:
+        s = s[1:]
+    return len(out) == 4 and s in ((out[1], 1, 1),) and out[1] > 1
+
+
+def takes(op, ctx) -> bool:
+    """Whether ``op`` is lowered here rather than by its family's planner: an op no family
+    planner has, or a case its planner would not compute exactly (broadcasting beyond a
+    per-channel / per-row operand, integer or boolean tensors, other ranks, padding with
+    averages, ceil mode, dilations, groups, softmax off the last axis...)."""
+    t, a = op["op"], op.get("attrs", {})
+    if op.get("family") == "indexed":
+        return True
+    if op.get("phase", "fwd") != "fwd" or t not in OPS:
+        return False
+    opg = ctx.opg
+    ins = [x for x in op["inputs"] if x]
+    shapes = [tuple(opg.tensors[x].shape) for x in ins]
+    out = tuple(opg.tensors[op["outputs"][0]].shape)
+    if t == "Gather" and opg.tensors[ins[1]].data is None:
+        return False     # indices known at run time: the gather planner's DynamicSlice vertices
+    dts = [opg.tensors[x].dtype for x in ins] + [opg.tensors[op["outputs"][0]].dtype]
+    if any(d not in FLOAT_DTYPES for d in dts):
+        return True
+    if len(op["outputs"]) > 1 and t not in ("Split",):
+        return True
+    if t in ("Swish", "RMSNormalization"):
+        return False     # their family planners (elementwise, norm) compute them
+    if t in _LEGACY_ELEMENTWISE:
+        if t == "Dropout" or t == "Identity":
+            return False
+        for sh in shapes:
+            core = tuple(sh)
+            while core and core[0] == 1:
+                core = core[1:]
+            if sh != out and not (_rank4_channel(sh, out) or (len(out) <= 2 and core == out[-1:])):
+                return True
+        return False
+    if t in ("Max",) and len(ins) == 2 and shapes[0] == shapes[1] == out:
+        return False
+    if t == "Sum" and len(ins) == 2 and shapes[0] == shapes[1] == out:
+        return False
+    if t == "Gelu":
+        return a.get("approximate", "none") != "tanh"
+    if t in ("Conv",):
+        spatial = len(shapes[0]) - 2
+        return (spatial != 2 or int(a.get("group", 1)) != 1 or any(int(d) != 1 for d in a.get("dilations") or [])
+                or len(set(a.get("strides") or [1])) > 1)
+    if t in ("MaxPool", "AveragePool"):
+        pads = a.get("pads") or []
+        return (len(out) != 4 or a.get("ceil_mode") or any(int(d) != 1 for d in a.get("dilations") or [])
+                or len(set(a.get("strides") or [1])) > 1 or (t == "AveragePool" and any(pads))
+                or (t == "MaxPool" and (pads[:2] != pads[2:] if pads else False)))
+    if t == "GlobalAveragePool":
+        return len(out) != 4
+    if t == "Gemm":
+        c = shapes[2] if len(shapes) > 2 else None
+        return bool(a.get("transA") or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0
+                    or (c is not None and c not in ((out[1],), (1, out[1]))))
+    if t == "MatMul":
+        sa, sb = shapes[0], shapes[1]
+        # the matmul planner: 2-D operands, rows of a batched A times a 2-D B, and batches of
+        # equal leading dimensions (attention); broadcast batches and vectors come here
+        # (4-D operands are stored as channel-grouped images, which the matmul planner reads row-major)
+        return not (2 <= len(sa) <= 3 and 2 <= len(sb) <= 3 and (len(sb) == 2 or sa[:-2] == sb[:-2]))
+    if t == "Softmax":
+        axis = int(a.get("axis", -1)) % max(len(shapes[0]), 1)
+        return len(shapes[0]) > 3 or axis != len(shapes[0]) - 1 or len(shapes[0]) < 2
+    if t == "ReduceSum" and prod(out) == 1:
+        return False     # the reduce planner's partial sums then final sum are exact for a total
+    if t in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
+        # views of the storage, except a row-major tensor seen as a channel-grouped image
+        return len(out) == 4 and out != shapes[0] and channel_group_of(out[1], ctx) > 1 and out[2] * out[3] > 1
+    if t == "BatchNormalization":
+        return len(out) != 4 or any(opg.tensors[x].kind not in ("param", "constant", "state") for x in ins[1:5]) \
+            or bool(a.get("training_mode"))
+    return True
+
+
+class IndexedPlanner(Planner):
+    family = "indexed"
+
+    def estimate(self, op, opt, ctx):
+        n = int(np.prod(ctx.out_shape(op, 0))) if ctx.out_shape(op, 0) else 1
+        per = -(-n // ctx.tiles) / ctx.chip.workers_per_tile
+        return codelet_cycles("Map1", {"out": per}, ctx.dtype, {"fn": "copy"}, ctx.chip), 0.0
+
+    # -- helpers -----------------------------------------------------------------------------
+    def lower(self, op, opt, ctx):
+        self.ctx, self.op = ctx, op
+        # inputs / outputs by ONNX position ("" where an optional one is left out)
+        self.I = list(op.get("slots") or op["inputs"]) + [""] * 6
+        self.O = list(op.get("out_slots") or op["outputs"])
+        t = op["op"]
+        try:
+            if t in UNARY:
+                return self._unary(op, ctx)
+            if t in BINARY:
+                return self._binary(op, ctx)
+            if t in VARIADIC:
+                return self._variadic(op, ctx)
+            if t in REDUCE:
+                return self._reduce(op, ctx)
+            if t in ROWS:
+                return self._rows_op(op, ctx)
+            if t in POOLS:
+                return self._pool(op, ctx)
+            if t in NORMS:
+                return self._norm(op, ctx)
+            if t in SELECT or t == "Gather":
+                return self._select(op, ctx)
+            return getattr(self, "_" + t)(op, ctx)
+        except LoweringError:
+            raise
+        except (ValueError, IndexError, KeyError, TypeError) as e:
+            raise LoweringError(f"op {op['name']!r} ({t}): {type(e).__name__}: {e}") from e
+
+    def src(self, name):
+        ctx = self.ctx
+        return ctx.act(name) if name in ctx.acts else ctx.weights_by_name(name)
+
+    def addr(self, name):
+        return addresses(self.src(name))
+
+    def data(self, name, what):
+        """The value of a constant input (axes, pads, indices...)."""
+        t = self.ctx.opg.tensors[name]
+        if t.data is None:
+            raise LoweringError(f"op {self.op['name']!r} ({self.op['op']}): {what} ({name!r}) must be a constant "
+                                "(an initializer or computed from constants), not given at run time")
+        return np.asarray(t.data)
+
+    def is_int(self, name):
+        return self.ctx.opg.tensors[name].dtype not in FLOAT_DTYPES
+
+    def dev(self, name):
+        return self.ctx.tdtype(name)
+
+    def const(self, value, dtype):
+        """Address of a one-element constant holding ``value`` (padding, defaults)."""
+        ctx = self.ctx
+        cache = ctx.__dict__.setdefault("_indexed_consts", {})
+        key = (float(value), dtype)
+        if key not in cache:
+            t = ctx.graph.add_constant(dtype, (1,), value, f"const/{value}/{dtype}")
+            ctx.graph.map_intervals(np.array([t._start]), np.array([1]), np.array([len(cache) % ctx.tiles]))
+            cache[key] = int(t._start)
+        return cache[key]
+
+    def out(self, i=0):
+        ctx, op = self.ctx, self.op
+        y = ctx.new_act(op, op["outputs"].index(self.O[i]))
+        return y, addresses(y)
+
+    def temp(self, shape, tag):
+        ctx, op = self.ctx, self.op
+        t = ctx.graph.add_variable(ctx.dtype, (max(int(prod(shape)), 1),), f"{op['name']}/{tag}", kind="temporary",
+                                   op=op["name"])
+        return int(t._start) + np.arange(int(prod(shape)), dtype=np.int64).reshape(shape)
+
+    def _var_starts(self):
+        g = self.ctx.graph
+        cache = self.ctx.__dict__.setdefault("_indexed_var_starts", [0, None])
+        if cache[0] != len(g.variables):
+            cache[:] = [len(g.variables), np.array([v.start for v in g.variables], np.int64)]
+        return cache[1]
+
+    def emit(self, cs, codelet, fields, outs, params, map_out=True, tiles=None):
+        """One vertex per row of the (V, L) address arrays in ``fields``; fields named in
+        ``outs`` are written (and mapped to the vertex's tile unless ``map_out`` is False)."""
+        ctx = self.ctx
+        V = next(iter(fields.values())).shape[0]
+        if V == 0:
+            return
+        if tiles is None:
+            tiles = spread(V, ctx.tiles)
+        edges = {}
+        for name, A in fields.items():
+            A = np.asarray(A, np.int64).reshape(V, -1)
+            L = A.shape[1]
+            if L == 0:
+                continue
+            flat = A.ravel()
+            vid = np.repeat(np.arange(V), L)
+            brk = np.ones(flat.size, bool)
+            brk[1:] = (flat[1:] != flat[:-1] + 1) | (vid[1:] != vid[:-1])
+            brk |= np.isin(flat, self._var_starts())     # a region never spans two variables
+            si = np.flatnonzero(brk)
+            ln = np.diff(np.append(si, flat.size))
+            edges[name] = (vid[si], flat[si], ln)
+            if name in outs and map_out:
+                ctx.graph.map_intervals(flat[si], ln, tiles[vid[si]])
+        ctx.graph.add_vertices(cs, codelet, tiles, edges, dtype=ctx.dtype, params=params)
+
+    def emit_rows(self, cs, codelet, fields, outs, params, map_out=True, min_elems=64):
+        """Rows (R, k_f) of every field, grouped into vertices of consecutive rows (in the order
+        of their first output address), enough vertices to give every worker of the tiles work."""
+        ctx = self.ctx
+        R = next(iter(fields.values())).shape[0]
+        if R == 0:
+            return
+        fields = {k: np.asarray(v, np.int64).reshape(R, -1) for k, v in fields.items()}
+        first = fields[outs[0]][:, 0] if fields[outs[0]].shape[1] else None
+        if first is not None and np.any(first[1:] < first[:-1]):
+            order = np.argsort(first, kind="stable")
+            fields = {k: v[order] for k, v in fields.items()}
+        total = sum(v.shape[1] for v in fields.values()) * R
+        V = max(1, min(R, ctx.tiles * ctx.chip.workers_per_tile, total // min_elems))
+        per = -(-R // V)
+        full = R // per
+        if full:
+            self.emit(cs, codelet, {k: v[:full * per].reshape(full, -1) for k, v in fields.items()}, outs,
+                      params, map_out)
+        if R > full * per:
+            self.emit(cs, codelet, {k: v[full * per:].reshape(1, -1) for k, v in fields.items()}, outs,
+                      params, map_out)
+
+    def cs(self, suffix):
+        return self.ctx.compute_set(self.op, suffix)
+
+    def dtypes(self, **fields):
+        """params['dtypes'] for fields whose tensors are not of the vertex's dtype."""
+        d = {f: dt for f, dt in fields.items() if dt != self.ctx.dtype}
+        return {"dtypes": d} if d else {}
+
+    def attrs(self, *names):
+        a = self.op.get("attrs", {})
+        return {k: (a[k].decode() if isinstance(a[k], bytes) else a[k]) for k in names if k in a}
+
+    # -- element-wise --------------------------------------------------------------------------
+    def _unary(self, op, ctx):
+        x = self.I[0]
+        y, Y = self.out()
+        fn = UNARY[op["op"]]
+        params = dict(self.attrs("alpha", "beta", "gamma", "lambd", "bias", "approximate", "detect_positive",
+                                 "detect_negative"), fn=fn)
+        yname = op["outputs"][0]
+        if fn == "cast":
+            dt = ctx.opg.tensors[yname].dtype
+            params["to"] = "bool" if dt == "bool" else ("int" if dt not in FLOAT_DTYPES else
+                                                        ("float16" if dt == "fp16" else "float"))
+        params["int"] = self.is_int(yname)
+        params.update(self.dtypes(**{"in": self.dev(x), "out": self.dev(yname)}))
+        A = np.broadcast_to(self.addr(x), Y.shape)
+        cs = self.cs("map")
+        self.emit_rows(cs, "Map1", {"out": Y.reshape(-1, 1), "in": A.reshape(-1, 1)}, ["out"], params)
+        if len(self.O) > 1 and self.O[1]:      # Dropout's mask: all kept in inference
+            m, M = self.out(1)
+            one = self.const(1.0, self.dev(self.O[1]))
+            self.emit_rows(cs, "Map1", {"out": M.reshape(-1, 1), "in": np.full((M.size, 1), one)}, ["out"],
+                           dict({"fn": "copy"}, **self.dtypes(**{"in": self.dev(self.O[1]),
+                                                                 "out": self.dev(self.O[1])})))
+        return [cs]
+
+    def _map2(self, cs, fn, a, b, Y, yname, params, map_out=True, adt=None, bdt=None):
+        """out = fn(a, b) with a, b address arrays broadcast to Y's shape."""
+        A = np.broadcast_to(a, Y.shape).reshape(-1, 1)
+        B = np.broadcast_to(b, Y.shape).reshape(-1, 1)
+        p = dict(params, fn=fn, int=self.is_int(yname))
+        p.update(self.dtypes(a=adt or self.ctx.dtype, b=bdt or self.ctx.dtype, out=self.dev(yname)))
+        self.emit_rows(cs, "Map2", {"out": Y.reshape(-1, 1), "a": A, "b": B}, ["out"], p, map_out)
+
+    def _binary(self, op, ctx):
+        a, b = self.I[:2]
+        y, Y = self.out()
+        cs = self.cs("map")
+        self._map2(cs, BINARY[op["op"]], self.addr(a), self.addr(b), Y, op["outputs"][0],
+                   self.attrs("fmod", "direction"), adt=self.dev(a), bdt=self.dev(b))
+        return [cs]
+
+    def _variadic(self, op, ctx):
+        ins = [t for t in op["inputs"] if t]
+        yname = op["outputs"][0]
+        y, Y = self.out()
+        fn = VARIADIC[op["op"]]
+        css = []
+        if len(ins) == 1:
+            cs = self.cs("map")
+            self.emit_rows(cs, "Map1", {"out": Y.reshape(-1, 1),
+                                        "in": np.broadcast_to(self.addr(ins[0]), Y.shape).reshape(-1, 1)},
+                           ["out"], dict({"fn": "copy"}, **self.dtypes(**{"in": self.dev(ins[0]), "out": self.dev(yname)})))
+            css.append(cs)
+        for i in range(1, len(ins)):
+            cs = self.cs(f"map{i}")
+            first = self.addr(ins[0]) if i == 1 else Y
+            self._map2(cs, fn, first, self.addr(ins[i]), Y, yname, {}, map_out=(i == 1),
+                       adt=self.dev(ins[0]) if i == 1 else self.dev(yname), bdt=self.dev(ins[i]))
+            css.append(cs)
+        if op["op"] == "Mean" and len(ins) > 1:
+            cs = self.cs("mean")
+            self.emit_rows(cs, "Map1", {"out": Y.reshape(-1, 1), "in": Y.reshape(-1, 1)}, ["out"],
+                           {"fn": "scale", "alpha": 1.0 / len(ins)}, map_out=False)
+            css.append(cs)
+        return css
+
+    def _Where(self, op, ctx):
+        c, a, b = self.I[:3]
+        y, Y = self.out()
+        cs = self.cs("where")
+        F = {k: np.broadcast_to(self.addr(n), Y.shape).reshape(-1, 1) for k, n in zip("abc", (c, a, b))}
+        F["out"] = Y.reshape(-1, 1)
+        p = dict(fn="where", **self.dtypes(a=self.dev(c), b=self.dev(a), c=self.dev(b), out=self.dev(op["outputs"][0])))
+        self.emit_rows(cs, "Map3", F, ["out"], p)
+        return [cs]
+
+    def _Clip(self, op, ctx):
+        ins = self.I
+        x = ins[0]
+        yname = op["outputs"][0]
+        y, Y = self.out()
+        dt = self.dev(yname)
+        a = op.get("attrs", {})
+        lo = self.addr(ins[1]) if ins[1] else self.const(float(a.get("min", -np.inf)), dt)
+        hi = self.addr(ins[2]) if ins[2] else self.const(float(a.get("max", np.inf)), dt)
+        F = {"a": np.broadcast_to(self.addr(x), Y.shape).reshape(-1, 1),
+             "b": np.broadcast_to(lo, Y.shape).reshape(-1, 1), "c": np.broadcast_to(hi, Y.shape).reshape(-1, 1),
+             "out": Y.reshape(-1, 1)}
+        cs = self.cs("clip")
+        self.emit_rows(cs, "Map3", F, ["out"], dict(fn="clip", **self.dtypes(a=dt, b=dt, c=dt, out=dt)))
+        return [cs]
+
+    def _BatchNormalization(self, op, ctx):
+        x, s, b, m, v = self.I[:5]
+        y, Y = self.out()
+        shp = (1, Y.shape[1]) + (1,) * (Y.ndim - 2)
+        F = {"in": self.addr(x).reshape(-1, 1), "out": Y.reshape(-1, 1)}
+        for f, n in (("scale", s), ("bias", b), ("mean", m), ("var", v)):
+            F[f] = np.broadcast_to(self.addr(n).reshape(shp), Y.shape).reshape(-1, 1)
+        cs = self.cs("batchnorm")
+        self.emit_rows(cs, "BatchNormMap", F, ["out"], {"epsilon": float(op["attrs"].get("epsilon", 1e-5))})
+        return [cs]
+
+    # -- data movement: a static selection of the input's elements -------------------------------
+    def _copy(self, cs, Y, src, yname, sname):
+        self.emit_rows(cs, "Map1", {"out": Y.reshape(-1, 1), "in": np.asarray(src).reshape(-1, 1)}, ["out"],
+                       dict({"fn": "copy"}, **self.dtypes(**{"in": self.dev(sname), "out": self.dev(yname)})))
+
+    def _select(self, op, ctx):
+        t, a = op["op"], op.get("attrs", {})
+        ins = self.I
+        x = ins[0]
+        A = self.addr(x)
+        cs = self.cs(t.lower())
+        if t == "Split":
+            axis = int(a.get("axis", 0)) % A.ndim
+            sizes = [int(ctx.shape(o)[axis]) for o in op["outputs"]]
+            off = 0
+            for i, o in enumerate(op["outputs"]):
+                y, Y = self.out(i)
+                sl = [slice(None)] * A.ndim
+                sl[axis] = slice(off, off + sizes[i])
+                self._copy(cs, Y, A[tuple(sl)], o, x)
+                off += sizes[i]
+            return [cs]
+        yname = op["outputs"][0]
+        y, Y = self.out()
+        if t in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
+            S = A.reshape(Y.shape)
+        elif t == "Transpose":
+            S = A.transpose(a.get("perm") or list(range(A.ndim))[::-1])
+        elif t == "Expand":
+            S = np.broadcast_to(A, Y.shape)
+        elif t == "Tile":
+            S = np.tile(A, [int(r) for r in self.data(ins[1], "repeats").reshape(-1)])
+        elif t == "Slice":
+            S = A[self._slices(op, A.ndim, A.shape)]
+        elif t == "Concat":
+            S = np.concatenate([self.addr(n) for n in op["inputs"] if n and ctx.numel(n) > 0] or [A[:0]],
+                               axis=int(a["axis"]) % A.ndim)
+        elif t == "Pad":
+            S = self._pad(op, A, yname)
+        elif t == "DepthToSpace":
+            b = int(a["blocksize"])
+            N, C, H, W = A.shape
+            if a.get("mode", "DCR") == "CRD":
+                S = A.reshape(N, C // (b * b), b, b, H, W).transpose(0, 1, 4, 2, 5, 3)
+            else:
+                S = A.reshape(N, b, b, C // (b * b), H, W).transpose(0, 3, 4, 1, 5, 2)
+        elif t == "SpaceToDepth":
+            b = int(a["blocksize"])
+            N, C, H, W = A.shape
+            perm = (0, 1, 3, 5, 2, 4) if a.get("mode", "DCR") == "CRD" else (0, 3, 5, 1, 2, 4)
+            S = A.reshape(N, C, H // b, b, W // b, b).transpose(perm)
+        elif t == "Trilu":
+            k = int(self.data(ins[1], "k").reshape(-1)[0]) if len(ins) > 1 and ins[1] else 0
+            r, c = A.shape[-2:]
+            keep = np.triu(np.ones((r, c), bool), k) if a.get("upper", 1) else np.tril(np.ones((r, c), bool), k)
+            S = np.where(keep, A, self.const(0.0, self.dev(yname)))
+        elif t == "Gather":
+            idx = self.data(ins[1], "indices").astype(np.int64)
+            S = np.take(A, idx, axis=int(a.get("axis", 0)) % A.ndim)
+        elif t == "GatherElements":
+            idx = self.data(ins[1], "indices").astype(np.int64)
+            ax = int(a.get("axis", 0)) % A.ndim
+            S = np.take_along_axis(A, np.where(idx < 0, idx + A.shape[ax], idx), axis=ax)
+        elif t == "GatherND":
+            idx = self.data(ins[1], "indices").astype(np.int64)
+            bd = int(a.get("batch_dims", 0))
+            if bd:
+                raise LoweringError(f"op {op['name']!r} (GatherND): batch_dims is not supported")
+            S = A[tuple(np.moveaxis(idx, -1, 0))]
+        elif t == "Compress":
+            cond = self.data(ins[1], "condition").astype(bool)
+            S = np.compress(cond, A, axis=None if "axis" not in a else int(a["axis"]))
+        elif t == "ReverseSequence":
+            lens = self.data(ins[1], "sequence_lens").astype(np.int64)
+            ba, ta = int(a.get("batch_axis", 1)), int(a.get("time_axis", 0))
+            S = A.copy()
+            for bi, L in enumerate(lens):     # one slice per batch entry (compile time, not per vertex)
+                src = [slice(None)] * A.ndim
+                src[ba], src[ta] = bi, slice(0, int(L))
+                dst = list(src)
+                dst[ta] = slice(int(L) - 1, None, -1) if L > 0 else slice(0, 0)
+                S[tuple(src)] = A[tuple(dst)]
+        else:
+            raise LoweringError(f"op {op['name']!r}: no selection for {t}")
+        if S.shape != Y.shape:
+            if S.size != Y.size:
+                raise LoweringError(f"op {op['name']!r} ({t}): selected {S.shape}, output is {Y.shape}")
+            S = S.reshape(Y.shape)
+        self._copy(cs, Y, S, yname, x)
+        return [cs]
+
+    def _slices(self, op, rank, shape):
+        ins, a = self.I, op.get("attrs", {})
+        if "starts" in a:
+            st, en = list(a["starts"]), list(a["ends"])
+            axes = list(a.get("axes", range(len(st))))
+            steps = [1] * len(st)
+        else:
+            st = self.data(ins[1], "starts").reshape(-1).tolist()
+            en = self.data(ins[2], "ends").reshape(-1).tolist()
+            axes = self.data(ins[3], "axes").reshape(-1).tolist() if len(ins) > 3 and ins[3] else list(range(len(st)))
+            steps = self.data(ins[4], "steps").reshape(-1).tolist() if len(ins) > 4 and ins[4] else [1] * len(st)
+        sl = [slice(None)] * rank
+        for s, e, ax, p in zip(st, en, axes, steps):
+            ax = int(ax) % rank
+            d = shape[ax]
+            s, e, p = int(s), int(e), int(p)
+            # ONNX clamps starts / ends (INT_MAX / INT_MIN mean 'to the end'); python slices do the same
+            s = max(min(s, d), -d - 1) if p < 0 else max(min(s, d), -d)
+            e = max(min(e, d), -d - 1)
+            if p < 0 and e < -d:
+                e = None
+            sl[ax] = slice(s, e, p)
+        return tuple(sl)
+
+    def _pad(self, op, A, yname):
+        ins, a = self.I, op.get("attrs", {})
+        mode = a.get("mode", "constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if "pads" in a:
+            pads = list(a["pads"])
+            value = float(a.get("value", 0.0))
+            axes = list(range(A.ndim))
+        else:
+            pads = self.data(ins[1], "pads").reshape(-1).tolist()
+            value = float(self.data(ins[2], "constant_value").reshape(-1)[0]) if len(ins) > 2 and ins[2] else 0.0
+            axes = self.data(ins[3], "axes").reshape(-1).tolist() if len(ins) > 3 and ins[3] else list(range(A.ndim))
+        n = len(axes)
+        width = [(0, 0)] * A.ndim
+        for i, ax in enumerate(axes):
+            width[int(ax) % A.ndim] = (int(pads[i]), int(pads[i + n]))
+        # negative pads crop
+        sl = tuple(slice(-b if b < 0 else 0, A.shape[i] + e if e < 0 else None) for i, (b, e) in enumerate(width))
+        A = A[sl]
+        width = [(max(b, 0), max(e, 0)) for b, e in width]
+        if mode == "constant":
+            return np.pad(A, width, constant_values=self.const(value, self.dev(yname)))
+        return np.pad(A, width, mode={"edge": "edge", "reflect": "reflect", "wrap": "wrap"}[mode])
+
+    # -- rows: reductions, softmax, scans ----------------------------------------------------------
+    def _axes(self, op, rank, default_all=True):
+        a, ins = op.get("attrs", {}), self.I
+        if "axes" in a:
+            axes = list(a["axes"])
+        elif len(ins) > 1 and ins[1]:
+            axes = self.data(ins[1], "axes").reshape(-1).tolist()
+        else:
+            axes = []
+        if not axes:
+            if not default_all or a.get("noop_with_empty_axes"):
+                return []
+            return list(range(rank))
+        return sorted({int(x) % rank for x in axes})
+
+    def _reduce(self, op, ctx):
+        x = op["inputs"][0]
+        A = self.addr(x)
+        a = op.get("attrs", {})
+        fn = REDUCE[op["op"]]
+        if fn in ("argmax", "argmin"):
+            axes = [int(a.get("axis", 0)) % max(A.ndim, 1)]
+        else:
+            axes = self._axes(op, A.ndim)
+        y, Y = self.out()
+        keep = [i for i in range(A.ndim) if i not in axes]
+        R = int(prod(A.shape[i] for i in keep))
+        K = int(prod(A.shape[i] for i in axes))
+        rows = A.transpose(keep + axes).reshape(R, K)
+        cs = self.cs("reduce")
+        if not axes:      # noop_with_empty_axes: the input as it is
+            self._copy(cs, Y, A, op["outputs"][0], x)
+            return [cs]
+        p = {"fn": fn, "k": K, "select_last_index": int(a.get("select_last_index", 0))}
+        p.update(self.dtypes(**{"in": self.dev(x), "out": self.dev(op["outputs"][0])}))
+        if K == 0:
+            raise LoweringError(f"op {op['name']!r} ({op['op']}): reduction over an empty axis is not supported")
+        self.emit_rows(cs, "ReduceRows", {"out": Y.reshape(R, 1), "in": rows}, ["out"], p)
+        return [cs]
+
+    def _rows_op(self, op, ctx):
+        x = op["inputs"][0]
+        A = self.addr(x)
+        a = op.get("attrs", {})
+        y, Y = self.out()
+        fn = ROWS[op["op"]]
+        if fn in ("cumsum", "cumprod"):
+            axis = int(self.data(self.I[1], "axis").reshape(-1)[0]) % A.ndim
+            p = {"fn": fn, "exclusive": int(a.get("exclusive", 0)), "reverse": int(a.get("reverse", 0))}
+        else:
+            axis = int(a.get("axis", -1)) % max(A.ndim, 1)
+            p = {"fn": fn}
+            if int(getattr(ctx.opg, "onnx_opset", 13) or 13) < 13:     # older opsets: the input coerced to 2-D at axis
+                K = int(prod(A.shape[axis:]))
+                rows, yrows = A.reshape(-1, K), Y.reshape(-1, K)
+                cs = self.cs(fn)
+                self.emit_rows(cs, "SoftmaxRows", {"out": yrows, "in": rows}, ["out"], dict(p, k=K))
+                return [cs]
+        rows = np.moveaxis(A, axis, -1)
+        K = rows.shape[-1]
+        rows, yrows = rows.reshape(-1, K), np.moveaxis(Y, axis, -1).reshape(-1, K)
+        cs = self.cs(fn)
+        p.update(self.dtypes(**{"in": self.dev(x), "out": self.dev(op["outputs"][0])}))
+        self.emit_rows(cs, "ScanRows" if fn.startswith("cum") else "SoftmaxRows", {"out": yrows, "in": rows},
+                       ["out"], dict(p, k=K))
+        return [cs]
+
+    # -- windows: pooling, LRN, convolution ------------------------------------------------------
+    def _windows(self, A, kernel, strides, dilations, pads, out_sp, fill):
+        """(N, C, *out, *kernel) addresses of every window element, padding at ``fill``."""
+        r = len(kernel)
+        sp = A.shape[2:]
+        # pad enough on both sides for every window (explicit pads and ceil-mode overhang)
+        after = [max(0, (out_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - sp[i] - pads[i])
+                 for i in range(r)]
+        P = np.pad(A, [(0, 0), (0, 0)] + [(pads[i], after[i]) for i in range(r)], constant_values=fill)
+        # gather with broadcasting index arrays: dims (out_0..out_r-1, k_0..k_r-1)
+        grids = []
+        for i in range(r):
+            ix = np.arange(out_sp[i])[:, None] * strides[i] + np.arange(kernel[i])[None, :] * dilations[i]
+            shape = [1] * (2 * r)
+            shape[i], shape[r + i] = out_sp[i], kernel[i]
+            grids.append(ix.reshape(shape))
+        return P[(slice(None), slice(None)) + tuple(grids)]
+
+    def _window_attrs(self, op, x_shape, y_shape, kernel=None):
+        a = op.get("attrs", {})
+        r = len(x_shape) - 2
+        k = [int(v) for v in (a.get("kernel_shape") or kernel)]
+        s = [int(v) for v in (a.get("strides") or [1] * r)]
+        d = [int(v) for v in (a.get("dilations") or [1] * r)]
+        pads = [int(v) for v in (a.get("pads") or [0] * (2 * r))]
+        auto = a.get("auto_pad", "NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads = [0] * (2 * r)
+            for i in range(r):
+                total = max((y_shape[2 + i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - x_shape[2 + i], 0)
+                lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
+                pads[i], pads[i + r] = lo, total - lo
+        elif auto == "VALID":
+            pads = [0] * (2 * r)
+        return k, s, d, pads
+
+    def _pool(self, op, ctx):
+        x = op["inputs"][0]
+        A = self.addr(x)
+        y, Y = self.out()
+        t, a = op["op"], op.get("attrs", {})
+        r = A.ndim - 2
+        if t.startswith("Global"):
+            k, s, d, pads = list(A.shape[2:]), [1] * r, [1] * r, [0] * (2 * r)
+        else:
+            k, s, d, pads = self._window_attrs(op, A.shape, Y.shape)
+        fn = "max" if "Max" in t else ("lp" if "Lp" in t else "avg")
+        dt = self.dev(x)
+        fill = self.const(-np.inf if fn == "max" else 0.0, dt)
+        Wn = self._windows(A, k, s, d, pads[:r], list(Y.shape[2:]), fill)
+        K = int(prod(k))
+        rows = Wn.reshape(-1, K)
+        F = {"out": Y.reshape(-1, 1), "in": rows, "count": np.full((Y.size, 1), self.const(1.0, ctx.dtype))}
+        p = {"fn": fn, "k": K, "p": int(a.get("p", 2))}
+        if fn == "avg":
+            # the divisor of each output: the window's elements inside the input, or inside the
+            # input and its explicit padding with count_include_pad
+            include = int(a.get("count_include_pad", 0))
+            cnt = np.ones([1] * (2 * r), np.float64)
+            for i in range(r):
+                pos = (np.arange(Y.shape[2 + i])[:, None] * s[i] + np.arange(k[i])[None, :] * d[i]) - pads[i]
+                lo, hi = (-pads[i], A.shape[2 + i] + pads[i + r]) if include else (0, A.shape[2 + i])
+                valid = ((pos >= lo) & (pos < hi)).sum(axis=1)
+                shape = [1] * r
+                shape[i] = Y.shape[2 + i]
+                cnt = cnt * valid.reshape(shape) if i else valid.reshape(shape).astype(np.float64)
+            cnt = np.broadcast_to(np.asarray(cnt, np.float64).reshape([1, 1] + list(Y.shape[2:])), Y.shape)
+            ct = ctx.graph.add_constant(ctx.dtype, (Y.size,), np.ascontiguousarray(cnt).ravel(),
+                                        f"{op['name']}/counts")
+            ctx.graph.map_linearly(ct)
+            F["count"] = (int(ct._start) + np.arange(Y.size)).reshape(-1, 1)
+        cs = self.cs("pool")
+        self.emit_rows(cs, "PoolRows", F, ["out"], dict(p, **self.dtypes(**{"in": dt, "out": self.dev(op["outputs"][0])})))
+        return [cs]
+
+    def _LRN(self, op, ctx):
+        x = op["inputs"][0]
+        A = self.addr(x)
+        y, Y = self.out()
+        a = op.get("attrs", {})
+        size = int(a["size"])
+        lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+        P = np.pad(A, [(0, 0), (lo, hi)] + [(0, 0)] * (A.ndim - 2), constant_values=self.const(0.0, ctx.dtype))
+        win = np.stack([P[:, j:j + A.shape[1]] for j in range(size)], axis=-1)
+        cs = self.cs("lrn")
+        self.emit_rows(cs, "LRNRows", {"out": Y.reshape(-1, 1), "in": A.reshape(-1, 1), "win": win.reshape(-1, size)},
+                       ["out"], {"size": size, "alpha": float(a.get("alpha", 1e-4)), "beta": float(a.get("beta", 0.75)),
+                                 "bias": float(a.get("bias", 1.0))})
+        return [cs]
+
+    def _matmul_vertices(self, cs, Am, Bm, Ym, map_out=True):
+        """Ym[b] = Am[b] @ Bm[b] for address arrays (batch, M, K), (batch, K, N), (batch, M, N):
+        one MatMulPartial per (batch, block of rows)."""
+        ctx = self.ctx
+        Bt, M, K = Am.shape
+        N = Bm.shape[2]
+        want = max(1, ctx.tiles * ctx.chip.workers_per_tile // max(Bt, 1))
+        mb = max(1, -(-M // want), 64 // max(N, 1) if N < 64 else 1)
+        # every vertex reads its whole B operand: bound the B regions of all the vertices (about
+        # 2^22 elements), as the AMP vertices of the matmul planner hold one weight block each
+        mb = max(mb, -(-M * Bt * K * N // (1 << 22)))
+        mb = min(mb, M)
+        for r0 in (0,) if M % mb == 0 else (0, M - M % mb):
+            rows = (M // mb) * mb if r0 == 0 else M % mb
+            if rows == 0:
+                continue
+            m = mb if r0 == 0 else rows
+            nblk = rows // m
+            a = Am[:, r0:r0 + rows].reshape(Bt * nblk, m * K)
+            b = np.repeat(Bm.reshape(Bt, K * N), nblk, axis=0)
+            o = Ym[:, r0:r0 + rows].reshape(Bt * nblk, m * N)
+            self.emit(cs, "MatMulPartial", {"a": a, "b": b, "out": o}, ["out"],
+                      {"m": int(m), "k": int(K), "n": int(N), "partials": ctx.dtype}, map_out=map_out)
+
+    def _MatMul(self, op, ctx):
+        a, b = op["inputs"][:2]
+        A, B = self.addr(a), self.addr(b)
+        y, Y = self.out()
+        A2 = A[None, :] if A.ndim == 1 else A
+        B2 = B[:, None] if B.ndim == 1 else B
+        batch = np.broadcast_shapes(A2.shape[:-2], B2.shape[:-2])
+        Ab = np.broadcast_to(A2, batch + A2.shape[-2:]).reshape(-1, *A2.shape[-2:])
+        Bb = np.broadcast_to(B2, batch + B2.shape[-2:]).reshape(-1, *B2.shape[-2:])
+        Yb = Y.reshape(Ab.shape[0], A2.shape[-2], B2.shape[-1])
+        cs = self.cs("matmul")
+        self._matmul_vertices(cs, Ab, Bb, Yb)
+        return [cs]
+
+    def _Gemm(self, op, ctx):
+        ins = self.I
+        a = op.get("attrs", {})
+        A, B = self.addr(ins[0]), self.addr(ins[1])
+        if a.get("transA"):
+            A = A.T
+        if a.get("transB"):
+            B = B.T
+        y, Y = self.out()
+        cs = self.cs("matmul")
+        self._matmul_vertices(cs, A[None], B[None], Y[None])
+        css = [cs]
+        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        has_c = len(ins) > 2 and ins[2] and beta != 0
+        if has_c or alpha != 1.0:
+            cs2 = self.cs("axpby")
+            C = self.addr(ins[2]) if has_c else self.const(0.0, ctx.dtype)
+            self._map2(cs2, "axpby", Y, C, Y, op["outputs"][0], {"alpha": alpha, "beta": beta if has_c else 0.0},
+                       map_out=False)
+            css.append(cs2)
+        return css
+
+    def _Conv(self, op, ctx):
+        ins = self.I
+        X, Wt = self.addr(ins[0]), self.addr(ins[1])
+        y, Y = self.out()
+        r = X.ndim - 2
+        k, s, d, pads = self._window_attrs(op, X.shape, Y.shape, kernel=Wt.shape[2:])
+        G = int(op.get("attrs", {}).get("group", 1))
+        N, C = X.shape[:2]
+        M = Wt.shape[0]
+        Cg, Mg = C // G, M // G
+        Wn = self._windows(X, k, s, d, pads[:r], list(Y.shape[2:]), self.const(0.0, ctx.dtype))
+        # (N, C, *out, *k) -> (N, G, P, Cg * prod(k)) with (c, k...) the weights' order
+        P = int(prod(Y.shape[2:]))
+        Kc = Cg * int(prod(k))
+        cols = Wn.reshape((N, G, Cg, P, int(prod(k)))).transpose(0, 1, 3, 2, 4).reshape(N * G, P, Kc)
+        Wb = Wt.reshape(G, Mg, Kc).transpose(0, 2, 1)                          # (G, Kc, Mg)
+        Wb = np.broadcast_to(Wb[None], (N, G, Kc, Mg)).reshape(N * G, Kc, Mg)
+        Yb = Y.reshape(N, G, Mg, P).transpose(0, 1, 3, 2).reshape(N * G, P, Mg)
+        cs = self.cs("conv")
+        self._matmul_vertices(cs, cols, Wb, Yb)
+        css = [cs]
+        if len(ins) > 2 and ins[2]:
+            cs2 = self.cs("bias")
+            bias = self.addr(ins[2]).reshape((1, M) + (1,) * r)
+            self._map2(cs2, "add", Y, bias, Y, op["outputs"][0], {}, map_out=False)
+            css.append(cs2)
+        return css
+
+    # -- normalisations over rows ---------------------------------------------------------------
+    def _norm(self, op, ctx):
+        t, a = op["op"], op.get("attrs", {})
+        ins = self.I
+        x = ins[0]
+        A = self.addr(x)
+        y, Y = self.out()
+        rank = A.ndim
+        scale = bias = None
+        p = {"epsilon": float(a.get("epsilon", 1e-5)), "fn": "layer"}
+        if t in ("LayerNormalization", "RMSNormalization"):
+            axis = int(a.get("axis", -1)) % rank
+            axes = list(range(axis, rank))
+            scale = np.broadcast_to(self.addr(ins[1]), A.shape)
+            if ins[2]:
+                bias = np.broadcast_to(self.addr(ins[2]), A.shape)
+            p["fn"] = "layer" if t == "LayerNormalization" else "rms"
+        elif t == "InstanceNormalization":
+            axes = list(range(2, rank))
+            shp = (1, A.shape[1]) + (1,) * (rank - 2)
+            scale = np.broadcast_to(self.addr(ins[1]).reshape(shp), A.shape)
+            bias = np.broadcast_to(self.addr(ins[2]).reshape(shp), A.shape)
+        elif t == "LpNormalization":
+            axes = [int(a.get("axis", -1)) % rank]
+            p.update(fn="lp", p=int(a.get("p", 2)))
+        else:   # MeanVarianceNormalization
+            axes = sorted(int(v) % rank for v in a.get("axes", [0, 2, 3]))
+            p["epsilon"] = 1e-9
+        keep = [i for i in range(rank) if i not in axes]
+        R, K = int(prod(A.shape[i] for i in keep)), int(prod(A.shape[i] for i in axes))
+
+        def rows(Z):
+            return Z.transpose(keep + axes).reshape(R, K)
+
+        F = {"in": rows(A), "out": rows(Y)}
+        p.update(k=K, scale=scale is not None, bias=bias is not None)
+        one, zero = self.const(1.0, ctx.dtype), self.const(0.0, ctx.dtype)
+        F["scale"] = rows(scale) if scale is not None else np.full((R, K), one)
+        F["bias"] = rows(bias) if bias is not None else np.full((R, K), zero)
+        outs = ["out", "mean", "istd"]
+        for i, f in ((1, "mean"), (2, "istd")):
+            if len(self.O) > i and self.O[i]:
+                F[f] = self.out(i)[1].reshape(R, 1)
+            else:
+                F[f] = self.temp((R, 1), f)
+        cs = self.cs("norm")
+        self.emit_rows(cs, "NormRows", F, outs, p)
+        return [cs]
