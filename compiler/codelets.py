@@ -335,6 +335,28 @@ def _topk(a, p):
     return {"idx": idx.astype(np.int32), "gates": np.take_along_axis(x, idx, axis=1)}
 
 
+def _rotary(a, p):
+    """Rotary embedding (Su et al. 2021, HF ``apply_rotary_pos_emb``): each vertex holds one
+    token's ``heads`` rows of ``head_dim`` and that position's ``head_dim / 2`` cos and sin."""
+    nv, half = a["cos"].shape[0], int(p["head_dim"]) // 2
+    x = a["in"].reshape(nv, -1, 2, half)
+    c, s = a["cos"][:, None, :], a["sin"][:, None, :] * (-1.0 if p.get("inverse") else 1.0)
+    x1, x2 = x[:, :, 0], x[:, :, 1]
+    out = np.stack([x1 * c - x2 * s, x2 * c + x1 * s], axis=2)
+    return {"out": out.reshape(nv, -1)}
+
+
+def _topk_route_grad(a, p):
+    """d logits of a top-k softmax router for one token: the softmax gradient over the chosen
+    ``k`` (gates g, their gradient dg: g (dg - sum g dg)) scattered to the chosen experts."""
+    nv, E = a["out"].shape
+    g, dg = a["gates"], a["grad"]
+    d = g * (dg - (g * dg).sum(axis=1, keepdims=True))
+    out = np.zeros((nv, E))
+    np.put_along_axis(out, a["idx"].astype(np.int64), d, axis=1)
+    return {"out": out}
+
+
 def _fill(a, p):
     """out = value (zeroing a gradient before a scatter-add)."""
     return {"out": np.full(np.shape(a["out"]), p.get("value", 0.0))}
@@ -414,6 +436,14 @@ _TABLE = [
     _ew("Sigmoid", lambda x: 1 / (1 + np.exp(-x)), 1, cost=6.0, doc="out = 1 / (1 + exp(-in))"),
     _ew("Gelu", lambda x: 0.5 * x * (1 + np.tanh(0.7978845608 * (x + 0.044715 * x ** 3))), 1,
         flops_per=8.0, cost=8.0, doc="out = gelu(in) (tanh form)"),
+    _ew("Swish", lambda x: x / (1 + np.exp(-x)), 1, cost=7.0,
+        doc="out = in * sigmoid(in) (SiLU, the gate of SwiGLU): the sigmoid's 6 issues and a product"),
+    Codelet("Rotary", (Field("in", IN), Field("cos", IN), Field("sin", IN, same_size_as="cos"),
+                       Field("out", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 3.0),
+            compute=_rotary, flops=_ew_flops("out", 3.0), code_bytes=256,
+            doc="rotary position embedding of one token's rows of params['head_dim'] elements: "
+                "out = in * cos + rotate_half(in) * sin (sin negated with params['inverse']: its gradient)"),
     Codelet("ReluGrad", (Field("grad", IN), Field("act", IN, same_size_as="grad"),
                          Field("out", OUT, same_size_as="grad")),
             cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.5),
@@ -507,6 +537,13 @@ _TABLE = [
                                                     d, c, 1.0),
             compute=_topk, flops=lambda s, d, p: np.asarray(s["in"], np.float64) * max(int(p.get("k", 1)), 1),
             code_bytes=384, doc="idx, gates = the k largest entries of in (k passes over the row)"),
+    Codelet("TopKRouteGrad", (Field("grad", IN), Field("idx", IN, dtype="int32", same_size_as="grad"),
+                              Field("gates", IN, same_size_as="grad"), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["out"], np.float64)
+                                                    + 4.0 * np.asarray(s["grad"], np.float64), d, c, 1.0),
+            compute=_topk_route_grad,
+            flops=lambda s, d, p: 4.0 * np.asarray(s["grad"], np.float64), code_bytes=256,
+            doc="d logits of one token's top-k router: zero the row, then g (dg - sum g dg) at the k experts"),
     # scatter-add (gradient of a gather / embedding lookup), zero fill
     Codelet("Fill", (Field("out", OUT),),
             cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0),

@@ -81,6 +81,17 @@ class GraphBuilder:
                       layer=layer or name, block=self._block, flops=fl)
         return names[0] if n_out == 1 else names
 
+    def custom(self, op, inputs, outputs, attrs=None, *, name, family, flops, layer=None):
+        """An op type with no rule in :mod:`models.oprules` (the sparse / conditional ops of
+        :mod:`models.sparse`): ``outputs`` are ``(shape, dtype)`` pairs, named like :meth:`op`'s;
+        its family and FLOPs are given."""
+        names = [f"{name}.out"] if len(outputs) == 1 else [f"{name}.out{i}" for i in range(len(outputs))]
+        for t, (shape, dt) in zip(names, outputs):
+            self.g.add_tensor(t, shape, dt)
+        self.g.add_op(name, op, inputs, names, family=family, attrs=dict(attrs or {}),
+                      layer=layer or name, block=self._block, flops=flops)
+        return names[0] if len(names) == 1 else names
+
     @contextmanager
     def block(self, block: str, kind: str):
         """Ops added inside belong to repeated block ``block`` of kind ``kind``."""

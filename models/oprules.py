@@ -15,7 +15,10 @@ FLOP conventions (one place, used everywhere):
   ``GlobalAveragePool`` / ``ReduceMean`` / ``ReduceSum``: 1 per input element;
 * ``BatchNormalization``: 2 per element in inference (folded scale and shift),
   7 per element with ``training_mode=1`` (batch statistics + normalisation);
-  ``LayerNormalization``: 7 per element; ``LRN``: ``2 * size + 3`` per element;
+  ``LayerNormalization``: 7 per element; ``RMSNormalization``: 5 per element
+  (square, mean, scale by 1 / rms, weight); ``LRN``: ``2 * size + 3`` per element;
+* ``RotaryEmbedding`` (x, cos, sin; ONNX opset 23): 3 per element (two products, one sum);
+  ``Swish`` (x sigmoid(x), the SiLU of SwiGLU): 1 per element like every unary op;
 * ``Softmax`` / ``LogSoftmax``: 5 per element (max, subtract, exp, sum, divide);
 * data movement (Reshape, Flatten, Transpose, (Un)Squeeze, Concat, Gather,
   Slice, Pad, Identity, Cast): 0.
@@ -36,6 +39,7 @@ FAMILY = {
     "MaxPool": "pool", "AveragePool": "pool", "GlobalAveragePool": "pool",
     "GlobalMaxPool": "pool",
     "BatchNormalization": "norm", "LayerNormalization": "norm", "LRN": "norm",
+    "RMSNormalization": "norm",
     "Softmax": "softmax", "LogSoftmax": "softmax",
     "ReduceMean": "reduce", "ReduceSum": "reduce",
     "Reshape": "reshape", "Flatten": "reshape", "Transpose": "reshape",
@@ -45,9 +49,9 @@ FAMILY = {
 }
 UNARY = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Erf", "Gelu", "Sqrt",
          "Exp", "Log", "Neg", "Abs", "Reciprocal", "Cast", "Dropout", "Softplus",
-         "Elu", "HardSigmoid", "Floor", "Ceil")
+         "Elu", "HardSigmoid", "Floor", "Ceil", "Swish")
 BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")
-for _op in UNARY + BINARY + ("Sum",):
+for _op in UNARY + BINARY + ("Sum", "RotaryEmbedding"):
     FAMILY[_op] = "elementwise"
 #: ONNX ops lowered only through index maps (compiler/planners/indexed.py); their output
 #: shapes come from onnx's shape inference
@@ -276,7 +280,16 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
             if len(ins) > i and ins[i] is not None and tuple(ins[i].shape) != c:
                 raise ModelError(f"BatchNormalization {role} of shape {tuple(ins[i].shape)} for {xs[1]} channels")
         return [(xs, dt)] + [(c, dt)] * (n_out - 1)
-    if op == "LayerNormalization":
+    if op == "RotaryEmbedding":
+        hd = int(attrs.get("head_dim", 0))
+        cs = tuple(ins[1].shape)
+        if hd < 2 or hd % 2 or xs[-1] % hd:
+            raise ModelError(f"RotaryEmbedding head_dim {hd} must be even and divide the last dim {xs[-1]}")
+        if len(cs) != 2 or cs[1] != hd // 2 or tuple(ins[2].shape) != cs:
+            raise ModelError(f"RotaryEmbedding cos / sin caches {cs}, {tuple(ins[2].shape)} must be "
+                             f"(positions, {hd // 2})")
+        return [(xs, dt)]
+    if op in ("LayerNormalization", "RMSNormalization"):
         ax = _axis(attrs.get("axis", -1), len(xs))
         stat = xs[:ax] + (1,) * (len(xs) - ax)
         return [(xs, dt)] + [(stat, "fp32")] * (n_out - 1)
@@ -376,6 +389,10 @@ def flops(op: str, in_shapes: list, out_shapes: list, attrs: dict) -> int:
         return (7 if attrs.get("training_mode", 0) else 2) * ny
     if op == "LayerNormalization":
         return 7 * ny
+    if op == "RMSNormalization":
+        return 5 * ny
+    if op == "RotaryEmbedding":
+        return 3 * ny
     if op == "LRN":
         return (2 * int(attrs.get("size", 1)) + 3) * ny
     if op in ("Softmax", "LogSoftmax"):

@@ -119,10 +119,10 @@ def _copy_forward(fwd: OpGraph) -> OpGraph:
             attrs["training_mode"] = 1
             for s in ("saved_mean", "saved_inv_std"):
                 outs.append(tg.add_tensor(f"{n}.{s}", (x.shape[1],), "fp32").name)
-        elif d["op"] == "LayerNormalization" and len(outs) == 1:
+        elif d["op"] in ("LayerNormalization", "RMSNormalization") and len(outs) == 1:
             ax = attrs.get("axis", -1) % len(x.shape)
             stat = x.shape[:ax] + (1,) * (len(x.shape) - ax)
-            for s in ("mean", "inv_std"):
+            for s in (("mean", "inv_std") if d["op"] == "LayerNormalization" else ("inv_rms",)):
                 outs.append(tg.add_tensor(f"{n}.{s}", stat, "fp32").name)
         elif d["op"] == "Dropout" and len(outs) == 1:
             outs.append(tg.add_tensor(f"{n}.mask", x.shape, "bool").name)
@@ -276,7 +276,7 @@ class _Backward:
                 if nd and len(self.contribs.get(t, [])) == before[t]:
                     raise ModelError(f"{self.fwd.name}: the gradient rule of {d['op']} "
                                      f"(op {n!r}) gave no gradient for input {t!r}")
-        for t in self.g.tensors:   # parameters: every consumer is done now
+        for t in list(self.g.tensors):   # parameters: every consumer is done now (a tied one gets a Sum)
             if t in self.need and t not in self.g.grads:
                 self.finalize(t)
 
@@ -442,7 +442,7 @@ def _norm(b, n, d, need, dys):
         if len(ins) > i and need[i]:
             outs.append(b.new_grad(ins[i]))
             which.append(tag)
-    saved = d["outputs"][-2:]
+    saved = d["outputs"][-1:] if d["op"] == "RMSNormalization" else d["outputs"][-2:]
     attrs = dict(d["attrs"], gradients=which)
     b.emit(n, f"{d['op']}Grad", [dys[0], x, ins[1]] + saved, outs, "norm",
            8 * prod(_shape(b, x)), attrs)
@@ -516,6 +516,52 @@ def _copy_back(op, family):
     return rule
 
 
+def _rotary(b, n, d, need, dys):
+    """The rotation's transpose: the same rotation by the opposite angle (sin negated)."""
+    x = d["inputs"][0]
+    dx = b.new_grad(x)
+    b.emit(n, "RotaryEmbeddingGrad", [dys[0]] + d["inputs"][1:3], [dx], "elementwise",
+           d["flops"], dict(d["attrs"], inverse=1))
+    b.give(x, dx, n)
+
+
+def _topk_route(b, n, d, need, dys):
+    """Top-k softmax router: only the gates carry a gradient, to the k chosen logits."""
+    logits = d["inputs"][0]
+    dl = b.new_grad(logits)
+    T, k = _shape(b, d["outputs"][1])
+    b.emit(n, "TopKRouteGrad", [dys[1], d["outputs"][0], d["outputs"][1]], [dl], "gather",
+           4 * T * k, d["attrs"])
+    b.give(logits, dl, n)
+
+
+def _moe_dispatch(b, n, d, need, dys):
+    """Tokens -> expert slots: its gradient brings each slot's gradient back to its token and
+    sums the token's k choices (a combine without the gates)."""
+    x, idx = d["inputs"][:2]
+    dx = b.new_grad(x)
+    b.emit(n, "MoECombine", [dys[0], idx], [dx], "gather", prod(_shape(b, dys[0])), d["attrs"])
+    b.give(x, dx, n)
+
+
+def _moe_combine(b, n, d, need, dys):
+    """Expert outputs -> tokens, weighted by the gates: the experts' gradient is the token
+    gradient dispatched back to the slots (the all-to-all again); each gate's gradient is the
+    dot product of the token's gradient with its expert's output."""
+    ye, idx = d["inputs"][:2]
+    E, C, dm = _shape(b, ye)
+    T, k = _shape(b, idx)
+    if need[0]:
+        dye = b.new_grad(ye)
+        b.emit(n, "MoEDispatch", [dys[0], idx], [dye], "gather", 0, dict(capacity=C))
+        b.give(ye, dye, n)
+    if len(need) > 2 and need[2]:
+        gates = d["inputs"][2]
+        dg = b.new_grad(gates)
+        b.emit(n, "MoEGateGrad", [dys[0], ye, idx], [dg], "gather", 2 * T * k * dm)
+        b.give(gates, dg, n)
+
+
 def _reduce(b, n, d, need, dys):
     x = d["inputs"][0]
     dx = b.new_grad(x)
@@ -535,10 +581,12 @@ GRAD_RULES = {
     "Reshape": _reshape, "Flatten": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
     "Transpose": _transpose, "Concat": _concat, "Gather": _gather,
     "Slice": _copy_back("SliceGrad", "gather"), "Pad": _copy_back("PadGrad", "concat"),
-    "ReduceMean": _reduce, "ReduceSum": _reduce,
+    "ReduceMean": _reduce, "ReduceSum": _reduce, "RMSNormalization": _norm,
+    "RotaryEmbedding": _rotary, "TopKRoute": _topk_route, "MoEDispatch": _moe_dispatch,
+    "MoECombine": _moe_combine,
 }
 for _op in ("Relu", "Sigmoid", "Tanh", "Sqrt", "Exp"):
     GRAD_RULES[_op] = _unary(uses_output=True)
 for _op in ("LeakyRelu", "Clip", "Erf", "Gelu", "Log", "Neg", "Abs", "Reciprocal",
-            "Softplus", "Elu", "HardSigmoid"):
+            "Softplus", "Elu", "HardSigmoid", "Swish"):
     GRAD_RULES[_op] = _unary(uses_output=False)

@@ -15,6 +15,9 @@ bert-base     BERT-base encoder + pooler + 2-way classifier    109,483,778
 bert-large    BERT-large (24 x 1024, 16 heads), same layout    335,019,010
 ============  ==============================================  ============
 
+The decoders (GPT-2, Llama-style, Mixtral-style) are built by :mod:`models.transformers`
+and listed there.
+
 BERT-base without its classifier (``num_labels=0``) has the standard
 109,482,240 parameters (HF ``BertModel``: embeddings 23,837,184, 12 layers of
 7,087,872, pooler 590,592). BatchNorm running statistics are ``state`` tensors,
@@ -33,6 +36,7 @@ import numpy as np
 
 from .builder import GraphBuilder
 from .errors import ModelError
+from .transformers import DECODERS
 
 
 def mnist_mlp(batch=1, dtype="fp32", hidden=256, num_classes=10):
@@ -245,4 +249,5 @@ BUILDERS = {
     "resnet50": resnet50,
     "bert-base": bert,
     "bert-large": bert_large,
+    **DECODERS,      # gpt2, gpt2-medium/-large/-xl, llama-7b, llama-tiny, mixtral-8x7b, mixtral-tiny
 }

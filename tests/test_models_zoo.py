@@ -23,7 +23,9 @@ def _macs(g):
 
 
 def test_list_models_names_the_built_ins():
-    assert list_models() == ["alexnet", "bert-base", "bert-large", "mnist-mlp", "resnet50", "vgg16"]
+    assert list_models() == ["alexnet", "bert-base", "bert-large", "gpt2", "gpt2-large", "gpt2-medium", "gpt2-xl",
+                             "llama-7b", "llama-tiny", "mixtral-8x7b", "mixtral-tiny", "mnist-mlp", "resnet50",
+                             "vgg16"]
 
 
 @pytest.mark.parametrize("name, params", [

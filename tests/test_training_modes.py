@@ -29,6 +29,13 @@ SMALL = {
     "bert-base": dict(layers=2, hidden=64, heads=2, seq_len=16, vocab=100, max_position=32),
     "bert-large": dict(layers=2, hidden=64, heads=4, intermediate=128, seq_len=16, vocab=100,
                        max_position=32),
+    **{n: dict(layers=2, hidden=64, heads=4, seq_len=16, vocab=100, max_position=32)
+       for n in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")},
+    "llama-7b": dict(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, seq_len=16, vocab=100),
+    "llama-tiny": dict(seq_len=16),
+    "mixtral-8x7b": dict(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, seq_len=16, vocab=100,
+                         experts=4),
+    "mixtral-tiny": dict(seq_len=16),
 }
 
 #: mode -> (options, optimizer): LAMB where the MLPerf BERT-Large run uses it (one chip, pipeline)
@@ -46,13 +53,15 @@ def _updates(og):
     return params, ups
 
 
-def _check_updates(og, optimizer):
+def _check_updates(og, optimizer, read_only=frozenset()):
+    """One update per parameter; ``read_only``: weights another chip updates (a tied copy)."""
     params, ups = _updates(og)
-    assert params and sorted(u["inputs"][0] for u in ups) == params
+    updated = sorted(u["inputs"][0] for u in ups)
+    assert params and updated == [p for p in params if p not in read_only or p in updated]
     want = {"sgd": "SGDMomentumUpdate", "adam": "AdamUpdate", "lamb": "LambUpdate"}[optimizer]
     assert {u["op"] for u in ups} == {want}
     if optimizer == "lamb":
-        for p in params:
+        for p in updated:
             assert og.tensors[f"{p}.lamb_m"].kind == og.tensors[f"{p}.lamb_v"].kind == "state"
 
 
@@ -75,11 +84,21 @@ def test_built_in_model_trains(model, mode):
     mc = rep["multichip"]
     assert mc["mode"] == options["mode"] and mc["stages"] == 2
     stages = mc["placement"]["stages"]
-    assert sum(s["params"] for s in stages) == rep["model"]["params"] and all(s["params"] > 0 for s in stages)
+    # a weight read on two stages (GPT-2's embedding, tied to its head) is held by both
+    sizes, held = {}, {}
+    for st in r.multichip.part.stages:
+        for t in st.graph.tensors.values():
+            if t.kind == "param" and not t.inplace_of:
+                held[t.name] = held.get(t.name, 0) + 1
+                sizes[t.name] = t.size
+    shared = sum(sizes[t] * (n - 1) for t, n in held.items())
+    assert sum(s["params"] for s in stages) == rep["model"]["params"] + shared and all(s["params"] > 0 for s in stages)
     assert len(rep["sim"]["per_ipu"]) == 2
     assert all(p["compute_cycles"] > 0 for p in rep["sim"]["per_ipu"])
+    twice = {t for t, n in held.items() if n > 1}
     for st in r.multichip.part.stages:       # each chip updates exactly its own parameters
-        _check_updates(st.graph, optimizer)
+        _check_updates(st.graph, optimizer, read_only=twice)
+    assert sorted(u["inputs"][0] for st in r.multichip.part.stages for u in _updates(st.graph)[1]) == sorted(held)
 
 
 def test_lamb_optimizer_state_can_be_offloaded():

@@ -29,6 +29,16 @@ Op types (all family ``gather``, because models/opgraph.py validates families):
                   (token chunk, choice) into a (k, T, d) temporary, then
                   ReducePartials sums the k choices (gate scaling not costed)
 
+Their gradients (models/training.py): ``MoEDispatch``'s is a ``MoECombine`` of the slots'
+gradient, ``MoECombine``'s a ``MoEDispatch`` of the tokens' gradient (the all-to-all back)
+plus ``MoEGateGrad``; ``TopKRoute``'s is ``TopKRouteGrad``:
+
+``MoEGateGrad``   dy (T, d), ye (E, C, d), idx (T, k) -> dgates (T, k): the combine's
+                  gather into a (T, k, d) temporary, then one (k x d) x (d x 1)
+                  MatMulPartial per token
+``TopKRouteGrad`` dgates, idx, gates (T, k) -> dlogits (T, E): one TopKRouteGrad vertex
+                  per token (the softmax gradient over the k chosen, zeros elsewhere)
+
 The cost of every one of them is proportional to the active part (``A`` of
 ``out`` neurons, ``k`` of ``E`` experts), while the weights stay fully resident.
 """
@@ -264,9 +274,77 @@ class MoECombinePlanner(Planner):
         return [cs1, cs2]
 
 
+class TopKRouteGradPlanner(Planner):
+    """d logits (T, E) of a top-k router from d gates, indices and gates (T, k): one
+    ``TopKRouteGrad`` vertex per token, on the tile holding the token's gate gradient."""
+    family = "gather"
+
+    def lower(self, op, opt, ctx):
+        dg, ids, gates = (_act(ctx, t) for t in op["inputs"][:3])
+        T, k = ctx.shape(op["inputs"][0])
+        E = ctx.out_shape(op, 0)[1]
+        y = ctx.new_act(op, 0)
+        t = np.arange(T)
+        tiles = ctx.graph.tile_of_elements(dg.start + t * k)
+        tiles = np.where(tiles < 0, spread(T, ctx.tiles), tiles)
+        ctx.graph.map_intervals(y.start + t * E, np.full(T, E, np.int64), tiles)
+        kk = np.full(T, k, np.int64)
+        cs = ctx.compute_set(op, "topk_grad")
+        ctx.graph.add_vertices(cs, "TopKRouteGrad", tiles, {
+            "grad": (t, dg.start + t * k, kk), "idx": (t, ids.start + t * k, kk),
+            "gates": (t, gates.start + t * k, kk), "out": (t, y.start + t * E, np.full(T, E, np.int64))},
+            dtype=ctx.dtype)
+        return [cs]
+
+
+class MoEGateGradPlanner(Planner):
+    """d gates (T, k) of a combine: each token's k expert-output rows are gathered next to it
+    as the combine gathers them (``DynamicSlice`` per token chunk and choice), then one
+    (k x d) x (d x 1) ``MatMulPartial`` per token with the token's gradient row."""
+    family = "gather"
+    CHUNK = MoECombinePlanner.CHUNK
+
+    def lower(self, op, opt, ctx):
+        dy, ye, ids = (_act(ctx, t) for t in op["inputs"][:3])
+        T, d = ctx.shape(op["inputs"][0])
+        k = ctx.shape(op["inputs"][2])[1]
+        y = ctx.new_act(op, 0)
+        ch = min(self.CHUNK, T)
+        nch = -(-T // ch)
+        c, q = [a.ravel() for a in np.indices((nch, k))]
+        V = c.size
+        t0 = c * ch
+        cnt = np.minimum(ch, T - t0)
+        chunk_tiles = spread(nch, ctx.tiles)
+        tiles = chunk_tiles[c]
+        tmp = ctx.graph.add_variable(ctx.dtype, (T, k, d), f"{op['name']}/choices", kind="temporary", op=op["name"])
+        # token-major: a token's k rows are contiguous, the (k x d) operand of its product
+        p_s = tmp._start + (t0[:, None] * k + np.arange(ch)[None, :] * k + q[:, None]) * d
+        ok = np.arange(ch)[None, :] < cnt[:, None]
+        vi = np.broadcast_to(np.arange(V)[:, None], ok.shape)[ok]
+        ctx.graph.map_intervals(p_s[ok], np.full(vi.size, d, np.int64), tiles[vi])
+        src = ye.start + ((q * T + t0) * d) % max(ye.numel - ch * d + 1, 1)
+        idx = np.arange(V)
+        cs1 = ctx.compute_set(op, "gate_grad_gather")
+        ctx.graph.add_vertices(cs1, "DynamicSlice", tiles, {
+            "table": (idx, src, cnt * d), "index": (idx, ids.start + t0 * k + q, cnt),
+            "out": (vi, p_s[ok], np.full(vi.size, d, np.int64))}, dtype=ctx.dtype, params={"row": int(d)})
+        t = np.arange(T)
+        tt = chunk_tiles[t // ch]
+        ctx.graph.map_intervals(y.start + t * k, np.full(T, k, np.int64), tt)
+        cs2 = ctx.compute_set(op, "gate_grad_dot")
+        ctx.graph.add_vertices(cs2, "MatMulPartial", tt, {
+            "a": (t, tmp._start + t * k * d, np.full(T, k * d, np.int64)),
+            "b": (t, dy.start + t * d, np.full(T, d, np.int64)),
+            "out": (t, y.start + t * k, np.full(T, k, np.int64))},
+            dtype=ctx.dtype, params={"m": int(k), "k": int(d), "n": 1})
+        return [cs1, cs2]
+
+
 SPARSE_PLANNERS = {"LSHHash": LSHHashPlanner(), "LSHSelect": LSHSelectPlanner(),
                    "SparseLinear": SparseLinearPlanner(), "TopKRoute": TopKRoutePlanner(),
-                   "MoEDispatch": MoEDispatchPlanner(), "MoECombine": MoECombinePlanner()}
+                   "MoEDispatch": MoEDispatchPlanner(), "MoECombine": MoECombinePlanner(),
+                   "TopKRouteGrad": TopKRouteGradPlanner(), "MoEGateGrad": MoEGateGradPlanner()}
 
 
 class GatherDispatch(Planner):
