@@ -12,7 +12,8 @@
     ipusim simulate --preset NAME [options that override the preset's]
     ipusim validate [--slow] [--write docs/validation.md]
 
-MODEL is a built-in name (``ipusim models``) or a path to an ``.onnx`` file.  The run
+MODEL is a built-in name (``ipusim models``), a path to an ``.onnx`` file or a Hugging Face-style
+``config.json`` (``--seq-len S`` for its tokens per sequence).  The run
 options come from :class:`simulator.config.RunConfig` (:mod:`ipusim_cli.options`); each
 subcommand lives in its own module of this package, the top layer of the project.
 """
@@ -118,7 +119,7 @@ def _core_commands(sub):
     sub.add_parser("presets", help="list the shipped run configurations (--preset NAME)")
     p = sub.add_parser("layers", help="list a model's layer and block names (for --pipeline-splits, "
                                       "--recompute-checkpoints, --layers-per-chip)")
-    p.add_argument("model", help="built-in model name or an .onnx file")
+    p.add_argument("model", help="built-in model name, an .onnx file or a config.json")
     p.add_argument("--train", action="store_true", help="the training graph's forward layers")
     p = sub.add_parser("compile", help="compile a model and report graph size and memory")
     add_run_options(p)

@@ -59,7 +59,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args) -> RunConfig:
     """The run configuration the flags describe (over ``--preset``'s); a bad value names its flag."""
     if getattr(args, "model", None) is None and not getattr(args, "preset", None):
-        raise ConfigError("MODEL: missing: give a built-in model (`ipusim models`), an .onnx file, "
+        raise ConfigError("MODEL: missing: give a built-in model (`ipusim models`), an .onnx file, a config.json, "
                           "or --preset NAME (`ipusim presets`)")
     try:
         return RunConfig.from_args(args)

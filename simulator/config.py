@@ -55,7 +55,8 @@ def _opt(default, help, *, choices=None, cli=True, flag=None, metavar=None, kind
 class RunConfig:
     """Every option of a run (one chip or several)."""
 
-    model: Any = _opt("mnist-mlp", "built-in model name (see `ipusim models`) or an .onnx file", kind="positional")
+    model: Any = _opt("mnist-mlp", "built-in model name (see `ipusim models`), an .onnx file or a Hugging "
+                      "Face-style config.json", kind="positional")
     chip: Any = _opt("gc200", "preset (gc2, gc200, bow) or a chip .toml file")
     batch: int = _opt(1, "samples per replica per weight update (split into --micro-batches)")
     train: bool = _opt(False, "compile the training step (loss, backward, update)")
@@ -102,13 +103,16 @@ class RunConfig:
                                     "estimating it")
     suggest: bool = _opt(True, "when it does not fit, say what would", cli=False)
     model_kw: Mapping | None = _opt(None, "the built-in model's own options (image_size, layers...)", cli=False)
+    seq_len: int | None = _opt(None, "transformers (BERT, GPT-2, Llama, Mixtral, config.json files): tokens per "
+                               "sequence (default: the model's, 128 for most); the model option seq_len",
+                               metavar="S")
 
     # -- validation ---------------------------------------------------------------------
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - normalising a frozen value
         for name in ("batch", "ipus", "accumulate"):
             set_(name, _int(name, getattr(self, name), 1))
-        for name in ("replicas", "micro_batches"):
+        for name in ("replicas", "micro_batches", "seq_len"):
             if getattr(self, name) is not None:
                 set_(name, _int(name, getattr(self, name), 1))
         for name, hi in (("accumulate", MAX_MICRO_BATCHES), ("micro_batches", MAX_MICRO_BATCHES),
@@ -123,6 +127,11 @@ class RunConfig:
             set_("micro_batches", self.accumulate)
             set_("batch", self.batch * self.accumulate)
             set_("accumulate", 1)
+        if self.seq_len is not None:      # the model option, given as a run option
+            kw = dict(self.model_kw or {})
+            if kw.get("seq_len", self.seq_len) != self.seq_len:
+                raise ConfigError(f"seq_len: {self.seq_len} contradicts the model option seq_len {kw['seq_len']}")
+            set_("model_kw", kw | {"seq_len": self.seq_len})
         if self.recompute in (None, False):
             set_("recompute", "none")
         for f in dataclasses.fields(self):
