@@ -84,10 +84,13 @@ class GraphBuilder:
     def custom(self, op, inputs, outputs, attrs=None, *, name, family, flops, layer=None):
         """An op type with no rule in :mod:`models.oprules` (the sparse / conditional ops of
         :mod:`models.sparse`): ``outputs`` are ``(shape, dtype)`` pairs, named like :meth:`op`'s;
-        its family and FLOPs are given."""
+        its family and FLOPs are given; ``(shape, dtype, tensor)`` writes that tensor in place."""
         names = [f"{name}.out"] if len(outputs) == 1 else [f"{name}.out{i}" for i in range(len(outputs))]
-        for t, (shape, dt) in zip(names, outputs):
-            self.g.add_tensor(t, shape, dt)
+        for t, (shape, dt, *over) in zip(names, outputs):
+            if over:     # (shape, dtype, tensor): written in place over that tensor
+                self.g.add_tensor(t, shape, dt, kind=self.g.tensors[over[0]].kind, inplace_of=over[0])
+            else:
+                self.g.add_tensor(t, shape, dt)
         self.g.add_op(name, op, inputs, names, family=family, attrs=dict(attrs or {}),
                       layer=layer or name, block=self._block, flops=flops)
         return names[0] if len(names) == 1 else names

@@ -91,7 +91,7 @@ def rotary_tables(positions, head_dim, theta=10000.0):
 def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads=12, kv_heads=None,
             intermediate=None, vocab=50257, max_position=1024, seq_len=128, tie_word_embeddings=None,
             dropout=None, eps=None, rope_theta=10000.0, experts=0, experts_per_tok=2, capacity_factor=1.25,
-            name=None):
+            cache_len=0, past=0, last_logits=False, name=None):
     """A decoder-only transformer of ``style`` gpt2, llama or mixtral (see the module doc)."""
     if style not in STYLES:
         raise ModelError(f"decoder style {style!r} is not one of {', '.join(STYLES)}")
@@ -113,24 +113,37 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
         raise ModelError(f"{name}: head dim {hd} (hidden_size / num_attention_heads) must be even for "
                          "rotary embeddings")
     S = int(seq_len)
+    cache_len, past = int(cache_len), int(past)
+    if cache_len:
+        if cache_len > max_position:
+            raise ModelError(f"{name}: a KV cache of {cache_len} tokens (prompt + new tokens) exceeds "
+                             f"max_position_embeddings {max_position}")
+        if past + S > cache_len or past < 0:
+            raise ModelError(f"{name}: {past} cached + {S} new tokens do not fit a KV cache of {cache_len}")
+        if past and S != 1:
+            raise ModelError(f"{name}: a decode step takes one new token per sequence, got seq_len {S}")
+    elif past:
+        raise ModelError(f"{name}: past {past} needs a KV cache (cache_len)")
     b = GraphBuilder(name, batch, dtype)
     ids = b.input("input_ids", (batch, S), "int64")
     emb = "wte" if gpt else "embed_tokens"
     we = b.param(f"{emb}.weight", (vocab, hidden))
     x = b.op("Gather", [we, ids], dict(axis=0), name=emb)
     if gpt:
-        pos = b.const("position_ids", np.arange(S, dtype=np.int64))
+        pos = b.const("position_ids", np.arange(past, past + S, dtype=np.int64))
         pe = b.param("wpe.weight", (max_position, hidden))
         p = b.op("Gather", [pe, pos], dict(axis=0), name="wpe")
         x = b.op("Add", [x, p], name="embeddings.add", layer="wpe")
         if drop:
             x = b.op("Dropout", [x], dict(ratio=drop), name="drop")
     x = b.reshape(x, "embeddings.flatten_tokens", (-1, hidden), layer=emb)
-    ctx = dict(S=S, hidden=hidden, H=heads, KV=kv_heads, hd=hd, drop=drop, eps=eps, bias=gpt,
-               scale=b.const("attention_scale", np.array(np.sqrt(hd), dtype=np.float32)),
-               mask=b.const("causal_mask", np.triu(np.full((S, S), -1e4, np.float32), 1)))
+    ctx = dict(S=S, B=batch, hidden=hidden, H=heads, KV=kv_heads, hd=hd, drop=drop, eps=eps, bias=gpt,
+               cache_len=cache_len, past=past,
+               scale=b.const("attention_scale", np.array(np.sqrt(hd), dtype=np.float32)))
+    if not past:
+        ctx["mask"] = b.const("causal_mask", np.triu(np.full((S, S), -1e4, np.float32), 1))
     if not gpt:
-        cos, sin = rotary_tables(np.arange(S), hd, rope_theta)
+        cos, sin = rotary_tables(np.arange(past, past + S), hd, rope_theta)
         ctx["rope"] = (b.const("rotary.cos", cos), b.const("rotary.sin", sin))
     kind = f"{style}_layer"
     prefix = "h" if gpt else "layers"
@@ -149,6 +162,10 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
             else:
                 m = _swiglu_mlp(b, n2, f"{p}.mlp", hidden, inter)
             x = b.op("Add", [m, x], name=f"{p}.mlp_residual", layer=f"{p}.residual")
+    if last_logits:     # generation: only each sequence's last token is sampled from
+        x = b.reshape(x, "last_token.unflatten", (-1, S, hidden), layer="last_token")
+        last = b.const("last_token_index", np.array(S - 1, dtype=np.int64))
+        x = b.op("Gather", [x, last], dict(axis=1), name="last_token")
     x = _norm(b, x, "ln_f" if gpt else "norm", gpt, eps)
     head = we if tie else b.param("lm_head.weight", (vocab, hidden))
     # the head as (vocab, hidden) x (tokens, hidden)^T: its output blocks are rows of tokens, so
@@ -167,6 +184,39 @@ def _norm(b, x, name, gpt, eps):
     return b.op("RMSNormalization", [x, w], dict(axis=-1, epsilon=eps), name=name)
 
 
+def _cache(b, a, c, x, which):
+    """Write this step's keys or values into the layer's KV cache (a state tensor of the graph,
+    ``cache_len`` positions per sequence and key-value head; keys stored transposed, (hd, L), so
+    that scores are q x K without a transpose).  A prefill writes positions [0, S); a decode step
+    writes position ``past`` and attends to the ``past + 1`` positions written so far, which are
+    one tensor, the rest of the cache another (held, never read)."""
+    B, KV, hd, S, L, past = c["B"], c["KV"], c["hd"], c["S"], c["cache_len"], c["past"]
+    live = past + S if past else L
+    shape = (B * KV, hd, live) if which == "k" else (B * KV, live, hd)
+    cache = b.param(f"{a}.{which}_cache", shape, kind="state")
+    if past and L > live:
+        b.param(f"{a}.{which}_cache.free", (B * KV, hd, L - live) if which == "k" else (B * KV, L - live, hd),
+                kind="state")
+    return b.custom("KVCacheWrite", [x, cache], [(shape, b.dtype, cache)],
+                    {"layout": which, "position": past, "tokens": S, "kv_heads": KV, "head_dim": hd},
+                    name=f"{a}.{which}_cache_write", family="gather", flops=0, layer=a)
+
+
+def _decode_attention(b, q, k, v, a, c):
+    """One new token per sequence against the cache: (B kv, rep, hd) x (B kv, hd, past + 1)."""
+    H, KV, hd, hidden = c["H"], c["KV"], c["hd"], c["hidden"]
+    rep = H // KV
+    kc = _cache(b, a, c, k, "k")
+    vc = _cache(b, a, c, v, "v")
+    q = b.reshape(q, f"{a}.group_q", (-1, rep, hd), layer=a)
+    s = b.op("MatMul", [q, kc], name=f"{a}.scores", layer=a)
+    s = b.op("Div", [s, c["scale"]], name=f"{a}.scale", layer=a)
+    s = b.op("Softmax", [s], dict(axis=-1), name=f"{a}.softmax", layer=a)
+    o = b.op("MatMul", [s, vc], name=f"{a}.context", layer=a)
+    o = b.reshape(o, f"{a}.merge_heads", (-1, hidden), layer=a)
+    return b.linear(o, f"{a}.o_proj", hidden, bias=c["bias"])
+
+
 def _attention(b, x, a, c):
     S, H, KV, hd, hidden = c["S"], c["H"], c["KV"], c["hd"], c["hidden"]
     rep = H // KV
@@ -177,6 +227,11 @@ def _attention(b, x, a, c):
         cos, sin = c["rope"]
         q = b.op("RotaryEmbedding", [q, cos, sin], dict(head_dim=hd), name=f"{a}.rotary_q", layer=a)
         k = b.op("RotaryEmbedding", [k, cos, sin], dict(head_dim=hd), name=f"{a}.rotary_k", layer=a)
+    if c["past"]:
+        return _decode_attention(b, q, k, v, a, c)
+    if c["cache_len"]:       # a prefill fills the cache; its own attention reads k and v directly
+        _cache(b, a, c, k, "k")
+        _cache(b, a, c, v, "v")
     q = b.reshape(q, f"{a}.split_heads_q", (-1, S, H, hd), layer=a)
     q = b.op("Transpose", [q], dict(perm=[0, 2, 1, 3]), name=f"{a}.transpose_q", layer=a)
     k = b.reshape(k, f"{a}.split_heads_k", (-1, S, KV, hd), layer=a)
@@ -265,7 +320,7 @@ def _preset(style, name, **shape):
 #: the builder options of every decoder preset (``get_model(name, **options)``)
 OPTIONS = {"layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "max_position", "seq_len",
            "tie_word_embeddings", "dropout", "eps", "rope_theta", "experts", "experts_per_tok",
-           "capacity_factor"}
+           "capacity_factor", "cache_len", "past", "last_logits"}
 
 _GPT2 = dict(vocab=50257, max_position=1024)
 _LLAMA2_7B = dict(layers=32, hidden=4096, heads=32, kv_heads=32, intermediate=11008, vocab=32000,

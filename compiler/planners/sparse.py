@@ -39,6 +39,8 @@ plus ``MoEGateGrad``; ``TopKRoute``'s is ``TopKRouteGrad``:
 ``TopKRouteGrad`` dgates, idx, gates (T, k) -> dlogits (T, E): one TopKRouteGrad vertex
                   per token (the softmax gradient over the k chosen, zeros elsewhere)
 
+And the KV cache of LLM generation (``KVCacheWrite``, :class:`KVCacheWritePlanner`).
+
 The cost of every one of them is proportional to the active part (``A`` of
 ``out`` neurons, ``k`` of ``E`` experts), while the weights stay fully resident.
 """
@@ -341,10 +343,80 @@ class MoEGateGradPlanner(Planner):
         return [cs1, cs2]
 
 
+class KVCacheWritePlanner(Planner):
+    """``KVCacheWrite``: x (B S, kv x hd), cache -> the cache with positions [position,
+    position + S) of every sequence and key-value head written in place (models/transformers.py).
+    Keys are stored transposed, (B kv, hd, L): one ``Transpose`` per (sequence, head, 16 of
+    hd) turns its [S][16] rows into [16][S] runs of the cache; values, (B kv, L, hd): one
+    ``Copy`` per (sequence, head, 16 tokens).  Each vertex runs on the tile holding the first
+    element it writes, so the new keys and values are what crosses the exchange."""
+    family = "gather"
+    CHUNK = 16
+
+    def lower(self, op, opt, ctx):
+        x, cache = (_act(ctx, t) for t in op["inputs"][:2])
+        a = op["attrs"]
+        KV, hd, S, pos = int(a["kv_heads"]), int(a["head_dim"]), int(a["tokens"]), int(a["position"])
+        shape = ctx.shape(op["inputs"][1])
+        L = shape[2] if a["layout"] == "k" else shape[1]
+        B = shape[0] // KV
+        y = ctx.new_act(op, 0)           # the cache itself, written in place
+        row = KV * hd
+        if a["layout"] == "k":
+            dc = min(self.CHUNK, hd)
+            b, h, j = [v.ravel() for v in np.indices((B, KV, -(-hd // dc)))]
+            d0 = j * dc
+            w = np.minimum(dc, hd - d0)
+            V = b.size
+            # in: S rows of w columns; out: w runs of S positions
+            vi = np.repeat(np.arange(V), S)
+            s = np.tile(np.arange(S), V)
+            in_s = x.start + (b[vi] * S + s) * row + h[vi] * hd + d0[vi]
+            in_l = w[vi]
+            vo = np.repeat(np.arange(V), w)
+            jj = np.arange(vo.size) - np.repeat(np.cumsum(w) - w, w)
+            out_s = y.start + ((b[vo] * KV + h[vo]) * hd + d0[vo] + jj) * L + pos
+            out_l = np.full(vo.size, S, np.int64)
+            first = y.start + ((b * KV + h) * hd + d0) * L + pos
+            codelet, params = "Transpose", None
+        else:
+            sc = min(self.CHUNK, S)
+            b, h, j = [v.ravel() for v in np.indices((B, KV, -(-S // sc)))]
+            s0 = j * sc
+            n = np.minimum(sc, S - s0)
+            V = b.size
+            vi = np.repeat(np.arange(V), n)
+            s = s0[vi] + np.arange(vi.size) - np.repeat(np.cumsum(n) - n, n)
+            in_s = x.start + (b[vi] * S + s) * row + h[vi] * hd
+            in_l = np.full(vi.size, hd, np.int64)
+            vo = np.arange(V)
+            first = out_s = y.start + ((b * KV + h) * L + pos + s0) * hd
+            out_l = n * hd
+            codelet = "Copy"
+        tiles = ctx.graph.tile_of_elements(first)
+        tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles)
+        cs = ctx.compute_set(op, f"{a['layout']}_cache_write")
+        if codelet == "Transpose":
+            # one batch per width of the head-dim chunk (the last may be narrower)
+            for wd in np.unique(w):
+                sel = np.flatnonzero(w == wd)
+                loc = np.full(V, -1, np.int64)
+                loc[sel] = np.arange(sel.size)
+                mi, mo = loc[vi] >= 0, loc[vo] >= 0
+                ctx.graph.add_vertices(cs, "Transpose", tiles[sel], {
+                    "in": (loc[vi[mi]], in_s[mi], in_l[mi]), "out": (loc[vo[mo]], out_s[mo], out_l[mo])},
+                    dtype=ctx.dtype, params={"rows": S, "cols": int(wd)})
+        else:
+            ctx.graph.add_vertices(cs, "Copy", tiles, {"in": (vi, in_s, in_l), "out": (vo, out_s, out_l)},
+                                   dtype=ctx.dtype)
+        return [cs]
+
+
 SPARSE_PLANNERS = {"LSHHash": LSHHashPlanner(), "LSHSelect": LSHSelectPlanner(),
                    "SparseLinear": SparseLinearPlanner(), "TopKRoute": TopKRoutePlanner(),
                    "MoEDispatch": MoEDispatchPlanner(), "MoECombine": MoECombinePlanner(),
-                   "TopKRouteGrad": TopKRouteGradPlanner(), "MoEGateGrad": MoEGateGradPlanner()}
+                   "TopKRouteGrad": TopKRouteGradPlanner(), "MoEGateGrad": MoEGateGradPlanner(),
+                   "KVCacheWrite": KVCacheWritePlanner()}
 
 
 class GatherDispatch(Planner):

@@ -1,0 +1,40 @@
+"""``ipusim generate``: LLM generation on one chip (simulator/generate.py).
+
+    ipusim generate MODEL --prompt-len P --new-tokens N [--batch B] [--chip ...] [--dtype fp16]
+                          [--samples K] [--json F]
+
+MODEL is a decoder: a built-in (gpt2..., llama-7b, mixtral-8x7b...) or a decoder config.json.
+"""
+from __future__ import annotations
+
+import json
+
+from simulator.generate import format_generate, generate
+
+from .commands import help_of
+from .options import add_run_options, check_output_path, config_from_args
+
+__all__ = ["add_parser", "cmd_generate"]
+
+
+def cmd_generate(args):
+    cfg = config_from_args(args)
+    check_output_path(args.json)
+    rep = generate(cfg, args.prompt_len, args.new_tokens, samples=args.samples)
+    print(format_generate(rep))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rep, f, indent=1)
+        print(f"report    {args.json}")
+    return 0
+
+
+def add_parser(sub):
+    p = sub.add_parser("generate", help=help_of("generate"))
+    add_run_options(p)
+    p.add_argument("--prompt-len", type=int, required=True, metavar="P", help="prompt tokens per sequence")
+    p.add_argument("--new-tokens", type=int, required=True, metavar="N", help="tokens generated per sequence")
+    p.add_argument("--samples", type=int, default=3, metavar="K",
+                   help="decode steps simulated at K cache lengths, the others interpolated (default 3)")
+    p.add_argument("--json", help="write the report here")
+    return {"generate": cmd_generate}

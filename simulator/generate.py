@@ -1,0 +1,232 @@
+"""LLM generation on one chip: a prefill program, then decode steps against a KV cache.
+
+:func:`generate` compiles and simulates two kinds of program of a decoder (a built-in or a
+``config.json``, models/transformers.py):
+
+* **prefill**: the ``prompt_len`` tokens of each of ``batch`` sequences in one forward
+  pass; it writes every layer's keys and values into the KV cache and gives each
+  sequence's first new token (the head runs on the last position only);
+* **decode step**: one new token per sequence at position ``past``: its keys and values are
+  written into the cache at that position (``KVCacheWrite``, in place) and its attention
+  reads the ``past + 1`` cached positions.
+
+The KV cache is a state tensor of both programs (always live), sized for its maximum
+length ``prompt_len + new_tokens`` from the start: the memory report and "fits" are those of
+the full cache.  A decode step's time grows with the cache it reads, so the step is
+simulated at a few cache lengths (``samples``, spread from the first step to the last) and
+the others are interpolated linearly; ``new_tokens - 1`` decode steps follow the prefill
+(the prefill gives the first new token).  Time to first token is the prefill; time per
+output token the mean decode step; tokens per second ``batch x (new_tokens - 1)`` over the
+decode time (and over prefill + decode, end to end).
+
+Beside every prediction, a physical lower bound: a program cannot be faster than the bytes
+it must read from SRAM over the chip's SRAM bandwidth, nor than its FLOPs over the chip's
+peak; ``x_bound`` is the prediction as a multiple of ``max`` of the two.  The bytes: every
+weight once (of a mixture of experts, only the experts that ``batch x k`` tokens can reach:
+``min(E, tokens x k) / E`` of the experts' weights), plus, for a decode step, the cache it
+attends to.  The SRAM bandwidth per tile per cycle is each preset's published aggregate
+(:data:`SRAM_BYTES_PER_S`) over its tiles and clock, times this chip's tiles and clock.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import models
+from hardware.dtypes import DTYPE_BYTES
+
+from .config import ConfigError, RunConfig
+from .run import run
+
+#: published SRAM ("In-Processor Memory") bandwidth per chip: preset -> (bytes/s, source)
+SRAM_BYTES_PER_S = {
+    "gc2": (45e12, "Graphcore C2 / Colossus MK1 IPU: 45 TB/s memory bandwidth per IPU"),
+    "gc200": (47.5e12, "IPU-M2000 datasheet: 47.5 TB/s In-Processor-Memory bandwidth per GC200"),
+    "bow": (65e12, "Bow-2000 datasheet: 65 TB/s In-Processor-Memory bandwidth per Bow IPU"),
+}
+_TILES_CLOCK = {"gc2": (1216, 1.6e9), "gc200": (1472, 1.325e9), "bow": (1472, 1.85e9)}
+
+#: CHOSEN: decode cache lengths simulated (the rest interpolated); 3 catches a linear growth
+DEFAULT_SAMPLES = 3
+
+
+class GenerateError(ValueError):
+    """A generate option or model is unusable; the message names the option."""
+
+
+def sram_bandwidth(chip) -> tuple[float, str]:
+    """Bytes/s the chip's tiles can read from their SRAM, and where the figure comes from: the
+    preset's published bandwidth per tile per cycle (GC200's for another name) x this chip's
+    tiles x clock."""
+    base = chip.name if chip.name in SRAM_BYTES_PER_S else "gc200"
+    bw, src = SRAM_BYTES_PER_S[base]
+    t, clk = _TILES_CLOCK[base]
+    per = bw / (t * clk)
+    return chip.tiles * chip.clock_hz * per, f"{src}; {per:.1f} B per tile per cycle x {chip.tiles} tiles x " \
+                                             f"{chip.clock_hz / 1e9:.3f} GHz"
+
+
+def _positive(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise GenerateError(f"--{name.replace('_', '-')}: must be an integer >= 1, got {v!r}")
+    return int(v)
+
+
+def bytes_read(og, dtype) -> dict:
+    """The bytes a forward program must read at least once: its weights (of a mixture of
+    experts only the reachable experts) and the KV cache its attention reads."""
+    b = DTYPE_BYTES[dtype]
+    routes = [og.op(n) for n in og.ops() if og.op(n)["op"] == "TopKRoute"]
+    reach = 1.0
+    if routes:
+        T, E = og.tensors[routes[0]["inputs"][0]].shape
+        reach = min(E, T * int(routes[0]["attrs"]["k"])) / E
+    weights = cache = 0.0
+    for t in og.tensors.values():
+        if t.kind == "param" and not t.inplace_of:
+            weights += t.size * b * (reach if ".experts." in t.name else 1.0)
+        elif t.kind == "state" and t.name.endswith(("k_cache", "v_cache")) and not t.inplace_of:
+            cache += t.size * b
+    return {"weights": weights, "cache": cache}
+
+
+def _bound(og, report, chip, dtype, bw, cache_read: bool) -> dict:
+    br = bytes_read(og, dtype)
+    nbytes = br["weights"] + (br["cache"] if cache_read else 0.0)
+    flops = float(og.flops())
+    mem_s = nbytes / bw
+    flop_s = flops / chip.peak_flops(dtype if dtype in ("fp32", "fp16", "int8") else "fp16")
+    bound = max(mem_s, flop_s)
+    s = report["sim"]["seconds"]
+    return {"seconds": s, "cycles": report["sim"]["cycles"], "flops": flops, "bytes_read": nbytes,
+            "bound_seconds": bound, "bound_by": "sram" if mem_s >= flop_s else "flops",
+            "x_bound": s / bound if bound > 0 else None,
+            "fits": bool(report["memory"]["fits"]), "peak_tile_bytes": int(report["memory"]["peak_tile_bytes"]),
+            "vertices": int(report["graph"]["vertices"])}
+
+
+def cache_bytes_per_tile(compiled) -> np.ndarray:
+    """Bytes of the KV cache (every ``*_cache`` variable, the unread rest included) on each tile."""
+    g = compiled.lowered.graph
+    out = np.zeros(g.num_tiles, np.float64)
+    for vid, v in enumerate(g.variables):
+        if "_cache" not in v.name or "/" in v.name:
+            continue
+        r = g.tile_map.runs(vid)
+        if r is None:
+            continue
+        st, tl = r
+        ln = g.tile_map.run_lengths(vid)
+        ok = tl >= 0
+        np.add.at(out, tl[ok], ln[ok] * DTYPE_BYTES[v.dtype])
+    return out
+
+
+def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DEFAULT_SAMPLES) -> dict:
+    """Prefill + ``new_tokens - 1`` decode steps of ``cfg.model`` on one chip (see the module doc).
+    ``cfg.batch`` sequences of ``prompt_len`` tokens; returns the report (plain values)."""
+    P, N = _positive("prompt_len", prompt_len), _positive("new_tokens", new_tokens)
+    samples = _positive("samples", samples)
+    if cfg.ipus != 1:
+        raise GenerateError(f"--ipus: generate runs on one chip for now, got {cfg.ipus}")
+    if cfg.train:
+        raise GenerateError("--train: generate is inference")
+    kw = dict(cfg.model_kw or {})
+    if "seq_len" in kw:
+        raise GenerateError("--seq-len: the prompt is the sequence; give --prompt-len")
+    for k in ("cache_len", "past", "last_logits"):
+        kw.pop(k, None)
+    chip = cfg.get_chip()
+    dtype = cfg.dtype
+    bw, bw_src = sram_bandwidth(chip)
+    C = P + N
+    try:       # what the model allows: a decoder, prompt and new tokens within its positions
+        probe = models.load(cfg.model, batch=1, model_kw=kw | dict(seq_len=1, cache_len=C, past=C - 1))
+    except models.ModelError as e:
+        msg = str(e)
+        if "unknown option" in msg:
+            raise GenerateError(f"{cfg.model}: not a decoder (generate needs GPT-2, Llama, Mixtral or a "
+                                f"decoder config.json)") from None
+        if "exceeds max_position_embeddings" in msg:
+            raise GenerateError(f"--prompt-len {P} + --new-tokens {N}: {msg}") from None
+        raise
+    if "wpe.weight" in probe.tensors or any(t.endswith("attn_dropout.out") for t in probe.tensors):
+        kw["dropout"] = 0.0        # eval mode: no dropout in generation
+    base = cfg.replace(model_kw=None, seq_len=None, functions=False)
+
+    pre_cfg = base.replace(model_kw=kw | dict(seq_len=P, cache_len=C, last_logits=True))
+    pre = run(pre_cfg)
+    prefill = _bound(pre.compiled.opgraph, pre.report, chip, dtype, bw, cache_read=False)
+    per_tile = cache_bytes_per_tile(pre.compiled)
+
+    pasts = np.arange(P, P + N - 1)          # the decode steps' cache contents before each
+    sampled = []
+    if pasts.size:
+        ls = np.unique(np.round(np.linspace(pasts[0], pasts[-1], min(samples, pasts.size))).astype(int))
+        for L in ls:
+            r = run(base.replace(model_kw=kw | dict(seq_len=1, cache_len=C, past=int(L), last_logits=True)))
+            d = _bound(r.compiled.opgraph, r.report, chip, dtype, bw, cache_read=True)
+            d["past"] = int(L)
+            sampled.append(d)
+        xs = [d["past"] for d in sampled]
+        step_s = np.interp(pasts, xs, [d["seconds"] for d in sampled])
+        bound_s = np.interp(pasts, xs, [d["bound_seconds"] for d in sampled])
+        decode_s, decode_bound = float(step_s.sum()), float(bound_s.sum())
+    else:
+        decode_s = decode_bound = 0.0
+    B = cfg.batch
+    steps = int(pasts.size)
+    fits = prefill["fits"] and all(d["fits"] for d in sampled)
+    total = prefill["seconds"] + decode_s
+    cache_total = float(per_tile.sum())
+    rep = {
+        "model": str(pre.report["model"].get("name", cfg.model)), "chip": chip.name, "dtype": dtype,
+        "batch": B, "prompt_len": P, "new_tokens": N, "params": int(pre.report["model"]["params"]),
+        "fits": bool(fits),
+        "time_to_first_token_s": prefill["seconds"],
+        "time_per_output_token_s": decode_s / steps if steps else None,
+        "tokens_per_s": B * steps / decode_s if decode_s > 0 else None,
+        "tokens_per_s_end_to_end": B * N / total if total > 0 else None,
+        "total_s": total,
+        "prefill": prefill,
+        "decode": {"steps": steps, "sampled": sampled, "total_seconds": decode_s,
+                   "bound_total_seconds": decode_bound,
+                   "x_bound": decode_s / decode_bound if decode_bound > 0 else None},
+        "kv_cache": {"max_tokens": C, "bytes": cache_total,
+                     "bytes_per_tile_max": float(per_tile.max()) if per_tile.size else 0.0,
+                     "bytes_per_tile_mean": cache_total / max(len(per_tile), 1),
+                     "tiles_holding": int((per_tile > 0).sum())},
+        "limits": {"sram_bytes_per_s": bw, "sram_source": bw_src,
+                   "peak_flops": chip.peak_flops(dtype if dtype in ("fp32", "fp16", "int8") else "fp16")},
+    }
+    return rep
+
+
+def _t(s):
+    return f"{s * 1e6:,.1f} us" if s < 1e-3 else f"{s * 1e3:,.3f} ms"
+
+
+def format_generate(rep: dict) -> str:
+    """The report as the command line prints it."""
+    p, d, kv = rep["prefill"], rep["decode"], rep["kv_cache"]
+    lines = [
+        f"model     {rep['model']}: {rep['params'] / 1e6:,.2f} M params, {rep['dtype']}, batch {rep['batch']}, "
+        f"prompt {rep['prompt_len']}, {rep['new_tokens']} new tokens, chip {rep['chip']}",
+        f"fits      {'yes' if rep['fits'] else 'NO'} (peak tile: prefill {p['peak_tile_bytes']:,} B"
+        + (f", decode {max(s['peak_tile_bytes'] for s in d['sampled']):,} B" if d["sampled"] else "") + ")",
+        f"KV cache  {kv['bytes'] / 2**20:,.1f} MiB for {kv['max_tokens']} tokens x {rep['batch']} sequences: "
+        f"{kv['bytes_per_tile_max']:,.0f} B per tile at most, {kv['bytes_per_tile_mean']:,.0f} mean",
+        f"prefill   {_t(p['seconds'])} = time to first token ({p['x_bound']:.1f}x its bound "
+        f"{_t(p['bound_seconds'])}, {p['bound_by']})",
+    ]
+    for s in d["sampled"]:
+        lines.append(f"decode    step at {s['past'] + 1} cached tokens: {_t(s['seconds'])} "
+                     f"({s['x_bound']:.1f}x its bound {_t(s['bound_seconds'])}, {s['bound_by']})")
+    if d["steps"]:
+        lines.append(f"tokens    {_t(rep['time_per_output_token_s'])} per output token, "
+                     f"{rep['tokens_per_s']:,.1f} tokens/s decoding, {rep['tokens_per_s_end_to_end']:,.1f} "
+                     f"end to end ({d['steps']} decode steps, {d['x_bound']:.1f}x the bound)")
+    return "\n".join(lines)
+
+
+__all__ = ["generate", "format_generate", "GenerateError", "sram_bandwidth", "bytes_read", "SRAM_BYTES_PER_S",
+           "ConfigError"]

@@ -1,0 +1,113 @@
+"""LLM generation (simulator/generate.py): a prefill program and decode-step programs with a
+KV cache that is a state tensor of the graph, written in place; time to first token, time
+per token, tokens/s, the cache per tile, and the physical lower bound, which no prediction
+beats."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import ipusim_cli
+from compiler.executable import compile_program
+from compiler.lower import lower
+from hardware.chips import gc2, gc200
+from models import get_model
+from models.opgraph import OpGraph
+from simulator.config import RunConfig
+from simulator.engine import Engine
+from simulator.generate import GenerateError, generate, sram_bandwidth
+
+CHIP = gc200.replace(tiles=64)
+GPT2_SMALL = dict(layers=2, hidden=64, heads=4, vocab=100, max_position=64)
+
+
+def _gen(model, batch=2, P=16, N=6, model_kw=None, **kw):
+    return generate(RunConfig(model=model, batch=batch, chip=CHIP, dtype="fp16", model_kw=model_kw), P, N, **kw)
+
+
+def test_generate_reports_first_token_time_per_token_and_the_cache():
+    rep = _gen("llama-tiny", batch=2, P=16, N=6)
+    assert rep["fits"] and rep["time_to_first_token_s"] == rep["prefill"]["seconds"] > 0
+    d = rep["decode"]
+    assert d["steps"] == 5 and [s["past"] for s in d["sampled"]] == [16, 18, 20]
+    assert rep["time_per_output_token_s"] == pytest.approx(d["total_seconds"] / 5)
+    assert rep["tokens_per_s"] == pytest.approx(2 * 5 / d["total_seconds"])
+    assert rep["tokens_per_s_end_to_end"] == pytest.approx(2 * 6 / (rep["prefill"]["seconds"] + d["total_seconds"]))
+    # llama-tiny: 2 layers, 2 key-value heads of 32, fp16; keys and values of 22 tokens x 2 sequences
+    kv = rep["kv_cache"]
+    assert kv["bytes"] == 2 * 2 * 2 * 2 * 32 * 22 * 2 and kv["bytes_per_tile_max"] >= kv["bytes_per_tile_mean"] > 0
+    # a longer cache is more to read
+    reads = [s["bytes_read"] for s in d["sampled"]]
+    assert reads == sorted(reads) and reads[0] < reads[-1]
+
+
+@pytest.mark.parametrize("model, kw, batch", [("gpt2", GPT2_SMALL, 1), ("gpt2", GPT2_SMALL, 4),
+                                              ("llama-tiny", None, 1), ("llama-tiny", None, 8),
+                                              ("mixtral-tiny", None, 1), ("mixtral-tiny", None, 4)])
+def test_no_prediction_beats_the_physical_bound(model, kw, batch):
+    rep = _gen(model, batch=batch, P=8, N=4, model_kw=kw, samples=2)
+    progs = [rep["prefill"]] + rep["decode"]["sampled"]
+    for p in progs:
+        assert p["bound_seconds"] > 0 and p["seconds"] >= p["bound_seconds"] and p["x_bound"] >= 1.0
+    assert rep["decode"]["total_seconds"] >= rep["decode"]["bound_total_seconds"] > 0
+
+
+def test_the_bound_counts_weights_cache_and_flops():
+    rep = _gen("llama-tiny", batch=1, P=8, N=3, samples=1)
+    step = rep["decode"]["sampled"][0]
+    w = get_model("llama-tiny").params() * 2
+    cache = 2 * 2 * 2 * 32 * (8 + 1) * 2          # layers x (k, v) x kv heads x hd x cached positions x fp16
+    assert step["bytes_read"] == w + cache
+    bw, _ = sram_bandwidth(CHIP)
+    assert bw == pytest.approx(47.5e12 * 64 / 1472)
+    assert step["bound_seconds"] == pytest.approx(max((w + cache) / bw, step["flops"] / CHIP.peak_flops("fp16")))
+
+
+def test_a_prompt_beyond_the_positions_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(GenerateError, match=r"--prompt-len 250 \+ --new-tokens 10: .*exceeds max_position_embeddings 256"):
+        _gen("llama-tiny", P=250, N=10)
+    with pytest.raises(GenerateError, match="not a decoder"):
+        _gen("bert-base", P=8, N=2, model_kw=dict(layers=1))
+    assert ipusim_cli.main(["generate", "gpt2", "--prompt-len", "1000", "--new-tokens", "100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ipusim: error: --prompt-len 1000 + --new-tokens 100") and len(err.splitlines()) == 1
+
+
+def test_command_line_generate_writes_its_report(tmp_path, capsys):
+    chip = tmp_path / "small.toml"
+    chip.write_text('base = "gc200"\ntiles = 64\n')
+    out = tmp_path / "gen.json"
+    assert ipusim_cli.main(["generate", "llama-tiny", "--prompt-len", "8", "--new-tokens", "3", "--batch", "2",
+                            "--chip", str(chip), "--dtype", "fp16", "--samples", "2", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["prompt_len"] == 8 and rep["decode"]["steps"] == 2 and rep["tokens_per_s"] > 0
+    text = capsys.readouterr().out
+    assert "time to first token" in text and "per output token" in text and "KV cache" in text
+
+
+@pytest.mark.parametrize("layout", ["k", "v"])
+def test_cache_write_puts_each_token_at_its_position(layout):
+    """Keys are stored (B kv, hd, L), values (B kv, L, hd); tokens 2..6 of two sequences, 3 heads."""
+    B, KV, hd, S, L, pos = 2, 3, 20, 5, 9, 2
+    shape = (B * KV, hd, L) if layout == "k" else (B * KV, L, hd)
+    g = OpGraph("kv")
+    g.add_tensor("x", (B * S, KV * hd), kind="input")
+    g.add_tensor("c", shape, kind="state")
+    g.add_tensor("c.new", shape, kind="state", inplace_of="c")
+    g.add_op("w", "KVCacheWrite", ["x", "c"], ["c.new"], family="gather",
+             attrs=dict(layout=layout, position=pos, tokens=S, kv_heads=KV, head_dim=hd))
+    low = lower(g, gc2.replace(tiles=4))
+    rng = np.random.default_rng(0)
+    x, c0 = rng.standard_normal((B * S, KV * hd)), rng.standard_normal(shape)
+    eng = Engine(compile_program(low.graph, low.program), functional=True, inputs={"x": [x.ravel()]})
+    eng.write(low.acts["c"].tensor, c0.ravel())
+    eng.run()
+    want = c0.copy()
+    xs = x.reshape(B, S, KV, hd).transpose(0, 2, 1, 3).reshape(B * KV, S, hd)
+    if layout == "k":
+        want[:, :, pos:pos + S] = xs.transpose(0, 2, 1)
+    else:
+        want[:, pos:pos + S, :] = xs
+    assert np.allclose(eng.read(low.acts["c"].tensor).reshape(shape), want)
