@@ -45,12 +45,13 @@ SUPPORTED = frozenset({
     "Max", "Min", "Reciprocal", "Abs",
 }) | frozenset(oprules.INDEXED) | frozenset({"Floor", "Ceil", "Softplus", "Elu", "HardSigmoid"})
 #: op types accepted only when their inputs are constants (they fold away)
-FOLD_ONLY = frozenset({"Range"})
+FOLD_ONLY = frozenset({"Range", "Size"})
 _FOLDABLE = frozenset({
     "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Reshape", "Flatten",
     "Transpose", "Identity", "Constant", "ConstantOfShape", "Add", "Sub", "Mul", "Div",
     "Pow", "Sqrt", "Neg", "Slice", "Min", "Max", "Abs", "Reciprocal", "Exp", "Log",
-    "Equal", "Where", "Expand", "Less", "Greater", "Not", "ReduceProd", "Floor", "Ceil",
+    "Equal", "Where", "Expand", "Less", "Greater", "Not", "ReduceProd", "Floor", "Ceil", "Size",
+    "And", "Or", "Xor", "Mod", "LessOrEqual", "GreaterOrEqual",
 }) | FOLD_ONLY
 
 
@@ -357,7 +358,7 @@ class _Importer:
                 if t:
                     self._set_const(t, v)
             return
-        if op not in SUPPORTED or op in ("Shape", "ConstantOfShape"):
+        if op not in SUPPORTED or op in ("Shape", "Size", "ConstantOfShape"):
             raise ModelError(f"op type {op!r} is supported only on constant inputs "
                              "(shape computations)")
         attrs = self._normalise(op, ins, attrs, node)
@@ -481,8 +482,8 @@ class _Importer:
         self.g.add_tensor(name, t.shape, t.dtype, kind=kind, data=t.data)
 
     def _can_fold(self, op, ins):
-        if op == "Shape":
-            return True
+        if op in ("Shape", "Size"):
+            return True      # static shapes: known at import
         present = [x for x in ins if x is not None]
         if not present or any(x.data is None for x in present):
             return False
@@ -496,6 +497,8 @@ class _Importer:
         if op == "Shape":
             s = np.array(ins[0].shape, dtype=np.int64)
             return [s[attrs.get("start", 0):attrs.get("end")]]
+        if op == "Size":
+            return [np.array(prod(ins[0].shape), dtype=np.int64)]
         if op in ("Identity",):
             return [x]
         if op == "Cast":
@@ -516,6 +519,13 @@ class _Importer:
             if op == "Slice":
                 return [self._slice(x, d, attrs)]
             return [x.reshape(shape)]
+        if op in ("And", "Or", "Xor"):
+            f = {"And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}[op]
+            return [f(d[0], d[1])]
+        if op == "Mod":
+            return [(np.fmod if attrs.get("fmod") else np.mod)(d[0], d[1]).astype(d[0].dtype)]
+        if op in ("LessOrEqual", "GreaterOrEqual"):
+            return [(np.less_equal if op == "LessOrEqual" else np.greater_equal)(d[0], d[1])]
         if op in ("Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Equal", "Less",
                   "Greater"):
             a, b = d[0], d[1]

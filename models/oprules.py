@@ -67,6 +67,14 @@ INDEXED = ("Round", "Sign", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh",
            "LpNormalization", "MeanVarianceNormalization")
 for _op in INDEXED:
     FAMILY[_op] = "indexed"
+#: shape rules of the index-mapped ops where onnx's inference leaves a gap
+_PREDICATES = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not", "IsNaN",
+               "IsInf"}
+_BROADCAST_RULES = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Mod",
+                    "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "PRelu", "Mean", "Where"}
+INDEXED_UNARY = {"Round", "Sign", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh",
+                 "Atanh", "Softsign", "Selu", "Celu", "HardSwish", "ThresholdedRelu", "Mish", "Shrink", "IsNaN",
+                 "IsInf", "Not"}
 
 #: Op types the lowering knows how to run (everything with a family).
 KNOWN_OPS = frozenset(FAMILY)
@@ -349,10 +357,17 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
             pads = _const(ins, 1, "Pad pads").reshape(-1)
         pads = _ints(pads)
         n = len(xs)
-        if len(pads) != 2 * n:  # opset 18 'axes' input: not supported here
-            raise ModelError(f"Pad pads {pads} do not match rank {n}")
-        return [(tuple(xs[i] + pads[i] + pads[i + n] for i in range(n)), dt)]
-    if op in ("ReduceMean", "ReduceSum"):
+        axes = list(range(n))
+        if len(ins) > 3 and ins[3] is not None:   # opset 18: the axes the pads are for
+            axes = [int(a) % n for a in _const(ins, 3, "Pad axes").reshape(-1)]
+        k = len(axes)
+        if len(pads) != 2 * k:
+            raise ModelError(f"Pad pads {pads} do not match rank {n}" + (f" / axes {axes}" if k != n else ""))
+        out = list(xs)
+        for j, ax in enumerate(axes):
+            out[ax] += pads[j] + pads[j + k]
+        return [(tuple(out), dt)]
+    if op in ("ReduceMean", "ReduceSum") or (op.startswith("Reduce") and FAMILY.get(op) == "indexed"):
         axes = _axes(attrs, ins, 1)
         keep = attrs.get("keepdims", 1)
         if axes is None or len(axes) == 0:
@@ -361,6 +376,15 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
         out = [1 if i in axes else s for i, s in enumerate(xs)] if keep else \
               [s for i, s in enumerate(xs) if i not in axes]
         return [(tuple(out), dt)]
+    if op in _BROADCAST_RULES:
+        shape = broadcast(*[t.shape for t in ins if t is not None])
+        return [(shape, "bool" if op in _PREDICATES else (ins[1].dtype if op == "Where" else dt))]
+    if op == "CastLike":
+        return [(xs, ins[1].dtype)]
+    if op == "Expand" and len(ins) > 1 and ins[1] is not None and ins[1].data is not None:
+        return [(broadcast(xs, tuple(int(v) for v in np.asarray(ins[1].data).reshape(-1))), dt)]
+    if op in INDEXED_UNARY:
+        return [(xs, "bool" if op in _PREDICATES else dt)]
     if FAMILY.get(op) == "indexed":
         return None      # onnx's shape inference gives these
     raise ModelError(f"no shape rule for op type {op!r}")

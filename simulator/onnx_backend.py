@@ -293,7 +293,7 @@ class SpecializingRep(BackendRep):
     def __init__(self, model, static, **options):
         _check_types(model)
         for n in model.graph.node:
-            if n.op_type not in EXACT_OPS and n.op_type not in ("Constant", "Shape", "ConstantOfShape", "Range"):
+            if n.op_type not in EXACT_OPS and n.op_type not in ("Constant", "Shape", "Size", "ConstantOfShape", "Range"):
                 raise BackendError(f"node {n.name!r}: op type {n.op_type!r} is not supported by the functional "
                                    f"backend (exact ops: {', '.join(sorted(EXACT_OPS))})")
         self.model, self.static, self.options = model, list(static), options
