@@ -66,6 +66,23 @@ class ExchangePlan:
         return ExchangePlan(z, z, z, z, z, {})
 
 
+def merge_plans(plans) -> ExchangePlan:
+    """One exchange phase doing what ``plans`` do: per tile, their bytes and messages summed."""
+    def total(tiles, *vals):
+        t = np.concatenate(tiles)
+        if t.size == 0:
+            return (t,) + tuple(np.zeros(0, np.int64) for _ in vals)
+        u, inv = np.unique(t, return_inverse=True)
+        return (u,) + tuple(np.bincount(inv, weights=np.concatenate(v)).astype(np.int64) for v in vals)
+    st, sb, sm = total([p.send_tiles for p in plans], [p.send_bytes for p in plans], [p.send_messages for p in plans])
+    rt, rb = total([p.recv_tiles for p in plans], [p.recv_bytes for p in plans])
+    chip = {}
+    for p in plans:
+        for k, v in p.chip_bytes.items():
+            chip[k] = chip.get(k, 0) + v
+    return ExchangePlan(st, sb, sm, rt, rb, chip)
+
+
 @dataclass
 class StreamCopy:
     stream: DataStream

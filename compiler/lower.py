@@ -49,6 +49,9 @@ class Lowered:
     partials: str = "fp32"
     host_layout: dict = field(default_factory=dict)   # tensor -> how host data maps to storage order
 
+    def opgraph_is_training(self) -> bool:
+        return any(self.opgraph.op(o)["phase"] != "fwd" for o in self.opgraph.graph.nodes)
+
 
 class Lowering:
     def __init__(self, opg, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
@@ -66,7 +69,7 @@ class Lowering:
         self.tiles = self.graph.num_tiles
         self.acts: dict[str, Act] = {}
         self.training = any(self.opg.op(o)["phase"] != "fwd" for o in opg.graph.nodes)
-        self.use_functions = use_functions and not self.training
+        self.use_functions = use_functions
         self._int_cache = {}
         self.host_layout = {}     # tensor name -> (kind, info): how host arrays map to storage order
         self.derived_of_op = {}   # op name -> [(tag, act, recipe)]: host-computed weights it reads
@@ -226,6 +229,9 @@ class Lowering:
         while i < len(ops):
             d = opg.op(ops[i])
             bt = d.get("block_type") if self.use_functions else None
+            if bt and self.training:
+                i = self._training_block(ops, i, prog, plans, op_cs, functions, calls, templates)
+                continue
             if bt:
                 j = i
                 while j < len(ops) and opg.op(ops[j]).get("block") == d.get("block"):
@@ -286,6 +292,158 @@ class Lowering:
         op_cs[name] = [cs.id for cs in css]
         for cs in css:
             prog.add(Execute(cs))
+
+    # -- training graphs: repeated blocks as functions with arguments and results -------------
+    def _training_block(self, ops, i, prog, plans, op_cs, functions, calls, templates):
+        """Lower the block starting at ``ops[i]`` of a training graph; returns the index after it.
+
+        Training keeps every block's results (activations the backward pass reads, weight
+        gradients), so the inference scheme (a later instance aliases the first one's
+        tensors) does not apply.  As PopART's outlining does, a block (a forward block, or a
+        block's recomputation and backward ops) whose ops, shapes and attributes equal an
+        earlier one's becomes a graph function with argument and result tensors of its own:
+        each call copies the block's inputs (activations, weights) into the arguments, runs
+        the function, and copies the results that later ops read into tensors of the
+        caller's.  Vertex code, vertex state and exchange code then exist once per kind of
+        block; the copies cost exchange time, and the arguments and results memory while a
+        call runs.  Weight updates (phase ``update``) are not part of the function: they run
+        after it, on the caller's weights."""
+        opg = self.opg
+        blk = opg.op(ops[i])["block"]
+        seg, deferred, j = self._blocks(ops, i)
+        sig = self._segment_signature(seg)
+        if self._repeats().get(sig, 0) < 2:
+            sig = None          # a block that occurs once is lowered in place
+        ext, needed = self._segment_io(seg) if sig is not None else ([], [])
+        if sig in templates:
+            f, args, tseg, results = templates[sig]
+            text, tneeded = self._segment_io(tseg)
+            outs = [t for o in seg for t in opg.op(o)["outputs"]]
+            touts = [t for o in tseg for t in opg.op(o)["outputs"]]
+            pos = {t: k for k, t in enumerate(touts)}
+            if len(ext) != len(text) or any(touts[outs.index(t)] not in pos or touts[outs.index(t)] not in tneeded
+                                            for t in needed):
+                sig = None      # shaped alike but wired differently: lowered on its own
+            else:
+                res = [results[tneeded.index(touts[outs.index(t)])] for t in needed]
+                for x, tx in zip(ext, text):
+                    if tx in self.host_layout and x not in self.host_layout:
+                        self.host_layout[x] = self.host_layout[tx]
+        if sig is None:
+            for name in ops[i:j]:
+                self._lower_op(name, prog, plans, op_cs)
+            return j
+        if sig not in templates:
+            saved = {x: self.acts[x] for x in ext}
+            args = [self._clone_act(self.act(x), f"{blk}/arg{k}:{x}") for k, x in enumerate(ext)]
+            for x, a in zip(ext, args):
+                self.acts[x] = a
+            body = Sequence()
+            for name in seg:
+                self._lower_op(name, body, plans, op_cs)
+            res = [self.acts[t] for t in needed]
+            for x in ext:
+                self.acts[x] = saved[x]
+            f = self.graph.add_function(body, name=f"{opg.op(seg[0])['block_type']}#{len(templates)}")
+            templates[sig] = (f, args, seg, res)
+            functions[f.name], calls[f.name] = f, 0
+        # copy in, call, copy the results out
+        for x, a in zip(ext, args):
+            src = self.act(x)
+            prog.add(Copy(src.tensor.flatten()[: src.numel], a.tensor.flatten()[: a.numel], merge=True))
+        prog.add(Call(f))
+        calls[f.name] += 1
+        for t, r in zip(needed, res):
+            mine = self._clone_act(r, t, kind="gradient" if opg.tensors[t].kind == "grad" else "activation")
+            prog.add(Copy(r.tensor.flatten()[: r.numel], mine.tensor.flatten()[: mine.numel], call_result=True,
+                          merge=True))
+            self.acts[t] = mine
+        for name in deferred:
+            self._lower_op(name, prog, plans, op_cs)
+        return j
+
+    def _blocks(self, ops, i):
+        """(segment, deferred update ops, index after) of the block starting at ``ops[i]``."""
+        opg = self.opg
+        blk = opg.op(ops[i])["block"]
+        j = i
+        seg, deferred = [], []
+        while j < len(ops) and opg.op(ops[j]).get("block") == blk:
+            (deferred if opg.op(ops[j])["phase"] == "update" else seg).append(ops[j])
+            j += 1
+        return seg, deferred, j
+
+    def _repeats(self):
+        """How many times each segment signature occurs in the training graph."""
+        if not hasattr(self, "_sig_count"):
+            self._sig_count = {}
+            ops = self.opg.ops()
+            i = 0
+            while i < len(ops):
+                if not self.opg.op(ops[i]).get("block_type"):
+                    i += 1
+                    continue
+                seg, _, i = self._blocks(ops, i)
+                sig = self._segment_signature(seg)
+                if sig is not None:
+                    self._sig_count[sig] = self._sig_count.get(sig, 0) + 1
+        return self._sig_count
+
+    #: attributes that name other ops (not part of what an op computes)
+    NAME_ATTRS = ("forward",)
+
+    def _segment_signature(self, seg):
+        """What must be equal for two segments to share a function (None: never outline it):
+        op types, attributes, and every input and output shape, in order."""
+        opg = self.opg
+        if not seg:
+            return None
+        produced = {t for o in seg for t in opg.op(o)["outputs"]}
+        rows = []
+        for o in seg:
+            d = opg.op(o)
+            if o in self.derived_of_op or any(opg.tensors[t].inplace_of for t in d["outputs"]):
+                return None
+            rows.append((d["op"], repr(sorted((k, v) for k, v in d["attrs"].items() if k not in self.NAME_ATTRS)),
+                         tuple(tuple(self.shape(t)) for t in d["inputs"]),
+                         tuple(tuple(self.shape(t)) for t in d["outputs"]),
+                         tuple(t in produced for t in d["inputs"])))
+        return tuple(rows)
+
+    def _segment_io(self, seg):
+        """(external inputs, results read after it) of a segment, in order of first use.
+        A result is an output that an op outside the segment reads, a graph output, or a
+        gradient the graph reports."""
+        key = tuple(seg)
+        cache = self.__dict__.setdefault("_io_cache", {})
+        if key in cache:
+            return cache[key]
+        opg = self.opg
+        if not hasattr(self, "_readers"):
+            self._readers = {}
+            for n in opg.graph.nodes:
+                for t in opg.op(n)["inputs"]:
+                    self._readers.setdefault(t, set()).add(n)
+        inside = set(seg)
+        outs = [t for o in seg for t in opg.op(o)["outputs"]]
+        produced = set(outs)
+        ext = list(dict.fromkeys(t for o in seg for t in opg.op(o)["inputs"] if t not in produced))
+        later = set(opg.outputs) | set(opg.grads.values())
+        needed = [t for t in outs if t in later or (self._readers.get(t, set()) - inside)]
+        cache[key] = (ext, needed)
+        return ext, needed
+
+    def _clone_act(self, a: Act, name, kind="activation") -> Act:
+        """A new variable holding what ``a`` holds, mapped to the same tiles."""
+        g = self.graph
+        t = g.add_variable(a.dtype, (a.N, a.Cg, a.H, a.W, a.g), name, kind=kind)
+        c = Act(name, t, a.logical, a.N, a.C, a.H, a.W, a.g, a.dtype, len(g.variables) - 1)
+        runs = g.tile_map.runs(a.var)
+        if runs is not None:
+            st, tl = runs
+            keep = st < a.numel
+            g.tile_map.set_runs(c.var, st[keep], tl[keep])
+        return c
 
     def _call_block(self, seg, template, function, prog):
         """Run another instance of a lowered block: copy its inputs in, call, alias outputs."""

@@ -62,8 +62,15 @@ CATEGORIES = ("always_live_variables", "not_always_live_variables", "vertex_code
 
 
 def execute_order(program):
-    """Compute set ids in the order the program runs them (function bodies once per call)."""
+    """Compute set ids in the order the program runs them (function bodies once per call);
+    -1 for a step of merged copies (a function call's arguments or results)."""
     return [s for s, _, _ in _walk_steps(program)[0]]
+
+
+def step_names(program, compute_sets) -> list:
+    """The name of each step of :func:`execute_order` (the liveness curve's x axis)."""
+    return [compute_sets[i].name if i >= 0 else "copy (function arguments / results)"
+            for i in execute_order(program)]
 
 
 def _walk_steps(program):
@@ -74,17 +81,32 @@ def _walk_steps(program):
     def visit(p, call):
         if isinstance(p, Sequence):
             pending = []
+            last_cid = None
+            prev = None
             for c in p.children:
                 if isinstance(c, Copy):
+                    if c.merge:   # merged copies: a step of their own, between compute sets
+                        if not (isinstance(prev, Copy) and prev.merge and prev.call_result == c.call_result):
+                            steps.append((-1, call, 0))
+                        at = len(steps) - 1
+                    else:
+                        at = len(steps)
+                    prev = c
+                    if c.call_result and last_cid is not None:   # a result of the call before
+                        copies.append([c, at, last_cid])
+                        continue
                     pending.append(len(copies))
-                    copies.append([c, len(steps), call])
+                    copies.append([c, at, call])
                     continue
+                prev = c
+                last_cid = None
                 if isinstance(c, Call) and call < 0:
                     cid = ncall[0]
                     ncall[0] += 1
                     for k in pending:          # copies feeding a call belong to it
                         copies[k][2] = cid
                     visit(c.function.program, cid)
+                    last_cid = cid
                 else:
                     visit(c, call)
                 pending = []
@@ -402,7 +424,7 @@ def liveness(exe) -> Liveness:
     if S:
         step_cs = np.array([s[0] for s in steps], np.int64)
         t_items, t_tiles, t_bytes, t_iv, t_st = [], [], [], [], []
-        for cs in np.unique(step_cs).tolist():
+        for cs in np.unique(step_cs[step_cs >= 0]).tolist():
             tiles, nbytes = _exchange_temp(exe, cs)
             if tiles.size == 0:
                 continue
@@ -528,7 +550,7 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
         "reuse_factor": float(no_reuse / max(with_reuse, 1.0)),
         "in_place_pairs": len(live.inplace),
         "peak_step": peak_step,
-        "peak_step_name": g.compute_sets[order[peak_step]].name if order else "",
+        "peak_step_name": step_names(exe.program, g.compute_sets)[peak_step] if order else "",
         "peak_step_tensors": peak_tensors,
         "steps": len(order),
         "oom_tiles": int(oom.size),

@@ -46,9 +46,16 @@ class Execute(Program):
 
 @dataclass
 class Copy(Program):
-    """Copy between tensors (an exchange), or between a host stream and a tensor."""
+    """Copy between tensors (an exchange), or between a host stream and a tensor.
+
+    ``call_result``: the copy hands a function call's result to its caller (it follows
+    the ``Call`` in the same sequence); liveness counts it as part of that call.
+    ``merge``: consecutive copies of a sequence that all have it run as one exchange
+    phase and one sync (a function call's arguments, its results)."""
     src: object
     dst: object
+    call_result: bool = False
+    merge: bool = False
 
 
 @dataclass

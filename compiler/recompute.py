@@ -250,7 +250,8 @@ def recompute(opg, mode="none", checkpoints_=()):
                 done.add(t)
             ins = [rc_name(x, u) if (x in produced and x not in keep) else x for x in d["inputs"]]
             out.add_op(f"{p}@rc{u}", d["op"], ins, outs, family=d["family"], attrs=d["attrs"],
-                       layer=d["layer"], block=d["block"], block_type=None, phase="recompute",
+                       layer=d["layer"], block=d["block"],
+                       block_type=d["block_type"] and f"{d['block_type']}:recompute", phase="recompute",
                        flops=d["flops"])
 
     for o in opg.ops():

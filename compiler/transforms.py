@@ -63,10 +63,15 @@ def _uses(graph, chunk=1 << 22):
 
 
 def _flat(low, what):
+    """The program as one sequence of steps.  Graph-function calls may be among them when
+    the variables the transform moves are used outside the functions: a training graph's
+    calls exchange weights and gradients with the caller through copies in the sequence
+    (compiler/lower.py), and the optimizer runs outside them."""
     prog = low.program
-    if not isinstance(prog, Sequence) or any(isinstance(c, (Call, Repeat)) for c in prog.children):
-        raise GraphError(f"{what} needs a flat program (no graph-function calls or loops): "
-                         "lower with use_functions=False and apply offload before accumulate")
+    if not isinstance(prog, Sequence) or any(isinstance(c, Repeat) for c in prog.children):
+        raise GraphError(f"{what} needs a flat program (no loops): apply offload before accumulate")
+    if any(isinstance(c, Call) for c in prog.children) and not low.opgraph_is_training():
+        raise GraphError(f"{what} needs a flat program (no graph-function calls): lower with use_functions=False")
     return prog
 
 
@@ -194,6 +199,8 @@ def accumulate(low, n) -> dict:
             for v, w in uses.get(c.compute_set.id, {}).items():
                 if w:
                     last_writer[v] = i
+        elif isinstance(c, Copy) and hasattr(c.dst, "elements") and c.dst.numel:   # a function's result
+            last_writer[g.variable(c.dst).id] = i
     acc_cs = {}
     acc_of = {}
     for vid in np.unique(gvar).tolist():

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from compiler.exchange import ExchangePlan, StreamCopy
+from compiler.exchange import ExchangePlan, StreamCopy, merge_plans
 from compiler.executable import Executable
 from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync, leaves
 
@@ -62,6 +62,7 @@ class Engine:
         self.functional = FunctionalState(exe, inputs) if functional else None
         self._compute_cache = {}
         self._exchange_cache = {}
+        self._merged = {}          # ids of copies run as one exchange phase -> their merged plan
 
     # -- host access in functional mode ---------------------------------------------------
     def write(self, tensor, value):
@@ -165,8 +166,21 @@ class Engine:
     def _run_program(self, p, mult):
         env, rep = self.env, self.report
         if isinstance(p, Sequence):
-            for c in p.children:
+            kids = p.children
+            i = 0
+            while i < len(kids):
+                c = kids[i]
+                if isinstance(c, Copy) and c.merge and not isinstance(self.exe.copies[id(c)], StreamCopy):
+                    j = i
+                    while (j < len(kids) and isinstance(kids[j], Copy) and kids[j].merge
+                           and kids[j].call_result == c.call_result
+                           and not isinstance(self.exe.copies[id(kids[j])], StreamCopy)):
+                        j += 1
+                    yield from self._copies(kids[i:j])
+                    i = j
+                    continue
                 yield from self._run_program(c, mult)
+                i += 1
         elif isinstance(p, Repeat):
             for _ in range(int(p.count)):
                 yield env.timeout(REPEAT_CONTROL_CYCLES)
@@ -194,6 +208,22 @@ class Engine:
                 yield from self._sync("copy")
         else:
             raise TypeError(f"unknown program node {p!r}")
+
+    def _copies(self, copies):
+        """Device copies that run as one exchange phase and one sync."""
+        env = self.env
+        key = tuple(id(c) for c in copies)
+        plan = self._merged.get(key)
+        if plan is None:
+            plan = self._merged[key] = merge_plans([self.exe.copies[id(c)] for c in copies])
+        start = env.now
+        cyc, link = self.exchange_cycles(plan)
+        yield env.timeout(cyc)
+        self.report.add_step("copy", start, 0.0, 0.0, cyc, plan=plan, link_cycles=link)
+        if self.functional:
+            for c in copies:
+                self.functional.copy(c.src, c.dst)
+        yield from self._sync("copy")
 
     def _sync(self, name):
         cyc = self.chip.sync_cycles_multi_chip if self.ipus > 1 else self.chip.sync_cycles

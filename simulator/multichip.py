@@ -74,7 +74,7 @@ import models
 from compiler import transforms
 from compiler.executable import compile_program
 from compiler.lower import lower
-from compiler.memory import execute_order, memory_report
+from compiler.memory import memory_report, step_names
 from compiler.partition import even_vs_auto, partition
 from compiler.recompute import layer_names, unknown_layer
 from compiler.recompute import recompute as apply_recompute
@@ -133,9 +133,8 @@ def _stage_detail(m, exe, chip) -> dict:
     else:
         x = np.arange(n)
     try:
-        css = exe.graph.compute_sets
-        order = execute_order(exe.program)
-        names = [css[order[i]].name if i < len(order) else "" for i in x.tolist()]
+        all_names = step_names(exe.program, exe.graph.compute_sets)
+        names = [all_names[i] if i < len(all_names) else "" for i in x.tolist()]
     except Exception:   # noqa: BLE001 - names are only hover text
         names = [""] * x.size
     return {"per_tile": per_tile, "sram_bytes_per_tile": int(m["sram_bytes_per_tile"]),

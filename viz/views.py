@@ -38,7 +38,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from compiler.memory import execute_order
+from compiler.memory import step_names
 from hardware.dtypes import DTYPE_BYTES
 from simulator.run import Run
 
@@ -149,8 +149,7 @@ def grid_shape(tiles: int) -> tuple[int, int]:
 def step_compute_set_names(c) -> list:
     """Name of the compute set run at each program step (the liveness curve's x axis)."""
     c = _compiled(c)
-    css = c.exe.graph.compute_sets
-    return [css[i].name for i in execute_order(c.exe.program)]
+    return step_names(c.exe.program, c.exe.graph.compute_sets)
 
 
 def _clock_hz(c):
