@@ -854,7 +854,46 @@ def _batchnorm_map(a, p):
             * a["scale"] + a["bias"]}
 
 
+def _nll_rows(a, p):
+    """Negative log-likelihood of each row of ``k`` log-probabilities at its target class:
+    out = -in[target] * weight[target] (0 where target == ignore_index), wout = the weight
+    counted (for the mean of ONNX's NegativeLogLikelihoodLoss)."""
+    k = int(p["k"])
+    x = np.asarray(_rows(a, "in", k), np.float64)
+    w = np.asarray(_rows(a, "weight", k), np.float64)
+    t = np.asarray(a["target"], np.float64).reshape(x.shape[:2]).astype(np.int64)
+    ign = p.get("ignore_index")
+    valid = np.ones(t.shape, bool) if ign is None else t != int(ign)
+    tt = np.where(valid, t, 0)
+    if np.any((tt < 0) | (tt >= k)):
+        raise ValueError(f"a target class outside [0, {k})")
+    xi = np.take_along_axis(x, tt[:, :, None], axis=2)[:, :, 0]
+    wi = np.take_along_axis(w, tt[:, :, None], axis=2)[:, :, 0] * valid
+    return {"out": (-xi * wi).reshape(x.shape[0], -1), "wout": wi.reshape(x.shape[0], -1)}
+
+
+def _select_rows(a, p):
+    """out[r] = in[r, index[r]] for rows of ``k`` candidates, an index given at run time (a
+    negative one counts from the end, as ONNX's Gather / GatherElements)."""
+    k = int(p["k"])
+    x = _rows(a, "in", k)
+    i = np.asarray(a["index"], np.float64).reshape(x.shape[:2]).astype(np.int64)
+    if np.any((i < -k) | (i >= k)):
+        raise ValueError(f"an index outside [-{k}, {k})")
+    i = np.where(i < 0, i + k, i)
+    return {"out": np.take_along_axis(x, i[:, :, None], axis=2).reshape(x.shape[0], -1)}
+
+
 _TABLE += [
+    Codelet("SelectRows", (Field("in", IN), Field("index", IN), Field("out", OUT, same_size_as="index")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0) + 20 * np.asarray(s["index"], np.float64),
+            compute=_select_rows, flops=_zero_flops, code_bytes=192,
+            doc="out[r] = in[r, index[r]]: a gather whose indices are known at run time"),
+    Codelet("NLLRows", (Field("in", IN), Field("target", IN), Field("weight", IN, same_size_as="in"),
+                        Field("out", OUT, same_size_as="target"), Field("wout", OUT, same_size_as="target")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 4.0) + 20 * np.asarray(s["target"], np.float64),
+            compute=_nll_rows, flops=_ew_flops("out", 2.0), code_bytes=256,
+            doc="-in[target] * weight[target] per row of k classes (negative log-likelihood), and the weight"),
     Codelet("Map1", (Field("in", IN), Field("out", OUT, same_size_as="in")),
             cycles=_fn_cost(UNARY_FNS), compute=lambda a, p: {"out": UNARY_FNS[p["fn"]][0](a["in"], p)},
             flops=_ew_flops("out"), code_bytes=160,

@@ -64,7 +64,8 @@ INDEXED = ("Round", "Sign", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh",
            "ReduceSumSquare", "ArgMax", "ArgMin", "Expand", "Tile", "Split", "DepthToSpace",
            "SpaceToDepth", "Trilu", "GatherElements", "GatherND", "Compress", "ReverseSequence",
            "Hardmax", "CumSum", "CumProd", "LpPool", "GlobalLpPool", "InstanceNormalization",
-           "LpNormalization", "MeanVarianceNormalization")
+           "LpNormalization", "MeanVarianceNormalization", "NegativeLogLikelihoodLoss",
+           "SoftmaxCrossEntropyLoss")
 for _op in INDEXED:
     FAMILY[_op] = "indexed"
 #: shape rules of the index-mapped ops where onnx's inference leaves a gap

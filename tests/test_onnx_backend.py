@@ -231,3 +231,25 @@ def test_serial_split_convolutions_give_the_same_values(monkeypatch):
     x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
     for got, want in zip(rep.run([x]), _ref(m, x)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_runtime_indices_into_a_weight_table_are_refused():
+    # the gather planner's vertices read the part of a table on their tile: not exact, so refused
+    table = numpy_helper.from_array(np.ones((50, 4), np.float32), "t")
+    m = _one_node(helper.make_node("Gather", ["t", "i"], ["y"], name="emb"), [("i", TensorProto.INT64, [3])],
+                  [("y", TensorProto.FLOAT, [3, 4])], inits=[table])
+    with pytest.raises(backend.BackendError, match="emb.*weight table"):
+        backend.prepare(m)
+
+
+def test_softmax_cross_entropy_with_ignored_targets_equals_the_reference():
+    node = helper.make_node("SoftmaxCrossEntropyLoss", ["x", "t"], ["loss", "logp"], ignore_index=2)
+    m = _one_node(node, [("x", TensorProto.FLOAT, [4, 5, 3]), ("t", TensorProto.INT64, [4, 3])],
+                  [("loss", TensorProto.FLOAT, []), ("logp", TensorProto.FLOAT, [4, 5, 3])])
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    t = rng.integers(0, 5, (4, 3)).astype(np.int64)
+    got = backend.prepare(m).run([x, t])
+    want = ReferenceEvaluator(m).run(None, {"x": x, "t": t})
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

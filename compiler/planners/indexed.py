@@ -70,7 +70,8 @@ NORMS = ("LayerNormalization", "RMSNormalization", "InstanceNormalization", "LpN
 #: every op type this planner lowers
 OPS = frozenset(UNARY) | frozenset(BINARY) | frozenset(VARIADIC) | frozenset(REDUCE) | frozenset(SELECT) \
     | frozenset(ROWS) | frozenset(POOLS) | frozenset(NORMS) | {"Where", "Clip", "Gather", "Conv", "MatMul",
-                                                              "Gemm", "LRN", "BatchNormalization"}
+                                                              "Gemm", "LRN", "BatchNormalization",
+                                                              "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"}
 #: ops whose family planner (compiler/planners/*) computes them exactly in the cases :func:`takes`
 #: leaves to it
 _LEGACY_ELEMENTWISE = {"Relu", "Add", "Sub", "Mul", "Div", "Exp", "Sqrt", "Tanh", "Sigmoid", "Dropout",
@@ -97,19 +98,20 @@ def takes(op, ctx) -> bool:
     t, a = op["op"], op.get("attrs", {})
     if op.get("family") == "indexed":
         return True
-    if op.get("phase", "fwd") != "fwd" or t not in OPS:
-        return False
+    if op.get("phase", "fwd") != "fwd" or t not in OPS or op.get("family") == "loss":
+        return False     # training graphs' own ops (a built-in's per-sample loss) keep their planners
     opg = ctx.opg
     ins = [x for x in op["inputs"] if x]
     shapes = [tuple(opg.tensors[x].shape) for x in ins]
     out = tuple(opg.tensors[op["outputs"][0]].shape)
-    if t == "Gather" and opg.tensors[ins[1]].data is None:
-        return False     # indices known at run time: the gather planner's DynamicSlice vertices
+    if t == "Gather" and opg.tensors[ins[1]].data is None and opg.tensors[ins[0]].kind in ("param", "constant"):
+        return False     # an embedding table, indices known at run time: the gather planner's DynamicSlice
     dts = [opg.tensors[x].dtype for x in ins] + [opg.tensors[op["outputs"][0]].dtype]
     if any(d not in FLOAT_DTYPES for d in dts):
         return True
     if len(op["outputs"]) > 1 and t not in ("Split",):
         return True
+
     if t in ("Swish", "RMSNormalization"):
         return False     # their family planners (elementwise, norm) compute them
     if t in _LEGACY_ELEMENTWISE:
@@ -472,6 +474,8 @@ class IndexedPlanner(Planner):
             r, c = A.shape[-2:]
             keep = np.triu(np.ones((r, c), bool), k) if a.get("upper", 1) else np.tril(np.ones((r, c), bool), k)
             S = np.where(keep, A, self.const(0.0, self.dev(yname)))
+        elif t in ("Gather", "GatherElements") and ctx.opg.tensors[ins[1]].data is None:
+            return self._dynamic_gather(op, cs, A, Y, yname, ins)
         elif t == "Gather":
             idx = self.data(ins[1], "indices").astype(np.int64)
             S = np.take(A, idx, axis=int(a.get("axis", 0)) % A.ndim)
@@ -505,6 +509,30 @@ class IndexedPlanner(Planner):
                 raise LoweringError(f"op {op['name']!r} ({t}): selected {S.shape}, output is {Y.shape}")
             S = S.reshape(Y.shape)
         self._copy(cs, Y, S, yname, x)
+        return [cs]
+
+    def _dynamic_gather(self, op, cs, A, Y, yname, ins):
+        """Gather / GatherElements with indices known at run time: each output element reads the
+        row of candidates along the axis (SelectRows picks one with its index)."""
+        ax = int(op.get("attrs", {}).get("axis", 0)) % A.ndim
+        I = self.addr(ins[1])
+        D = A.shape[ax]
+        Ar = np.moveaxis(A, ax, -1)
+        if op["op"] == "Gather":
+            pre, post = A.shape[:ax], A.shape[ax + 1:]
+            S = I.shape
+            rows = np.broadcast_to(Ar.reshape(pre + (1,) * len(S) + post + (D,)), pre + S + post + (D,))
+            idx = np.broadcast_to(I.reshape((1,) * len(pre) + S + (1,) * len(post)), Y.shape)
+        else:    # GatherElements: the output has the indices' shape
+            sub = np.moveaxis(Ar, -1, ax)[tuple(slice(0, n) for n in I.shape[:ax]) + (slice(None),)
+                                          + tuple(slice(0, n) for n in I.shape[ax + 1:])]
+            sub = np.moveaxis(sub, ax, -1)                                    # (..., D), other dims of I
+            rows = np.broadcast_to(np.expand_dims(sub, ax), I.shape + (D,))
+            idx = I
+        p = {"k": int(D), **self.dtypes(**{"in": self.dev(ins[0]), "index": self.dev(ins[1]),
+                                           "out": self.dev(yname)})}
+        self.emit_rows(cs, "SelectRows", {"out": Y.reshape(-1, 1), "in": rows.reshape(-1, D),
+                                          "index": np.asarray(idx).reshape(-1, 1)}, ["out"], p)
         return [cs]
 
     def _slices(self, op, rank, shape):
@@ -849,3 +877,66 @@ class IndexedPlanner(Planner):
         cs = self.cs("norm")
         self.emit_rows(cs, "NormRows", F, outs, p)
         return [cs]
+
+    # -- losses -------------------------------------------------------------------------------------
+    def _nll(self, cs_tag, L, T, Wt, yname, reduction, ignore):
+        """NegativeLogLikelihoodLoss of log-probabilities at addresses ``L`` (N, C, d...) for targets
+        ``T`` (N, d...) with class weights ``Wt`` (C,) or None, into the op's first output."""
+        ctx = self.ctx
+        C = L.shape[1]
+        rows = np.moveaxis(L, 1, -1).reshape(-1, C)
+        R = rows.shape[0]
+        W = (np.broadcast_to(Wt, rows.shape) if Wt is not None else
+             np.full(rows.shape, self.const(1.0, ctx.dtype)))
+        tdt = self.dev(self.I[1])
+        p = {"k": C, "ignore_index": ignore, **self.dtypes(target=tdt)}
+        css = []
+        cs = self.cs(cs_tag)
+        if reduction == "none":
+            y, Y = self.out()
+            self.emit_rows(cs, "NLLRows", {"out": Y.reshape(R, 1), "in": rows, "target": T.reshape(R, 1),
+                                           "weight": W, "wout": self.temp((R, 1), "weights")},
+                           ["out", "wout"], p)
+            return [cs]
+        loss, wsum = self.temp((R, 1), "losses"), self.temp((R, 1), "weights")
+        self.emit_rows(cs, "NLLRows", {"out": loss, "in": rows, "target": T.reshape(R, 1), "weight": W,
+                                       "wout": wsum}, ["out", "wout"], p)
+        css.append(cs)
+        y, Y = self.out()
+        cs2 = self.cs(cs_tag + "-sum")
+        if reduction == "sum":
+            self.emit(cs2, "ReduceRows", {"out": Y.reshape(1, 1), "in": loss.reshape(1, R)}, ["out"],
+                      {"fn": "sum", "k": R})
+            return css + [cs2]
+        tot = self.temp((2, 1), "totals")
+        self.emit(cs2, "ReduceRows", {"out": tot.reshape(2, 1), "in": np.stack([loss.ravel(), wsum.ravel()])},
+                  ["out"], {"fn": "sum", "k": R})
+        cs3 = self.cs(cs_tag + "-mean")
+        self._map2(cs3, "div", tot[0], tot[1], Y.reshape(1), yname, {})
+        return css + [cs2, cs3]
+
+    def _NegativeLogLikelihoodLoss(self, op, ctx):
+        a = op.get("attrs", {})
+        L, T = self.addr(self.I[0]), self.addr(self.I[1])
+        Wt = self.addr(self.I[2]) if self.I[2] else None
+        red = a.get("reduction", "mean")
+        red = red.decode() if isinstance(red, bytes) else red
+        return self._nll("nll", L, T, Wt, op["outputs"][0], red, a.get("ignore_index"))
+
+    def _SoftmaxCrossEntropyLoss(self, op, ctx):
+        a = op.get("attrs", {})
+        x = self.I[0]
+        A, T = self.addr(x), self.addr(self.I[1])
+        Wt = self.addr(self.I[2]) if self.I[2] else None
+        if len(self.O) > 1 and self.O[1]:
+            _, LP = self.out(1)
+        else:
+            LP = self.temp(A.shape, "log_prob")
+        C = A.shape[1]
+        cs = self.cs("logsoftmax")
+        self.emit_rows(cs, "SoftmaxRows", {"out": np.moveaxis(LP, 1, -1).reshape(-1, C),
+                                           "in": np.moveaxis(A, 1, -1).reshape(-1, C)}, ["out"],
+                       {"fn": "logsoftmax", "k": C})
+        red = a.get("reduction", "mean")
+        red = red.decode() if isinstance(red, bytes) else red
+        return [cs] + self._nll("nll", LP, T, Wt, op["outputs"][0], red, a.get("ignore_index"))
