@@ -98,8 +98,10 @@ def takes(op, ctx) -> bool:
     t, a = op["op"], op.get("attrs", {})
     if op.get("family") == "indexed":
         return True
-    if op.get("phase", "fwd") != "fwd" or t not in OPS or op.get("family") == "loss":
-        return False     # training graphs' own ops (a built-in's per-sample loss) keep their planners
+    if op.get("phase", "fwd") != "fwd" or t not in OPS or op.get("family") == "loss" or getattr(ctx, "training", False):
+        # training graphs keep their planners (batch statistics, random dropout masks, the
+        # backward ops' views of the forward ones); so does a built-in's per-sample loss
+        return False
     opg = ctx.opg
     ins = [x for x in op["inputs"] if x]
     shapes = [tuple(opg.tensors[x].shape) for x in ins]
@@ -160,8 +162,9 @@ def takes(op, ctx) -> bool:
         # views of the storage, except a row-major tensor seen as a channel-grouped image
         return len(out) == 4 and out != shapes[0] and channel_group_of(out[1], ctx) > 1 and out[2] * out[3] > 1
     if t == "BatchNormalization":
-        return len(out) != 4 or any(opg.tensors[x].kind not in ("param", "constant", "state") for x in ins[1:5]) \
-            or bool(a.get("training_mode"))
+        if a.get("training_mode"):
+            return False     # batch statistics: the norm planner's reductions (the backend refuses training_mode)
+        return len(out) != 4 or any(opg.tensors[x].kind not in ("param", "constant", "state") for x in ins[1:5])
     return True
 
 
