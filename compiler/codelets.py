@@ -968,6 +968,8 @@ def apply_post(codelet, outs, params):
         out = next(f.name for f in codelet.fields if f.writes)
         for o in post:
             outs[out] = POST_OPS[o](outs[out])
+    if params.get("half"):    # a half-precision tensor of an fp32 graph: every result rounded, as numpy's float16
+        outs = {k: np.asarray(v, np.float32).astype(np.float16).astype(np.float32) for k, v in outs.items()}
     return outs
 
 

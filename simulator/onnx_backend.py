@@ -42,7 +42,7 @@ EXACT_OPS = {"Conv", "Gemm", "MatMul", "Relu", "MaxPool", "GlobalAveragePool", "
 
 #: ONNX element types the chip computes exactly: float32, and integers / booleans held as
 #: float32 values (exact below 2^24 in magnitude, which ``run`` checks)
-EXACT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16,
+EXACT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16,
                onnx.TensorProto.UINT16, onnx.TensorProto.INT32, onnx.TensorProto.UINT32, onnx.TensorProto.INT64,
                onnx.TensorProto.UINT64, onnx.TensorProto.BOOL}
 #: integers are exact in the chip's float32 words up to this magnitude
@@ -51,6 +51,12 @@ INT_EXACT = float(1 << 24)
 CONST_INPUTS = {"Slice": (1, 2, 3, 4), "Pad": (1, 2, 3), "Tile": (1,), "Trilu": (1,), "GatherND": (1,), "Compress": (1,), "ReverseSequence": (1,), "CumSum": (1,), "CumProd": (1,),
                 **{r: (1,) for r in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                                      "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")}}
+#: ops that sum (or otherwise reduce) many elements: refused on float16 tensors
+ACCUMULATING = {"MatMul", "Gemm", "Conv", "Softmax", "LogSoftmax", "AveragePool", "GlobalAveragePool", "LpPool",
+                "GlobalLpPool", "LRN", "CumSum", "CumProd", "LayerNormalization", "RMSNormalization",
+                "InstanceNormalization", "LpNormalization", "MeanVarianceNormalization", "BatchNormalization",
+                "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "Mean", "Sum", "ReduceSum", "ReduceMean",
+                "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
 #: ops whose second and later outputs are computed (others: only the first may be used)
 MULTI_OUTPUT = {"Split", "Dropout", "LayerNormalization", "SoftmaxCrossEntropyLoss"}
 
@@ -112,7 +118,7 @@ def _check_types(model):
     for name, code in vals:
         if code not in EXACT_TYPES:
             raise BackendError(f"tensor {name!r}: element type {_type_name(code)} is not supported by the "
-                               "functional backend (it computes float32, and integers / booleans held in float32)")
+                               "functional backend (it computes float32 and float16, and integers / booleans held in float32)")
     for v in list(g.input) + list(g.output):
         if not v.type.HasField("tensor_type"):
             raise BackendError(f"graph input / output {v.name!r} is not a tensor (sequences, maps and optionals "
@@ -146,8 +152,12 @@ def _check_exact(og, name, d):
         raise BackendError(f"node {name!r} ({d['op']}): {why} is not supported by the functional backend")
 
     for t in d["inputs"] + d["outputs"]:
-        if og.tensors[t].dtype not in ("fp32", "int8", "uint8", "int32", "int64", "bool"):
+        if og.tensors[t].dtype not in ("fp32", "fp16", "int8", "uint8", "int32", "int64", "bool"):
             fail(f"tensor {t!r} of dtype {og.tensors[t].dtype}")
+    if d["op"] in ACCUMULATING and any(og.tensors[t].dtype == "fp16" for t in d["inputs"] + d["outputs"]):
+        # a half-precision sum depends on its order and accumulator width (onnx's reference and
+        # the chip's vertices differ in the last bit): only element-wise float16 ops are computed
+        fail("a float16 reduction / contraction")
     if d["op"] == "BatchNormalization" and a.get("training_mode"):
         fail("training_mode")
     if d["op"] == "Gather" and og.tensors[d["inputs"][1]].data is None and \

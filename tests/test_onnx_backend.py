@@ -253,3 +253,20 @@ def test_softmax_cross_entropy_with_ignored_targets_equals_the_reference():
     want = ReferenceEvaluator(m).run(None, {"x": x, "t": t})
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_float16_tensors_are_rounded_as_numpys_half_and_half_sums_are_refused():
+    nodes = [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16), helper.make_node("Mul", ["h", "h"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [3, 5])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    x = np.random.default_rng(6).standard_normal((3, 5)).astype(np.float32) * 100
+    (y,) = backend.prepare(m).run([x])
+    h = x.astype(np.float16)
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(y, h * h)          # each result rounded to half, as numpy does
+    mm = _one_node(helper.make_node("MatMul", ["a", "b"], ["c"], name="mm16"),
+                   [("a", TensorProto.FLOAT16, [2, 3]), ("b", TensorProto.FLOAT16, [3, 2])],
+                   [("c", TensorProto.FLOAT16, [2, 2])])
+    with pytest.raises(backend.BackendError, match="mm16.*float16"):
+        backend.prepare(mm)

@@ -109,8 +109,8 @@ def takes(op, ctx) -> bool:
     if t == "Gather" and opg.tensors[ins[1]].data is None and opg.tensors[ins[0]].kind in ("param", "constant"):
         return False     # an embedding table, indices known at run time: the gather planner's DynamicSlice
     dts = [opg.tensors[x].dtype for x in ins] + [opg.tensors[op["outputs"][0]].dtype]
-    if any(d not in FLOAT_DTYPES for d in dts):
-        return True
+    if any(d not in FLOAT_DTYPES for d in dts) or (ctx.dtype == "fp32" and any(d == "fp16" for d in dts)):
+        return True      # integers, booleans, half-precision tensors of an fp32 graph
     if len(op["outputs"]) > 1 and t not in ("Split",):
         return True
 
@@ -182,6 +182,8 @@ class IndexedPlanner(Planner):
         # inputs / outputs by ONNX position ("" where an optional one is left out)
         self.I = list(op.get("slots") or op["inputs"]) + [""] * 6
         self.O = list(op.get("out_slots") or op["outputs"])
+        # an fp16 result in an fp32 graph: the vertices round what they write to half precision
+        self.half = ctx.dtype == "fp32" and ctx.opg.tensors[op["outputs"][0]].dtype == "fp16"
         t = op["op"]
         try:
             if t in UNARY:
@@ -281,6 +283,8 @@ class IndexedPlanner(Planner):
             edges[name] = (vid[si], flat[si], ln)
             if name in outs and map_out:
                 ctx.graph.map_intervals(flat[si], ln, tiles[vid[si]])
+        if getattr(self, "half", False):
+            params = dict(params, half=True)
         ctx.graph.add_vertices(cs, codelet, tiles, edges, dtype=ctx.dtype, params=params)
 
     def emit_rows(self, cs, codelet, fields, outs, params, map_out=True, min_elems=64):
