@@ -205,6 +205,10 @@ def _t(s):
     return f"{s * 1e6:,.1f} us" if s < 1e-3 else f"{s * 1e3:,.3f} ms"
 
 
+def _b(n):
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.1f} KiB"
+
+
 def format_generate(rep: dict) -> str:
     """The report as the command line prints it."""
     p, d, kv = rep["prefill"], rep["decode"], rep["kv_cache"]
@@ -213,7 +217,7 @@ def format_generate(rep: dict) -> str:
         f"prompt {rep['prompt_len']}, {rep['new_tokens']} new tokens, chip {rep['chip']}",
         f"fits      {'yes' if rep['fits'] else 'NO'} (peak tile: prefill {p['peak_tile_bytes']:,} B"
         + (f", decode {max(s['peak_tile_bytes'] for s in d['sampled']):,} B" if d["sampled"] else "") + ")",
-        f"KV cache  {kv['bytes'] / 2**20:,.1f} MiB for {kv['max_tokens']} tokens x {rep['batch']} sequences: "
+        f"KV cache  {_b(kv['bytes'])} for {kv['max_tokens']} tokens x {rep['batch']} sequences: "
         f"{kv['bytes_per_tile_max']:,.0f} B per tile at most, {kv['bytes_per_tile_mean']:,.0f} mean",
         f"prefill   {_t(p['seconds'])} = time to first token ({p['x_bound']:.1f}x its bound "
         f"{_t(p['bound_seconds'])}, {p['bound_by']})",
