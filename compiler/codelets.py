@@ -220,10 +220,11 @@ def _conv_partial(a, p):
 
 
 def _matmul_partial(a, p):
-    """out[m, n] (+)= a[m, k] @ b[k, n] for each vertex."""
+    """out[m, n] (+)= a[m, k] @ b[k, n] for each vertex (``b`` held as [n, k] with params["tb"])."""
     nv = a["a"].shape[0]
     m, k, n = p["m"], p["k"], p["n"]
-    out = np.matmul(a["a"].reshape(nv, m, k), a["b"].reshape(nv, k, n)).reshape(nv, m * n)
+    b = a["b"].reshape(nv, n, k).transpose(0, 2, 1) if p.get("tb") else a["b"].reshape(nv, k, n)
+    out = np.matmul(a["a"].reshape(nv, m, k), b).reshape(nv, m * n)
     if p.get("accumulate"):
         out = out + a["out"]
     return {"out": out}
@@ -872,6 +873,23 @@ def _nll_rows(a, p):
     return {"out": (-xi * wi).reshape(x.shape[0], -1), "wout": wi.reshape(x.shape[0], -1)}
 
 
+def _depthwise_rows(a, p):
+    """One output row of a depthwise convolution for ``g`` channels: ``in`` holds the ``kh``
+    input rows it reads ([kh][width][g], padding included), ``weights`` the channels' kernels
+    ([g][kh][kw]); out[w, c] = sum_{i, j} in[i, w * stride + j * dilation, c] * weights[c, i, j]."""
+    kh, kw, s, d, g, wo = (int(p[k]) for k in ("kh", "kw", "stride", "dilation", "g", "wout"))
+    nv = a["in"].shape[0]
+    x = np.asarray(a["in"], np.float64).reshape(nv, kh, -1, g)
+    w = np.asarray(a["weights"], np.float64).reshape(-1, g, kh, kw)
+    wr = a.get("weights__rows")
+    if wr is not None:
+        w = w[np.asarray(wr, np.int64)]
+    out = np.zeros((nv, wo, g))
+    for j in range(kw):       # one pass per kernel column, every vertex at once
+        out += np.einsum("vikc,vci->vkc", x[:, :, j * d: j * d + (wo - 1) * s + 1: s, :], w[:, :, :, j])
+    return {"out": out.reshape(nv, -1)}
+
+
 def _select_rows(a, p):
     """out[r] = in[r, index[r]] for rows of ``k`` candidates, an index given at run time (a
     negative one counts from the end, as ONNX's Gather / GatherElements)."""
@@ -885,6 +903,11 @@ def _select_rows(a, p):
 
 
 _TABLE += [
+    Codelet("DepthwiseRows", (Field("in", IN), Field("weights", IN), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["out"], np.float64) * p["kh"] * p["kw"], d, c, 1.0),
+            compute=_depthwise_rows, shared=("weights",),
+            flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["kh"] * p["kw"],
+            code_bytes=512, doc="one output row of a depthwise convolution for g channels (vector MACs)"),
     Codelet("SelectRows", (Field("in", IN), Field("index", IN), Field("out", OUT, same_size_as="index")),
             cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0) + 20 * np.asarray(s["index"], np.float64),
             compute=_select_rows, flops=_zero_flops, code_bytes=192,

@@ -270,3 +270,27 @@ def test_float16_tensors_are_rounded_as_numpys_half_and_half_sums_are_refused():
                    [("c", TensorProto.FLOAT16, [2, 2])])
     with pytest.raises(backend.BackendError, match="mm16.*float16"):
         backend.prepare(mm)
+
+
+@pytest.mark.parametrize("stride,pads,dilation", [(1, [1, 1, 1, 1], 1), (2, [1, 0, 1, 2], 1), (1, [2, 2, 2, 2], 2)])
+def test_depthwise_convolution_reads_whole_rows_and_equals_the_reference(stride, pads, dilation):
+    rng = np.random.default_rng(7)
+    C, H, W = 24, 9, 10
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=C, pads=pads, strides=[stride, stride],
+                            dilations=[dilation, dilation])
+    Ho = (H + pads[0] + pads[2] - 2 * dilation - 1) // stride + 1
+    Wo = (W + pads[1] + pads[3] - 2 * dilation - 1) // stride + 1
+    inits = [numpy_helper.from_array(rng.standard_normal((C, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(C).astype(np.float32), "b")]
+    m = _one_node(node, [("x", TensorProto.FLOAT, [2, C, H, W])], [("y", TensorProto.FLOAT, [2, C, Ho, Wo])],
+                  inits=inits)
+    rep = backend.prepare(m, chip="gc2")
+    batches = [b for b in rep.lowered.graph.batches if b.codelet == "DepthwiseRows"]
+    assert batches
+    # one vertex per (image, channel group, output row), each reading its rows in a few regions
+    assert sum(b.v1 - b.v0 for b in batches) == 2 * (C // 8) * Ho
+    off = rep.exe.arrays.vertex_edge_offsets
+    edges = sum(int(off[b.v1] - off[b.v0]) for b in batches)
+    assert edges <= sum(b.v1 - b.v0 for b in batches) * (3 * 3 + 2)     # not one per element read
+    x = rng.standard_normal((2, C, H, W)).astype(np.float32)
+    np.testing.assert_allclose(rep.run([x])[0], _ref(m, x)[0], rtol=1e-5, atol=1e-5)

@@ -6,8 +6,8 @@
 * Real models: the nine model-zoo graphs that ship inside the onnx package
   (``onnx/backend/test/data/light/light_*.onnx``: AlexNet, DenseNet-121, Inception v1 and
   v2, ResNet-50, ShuffleNet, SqueezeNet, VGG-19, ZFNet-512), compiled for a GC200 and run
-  functionally by onnx's runner against the outputs it ships (about 3 minutes in all on
-  this 2-core machine; ShuffleNet's grouped convolutions take the longest, about 55 s).
+  functionally by onnx's runner against the outputs it ships (about 55 s for the nine on
+  this 2-core machine; VGG-19 the longest, about 12 s).
 """
 import os
 import re

@@ -229,16 +229,48 @@ class IndexedPlanner(Planner):
     def dev(self, name):
         return self.ctx.tdtype(name)
 
-    def const(self, value, dtype):
-        """Address of a one-element constant holding ``value`` (padding, defaults)."""
-        ctx = self.ctx
-        cache = ctx.__dict__.setdefault("_indexed_consts", {})
+    FILL_BLOCK = 1 << 12
+
+    def pad(self, A, width, value, dtype):
+        """``np.pad`` of an address array, the padding marked as a fill of ``value`` (a negative
+        code): :meth:`emit` points each field's padding at consecutive elements of a block of
+        constants, so a run of padding is one region, not one per element."""
+        return np.pad(A, width, constant_values=-1 - self._fill_kind(value, dtype))
+
+    def fill(self, value, dtype):
+        """The code of a constant ``value`` (resolved by :meth:`emit` like padding)."""
+        return -1 - self._fill_kind(value, dtype)
+
+    def _fill_kind(self, value, dtype):
+        kinds = self.ctx.__dict__.setdefault("_indexed_fill_kinds", [])
         key = (float(value), dtype)
-        if key not in cache:
-            t = ctx.graph.add_constant(dtype, (1,), value, f"const/{value}/{dtype}")
-            ctx.graph.map_intervals(np.array([t._start]), np.array([1]), np.array([len(cache) % ctx.tiles]))
-            cache[key] = int(t._start)
-        return cache[key]
+        if key not in kinds:
+            kinds.append(key)
+        return kinds.index(key)
+
+    def _fill_block(self, kind):
+        ctx = self.ctx
+        cache = ctx.__dict__.setdefault("_indexed_fill", {})
+        if kind not in cache:
+            value, dtype = ctx.__dict__["_indexed_fill_kinds"][kind]
+            t = ctx.graph.add_constant(dtype, (self.FILL_BLOCK,), value, f"fill/{value}/{dtype}")
+            ctx.graph.map_linearly(t, grain=256)
+            cache[kind] = int(t._start)
+        return cache[kind]
+
+    def _resolve_fill(self, A):
+        """Padding codes of a field's (V, L) addresses -> consecutive constants, in read order."""
+        neg = A < 0
+        if not neg.any():
+            return A
+        A = A.copy()
+        flat, m = A.ravel(), neg.ravel()
+        pos = np.flatnonzero(m)
+        kind = -1 - flat[pos]
+        for k in np.unique(kind):
+            sel = pos[kind == k]
+            flat[sel] = self._fill_block(int(k)) + np.arange(sel.size) % self.FILL_BLOCK
+        return A
 
     def out(self, i=0):
         ctx, op = self.ctx, self.op
@@ -269,7 +301,7 @@ class IndexedPlanner(Planner):
             tiles = spread(V, ctx.tiles)
         edges = {}
         for name, A in fields.items():
-            A = np.asarray(A, np.int64).reshape(V, -1)
+            A = self._resolve_fill(np.asarray(A, np.int64).reshape(V, -1))
             L = A.shape[1]
             if L == 0:
                 continue
@@ -341,7 +373,7 @@ class IndexedPlanner(Planner):
         self.emit_rows(cs, "Map1", {"out": Y.reshape(-1, 1), "in": A.reshape(-1, 1)}, ["out"], params)
         if len(self.O) > 1 and self.O[1]:      # Dropout's mask: all kept in inference
             m, M = self.out(1)
-            one = self.const(1.0, self.dev(self.O[1]))
+            one = self.fill(1.0, self.dev(self.O[1]))
             self.emit_rows(cs, "Map1", {"out": M.reshape(-1, 1), "in": np.full((M.size, 1), one)}, ["out"],
                            dict({"fn": "copy"}, **self.dtypes(**{"in": self.dev(self.O[1]),
                                                                  "out": self.dev(self.O[1])})))
@@ -405,8 +437,8 @@ class IndexedPlanner(Planner):
         y, Y = self.out()
         dt = self.dev(yname)
         a = op.get("attrs", {})
-        lo = self.addr(ins[1]) if ins[1] else self.const(float(a.get("min", -np.inf)), dt)
-        hi = self.addr(ins[2]) if ins[2] else self.const(float(a.get("max", np.inf)), dt)
+        lo = self.addr(ins[1]) if ins[1] else self.fill(float(a.get("min", -np.inf)), dt)
+        hi = self.addr(ins[2]) if ins[2] else self.fill(float(a.get("max", np.inf)), dt)
         F = {"a": np.broadcast_to(self.addr(x), Y.shape).reshape(-1, 1),
              "b": np.broadcast_to(lo, Y.shape).reshape(-1, 1), "c": np.broadcast_to(hi, Y.shape).reshape(-1, 1),
              "out": Y.reshape(-1, 1)}
@@ -480,7 +512,7 @@ class IndexedPlanner(Planner):
             k = int(self.data(ins[1], "k").reshape(-1)[0]) if len(ins) > 1 and ins[1] else 0
             r, c = A.shape[-2:]
             keep = np.triu(np.ones((r, c), bool), k) if a.get("upper", 1) else np.tril(np.ones((r, c), bool), k)
-            S = np.where(keep, A, self.const(0.0, self.dev(yname)))
+            S = np.where(keep, A, self.fill(0.0, self.dev(yname)))
         elif t in ("Gather", "GatherElements") and ctx.opg.tensors[ins[1]].data is None:
             return self._dynamic_gather(op, cs, A, Y, yname, ins)
         elif t == "Gather":
@@ -587,7 +619,7 @@ class IndexedPlanner(Planner):
         A = A[sl]
         width = [(max(b, 0), max(e, 0)) for b, e in width]
         if mode == "constant":
-            return np.pad(A, width, constant_values=self.const(value, self.dev(yname)))
+            return self.pad(A, width, value, self.dev(yname))
         return np.pad(A, width, mode={"edge": "edge", "reflect": "reflect", "wrap": "wrap"}[mode])
 
     # -- rows: reductions, softmax, scans ----------------------------------------------------------
@@ -658,14 +690,14 @@ class IndexedPlanner(Planner):
         return [cs]
 
     # -- windows: pooling, LRN, convolution ------------------------------------------------------
-    def _windows(self, A, kernel, strides, dilations, pads, out_sp, fill):
+    def _windows(self, A, kernel, strides, dilations, pads, out_sp, fill, dtype):
         """(N, C, *out, *kernel) addresses of every window element, padding at ``fill``."""
         r = len(kernel)
         sp = A.shape[2:]
         # pad enough on both sides for every window (explicit pads and ceil-mode overhang)
         after = [max(0, (out_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - sp[i] - pads[i])
                  for i in range(r)]
-        P = np.pad(A, [(0, 0), (0, 0)] + [(pads[i], after[i]) for i in range(r)], constant_values=fill)
+        P = self.pad(A, [(0, 0), (0, 0)] + [(pads[i], after[i]) for i in range(r)], fill, dtype)
         # gather with broadcasting index arrays: dims (out_0..out_r-1, k_0..k_r-1)
         grids = []
         for i in range(r):
@@ -706,11 +738,10 @@ class IndexedPlanner(Planner):
             k, s, d, pads = self._window_attrs(op, A.shape, Y.shape)
         fn = "max" if "Max" in t else ("lp" if "Lp" in t else "avg")
         dt = self.dev(x)
-        fill = self.const(-np.inf if fn == "max" else 0.0, dt)
-        Wn = self._windows(A, k, s, d, pads[:r], list(Y.shape[2:]), fill)
+        Wn = self._windows(A, k, s, d, pads[:r], list(Y.shape[2:]), -np.inf if fn == "max" else 0.0, dt)
         K = int(prod(k))
         rows = Wn.reshape(-1, K)
-        F = {"out": Y.reshape(-1, 1), "in": rows, "count": np.full((Y.size, 1), self.const(1.0, ctx.dtype))}
+        F = {"out": Y.reshape(-1, 1), "in": rows, "count": np.full((Y.size, 1), self.fill(1.0, ctx.dtype))}
         p = {"fn": fn, "k": K, "p": int(a.get("p", 2))}
         if fn == "avg":
             # the divisor of each output: the window's elements inside the input, or inside the
@@ -740,7 +771,7 @@ class IndexedPlanner(Planner):
         a = op.get("attrs", {})
         size = int(a["size"])
         lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
-        P = np.pad(A, [(0, 0), (lo, hi)] + [(0, 0)] * (A.ndim - 2), constant_values=self.const(0.0, ctx.dtype))
+        P = self.pad(A, [(0, 0), (lo, hi)] + [(0, 0)] * (A.ndim - 2), 0.0, ctx.dtype)
         win = np.stack([P[:, j:j + A.shape[1]] for j in range(size)], axis=-1)
         cs = self.cs("lrn")
         self.emit_rows(cs, "LRNRows", {"out": Y.reshape(-1, 1), "in": A.reshape(-1, 1), "win": win.reshape(-1, size)},
@@ -748,12 +779,12 @@ class IndexedPlanner(Planner):
                                  "bias": float(a.get("bias", 1.0))})
         return [cs]
 
-    def _matmul_vertices(self, cs, Am, Bm, Ym, map_out=True):
+    def _matmul_vertices(self, cs, Am, Bm, Ym, map_out=True, tb=False):
         """Ym[b] = Am[b] @ Bm[b] for address arrays (batch, M, K), (batch, K, N), (batch, M, N):
         one MatMulPartial per (batch, block of rows)."""
         ctx = self.ctx
         Bt, M, K = Am.shape
-        N = Bm.shape[2]
+        N = Bm.shape[1] if tb else Bm.shape[2]     # tb: B given as (batch, N, K) (weights' own order)
         want = max(1, ctx.tiles * ctx.chip.workers_per_tile // max(Bt, 1))
         mb = max(1, -(-M // want), 64 // max(N, 1) if N < 64 else 1)
         # every vertex reads its whole B operand: bound the B regions of all the vertices (about
@@ -769,8 +800,10 @@ class IndexedPlanner(Planner):
             a = Am[:, r0:r0 + rows].reshape(Bt * nblk, m * K)
             b = np.repeat(Bm.reshape(Bt, K * N), nblk, axis=0)
             o = Ym[:, r0:r0 + rows].reshape(Bt * nblk, m * N)
-            self.emit(cs, "MatMulPartial", {"a": a, "b": b, "out": o}, ["out"],
-                      {"m": int(m), "k": int(K), "n": int(N), "partials": ctx.dtype}, map_out=map_out)
+            p = {"m": int(m), "k": int(K), "n": int(N), "partials": ctx.dtype}
+            if tb:
+                p["tb"] = True
+            self.emit(cs, "MatMulPartial", {"a": a, "b": b, "out": o}, ["out"], p, map_out=map_out)
 
     def _MatMul(self, op, ctx):
         a, b = op["inputs"][:2]
@@ -792,17 +825,16 @@ class IndexedPlanner(Planner):
         A, B = self.addr(ins[0]), self.addr(ins[1])
         if a.get("transA"):
             A = A.T
-        if a.get("transB"):
-            B = B.T
         y, Y = self.out()
         cs = self.cs("matmul")
-        self._matmul_vertices(cs, A[None], B[None], Y[None])
+        # transB: B read in its own (N, K) order, one region per vertex
+        self._matmul_vertices(cs, A[None], B[None], Y[None], tb=bool(a.get("transB")))
         css = [cs]
         alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
         has_c = len(ins) > 2 and ins[2] and beta != 0
         if has_c or alpha != 1.0:
             cs2 = self.cs("axpby")
-            C = self.addr(ins[2]) if has_c else self.const(0.0, ctx.dtype)
+            C = self.addr(ins[2]) if has_c else self.fill(0.0, ctx.dtype)
             self._map2(cs2, "axpby", Y, C, Y, op["outputs"][0], {"alpha": alpha, "beta": beta if has_c else 0.0},
                        map_out=False)
             css.append(cs2)
@@ -818,23 +850,58 @@ class IndexedPlanner(Planner):
         N, C = X.shape[:2]
         M = Wt.shape[0]
         Cg, Mg = C // G, M // G
-        Wn = self._windows(X, k, s, d, pads[:r], list(Y.shape[2:]), self.const(0.0, ctx.dtype))
-        # (N, C, *out, *k) -> (N, G, P, Cg * prod(k)) with (c, k...) the weights' order
-        P = int(prod(Y.shape[2:]))
-        Kc = Cg * int(prod(k))
-        cols = Wn.reshape((N, G, Cg, P, int(prod(k)))).transpose(0, 1, 3, 2, 4).reshape(N * G, P, Kc)
-        Wb = Wt.reshape(G, Mg, Kc).transpose(0, 2, 1)                          # (G, Kc, Mg)
-        Wb = np.broadcast_to(Wb[None], (N, G, Kc, Mg)).reshape(N * G, Kc, Mg)
-        Yb = Y.reshape(N, G, Mg, P).transpose(0, 1, 3, 2).reshape(N * G, P, Mg)
-        cs = self.cs("conv")
-        self._matmul_vertices(cs, cols, Wb, Yb)
-        css = [cs]
+        if Cg == 1 and Mg == 1 and r == 2:
+            css = self._depthwise(X, Wt, y, Y, k, s, d, pads)
+        else:
+            css = self._grouped(X, Wt, Y, k, s, d, pads, G, r)
         if len(ins) > 2 and ins[2]:
             cs2 = self.cs("bias")
             bias = self.addr(ins[2]).reshape((1, M) + (1,) * r)
             self._map2(cs2, "add", Y, bias, Y, op["outputs"][0], {}, map_out=False)
             css.append(cs2)
         return css
+
+    def _depthwise(self, X, Wt, y, Y, k, s, d, pads):
+        """A depthwise convolution: one DepthwiseRows vertex per (image, block of g channels,
+        output row) reads its kh input rows of g channels (contiguous in channel-grouped
+        storage: a few regions) and the g kernels."""
+        ctx = self.ctx
+        N, C, H, W = X.shape
+        Ho, Wo = Y.shape[2:]
+        g = y.g if C % y.g == 0 else 1
+        Wneed = (Wo - 1) * s[1] + (k[1] - 1) * d[1] + 1
+        Hneed = (Ho - 1) * s[0] + (k[0] - 1) * d[0] + 1
+        P = self.pad(X, [(0, 0), (0, 0), (pads[0], max(0, Hneed - H - pads[0])),
+                       (pads[1], max(0, Wneed - W - pads[1]))], 0.0, ctx.dtype)
+        Xg = P[:, :, :, :Wneed].reshape(N, C // g, g, P.shape[2], Wneed).transpose(0, 1, 3, 4, 2)
+        hidx = np.arange(Ho)[:, None] * s[0] + np.arange(k[0])[None, :] * d[0]        # (Ho, kh)
+        rows = Xg[:, :, hidx]                                                           # (N, C/g, Ho, kh, Wneed, g)
+        V = N * (C // g) * Ho
+        Wg = np.broadcast_to(Wt.reshape(C // g, g * k[0] * k[1])[None, :, None], (N, C // g, Ho, g * k[0] * k[1]))
+        Yg = Y.reshape(N, C // g, g, Ho, Wo).transpose(0, 1, 3, 4, 2)
+        cs = self.cs("depthwise")
+        self.emit(cs, "DepthwiseRows", {"in": rows.reshape(V, -1), "weights": Wg.reshape(V, -1),
+                                        "out": Yg.reshape(V, -1)}, ["out"],
+                  {"kh": int(k[0]), "kw": int(k[1]), "stride": int(s[1]), "dilation": int(d[1]), "g": int(g),
+                   "wout": int(Wo)})
+        return [cs]
+
+    def _grouped(self, X, Wt, Y, k, s, d, pads, G, r):
+        ctx = self.ctx
+        N, C = X.shape[:2]
+        M = Wt.shape[0]
+        Cg, Mg = C // G, M // G
+        Wn = self._windows(X, k, s, d, pads[:r], list(Y.shape[2:]), 0.0, ctx.dtype)
+        # (N, C, *out, *k) -> (N, G, P, Cg * prod(k)) with (c, k...) the weights' order
+        P = int(prod(Y.shape[2:]))
+        Kc = Cg * int(prod(k))
+        cols = Wn.reshape((N, G, Cg, P, int(prod(k)))).transpose(0, 1, 3, 2, 4).reshape(N * G, P, Kc)
+        Wb = Wt.reshape(G, Mg, Kc)                   # each group's weights in their own order: one region
+        Wb = np.broadcast_to(Wb[None], (N, G, Mg, Kc)).reshape(N * G, Mg, Kc)
+        Yb = Y.reshape(N, G, Mg, P).transpose(0, 1, 3, 2).reshape(N * G, P, Mg)
+        cs = self.cs("conv")
+        self._matmul_vertices(cs, cols, Wb, Yb, tb=True)
+        return [cs]
 
     # -- normalisations over rows ---------------------------------------------------------------
     def _norm(self, op, ctx):
@@ -872,7 +939,7 @@ class IndexedPlanner(Planner):
 
         F = {"in": rows(A), "out": rows(Y)}
         p.update(k=K, scale=scale is not None, bias=bias is not None)
-        one, zero = self.const(1.0, ctx.dtype), self.const(0.0, ctx.dtype)
+        one, zero = self.fill(1.0, ctx.dtype), self.fill(0.0, ctx.dtype)
         F["scale"] = rows(scale) if scale is not None else np.full((R, K), one)
         F["bias"] = rows(bias) if bias is not None else np.full((R, K), zero)
         outs = ["out", "mean", "istd"]
@@ -894,7 +961,7 @@ class IndexedPlanner(Planner):
         rows = np.moveaxis(L, 1, -1).reshape(-1, C)
         R = rows.shape[0]
         W = (np.broadcast_to(Wt, rows.shape) if Wt is not None else
-             np.full(rows.shape, self.const(1.0, ctx.dtype)))
+             np.full(rows.shape, self.fill(1.0, ctx.dtype)))
         tdt = self.dev(self.I[1])
         p = {"k": C, "ignore_index": ignore, **self.dtypes(target=tdt)}
         css = []
