@@ -232,6 +232,10 @@ class Lowering:
             if bt and self.training:
                 i = self._training_block(ops, i, prog, plans, op_cs, functions, calls, templates)
                 continue
+            if self.training:
+                self._lower_training_op(ops[i], prog, plans, op_cs, functions, calls, templates)
+                i += 1
+                continue
             if bt:
                 j = i
                 while j < len(ops) and opg.op(ops[j]).get("block") == d.get("block"):
@@ -308,34 +312,76 @@ class Lowering:
         block; the copies cost exchange time, and the arguments and results memory while a
         call runs.  Weight updates (phase ``update``) are not part of the function: they run
         after it, on the caller's weights."""
-        opg = self.opg
-        blk = opg.op(ops[i])["block"]
         seg, deferred, j = self._blocks(ops, i)
         sig = self._segment_signature(seg)
-        if self._repeats().get(sig, 0) < 2:
-            sig = None          # a block that occurs once is lowered in place
-        ext, needed = self._segment_io(seg) if sig is not None else ([], [])
+        if self._repeats().get(sig, 0) < 2 or not self._outline(seg, sig, prog, functions, calls, templates, plans,
+                                                                 op_cs):
+            for name in ops[i:j]:      # a block that occurs once, or wired differently: op by op
+                self._lower_training_op(name, prog, plans, op_cs, functions, calls, templates)
+            return j
+        for name in deferred:
+            self._lower_op(name, prog, plans, op_cs)
+        return j
+
+    #: op families outlined one op at a time where their blocks are not (as TensorFlow's IPU
+    #: backend caches identical convolutions and matmuls as one Poplar function each)
+    OUTLINED_FAMILIES = ("conv", "matmul")
+
+    def _lower_training_op(self, name, prog, plans, op_cs, functions, calls, templates):
+        """One op of a training graph: a convolution or matmul whose op type, attributes and
+        shapes occur again is a function of its own (its input, weights and output copied in
+        and out per call, as TensorFlow's IPU backend caches identical convolutions: the
+        forward and recomputed instances of a layer, and alike layers, share vertices,
+        vertex state and exchange code); any other op is lowered in place."""
+        d = self.opg.op(name)
+        if self.use_functions and d["family"] in self.OUTLINED_FAMILIES:
+            sig = self._segment_signature([name], prune=False)
+            if self._op_repeats().get(sig, 0) >= 2 and self._outline([name], sig, prog, functions, calls, templates,
+                                                                     plans, op_cs):
+                return
+        self._lower_op(name, prog, plans, op_cs)
+
+    def _op_repeats(self):
+        """How many times each convolution / matmul signature occurs in the training graph."""
+        if not hasattr(self, "_op_sig_count"):
+            self._op_sig_count = {}
+            ops, i, in_blocks = self.opg.ops(), 0, set()
+            while i < len(ops):     # the ops of blocks outlined whole are not counted
+                if not self.opg.op(ops[i]).get("block_type"):
+                    i += 1
+                    continue
+                seg, _, i = self._blocks(ops, i)
+                if self._repeats().get(self._segment_signature(seg), 0) >= 2:
+                    in_blocks.update(seg)
+            for o in ops:
+                if self.opg.op(o)["family"] in self.OUTLINED_FAMILIES and o not in in_blocks:
+                    sig = self._segment_signature([o], prune=False)
+                    if sig is not None:
+                        self._op_sig_count[sig] = self._op_sig_count.get(sig, 0) + 1
+        return self._op_sig_count
+
+    def _outline(self, seg, sig, prog, functions, calls, templates, plans, op_cs) -> bool:
+        """Lower ``seg`` as a call of the function of signature ``sig`` (made from this
+        segment when it is the first): copies of its inputs into the function's arguments,
+        the call, copies of its results into tensors of the caller's.  False (nothing
+        added) when the segment is shaped like the function's but wired differently."""
+        opg = self.opg
+        ext, needed = self._segment_io(seg)
         if sig in templates:
-            f, args, tseg, results = templates[sig]
+            f, args, tseg, res_t = templates[sig]
             text, tneeded = self._segment_io(tseg)
             outs = [t for o in seg for t in opg.op(o)["outputs"]]
             touts = [t for o in tseg for t in opg.op(o)["outputs"]]
-            pos = {t: k for k, t in enumerate(touts)}
-            if len(ext) != len(text) or any(touts[outs.index(t)] not in pos or touts[outs.index(t)] not in tneeded
-                                            for t in needed):
-                sig = None      # shaped alike but wired differently: lowered on its own
-            else:
-                res = [results[tneeded.index(touts[outs.index(t)])] for t in needed]
-                for x, tx in zip(ext, text):
-                    if tx in self.host_layout and x not in self.host_layout:
-                        self.host_layout[x] = self.host_layout[tx]
-        if sig is None:
-            for name in ops[i:j]:
-                self._lower_op(name, prog, plans, op_cs)
-            return j
-        if sig not in templates:
+            if len(ext) != len(text) or any(touts[outs.index(t)] not in tneeded for t in needed):
+                return False
+            res = [res_t[tneeded.index(touts[outs.index(t)])] for t in needed]
+            for x, tx in zip(ext, text):
+                if tx in self.host_layout and x not in self.host_layout:
+                    self.host_layout[x] = self.host_layout[tx]
+        else:
+            label = opg.op(seg[0])["block_type"] if len(seg) > 1 else f"{opg.op(seg[0])['op']}:{seg[0]}"
             saved = {x: self.acts[x] for x in ext}
-            args = [self._clone_act(self.act(x), f"{blk}/arg{k}:{x}") for k, x in enumerate(ext)]
+            args = [self._clone_act(self.act(x), f"{label}/arg{k}:{x}") for k, x in enumerate(ext)]
             for x, a in zip(ext, args):
                 self.acts[x] = a
             body = Sequence()
@@ -344,7 +390,7 @@ class Lowering:
             res = [self.acts[t] for t in needed]
             for x in ext:
                 self.acts[x] = saved[x]
-            f = self.graph.add_function(body, name=f"{opg.op(seg[0])['block_type']}#{len(templates)}")
+            f = self.graph.add_function(body, name=f"{label}#{len(templates)}")
             templates[sig] = (f, args, seg, res)
             functions[f.name], calls[f.name] = f, 0
         # copy in, call, copy the results out
@@ -358,9 +404,7 @@ class Lowering:
             prog.add(Copy(r.tensor.flatten()[: r.numel], mine.tensor.flatten()[: mine.numel], call_result=True,
                           merge=True))
             self.acts[t] = mine
-        for name in deferred:
-            self._lower_op(name, prog, plans, op_cs)
-        return j
+        return True
 
     def _blocks(self, ops, i):
         """(segment, deferred update ops, index after) of the block starting at ``ops[i]``."""
@@ -392,12 +436,39 @@ class Lowering:
     #: attributes that name other ops (not part of what an op computes)
     NAME_ATTRS = ("forward",)
 
-    def _segment_signature(self, seg):
+    def _segment_signature(self, seg, prune=True):
         """What must be equal for two segments to share a function (None: never outline it):
-        op types, attributes, and every input and output shape, in order."""
+        op types, attributes, and every input and output shape, in order.
+
+        Only a whole block's work is outlined: a segment that takes an activation from, or
+        hands one to, another segment of its own block (a recomputation run apart from the
+        block's backward, as checkpoints spanning several blocks make it) is not, since its
+        calls would copy the block's inner activations in or out (PopART prunes outlining
+        candidates whose copies cost too much, ``enableOutliningCopyCostPruning``)."""
         opg = self.opg
         if not seg:
             return None
+        blk = opg.op(seg[0])["block"]
+        inside = set(seg)
+        if not prune:
+            return self._shape_signature(seg)
+
+        def inner(t):   # an activation of this block that no other block reads
+            return all(opg.op(r)["block"] == blk for r in self._readers_of(t))
+
+        for o in seg:
+            for t in opg.op(o)["inputs"]:
+                p = opg.tensors[t].producer
+                if p is not None and p not in inside and opg.op(p)["block"] == blk and inner(t):
+                    return None
+            for t in opg.op(o)["outputs"]:
+                if inner(t) and any(r not in inside and opg.op(r)["phase"] != "update"
+                                    for r in self._readers_of(t)):
+                    return None
+        return self._shape_signature(seg)
+
+    def _shape_signature(self, seg):
+        opg = self.opg
         produced = {t for o in seg for t in opg.op(o)["outputs"]}
         rows = []
         for o in seg:
@@ -410,6 +481,15 @@ class Lowering:
                          tuple(t in produced for t in d["inputs"])))
         return tuple(rows)
 
+    def _readers_of(self, t) -> set:
+        """The ops that read tensor ``t``."""
+        if not hasattr(self, "_readers"):
+            self._readers = {}
+            for n in self.opg.graph.nodes:
+                for x in self.opg.op(n)["inputs"]:
+                    self._readers.setdefault(x, set()).add(n)
+        return self._readers.get(t, set())
+
     def _segment_io(self, seg):
         """(external inputs, results read after it) of a segment, in order of first use.
         A result is an output that an op outside the segment reads, a graph output, or a
@@ -419,17 +499,12 @@ class Lowering:
         if key in cache:
             return cache[key]
         opg = self.opg
-        if not hasattr(self, "_readers"):
-            self._readers = {}
-            for n in opg.graph.nodes:
-                for t in opg.op(n)["inputs"]:
-                    self._readers.setdefault(t, set()).add(n)
         inside = set(seg)
         outs = [t for o in seg for t in opg.op(o)["outputs"]]
         produced = set(outs)
         ext = list(dict.fromkeys(t for o in seg for t in opg.op(o)["inputs"] if t not in produced))
         later = set(opg.outputs) | set(opg.grads.values())
-        needed = [t for t in outs if t in later or (self._readers.get(t, set()) - inside)]
+        needed = [t for t in outs if t in later or (self._readers_of(t) - inside)]
         cache[key] = (ext, needed)
         return ext, needed
 

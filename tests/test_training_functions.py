@@ -40,10 +40,16 @@ def test_repeated_blocks_become_functions_called_per_instance(pair):
     # stage 1's three bottlenecks are alike (16 channels in and out), stage 2's last two
     # (its first projects 16 -> 32): per kind, a function for the forward and one for the
     # recomputation + backward; the block that occurs once stays inline
-    assert len(fn.exe.graph.functions) == 4 and len(inline.exe.graph.functions) == 0
-    calls = sorted(sum(1 for p in _calls(fn) if p.function is f) for f in fn.exe.graph.functions)
+    blocks = [f for f in fn.exe.graph.functions if f.name.startswith("bottleneck")]
+    assert len(blocks) == 4 and len(inline.exe.graph.functions) == 0
+    calls = sorted(sum(1 for p in _calls(fn) if p.function is f) for f in blocks)
     assert calls == [2, 2, 3, 3]
-    assert fn.report["graph"]["functions"] == 4 and fn.report["graph"]["function_calls"] == 10
+    # the convolutions of the block that occurs once: one function per kind of convolution
+    # that occurs again (its forward and its recomputation, say), as TensorFlow caches them
+    ops = [f for f in fn.exe.graph.functions if f not in blocks]
+    assert ops and all(f.name.split(":")[0] in ("Conv", "ConvGradInput", "ConvGradWeight", "MatMul", "Gemm")
+                       for f in ops)
+    assert all(sum(1 for p in _calls(fn) if p.function is f) >= 2 for f in ops)
 
 
 def test_outlined_program_does_the_same_work(pair):
@@ -91,6 +97,6 @@ def test_call_copies_are_merged_steps_of_their_own(pair):
 
 def test_accumulation_and_offload_work_on_outlined_training():
     c = build(resnet_3x3, functions=True, micro_batches=2, offload=("optimizer",), **dict(OPTS, batch=4))
-    assert len(c.exe.graph.functions) == 4
+    assert sum(f.name.startswith("bottleneck") for f in c.exe.graph.functions) == 4
     info = c.report["memory"].get("offload") or {}
     assert c.report["sim"]["cycles"] > 0 and c.memory["offloaded_variables"] > 0, info

@@ -112,8 +112,9 @@ class ConvPlanner(Planner):
                 for w in segs for p in pow2_upto(cig, 16) if cig % p == 0]
         # serial splits (PopLibs' planner): the (image, output channel group) blocks in k
         # compute sets one after another, each over all tiles with 1/k of the temporaries
+        # (with input-channel parts, each step reduces its own partials)
         q = sh.N * sh.Cog
-        opts += [dict(o, serial=k) for o in opts if o["parts"] == 1 for k in (2, 4, 8) if q % k == 0]
+        opts += [dict(o, serial=k) for o in opts for k in (2, 4, 8) if q % k == 0]
         return opts
 
     def vertex_cycles(self, sh: ConvShape, opt, ctx) -> float:
@@ -153,14 +154,14 @@ class ConvPlanner(Planner):
         cyc = compute + exchange_cycles(in_bytes + w_bytes, chip, messages_per_tile=messages)
         cyc = serial * cyc + (serial - 1) * chip.sync_cycles
         temp = in_bytes + w_bytes
-        if P > 1:
+        if P > 1:   # each serial step reduces its own partials
             pb = DTYPE_BYTES[ctx.partials]
-            rpt = -(-sh.reductions // T)
+            rpt = -(-sh.reductions // (serial * T))
             red_in = rpt * P * wseg * go * pb
-            cyc += exchange_cycles(red_in, chip, messages_per_tile=rpt * (P + 1))
-            cyc += compute_phase_cycles(rpt, codelet_cycles("ReducePartials", {"in": P * wseg * go}, ctx.dtype,
+            red = exchange_cycles(red_in, chip, messages_per_tile=rpt * (P + 1))
+            red += compute_phase_cycles(rpt, codelet_cycles("ReducePartials", {"in": P * wseg * go}, ctx.dtype,
                                                             {"k": P, "partials": ctx.partials}, chip), chip)
-            cyc += chip.sync_cycles
+            cyc += serial * (red + chip.sync_cycles)
             temp += per_tile * wseg * go * pb + red_in
         return cyc, temp
 
@@ -189,7 +190,7 @@ class ConvPlanner(Planner):
     def _lower_step(self, op, opt, ctx, sh, y, w, p, n, cog, oh, ws, tag):
         """The vertices of one serial step (all of them without serial splits): the grid
         points ``p, n, cog, oh, ws``, spread over all tiles; returns its compute sets."""
-        x, N, Ho, Wo, go, Cog = sh.x, sh.N, sh.Ho, sh.Wo, sh.go, sh.Cog
+        x, Ho, Wo, go, Cog = sh.x, sh.Ho, sh.Wo, sh.go, sh.Cog
         kh, kw, s, pt, pl, groups = sh.kh, sh.kw, sh.stride, sh.pad_top, sh.pad_left, sh.groups
         P, wseg = sh.parts, sh.wseg
         g, T = ctx.graph, ctx.tiles
@@ -253,17 +254,20 @@ class ConvPlanner(Planner):
                               "out": (np.arange(V), o_s, o_l)}, params_of)
             out.append(cs)
         else:
-            part = g.add_variable(ctx.partials, (P, N, Cog, Ho, Wo, go), f"{op['name']}/partials",
-                                  kind="temporary", op=op["name"])
-            ps = part._start + (((((p * N + n) * Cog + cog) * Ho + oh) * Wo + w0) * go)
+            # partials of this step: one [row segment][go] block per vertex, part-major
+            R = V // P     # this step's output row segments (the grid is part-major)
             pl_ = (w1 - w0) * go
+            boff = np.concatenate(([0], np.cumsum(pl_[:R])))[:-1]
+            S = int(pl_[:R].sum())
+            part = g.add_variable(ctx.partials, (P, S), f"{op['name']}/partials{tag.replace('/', '_')}",
+                                  kind="temporary", op=op["name"])
+            ps = part._start + p * S + boff[np.arange(V) % R]
             g.map_intervals(ps, pl_, tiles)
             add_by_signature(ctx, cs, CONV_CODELET[opt.get("method", "amp")], tiles, sig,
                              {"in": (vi, in_s, in_l), "weights": (np.arange(V), w_s, w_l),
                               "out": (np.arange(V), ps, pl_)},
                              lambda u: params_of(u, {"partials": ctx.partials}))
             # reduce the partials: one vertex per output row segment, parts in order
-            R = sh.reductions
             rt_ = spread(R, T)
             o_s, o_l = y.rows(n[:R], cog[:R], oh[:R], w0[:R], w1[:R])
             g.map_intervals(o_s, o_l, rt_)
