@@ -345,15 +345,9 @@ class Lowering:
         """How many times each convolution / matmul signature occurs in the training graph."""
         if not hasattr(self, "_op_sig_count"):
             self._op_sig_count = {}
-            ops, i, in_blocks = self.opg.ops(), 0, set()
-            while i < len(ops):     # the ops of blocks outlined whole are not counted
-                if not self.opg.op(ops[i]).get("block_type"):
-                    i += 1
-                    continue
-                seg, _, i = self._blocks(ops, i)
-                if self._repeats().get(self._segment_signature(seg), 0) >= 2:
-                    in_blocks.update(seg)
-            for o in ops:
+            counts = self._repeats()      # the ops of blocks outlined whole are not counted
+            in_blocks = {o for sig, seg in self._segments if counts[sig] >= 2 for o in seg}
+            for o in self.opg.ops():
                 if self.opg.op(o)["family"] in self.OUTLINED_FAMILIES and o not in in_blocks:
                     sig = self._segment_signature([o], prune=False)
                     if sig is not None:
@@ -421,6 +415,7 @@ class Lowering:
         """How many times each segment signature occurs in the training graph."""
         if not hasattr(self, "_sig_count"):
             self._sig_count = {}
+            self._segments = []     # (signature, segment) of every block segment that has one
             ops = self.opg.ops()
             i = 0
             while i < len(ops):
@@ -431,6 +426,7 @@ class Lowering:
                 sig = self._segment_signature(seg)
                 if sig is not None:
                     self._sig_count[sig] = self._sig_count.get(sig, 0) + 1
+                    self._segments.append((sig, seg))
         return self._sig_count
 
     #: attributes that name other ops (not part of what an op computes)
