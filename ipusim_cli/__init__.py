@@ -52,6 +52,19 @@ def cmd_multichip(r):
               f"{st['vertices']:,} vertices, fwd {st['fwd_cycles']:,.0f} / bwd {st['bwd_cycles']:,.0f} / update "
               f"{st['update_cycles']:,.0f} cycles, {'fits' if st['memory'].get('fits') else 'DOES NOT FIT'} "
               f"(peak tile {st['memory'].get('peak_tile_bytes', 0):,} B)")
+        h = st["memory"].get("holds")
+        if h:
+            print("          each chip holds " + ", ".join(
+                f"{k.replace('_bytes', '').replace('_', ' ')} {h[k] / 2**20:,.2f} MiB" for k in
+                ("weights_bytes", "kv_cache_bytes", "optimizer_state_bytes", "activations_bytes", "code_bytes")
+                if h.get(k)))
+    tp = mc.get("tensor_parallel")
+    if tp:
+        n, b = tp["allreduces_per_micro_batch"], tp["allreduce_bytes_per_micro_batch"]
+        print(f"tensor    {tp['degree']} chips per stage, {tp['params_per_chip'][0]:,} of {tp['params_full_model']:,} "
+              f"params on each chip of stage 0; per micro-batch {n['fwd']} all-reduces forward ({b['fwd']:,} B), "
+              f"{n['bwd']} backward ({b['bwd']:,} B); {tp['link_bytes_per_step']:,} B over the links and "
+              f"{tp['allreduce_seconds_per_step'] * 1e3:.3f} ms of all-reduce per step")
     print(f"time      {s['step_seconds'] * 1e3:.3f} ms per step, {s['samples_per_second']:,.1f} samples/s "
           f"({s['samples_per_second_per_replica']:,.1f} per replica, {s['samples_per_second_per_chip']:,.1f} per chip), "
           f"bubble {s['bubble_fraction']:.0%}, link bytes {s['link_bytes']:,}, "

@@ -59,7 +59,8 @@ _REQUIRED["mixtral"] = dict(_REQUIRED["llama"], experts="num_local_experts", exp
 
 
 #: the model options a BERT config takes (those of :func:`models.zoo.bert`)
-_BERT_OPTIONS = {"layers", "hidden", "heads", "intermediate", "vocab", "max_position", "type_vocab", "num_labels"}
+_BERT_OPTIONS = {"layers", "hidden", "heads", "intermediate", "vocab", "max_position", "type_vocab", "num_labels",
+                 "tensor_parallel"}
 
 
 def is_config_path(model) -> bool:

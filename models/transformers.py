@@ -56,6 +56,8 @@ import numpy as np
 
 from .builder import GraphBuilder
 from .errors import ModelError
+from .tensor_parallel import check as tensor_parallel_check
+from .tensor_parallel import vocab_rows
 
 STYLES = ("gpt2", "llama", "mixtral")
 
@@ -91,8 +93,9 @@ def rotary_tables(positions, head_dim, theta=10000.0):
 def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads=12, kv_heads=None,
             intermediate=None, vocab=50257, max_position=1024, seq_len=128, tie_word_embeddings=None,
             dropout=None, eps=None, rope_theta=10000.0, experts=0, experts_per_tok=2, capacity_factor=1.25,
-            cache_len=0, past=0, last_logits=False, name=None):
-    """A decoder-only transformer of ``style`` gpt2, llama or mixtral (see the module doc)."""
+            cache_len=0, past=0, last_logits=False, tensor_parallel=1, name=None):
+    """A decoder-only transformer of ``style`` gpt2, llama or mixtral (see the module doc);
+    ``tensor_parallel=K``: one chip's slice of it (:mod:`models.tensor_parallel`)."""
     if style not in STYLES:
         raise ModelError(f"decoder style {style!r} is not one of {', '.join(STYLES)}")
     name = name or style
@@ -105,6 +108,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
     check_shapes(name, hidden=hidden, heads=heads, kv_heads=kv_heads, layers=layers, intermediate=inter,
                  vocab=vocab, max_position=max_position, seq_len=seq_len,
                  experts=experts if moe else 0, experts_per_tok=experts_per_tok)
+    tp = tensor_parallel_check(name, tensor_parallel, heads=heads, kv_heads=kv_heads, intermediate=inter)
     tie = gpt if tie_word_embeddings is None else bool(tie_word_embeddings)
     drop = (0.1 if gpt else 0.0) if dropout is None else float(dropout)
     eps = (1e-5 if gpt else 1e-6) if eps is None else float(eps)
@@ -127,7 +131,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
     b = GraphBuilder(name, batch, dtype)
     ids = b.input("input_ids", (batch, S), "int64")
     emb = "wte" if gpt else "embed_tokens"
-    we = b.param(f"{emb}.weight", (vocab, hidden))
+    we = b.param(f"{emb}.weight", (vocab_rows(vocab, tp), hidden))    # vocabulary-parallel
     x = b.op("Gather", [we, ids], dict(axis=0), name=emb)
     if gpt:
         pos = b.const("position_ids", np.arange(past, past + S, dtype=np.int64))
@@ -137,7 +141,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
         if drop:
             x = b.op("Dropout", [x], dict(ratio=drop), name="drop")
     x = b.reshape(x, "embeddings.flatten_tokens", (-1, hidden), layer=emb)
-    ctx = dict(S=S, B=batch, hidden=hidden, H=heads, KV=kv_heads, hd=hd, drop=drop, eps=eps, bias=gpt,
+    ctx = dict(S=S, B=batch, hidden=hidden, H=heads // tp, KV=kv_heads // tp, hd=hd, drop=drop, eps=eps, bias=gpt,
                cache_len=cache_len, past=past,
                scale=b.const("attention_scale", np.array(np.sqrt(hd), dtype=np.float32)))
     if not past:
@@ -155,19 +159,19 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
             x = b.op("Add", [a, x], name=f"{p}.attn_residual", layer=f"{p}.residual")
             n2 = _norm(b, x, f"{p}.ln_2" if gpt else f"{p}.post_attention_layernorm", gpt, eps)
             if gpt:
-                m = _gelu_mlp(b, n2, f"{p}.mlp", hidden, inter, drop)
+                m = _gelu_mlp(b, n2, f"{p}.mlp", hidden, inter // tp, drop)
             elif moe:
-                m = _moe_mlp(b, n2, f"{p}.block_sparse_moe", hidden, inter, experts, experts_per_tok,
+                m = _moe_mlp(b, n2, f"{p}.block_sparse_moe", hidden, inter // tp, experts, experts_per_tok,
                              capacity_factor, batch * S)
             else:
-                m = _swiglu_mlp(b, n2, f"{p}.mlp", hidden, inter)
+                m = _swiglu_mlp(b, n2, f"{p}.mlp", hidden, inter // tp)
             x = b.op("Add", [m, x], name=f"{p}.mlp_residual", layer=f"{p}.residual")
     if last_logits:     # generation: only each sequence's last token is sampled from
         x = b.reshape(x, "last_token.unflatten", (-1, S, hidden), layer="last_token")
         last = b.const("last_token_index", np.array(S - 1, dtype=np.int64))
         x = b.op("Gather", [x, last], dict(axis=1), name="last_token")
     x = _norm(b, x, "ln_f" if gpt else "norm", gpt, eps)
-    head = we if tie else b.param("lm_head.weight", (vocab, hidden))
+    head = we if tie else b.param("lm_head.weight", (vocab_rows(vocab, tp), hidden))
     # the head as (vocab, hidden) x (tokens, hidden)^T: its output blocks are rows of tokens, so
     # the planner's split of the contraction reduces whole rows; as (tokens, hidden) x
     # (vocab, hidden)^T GPT-2's vocabulary of 50,257 (= 29 x 1,733) allows only 1-column blocks
@@ -213,7 +217,7 @@ def _decode_attention(b, q, k, v, a, c):
     s = b.op("Div", [s, c["scale"]], name=f"{a}.scale", layer=a)
     s = b.op("Softmax", [s], dict(axis=-1), name=f"{a}.softmax", layer=a)
     o = b.op("MatMul", [s, vc], name=f"{a}.context", layer=a)
-    o = b.reshape(o, f"{a}.merge_heads", (-1, hidden), layer=a)
+    o = b.reshape(o, f"{a}.merge_heads", (-1, H * hd), layer=a)
     return b.linear(o, f"{a}.o_proj", hidden, bias=c["bias"])
 
 
@@ -254,7 +258,7 @@ def _attention(b, x, a, c):
     if rep > 1:
         o = b.reshape(o, f"{a}.ungroup_context", (-1, H, S, hd), layer=a)
     o = b.op("Transpose", [o], dict(perm=[0, 2, 1, 3]), name=f"{a}.transpose_context", layer=a)
-    o = b.reshape(o, f"{a}.merge_heads", (-1, hidden), layer=a)
+    o = b.reshape(o, f"{a}.merge_heads", (-1, H * hd), layer=a)
     o = b.linear(o, f"{a}.o_proj", hidden, bias=c["bias"])
     if c["drop"]:
         o = b.op("Dropout", [o], dict(ratio=c["drop"]), name=f"{a}.resid_dropout", layer=f"{a}.o_proj")
@@ -320,7 +324,7 @@ def _preset(style, name, **shape):
 #: the builder options of every decoder preset (``get_model(name, **options)``)
 OPTIONS = {"layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "max_position", "seq_len",
            "tie_word_embeddings", "dropout", "eps", "rope_theta", "experts", "experts_per_tok",
-           "capacity_factor", "cache_len", "past", "last_logits"}
+           "capacity_factor", "cache_len", "past", "last_logits", "tensor_parallel"}
 
 _GPT2 = dict(vocab=50257, max_position=1024)
 _LLAMA2_7B = dict(layers=32, hidden=4096, heads=32, kv_heads=32, intermediate=11008, vocab=32000,

@@ -36,6 +36,8 @@ import numpy as np
 
 from .builder import GraphBuilder
 from .errors import ModelError
+from .tensor_parallel import check as tensor_parallel_check
+from .tensor_parallel import vocab_rows
 from .transformers import DECODERS
 
 
@@ -149,7 +151,7 @@ def _bottleneck(b, x, p, cin, width, stride):
 
 
 def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=None,
-         seq_len=128, vocab=30522, max_position=512, type_vocab=2, num_labels=2,
+         seq_len=128, vocab=30522, max_position=512, type_vocab=2, num_labels=2, tensor_parallel=1,
          name="bert-base"):
     """BERT encoder (HF ``BertForSequenceClassification`` layout).
 
@@ -158,7 +160,8 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
     (batch * seq_len, hidden) so every linear layer is a Gemm; attention
     reshapes to (batch, heads, seq_len, head_dim). Each encoder layer is a block
     ``encoder.layer.i`` of kind ``bert_layer``. ``num_labels=0`` drops the
-    classifier and outputs the pooled (batch, hidden) tensor.
+    classifier and outputs the pooled (batch, hidden) tensor.  ``tensor_parallel=K``: one
+    chip's slice of the encoder (:mod:`models.tensor_parallel`).
     """
     if hidden % heads:
         raise ModelError(f"{name}: hidden {hidden} is not a multiple of heads {heads}")
@@ -166,12 +169,13 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
         raise ModelError(f"{name}: seq_len {seq_len} exceeds max_position {max_position}")
     inter = intermediate or 4 * hidden
     hd = hidden // heads
+    tp = tensor_parallel_check(name, tensor_parallel, heads=heads, kv_heads=heads, intermediate=inter)
     b = GraphBuilder(name, batch, dtype)
     ids = b.input("input_ids", (batch, seq_len), "int64")
     types = b.input("token_type_ids", (batch, seq_len), "int64")
     pos = b.const("position_ids", np.arange(seq_len, dtype=np.int64))
     e = "embeddings"
-    we = b.param(f"{e}.word_embeddings.weight", (vocab, hidden))
+    we = b.param(f"{e}.word_embeddings.weight", (vocab_rows(vocab, tp), hidden))    # vocabulary-parallel
     pe = b.param(f"{e}.position_embeddings.weight", (max_position, hidden))
     te = b.param(f"{e}.token_type_embeddings.weight", (type_vocab, hidden))
     x = b.op("Gather", [we, ids], dict(axis=0), name=f"{e}.word_embeddings")
@@ -186,7 +190,7 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
     for i in range(layers):
         p = f"encoder.layer.{i}"
         with b.block(p, "bert_layer"):
-            x = _bert_layer(b, x, p, seq_len, hidden, heads, hd, inter, scale)
+            x = _bert_layer(b, x, p, seq_len, hidden, heads // tp, hd, inter // tp, scale)
     x = b.reshape(x, "pooler.unflatten_tokens", (-1, seq_len, hidden), layer="pooler")
     first = b.const("first_token", np.array(0, dtype=np.int64))
     x = b.op("Gather", [x, first], dict(axis=1), name="pooler.first_token", layer="pooler")
@@ -200,9 +204,9 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
 
 def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale):
     a = f"{p}.attention.self"
-    q = b.linear(x, f"{a}.query", hidden)
-    k = b.linear(x, f"{a}.key", hidden)
-    v = b.linear(x, f"{a}.value", hidden)
+    q = b.linear(x, f"{a}.query", heads * hd)
+    k = b.linear(x, f"{a}.key", heads * hd)
+    v = b.linear(x, f"{a}.value", heads * hd)
     split = (-1, seq, heads, hd)
     q = b.reshape(q, f"{a}.split_heads_q", split, layer=a)
     q = b.op("Transpose", [q], dict(perm=[0, 2, 1, 3]), name=f"{a}.transpose_q", layer=a)
@@ -217,7 +221,7 @@ def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale):
     c = b.op("MatMul", [s, v], name=f"{a}.context", layer=a)
     c = b.op("Transpose", [c], dict(perm=[0, 2, 1, 3]), name=f"{a}.transpose_context",
              layer=a)
-    c = b.reshape(c, f"{a}.merge_heads", (-1, hidden), layer=a)
+    c = b.reshape(c, f"{a}.merge_heads", (-1, heads * hd), layer=a)
     o = f"{p}.attention.output"
     y = b.linear(c, f"{o}.dense", hidden)
     y = b.op("Dropout", [y], dict(ratio=0.1), name=f"{o}.dropout", layer=f"{o}.dense")
@@ -233,12 +237,12 @@ def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale):
 
 
 def bert_large(batch=1, dtype="fp32", layers=24, hidden=1024, heads=16, intermediate=4096,
-               seq_len=512, vocab=30400, max_position=512, type_vocab=2, num_labels=2):
+               seq_len=512, vocab=30400, max_position=512, type_vocab=2, num_labels=2, tensor_parallel=1):
     """BERT-large as in MLPerf's Graphcore configuration (see the module docstring); the
     layout of :func:`bert`, with 512-token sequences by default."""
     return bert(batch=batch, dtype=dtype, layers=layers, hidden=hidden, heads=heads,
                 intermediate=intermediate, seq_len=seq_len, vocab=vocab, max_position=max_position,
-                type_vocab=type_vocab, num_labels=num_labels, name="bert-large")
+                type_vocab=type_vocab, num_labels=num_labels, tensor_parallel=tensor_parallel, name="bert-large")
 
 
 #: name -> builder function

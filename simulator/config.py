@@ -25,7 +25,9 @@ from typing import Any, Mapping
 
 from hardware.chips import VALUE_FIELDS, Chip, get_chip
 
-MODES = ("shard", "pipeline", "replicate", "pipeline+replicate", "spread")
+MODES = ("shard", "pipeline", "replicate", "pipeline+replicate", "tensor", "pipeline+tensor", "spread")
+#: the modes that split each layer over a tensor-parallel group of chips (--tensor-parallel)
+TENSOR_MODES = ("tensor", "pipeline+tensor")
 RECOMPUTE_MODES = ("none", "blocks", "sqrt", "all")
 OFFLOADABLE = ("optimizer", "weights")
 #: run configurations shipped with the package (``ipusim presets``), one TOML file each
@@ -66,8 +68,12 @@ class RunConfig:
                                 choices=("fp32", "fp16"))
     ipus: int = _opt(1, "number of chips")
     mode: str = _opt("shard", "how --ipus N chips are used: shard (layers split over the chips, run in turn), "
-                     "pipeline, replicate, pipeline+replicate, or spread (one graph over all their tiles)",
-                     choices=MODES)
+                     "pipeline, replicate, pipeline+replicate, tensor (transformers: heads and MLP features "
+                     "split over the chips, Megatron-style), pipeline+tensor, or spread (one graph over all "
+                     "their tiles)", choices=MODES)
+    tensor_parallel: int | None = _opt(None, "tensor / pipeline+tensor: chips per tensor-parallel group (tensor: "
+                                       "all --ipus; pipeline+tensor: default 2, --ipus / T pipeline stages)",
+                                       metavar="T")
     replicas: int | None = _opt(None, "replication: data-parallel copies (each all-reduces once per weight update)")
     micro_batches: int | None = _opt(None, "micro-batches each --batch is split into: on one chip, gradient "
                                      "accumulation over M micro-batches of batch/M; in a pipeline, M micro-batches "
@@ -112,7 +118,7 @@ class RunConfig:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - normalising a frozen value
         for name in ("batch", "ipus", "accumulate"):
             set_(name, _int(name, getattr(self, name), 1))
-        for name in ("replicas", "micro_batches", "seq_len"):
+        for name in ("replicas", "micro_batches", "seq_len", "tensor_parallel"):
             if getattr(self, name) is not None:
                 set_(name, _int(name, getattr(self, name), 1))
         for name, hi in (("accumulate", MAX_MICRO_BATCHES), ("micro_batches", MAX_MICRO_BATCHES),
@@ -186,17 +192,45 @@ class RunConfig:
         amp = self.available_memory_proportion
         return amp[stage] if isinstance(amp, tuple) else amp
 
+    @property
+    def tensor_degree(self) -> int:
+        """Chips per tensor-parallel group: T of --mode tensor / pipeline+tensor, else 1."""
+        if not self.multichip or self.mode not in TENSOR_MODES:
+            return 1
+        if self.mode == "tensor":
+            return self.tensor_parallel or self.ipus
+        return self.tensor_parallel or 2
+
     def layout(self) -> tuple[int, int, int]:
         """``(stages, replicas, micro-batches)``: the chips of one replica in turn, the data-parallel
         copies, and the micro-batches each replica's ``batch`` is split into (one graph: ``(1, 1, M)``).
         Raises ConfigError for an impossible combination.  Cheap: nothing is loaded."""
         mode, ipus, batch = self.mode, self.ipus, self.batch
+        T = self.tensor_degree
+        if self.tensor_parallel is not None and (not self.multichip or mode not in TENSOR_MODES):
+            raise ConfigError(f"tensor_parallel: needs --ipus N with --mode tensor or pipeline+tensor, "
+                              f"got --ipus {ipus} --mode {mode}")
+        if mode in TENSOR_MODES and self.multichip:
+            if self.replicas is not None:
+                raise ConfigError(f"replicas: --mode {mode} has no replicas (tensor parallelism with "
+                                  f"replication is not supported yet)")
+            if mode == "tensor" and T != ipus:
+                raise ConfigError(f"tensor_parallel: --mode tensor splits every layer over all --ipus {ipus} "
+                                  f"chips, got --tensor-parallel {T} (use --mode pipeline+tensor for stages of "
+                                  f"{T} chips)")
+            if ipus % T:
+                raise ConfigError(f"tensor_parallel: {T} chips per group do not divide --ipus {ipus}")
         if not self.multichip:     # one graph (over all the chips' tiles): M micro-batches accumulated
             S, R, M = 1, 1, self.micro_batches or 1
         elif mode == "shard":      # the whole batch through the chips in turn
             S, R, M = ipus, 1, 1
         elif mode == "pipeline":
             S, R = ipus, 1
+            M = self.micro_batches or _divisor_up_to(batch, 2 * S)
+        elif mode == "tensor":
+            S, R, M = 1, 1, self.micro_batches or 1
+        elif mode == "pipeline+tensor":
+            S, R = ipus // T, 1
             M = self.micro_batches or _divisor_up_to(batch, 2 * S)
         elif mode == "replicate":
             R = self.replicas or ipus
@@ -206,7 +240,7 @@ class RunConfig:
             R = self.replicas or 2
             S = ipus // R
             M = self.micro_batches or _divisor_up_to(batch, 2 * S)
-        if self.multichip and (S < 1 or S * R != ipus):
+        if self.multichip and (S < 1 or S * R * T != ipus):
             raise ConfigError(f"replicas: --ipus {ipus} cannot hold {R} replicas of whole stages "
                               f"(the replicas must divide the {ipus} chips)")
         if batch % M:
@@ -240,7 +274,7 @@ class RunConfig:
     def one_chip(self) -> "RunConfig":
         """The same run on one chip: one replica, its samples per update in the same micro-batches
         (accumulated), the first stage's memory proportion."""
-        return self.replace(ipus=1, mode="shard", replicas=None, replicated_tensor_sharding=False,
+        return self.replace(ipus=1, mode="shard", replicas=None, replicated_tensor_sharding=False, tensor_parallel=None,
                             layers_per_chip=(), pipeline_splits=(),
                             available_memory_proportion=self.proportion_of_stage(0),
                             micro_batches=self.layout()[2])

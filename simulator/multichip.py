@@ -80,6 +80,7 @@ from compiler.recompute import layer_names, unknown_layer
 from compiler.recompute import recompute as apply_recompute
 from hardware.dtypes import DTYPE_BYTES
 from models.opgraph import OpGraph
+from models.tensor_parallel import allreduce_ops, head_ops
 
 from .config import MODES as _ALL_MODES
 from .config import RunConfig
@@ -157,6 +158,36 @@ def _state_bytes_per_tile(graph) -> np.ndarray:
     return out
 
 
+def kv_cache_bytes_per_tile(graph) -> np.ndarray:
+    """Bytes of the KV cache (every ``*_cache`` variable of a lowered graph, the unread rest
+    included) on each tile."""
+    out = np.zeros(graph.num_tiles, np.float64)
+    for vid, v in enumerate(graph.variables):
+        if "_cache" not in v.name or "/" in v.name:
+            continue
+        r = graph.tile_map.runs(vid)
+        if r is None:
+            continue
+        _, tl = r
+        ln = graph.tile_map.run_lengths(vid)
+        ok = tl >= 0
+        np.add.at(out, tl[ok], ln[ok] * DTYPE_BYTES[v.dtype])
+    return out
+
+
+def _holds(stage, m, kv, state, dtype) -> dict:
+    """What one chip of a stage holds, in bytes over all its tiles: weights (in SRAM unless
+    offloaded), KV cache, optimizer state, activations and temporaries (the not-always-live
+    space allocated), code (vertex, exchange, control) and vertex state."""
+    cat = m.get("by_category", {})
+    return {"weights_bytes": int(stage.graph.params() * DTYPE_BYTES.get(dtype, 4)),
+            "kv_cache_bytes": int(kv.sum()), "kv_cache_bytes_per_tile_max": int(kv.max()) if kv.size else 0,
+            "optimizer_state_bytes": int(state.sum()),
+            "activations_bytes": int(cat.get("not_always_live_variables", 0)),
+            "code_bytes": int(sum(cat.get(k, 0) for k in ("vertex_code", "exchange_code", "control_code"))),
+            "vertex_state_bytes": int(cat.get("vertex_state", 0))}
+
+
 def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
                use_functions=True, memory=True, detail=False, offload=(), shards=1) -> StageTiming:
     """Lower, compile and run one stage graph on one chip (see the module docstring).
@@ -186,7 +217,8 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
                    "sram_bytes_per_tile": int(m["sram_bytes_per_tile"]), "oom_tiles": int(m.get("oom_tiles", 0)),
                    "worst_tiles": [{k: (int(v) if isinstance(v, (int, float)) else v) for k, v in w.items()}
                                    for w in m.get("worst_tiles", [])[:5]],
-                   "optimizer_state_bytes": int(state.sum()), "optimizer_state_offloaded": "optimizer" in offload}
+                   "optimizer_state_bytes": int(state.sum()), "optimizer_state_offloaded": "optimizer" in offload,
+                   "holds": _holds(stage, m, kv_cache_bytes_per_tile(low.graph), state, dtype)}
             if shards > 1:
                 _shard_memory(mem, m, state, shards, "optimizer" in offload)
             if detail:
@@ -324,15 +356,19 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
     chip = cfg.get_chip()
     mode, batch, dtype = cfg.mode, cfg.batch, cfg.dtype
     S, R, M = cfg.layout()
+    T = cfg.tensor_degree
     micro = batch // M
     model = cfg.model
+    if T > 1 and (isinstance(model, OpGraph) or callable(model)):
+        raise ValueError(f"mode: --mode {mode} builds each chip's slice of a transformer by name or config.json; "
+                         f"got an op graph or a builder")
     if isinstance(model, OpGraph):
         if model.batch != micro:
             raise ValueError(f"an OpGraph is one micro-batch: its batch {model.batch} != batch / "
                              f"micro-batches = {micro}")
         og = model
     else:
-        og = models.load(model, batch=micro, train=cfg.train, optimizer=cfg.optimizer, model_kw=cfg.model_kw)
+        og = _load(cfg, micro, T)
     training = any(og.op(n)["phase"] != "fwd" for n in og.graph)
     if not training:
         for name, bad in (("recompute", cfg.recompute_mode != "none"), ("offload", "optimizer" in cfg.offload),
@@ -341,7 +377,7 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
                 raise ValueError(f"{name}: needs a training graph (--train)")
     if cfg.recompute_mode != "none":
         og = apply_recompute(og, cfg.recompute_mode, cfg.recompute_checkpoints)
-    pipelined = mode in ("pipeline", "pipeline+replicate")
+    pipelined = mode in ("pipeline", "pipeline+replicate", "pipeline+tensor")
     if cuts is None:
         cuts = stage_cuts(og, S, cfg.layers_per_chip, cfg.pipeline_splits)
     part = partition(og, S, chip, placement=cfg.placement, dtype=dtype, pipelined=pipelined, micro_batches=M,
@@ -365,14 +401,17 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
             _shard_update(tm, rts)
     t2 = time.perf_counter()
     schedule = cfg.schedule
+    coll = tensor_collectives(og, part, T, dtype, training)
     sim = _MultiChipSim(part, timings, chip, S=S, R=R, M=M, training=training, steps=int(steps),
                         schedule=schedule if pipelined else "1f1b", host_buffers=host_buffers, dtype=dtype,
-                        sharded=rts > 1)
+                        sharded=rts > 1, T=T, collectives=coll)
     sim.run()
     t3 = time.perf_counter()
     report = _report(og, part, timings, sim, chip, mode=mode, S=S, R=R, M=M, batch=batch, micro=micro,
                      training=training, dtype=dtype, steps=int(steps), schedule=schedule)
     report["multichip"]["stages_requested"] = S_asked
+    if T > 1:
+        report["multichip"]["tensor_parallel"] = _tensor_report(cfg, og, part, coll, T, M, int(steps), sim)
     report["multichip"]["replicated_tensor_sharding"] = rts > 1
     report["model"].update(recompute=cfg.recompute_mode, offload=list(cfg.offload), optimizer=cfg.optimizer)
     if stage_detail:
@@ -400,6 +439,77 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
         sim.chrome_trace(trace)
     report["_sim"] = sim
     return report
+
+
+def _load(cfg, micro, T):
+    """The op graph one chip compiles: the model, or with ``T`` tensor-parallel chips its 1/T slice
+    (the builder option ``tensor_parallel``, :mod:`models.tensor_parallel`)."""
+    if T == 1:
+        return models.load(cfg.model, batch=micro, train=cfg.train, optimizer=cfg.optimizer, model_kw=cfg.model_kw)
+    kw = dict(cfg.model_kw or {}) | {"tensor_parallel": T}
+    try:
+        return models.load(cfg.model, batch=micro, train=cfg.train, optimizer=cfg.optimizer, model_kw=kw)
+    except models.ModelError as e:
+        if "unknown" in str(e) and "tensor_parallel" in str(e):
+            raise ValueError(f"mode: --mode {cfg.mode} splits attention heads and MLP features; {cfg.model} is "
+                             f"not a transformer (GPT-2, Llama, Mixtral, BERT or a config.json)") from None
+        raise ValueError(f"tensor_parallel: {e}") from None
+
+
+def tensor_collectives(og, part, T, dtype, training) -> dict:
+    """Per stage and phase, the bytes of each all-reduce a tensor-parallel group runs per
+    micro-batch, in order: ``{stage: {"fwd": [bytes...], "bwd": [bytes...]}}`` (empty for T = 1).
+
+    Forward: every op of :func:`models.tensor_parallel.allreduce_ops` (embedding lookup,
+    attention output projection, MLP second matmul: partial sums of ``tokens x hidden``);
+    training adds the vocabulary-parallel cross-entropy's statistics (3 fp32 numbers per token)
+    and, backward, the same all-reduces mirrored (the input gradients of the attention, the MLP
+    and the head; the embedding's gradient needs none: each chip updates its own rows)."""
+    if T <= 1:
+        return {}
+    eb = DTYPE_BYTES.get(dtype, 4)
+    stage_of = {o: st.index for st in part.stages for o in st.ops}
+    out = {st.index: {"fwd": [], "bwd": []} for st in part.stages}
+    tokens = 0
+    for n in allreduce_ops(og):
+        t = og.tensors[og.op(n)["outputs"][0]]
+        tokens = max(tokens, t.size // t.shape[-1])
+        out[stage_of[n]]["fwd"].append(t.size * eb)
+        if training and og.op(n)["op"] != "Gather":
+            out[stage_of[n]]["bwd"].insert(0, t.size * eb)
+    if training:
+        for n in head_ops(og):
+            x = og.tensors[og.op(n)["inputs"][1]]
+            out[stage_of[n]]["bwd"].insert(0, x.size * eb)
+        loss = [o for o in og.ops() if og.op(o)["phase"] == "loss"]
+        if loss and head_ops(og):
+            out[stage_of[loss[0]]]["fwd"].append(3 * 4 * tokens)
+    return out
+
+
+def _tensor_report(cfg, og, part, coll, T, M, steps, sim) -> dict:
+    """The tensor-parallel section of the report: the group, the model's full size beside one
+    chip's, and the all-reduces per micro-batch and per step."""
+    full = models.load(cfg.model, batch=1, model_kw=cfg.model_kw).params()
+    n_fwd = sum(len(c["fwd"]) for c in coll.values())
+    n_bwd = sum(len(c["bwd"]) for c in coll.values())
+    b_fwd = sum(sum(c["fwd"]) for c in coll.values())
+    b_bwd = sum(sum(c["bwd"]) for c in coll.values())
+    eb = DTYPE_BYTES.get(cfg.dtype, 4)
+    layer = [og.tensors[og.op(n)["outputs"][0]].size * eb for n in allreduce_ops(og) if og.op(n)["op"] != "Gather"]
+    per_chip = Network.allreduce_bytes_per_chip
+    return {"degree": T, "groups": len(part.stages), "params_full_model": int(full),
+            "params_per_chip": [int(st.params) for st in part.stages],
+            "embedding": "vocabulary-parallel (ceil(vocab / T) rows per chip)",
+            "experts": "column-split (intermediate / T features of every expert per chip)",
+            "allreduces_per_micro_batch": {"fwd": n_fwd, "bwd": n_bwd},
+            "allreduce_bytes_per_micro_batch": {"fwd": int(b_fwd), "bwd": int(b_bwd)},
+            "allreduce_bytes_per_layer_fwd": int(sum(layer[:2])) if layer else 0,
+            "link_bytes_sent_per_chip_per_micro_batch": per_chip(b_fwd + b_bwd, T),
+            "link_bytes_per_step": int(sim.tensor_bytes / steps) if steps else 0,
+            "allreduce_cycles_per_step": sim.tensor_cycles / steps if steps else 0.0,
+            "allreduce_seconds_per_step": sim.chip.seconds(sim.tensor_cycles / steps) if steps else 0.0,
+            "micro_batches": M}
 
 
 def stage_cuts(og, stages, layers_per_chip=(), pipeline_splits=()):
@@ -468,9 +578,15 @@ class _MultiChipSim:
     """The SimPy model of several chips (one process per chip)."""
 
     def __init__(self, part, timings, chip, *, S, R, M, training, steps, schedule, host_buffers, dtype,
-                 sharded=False):
+                 sharded=False, T=1, collectives=None):
         self.part, self.timings, self.chip = part, timings, chip
         self.sharded = sharded
+        # tensor parallelism: every stage is a group of T identical chips (ids chip_id .. chip_id + T - 1);
+        # one process per group runs the stage, its all-reduces run on the group's ring of links
+        self.T, self.collectives = int(T), collectives or {}
+        self.tensor_bytes = 0.0
+        self.tensor_cycles = 0.0
+        self.tensor_stage_cycles = defaultdict(float)     # stage -> all-reduce cycles (all replicas, steps)
         self.S, self.R, self.M, self.training, self.steps = S, R, M, training, steps
         self.schedule, self.host_buffers, self.dtype = schedule, max(int(host_buffers), 1), dtype
         self.elem_bytes = 2 if dtype == "fp16" else 4
@@ -494,22 +610,28 @@ class _MultiChipSim:
         self.grad_bytes = [st.params * self.elem_bytes for st in part.stages]
 
     def chip_id(self, r, s):
-        return r * self.S + s
+        return (r * self.S + s) * self.T
 
     def run(self):
         env = self.env = simpy.Environment()
         S, R = self.S, self.R
         pairs = set()
+        T = self.T
         for r in range(R):
             for (s, ph), dsts in self.sends.items():
                 for d in dsts:
-                    pairs.add((self.chip_id(r, s), self.chip_id(r, d)))
+                    for t in range(T):    # each chip of a group sends its copy to its peer of the next
+                        pairs.add((self.chip_id(r, s) + t, self.chip_id(r, d) + t))
+            for s in range(S if T > 1 else 0):
+                c = self.chip_id(r, s)
+                for t in range(T):
+                    pairs.add((c + t, c + (t + 1) % T))
         if R > 1:
             for s in range(S):
                 for r in range(R):
                     pairs.add((self.chip_id(r, s), self.chip_id((r + 1) % R, s)))
         self.net = Network(env, self.chip, sorted(pairs)) if pairs else None
-        n = S * R
+        n = S * R * T
         self.host = [HostLink(env, self.chip, i) for i in range(n)]
         self.stat = [defaultdict(float) for _ in range(n)]
         self.chip_events = [[] for _ in range(n)]     # (start, dur, name, kind)
@@ -562,14 +684,38 @@ class _MultiChipSim:
             yield self.env.timeout(dur)
 
     def _phase(self, c, s, ph, label):
-        """Run stage ``s``'s phase ``ph`` once: the engine's supersteps, replayed for the trace."""
+        """Run stage ``s``'s phase ``ph`` once: the engine's supersteps, replayed for the trace.
+        With tensor parallelism the phase's all-reduces cut it into equal segments, each
+        all-reduce a ring collective on the group's links (:meth:`Network.allreduce`)."""
         tm = self.timings[s]
-        start = self.env.now
-        for name, kind, rel, d in tm.steps[ph]:
-            self.chip_events[c].append((start + rel, d, f"{label} {name}", kind))
+        env = self.env
+        start = env.now
+        coll = self.collectives.get(s, {}).get(ph, ()) if self.T > 1 else ()
         for kind, v in tm.split[ph].items():
             self.stat[c][kind] += v
-        yield self.env.timeout(tm.cycles[ph])
+        if not coll:
+            for name, kind, rel, d in tm.steps[ph]:
+                self.chip_events[c].append((start + rel, d, f"{label} {name}", kind))
+            yield env.timeout(tm.cycles[ph])
+            return
+        seg = tm.cycles[ph] / (len(coll) + 1)
+        shift = [0.0]                  # all-reduce cycles before each segment
+        ring = [c + t for t in range(self.T)]
+        for i, nb in enumerate(coll):
+            yield env.timeout(seg)
+            t0 = env.now
+            yield env.process(self.net.allreduce(ring, nb, f"tensor all-reduce s{s} {label} {i}", self.elem_bytes))
+            d = env.now - t0
+            self.chip_events[c].append((t0, d, f"{label} tensor all-reduce {i}", "link"))
+            self.stat[c]["tensor_allreduce"] += d
+            self.tensor_cycles += d
+            self.tensor_stage_cycles[s] += d
+            self.tensor_bytes += Network.allreduce_bytes_per_chip(nb, self.T) * self.T
+            shift.append(shift[-1] + d)
+        yield env.timeout(seg)
+        for name, kind, rel, d in tm.steps[ph]:
+            k = min(int(rel // seg), len(coll)) if seg > 0 else 0
+            self.chip_events[c].append((start + rel + shift[k], d, f"{label} {name}", kind))
 
     def _wait(self, c, ev, what):
         t0 = self.env.now
@@ -586,7 +732,12 @@ class _MultiChipSim:
         for dst, nbytes in sorted(self.sends.get((s, ph), {}).items()):
             yield from self._busy(c, self.chip.sync_cycles_multi_chip, "cross-chip sync", "sync")
             t0 = env.now
-            yield from self.net.send(c, self.chip_id(r, dst), nbytes, f"{ph} {key} s{s}->s{dst}")
+            d = self.chip_id(r, dst)
+            if self.T > 1:      # every chip of the group sends to its peer, all at once
+                yield env.all_of([env.process(self.net.send(c + t, d + t, nbytes, f"{ph} {key} s{s}->s{dst}"))
+                                  for t in range(self.T)])
+            else:
+                yield from self.net.send(c, d, nbytes, f"{ph} {key} s{s}->s{dst}")
             self.chip_events[c].append((t0, env.now - t0, f"send {ph} to stage {dst}", "link"))
             self.stat[c]["link"] += env.now - t0
             self.arrivals[(r, key, s, dst, ph)].succeed()
@@ -693,15 +844,22 @@ class _MultiChipSim:
             for s in range(self.S):
                 c = self.chip_id(r, s)
                 st = self.stat[c]
-                busy = st["compute"] + st["sync"] + st["exchange"] + st["link"] + st["allreduce"]
-                out.append({"ipu": c, "stage": s, "replica": r,
-                            "cycles": self.cycles,
-                            "compute_cycles": st["compute"], "sync_cycles": st["sync"],
-                            "exchange_cycles": st["exchange"], "link_cycles": st["link"],
-                            "allreduce_cycles": st["allreduce"], "idle_cycles": st["idle"],
-                            "host_wait_cycles": st["host"], "busy_cycles": busy,
-                            "utilisation": busy / self.cycles if self.cycles else 0.0,
-                            "compute_utilisation": st["compute"] / self.cycles if self.cycles else 0.0})
+                busy = st["compute"] + st["sync"] + st["exchange"] + st["link"] + st["allreduce"] + \
+                    st["tensor_allreduce"]
+                row = {"ipu": c, "stage": s, "replica": r,
+                       "cycles": self.cycles,
+                       "compute_cycles": st["compute"], "sync_cycles": st["sync"],
+                       "exchange_cycles": st["exchange"], "link_cycles": st["link"],
+                       "allreduce_cycles": st["allreduce"], "idle_cycles": st["idle"],
+                       "host_wait_cycles": st["host"], "busy_cycles": busy,
+                       "utilisation": busy / self.cycles if self.cycles else 0.0,
+                       "compute_utilisation": st["compute"] / self.cycles if self.cycles else 0.0}
+                if self.T == 1:
+                    out.append(row)
+                    continue
+                row["tensor_allreduce_cycles"] = st["tensor_allreduce"]
+                for t in range(self.T):     # the chips of a group run alike
+                    out.append(row | {"ipu": c + t, "tensor_rank": t})
         return out
 
     def link_stats(self):
@@ -718,14 +876,15 @@ class _MultiChipSim:
         us = 1e6 / self.chip.clock_hz
         kinds = ("compute", "sync", "exchange", "link", "host", "idle")
         ev = []
-        n = self.S * self.R
+        n = self.S * self.R * self.T
         for c in range(n):
-            r, s = divmod(c, self.S)
-            ev.append({"ph": "M", "name": "process_name", "pid": c,
-                       "args": {"name": f"IPU {c} (stage {s}, replica {r})"}})
+            g, t = divmod(c, self.T)
+            r, s = divmod(g, self.S)
+            name = f"IPU {c} (stage {s}, replica {r})" if self.T == 1 else f"IPU {c} (stage {s}, tensor rank {t})"
+            ev.append({"ph": "M", "name": "process_name", "pid": c, "args": {"name": name}})
             for tid, k in enumerate(kinds):
                 ev.append({"ph": "M", "name": "thread_name", "pid": c, "tid": tid, "args": {"name": k}})
-            for start, dur, name, kind in self.chip_events[c]:
+            for start, dur, name, kind in self.chip_events[c - t]:     # a group's chips run alike
                 ev.append({"ph": "X", "name": name, "cat": kind, "pid": c, "tid": kinds.index(kind),
                            "ts": start * us, "dur": dur * us})
         lp = n
@@ -758,7 +917,7 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
     hidden = 1.0 if sim.host_xfer <= 0 else max(0.0, 1.0 - sim.host_wait / sim.host_xfer)
     stage_rows = []
     for st, tm in zip(part.stages, timings):
-        stage_rows.append({"stage": st.index, "ipus": [r * S + st.index for r in range(R)],
+        stage_rows.append({"stage": st.index, "ipus": [sim.chip_id(r, st.index) + t for r in range(R) for t in range(sim.T)],
                            "first_layer": st.units[0] if st.units else None,
                            "last_layer": st.units[-1] if st.units else None,
                            "layers": len(st.units), "ops": len(st.ops), "params": int(st.params),
@@ -769,7 +928,7 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
                            "grad_bytes": sim.grad_bytes[st.index] if training else 0})
     busiest = max(range(S), key=lambda s: timings[s].cycles["fwd"] + timings[s].cycles["bwd"])
     ideal_step = M * (timings[busiest].cycles["fwd"] + timings[busiest].cycles["bwd"]) + \
-        timings[busiest].cycles["update"]
+        timings[busiest].cycles["update"] + sim.tensor_stage_cycles[busiest] / (steps * R)
     step_cycles = cycles / steps
     flops = sum(t.flops for t in timings) * M * R * steps
     fits = all(t.memory.get("fits", True) for t in timings)
@@ -777,7 +936,7 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
         "model": {"name": og.name, "params": int(og.params()), "flops_per_micro_batch": int(og.flops()),
                   "batch": batch, "micro_batch": micro, "samples_per_step": batch * R,
                   "train": bool(training), "dtype": dtype},
-        "chip": {"name": chip.name, "ipus": S * R, "tiles_per_ipu": chip.tiles, "clock_hz": chip.clock_hz},
+        "chip": {"name": chip.name, "ipus": S * R * sim.T, "tiles_per_ipu": chip.tiles, "clock_hz": chip.clock_hz},
         "multichip": {"mode": mode, "stages": S, "replicas": R, "micro_batches": M, "schedule": schedule,
                       "steps": steps, "placement": part.summary() | {"method": part.placement},
                       "per_stage": stage_rows, "transfers": part.transfers,
@@ -785,12 +944,12 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
         "memory": {"fits": fits, "peak_tile_bytes": max((t.memory.get("peak_tile_bytes", 0) for t in timings),
                                                         default=0),
                    "sram_bytes_per_tile": int(chip.sram_bytes_per_tile),
-                   "oom_tiles": sum(t.memory.get("oom_tiles", 0) for t in timings) * R},
+                   "oom_tiles": sum(t.memory.get("oom_tiles", 0) for t in timings) * R * sim.T},
         "sim": {"cycles": cycles, "seconds": seconds, "step_cycles": step_cycles,
                 "step_seconds": chip.seconds(step_cycles),
                 "samples_per_second": steps * batch * R / seconds if seconds else 0.0,
                 "samples_per_second_per_replica": steps * batch / seconds if seconds else 0.0,
-                "samples_per_second_per_chip": steps * batch * R / seconds / (S * R) if seconds else 0.0,
+                "samples_per_second_per_chip": steps * batch * R / seconds / (S * R * sim.T) if seconds else 0.0,
                 "compute_cycles": sum(p["compute_cycles"] for p in per),
                 "sync_cycles": sum(p["sync_cycles"] for p in per),
                 "exchange_cycles": sum(p["exchange_cycles"] for p in per),
@@ -798,7 +957,7 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
                 "allreduce_cycles": sum(p["allreduce_cycles"] for p in per),
                 "idle_cycles": sum(p["idle_cycles"] for p in per),
                 "per_ipu": per, "link_bytes": int(link_bytes), "allreduce_bytes": int(sim.allreduce_bytes),
-                "host_bytes": int(sim.host_bytes), "host_transfer_cycles": sim.host_xfer,
+                "host_bytes": int(sim.host_bytes * sim.T), "host_transfer_cycles": sim.host_xfer,
                 "host_wait_cycles": sim.host_wait, "hidden_transfer_fraction": hidden,
                 "bubble_fraction": 1.0 - ideal_step / step_cycles if step_cycles else 0.0,
                 "ideal_step_cycles": ideal_step, "flops_executed": flops,
