@@ -70,6 +70,9 @@ class Codelet:
     worklist_bytes: int = 0    # per partition of the work (one of this table's vertices) and
                                # kernel row (params["kh"]): the worklist entry it needs
     doc: str = ""
+    passes: Callable = None    # (sizes, dtype, params) -> matrix-unit passes of one vertex
+                               # (AMP codelets): each costs its entry's overhead in the
+                               # vertex, and the tile ``amp_pass_cycles`` (see amp_cycles)
     shared: tuple = ()         # fields whose semantics accept rows shared between vertices
                                # (``arrays[f]`` distinct rows, ``arrays[f + "__rows"]`` which one each reads)
     field_index: dict = field(default_factory=dict, compare=False)
@@ -99,15 +102,46 @@ def vector_cycles(elements, dtype, chip, ops_per_element=1.0, overhead=None):
     return oh + issues * chip.workers_per_tile
 
 
-def amp_cycles(macs, dtype, chip):
-    """Cycles of one worker driving the matrix unit (AMP) for ``macs`` multiply-adds.
+def amp_cycles(macs, dtype, chip, passes=0):
+    """Cycles of one worker driving the matrix unit (AMP) for ``macs`` multiply-adds in
+    ``passes`` passes (one worklist entry each).
 
     The tile's peak is ``flops_per_cycle_per_tile[dtype]`` when all workers are
-    busy, so one worker's share is that divided by the worker count.
+    busy, so one worker's share is that divided by the worker count.  Each pass costs
+    the worker ``amp_entry_cycles`` (its worklist entry's loop code); what a pass costs
+    the whole tile (the supervisor loading the weights, starting the workers) is
+    ``amp_pass_cycles``, charged once per tile by :func:`tile_pass_cycles`.
     """
     flops_per_cycle = chip.flops_per_cycle_per_tile.get(dtype, chip.flops_per_cycle_per_tile["fp32"])
     per_worker = flops_per_cycle / chip.workers_per_tile
-    return chip.vertex_overhead_cycles + np.ceil(2.0 * np.asarray(macs, np.float64) / per_worker)
+    return (chip.vertex_overhead_cycles + np.asarray(passes, np.float64) * chip.amp_entry_cycles
+            + np.ceil(2.0 * np.asarray(macs, np.float64) / per_worker))
+
+
+def amp_out_width(dtype) -> int:
+    """Output channels the AMP produces per pass (its conv units): 16 for fp16 / int8,
+    8 for fp32 (PopLibs' numConvUnits on Mk2)."""
+    return 16 if DTYPE_BYTES[dtype] <= 2 else 8
+
+
+def conv_passes(dtype, params):
+    """AMP passes of one ConvPartial vertex: kernel positions x input-channel groups x
+    output passes (PopLibs' ConvPartialnx1 loop)."""
+    return (params["groups"] * params["kh"] * params["kw"]
+            * -(-int(params.get("cog", amp_out_width(dtype))) // amp_out_width(dtype)))
+
+
+def matmul_passes(dtype, params):
+    """AMP passes of one MatMulPartial vertex: contraction groups x output passes (a
+    matmul is PopLibs' 1x1 convolution: k the input channels, n the output channels)."""
+    return (-(-int(params["k"]) // amp_width(dtype))
+            * -(-int(params.get("n", amp_out_width(dtype))) // amp_out_width(dtype)))
+
+
+def tile_pass_cycles(passes, chip):
+    """What ``passes`` matrix-unit passes cost a tile beyond its workers' entries: the
+    supervisor's weight loads and worker starts (``amp_pass_cycles`` each)."""
+    return np.asarray(passes, np.float64) * chip.amp_pass_cycles
 
 
 def amp_width(dtype) -> int:
@@ -122,10 +156,12 @@ def amp_padded(k, dtype):
     return np.ceil(np.asarray(k, np.float64) / w) * w
 
 
-def mac_cycles(macs, dtype, chip):
+def mac_cycles(macs, dtype, chip, dots=0):
     """Cycles of one worker doing ``macs`` multiply-adds with plain vector MAC
-    instructions (no matrix unit): one 64-bit vector of MACs per issue, no padding."""
-    return vector_cycles(macs, dtype, chip)
+    instructions (no matrix unit): one 64-bit vector of MACs per issue, no padding, in
+    ``dots`` dot products (one per output element and kernel position), each costing
+    ``mac_output_cycles`` of loop code (PopLibs' horizontal-MAC estimator)."""
+    return vector_cycles(macs, dtype, chip) + np.asarray(dots, np.float64) * chip.mac_output_cycles
 
 
 def _ew_flops(field_name, per=1.0):
@@ -475,14 +511,17 @@ _TABLE = [
     # matrix-unit (AMP) vertices
     Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]
-                                                 * amp_padded(p["cig"], d), d, c),
+                                                 * amp_padded(p["cig"], d), d, c, conv_passes(d, p)),
+            passes=lambda s, d, p: conv_passes(d, p),
             compute=_conv_partial, shared=("in", "weights"),
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
             code_bytes=1024, state_bytes=48, supervisor=True, worklist_bytes=6,
             doc="one row segment of a convolution's output for one channel group, on the AMP "
                                  "(input channel groups padded to the AMP's width)"),
     Codelet("MatMulPartial", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),
-            cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * amp_padded(p["k"], d), d, c),
+            cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * amp_padded(p["k"], d), d, c,
+                                                 matmul_passes(d, p)),
+            passes=lambda s, d, p: matmul_passes(d, p),
             compute=_matmul_partial,
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["k"],
             code_bytes=768, state_bytes=28, supervisor=True, worklist_bytes=6,
@@ -491,13 +530,14 @@ _TABLE = [
     # padding, a fraction of the AMP's rate; the planners choose per op
     Codelet("ConvPartialMAC", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: mac_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]
-                                                 * p["cig"], d, c),
+                                                 * p["cig"], d, c,
+                                                 np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]),
             compute=_conv_partial, shared=("in", "weights"),
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
             code_bytes=768, state_bytes=48, supervisor=True, worklist_bytes=6,
             doc="ConvPartial with vector MACs instead of the AMP"),
     Codelet("MatMulPartialMAC", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),
-            cycles=lambda s, d, p, c: mac_cycles(np.asarray(s["out"], np.float64) * p["k"], d, c),
+            cycles=lambda s, d, p, c: mac_cycles(np.asarray(s["out"], np.float64) * p["k"], d, c, s["out"]),
             compute=_matmul_partial,
             flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["k"],
             code_bytes=512, state_bytes=28, supervisor=True, worklist_bytes=6,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .codelets import CODELETS, post_cycles
+from .codelets import CODELETS, post_cycles, tile_pass_cycles
 from .exchange import plan_compute_exchange, plan_copies, runs_of_mapping
 from .graph import Graph, GraphError
 from .program import Execute, walk
@@ -90,6 +90,10 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
     # the part of a vertex no worker can share: all of it, except for supervisor codelets,
     # whose partitions the tile's workers share (PopLibs' worklists, one per worker context)
     whole = np.zeros(graph.num_vertices, np.float64)
+    # matrix-unit passes: what a pass costs the whole tile (codelets.tile_pass_cycles), once
+    # per tile for the tile's vertex with the most passes (a tile's vertices of one op are
+    # consecutive rows that share their passes, as one PopLibs supervisor vertex's worklists)
+    pass_cyc = np.zeros(graph.num_vertices, np.float64)
     flops = np.zeros(ncs, np.float64)
     for b, sizes in zip(graph.batches, sizes_all):
         c = CODELETS[b.codelet]
@@ -98,6 +102,8 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
         cyc[b.v0:b.v1] = cy
         if not c.supervisor:
             whole[b.v0:b.v1] = cy
+        if c.passes is not None:
+            pass_cyc[b.v0:b.v1] = tile_pass_cycles(c.passes(sizes, b.dtype, b.params), chip)
         vertex_cycles.append(cy)
         if c.flops is not None:
             flops[b.cs] += float(np.sum(c.flops(sizes, b.dtype, b.params)))
@@ -110,6 +116,8 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
         k, cy_sorted = key[o], cyc[o]
         u, first = np.unique(k, return_index=True)
         sums = np.add.reduceat(cy_sorted, first)
+        # the tile's pass cost, as if every worker spent it (the phase is sum / workers)
+        sums += np.maximum.reduceat(pass_cyc[o], first) * chip.workers_per_tile
         maxs = np.maximum.reduceat(whole[o], first)
         counts = np.diff(np.append(first, k.size))
         ucs = u >> 32

@@ -86,8 +86,14 @@ _SPEC: dict[str, tuple[str, str]] = {
     "streaming_memory_bytes": ("int", "non-negative"),
     "streaming_memory_bytes_per_s": ("float", "non-negative"),
     "vertex_overhead_cycles": ("int", "non-negative"),
+    "amp_entry_cycles": ("int", "non-negative"),
+    "amp_pass_cycles": ("int", "non-negative"),
+    "mac_output_cycles": ("int", "non-negative"),
     "sources": ("sources", ""),
 }
+#: fields a chip file may leave out, and the value they then take (0: the matrix unit's
+#: loop costs are not modelled, as before these fields existed)
+OPTIONAL = {"amp_entry_cycles": 0, "amp_pass_cycles": 0, "mac_output_cycles": 0}
 #: CHOSEN upper bounds: far above any IPU (1,472 tiles, 624 KiB, 6 workers), low enough that
 #: the per-tile arrays of a compile fit a workstation's memory
 LIMITS = {"tiles": 1 << 16, "sram_bytes_per_tile": 1 << 30, "workers_per_tile": 64, "tiles_per_supertile": 64}
@@ -131,6 +137,7 @@ def _normalise(values: Mapping[str, Any], where: str) -> dict[str, Any]:
     unknown = [k for k in values if k not in _SPEC]
     if unknown:
         raise ChipError(f"{where}: unknown key {unknown[0]!r} (known keys: {_known(_SPEC)})")
+    values = {**OPTIONAL, **values}
     missing = [k for k in _SPEC if k not in values and k != "sources"]
     if missing:
         raise ChipError(f"{where}: missing key {missing[0]!r} "
@@ -220,6 +227,9 @@ class Chip:
     streaming_memory_bytes: int      # this chip's share of DRAM beside the chip (0: none)
     streaming_memory_bytes_per_s: float
     vertex_overhead_cycles: int      # launch cost of one vertex on one worker
+    amp_entry_cycles: int = 0        # matrix unit: one worklist entry of one pass, one worker
+    amp_pass_cycles: int = 0         # matrix unit: one pass (weights loaded), per tile
+    mac_output_cycles: int = 0       # vector MACs: loop code of one dot product, one worker
     sources: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -395,6 +405,29 @@ EXCHANGE_MESSAGE_CYCLES = 4
 #: pointer + the codelet's prologue/epilogue; order of the fixed terms in
 #: PopLibs cycle estimators.
 VERTEX_OVERHEAD_CYCLES = 20
+
+# The matrix unit's loop costs, from PopLibs' own cycle estimators for its AMP
+# convolution vertices (lib/poplin/PerformanceEstimation.hpp, ConvPartialnx1 with half
+# activations, half partials and 16 conv units: the Mk2 path).  A supervisor vertex runs
+# one *pass* per (kernel position, input-channel group, output pass of 16 channels); in
+# each pass the supervisor loads the weights into the AMP and starts the workers, and
+# each worker walks its worklist of *entries* (runs of output positions).  In PopLibs'
+# units (one issue of a worker every 6 cycles):
+#: an entry of n >= 3 positions costs 3 + 34 + 4 (n - 3) - 9 (state retained) = 16 + 4n
+#: issues (getConvPartialnx1WorkerCycles); 4n are the AMP's own work (the rate of
+#: flops_per_cycle_per_tile), 16 issues x 6 cycles are the entry's overhead.
+AMP_ENTRY_CYCLES = 16 * 6
+#: a pass costs the supervisor 32 cycles of weight loads (16 conv units x 32 B at 16 B per
+#: cycle) + 15 + 3 + (17 - 5) of loop code, + 9 waiting for the workers
+#: (max(max, min + 9)), and each worker 17 + 1 issues to start (x 6 cycles) = 179 cycles
+#: per tile (getConvPartialnx1SupervisorInnerLoopCycleEstimateHalfFloat /
+#: ...KernelLoopCycleEstimateHalfFloat).  Mk2 figures; applied to GC2 too (same ISA loop).
+AMP_PASS_CYCLES = 32 + 15 + 3 + (17 - 5) + 9 + (17 + 1) * 6
+#: the vector-MAC (horizontal MAC) vertices' loop code per dot product (one output
+#: element at one kernel position): getDenseDotProductCycles' rpt + wind down 3,
+#: accumulate into the partials 3, branch 1 = 7 issues x 6 cycles (fp32 partials; the
+#: per-position 7 issues of getConvPartialHorizontalMacCycleEstimate are left out).
+MAC_OUTPUT_CYCLES = 7 * 6
 #: IPU-Link data latency per hop (SerDes + link layer); the 15 ns figure is for
 #: sync only, a data packet's latency is not published.
 LINK_LATENCY_S = 200e-9
@@ -420,6 +453,12 @@ _COMMON_SOURCES = {
     "sync_cycles": f"{_SYNC}; applied to every preset",
     "link_latency_s": "CHOSEN: 200 ns per hop for data (only the 15 ns sync figure is published)",
     "vertex_overhead_cycles": "CHOSEN: ~20 cycles per vertex launch (not published; calibrate)",
+    "amp_entry_cycles": ("PopLibs lib/poplin/PerformanceEstimation.hpp getConvPartialnx1WorkerCycles "
+                         "(half, 16 conv units): 16 issues of overhead per worklist entry x 6 cycles"),
+    "amp_pass_cycles": ("PopLibs lib/poplin/PerformanceEstimation.hpp ConvPartialnx1 supervisor loop: "
+                        "weight load 32 + loop 30 + worker sync 9 + worker start 18 issues x 6 = 179"),
+    "mac_output_cycles": ("PopLibs lib/poplin/PerformanceEstimation.hpp getDenseDotProductCycles: "
+                          "7 issues of loop per dot product x 6 cycles"),
 }
 
 gc2 = Chip(
@@ -445,6 +484,9 @@ gc2 = Chip(
     streaming_memory_bytes=0,        # none on Mk1
     streaming_memory_bytes_per_s=0.0,
     vertex_overhead_cycles=VERTEX_OVERHEAD_CYCLES,     # CHOSEN
+    amp_entry_cycles=AMP_ENTRY_CYCLES,                 # PopLibs cycle estimator
+    amp_pass_cycles=AMP_PASS_CYCLES,                   # PopLibs cycle estimator
+    mac_output_cycles=MAC_OUTPUT_CYCLES,               # PopLibs cycle estimator
     sources={
         **_COMMON_SOURCES,
         "tiles": f"{_LOGDOC}; {_JIA}",
@@ -499,6 +541,9 @@ gc200 = Chip(
     streaming_memory_bytes=112 * 10**9,                # 448 GB per 4-IPU M2000 / 4
     streaming_memory_bytes_per_s=MK2_STREAMING_BYTES_PER_S,   # CHOSEN
     vertex_overhead_cycles=VERTEX_OVERHEAD_CYCLES,     # CHOSEN
+    amp_entry_cycles=AMP_ENTRY_CYCLES,                 # PopLibs cycle estimator
+    amp_pass_cycles=AMP_PASS_CYCLES,                   # PopLibs cycle estimator
+    mac_output_cycles=MAC_OUTPUT_CYCLES,               # PopLibs cycle estimator
     sources={
         **_MK2_SOURCES,
         "clock_hz": f"derived: {_POD64} / 64 / (1472 x 128 FLOP/cycle) = 1.325 GHz",
@@ -531,6 +576,9 @@ bow = Chip(
     streaming_memory_bytes=64 * 10**9,                 # 256 GB per Bow-2000 / 4
     streaming_memory_bytes_per_s=MK2_STREAMING_BYTES_PER_S,   # CHOSEN
     vertex_overhead_cycles=VERTEX_OVERHEAD_CYCLES,     # CHOSEN
+    amp_entry_cycles=AMP_ENTRY_CYCLES,                 # PopLibs cycle estimator
+    amp_pass_cycles=AMP_PASS_CYCLES,                   # PopLibs cycle estimator
+    mac_output_cycles=MAC_OUTPUT_CYCLES,               # PopLibs cycle estimator
     sources={
         **_MK2_SOURCES,
         "tiles": f"{_BOW} (same Mk2 die: 1,472 tiles)",

@@ -15,8 +15,9 @@ COMMANDS = {
     "plot": ("sweep", "draw the Pareto front of sweep results as interactive HTML"),
     "explore": ("explore", "interactive trade-off explorer in the browser (local Dash app)"),
     "render": ("render", "draw a model's whole compute graph (every vertex) as PNG / SVG"),
-    "generate": ("generate", "LLM inference on one chip: prefill + decode steps with a KV cache (time to first "
-                             "token, time per token, tokens/s, the physical bound)"),
+    "generate": ("generate", "LLM inference on one chip or several (--ipus N --mode tensor / pipeline / "
+                             "pipeline+tensor): prefill + decode steps with a KV cache (time to first token, time "
+                             "per token, tokens/s, the physical bound)"),
     "validate": ("validate", "run every validation row (simulator vs published figures), print the table, "
                              "write docs/validation.md"),
 }

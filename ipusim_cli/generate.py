@@ -1,6 +1,7 @@
-"""``ipusim generate``: LLM generation on one chip (simulator/generate.py).
+"""``ipusim generate``: LLM generation on one chip or several (simulator/generate.py).
 
     ipusim generate MODEL --prompt-len P --new-tokens N [--batch B] [--chip ...] [--dtype fp16]
+                          [--ipus K --mode tensor|pipeline|pipeline+tensor [--tensor-parallel T]]
                           [--samples K] [--json F]
 
 MODEL is a decoder: a built-in (gpt2..., llama-7b, mixtral-8x7b...) or a decoder config.json.

@@ -1,4 +1,4 @@
-"""LLM generation on one chip: a prefill program, then decode steps against a KV cache.
+"""LLM generation: a prefill program, then decode steps against a KV cache, on one chip or several.
 
 :func:`generate` compiles and simulates two kinds of program of a decoder (a built-in or a
 ``config.json``, models/transformers.py):
@@ -19,13 +19,24 @@ the others are interpolated linearly; ``new_tokens - 1`` decode steps follow the
 output token the mean decode step; tokens per second ``batch x (new_tokens - 1)`` over the
 decode time (and over prefill + decode, end to end).
 
+On several chips (``ipus`` > 1, mode ``tensor``, ``pipeline`` or ``pipeline+tensor``) both
+programs run through :func:`simulator.multichip.run_multichip`: with tensor parallelism each chip
+compiles its slice (``heads / T`` of the attention, so ``kv_heads / T`` of the KV cache) and
+every layer's two all-reduces are timed on the links inside the step; a program's time is
+the multi-chip step (host I/O overlapped, as measured), and the report says per chip what it
+holds.
+
 Beside every prediction, a physical lower bound: a program cannot be faster than the bytes
 it must read from SRAM over the chip's SRAM bandwidth, nor than its FLOPs over the chip's
 peak; ``x_bound`` is the prediction as a multiple of ``max`` of the two.  The bytes: every
 weight once (of a mixture of experts, only the experts that ``batch x k`` tokens can reach:
 ``min(E, tokens x k) / E`` of the experts' weights), plus, for a decode step, the cache it
 attends to.  The SRAM bandwidth per tile per cycle is each preset's published aggregate
-(:data:`SRAM_BYTES_PER_S`) over its tiles and clock, times this chip's tiles and clock.
+(:data:`SRAM_BYTES_PER_S`) over its tiles and clock, times this chip's tiles and clock.  On
+several chips each stage's chips read their slices at once (``M`` micro-batches: at least
+``max(M x the slowest stage, the sum of the stages)``), and the step also cannot be faster
+than its link bytes over all the chips' IPU-Links at once (``links_per_chip x
+link_bytes_per_s`` each).
 """
 from __future__ import annotations
 
@@ -35,6 +46,7 @@ import models
 from hardware.dtypes import DTYPE_BYTES
 
 from .config import ConfigError, RunConfig
+from .multichip import kv_cache_bytes_per_tile
 from .run import run
 
 #: published SRAM ("In-Processor Memory") bandwidth per chip: preset -> (bytes/s, source)
@@ -94,7 +106,7 @@ def _bound(og, report, chip, dtype, bw, cache_read: bool) -> dict:
     nbytes = br["weights"] + (br["cache"] if cache_read else 0.0)
     flops = float(og.flops())
     mem_s = nbytes / bw
-    flop_s = flops / chip.peak_flops(dtype if dtype in ("fp32", "fp16", "int8") else "fp16")
+    flop_s = flops / chip.peak_flops(_peak_dtype(dtype))
     bound = max(mem_s, flop_s)
     s = report["sim"]["seconds"]
     return {"seconds": s, "cycles": report["sim"]["cycles"], "flops": flops, "bytes_read": nbytes,
@@ -104,21 +116,56 @@ def _bound(og, report, chip, dtype, bw, cache_read: bool) -> dict:
             "vertices": int(report["graph"]["vertices"])}
 
 
+def _peak_dtype(dtype):
+    return dtype if dtype in ("fp32", "fp16", "int8") else "fp16"
+
+
+def link_bandwidth(chip) -> float:
+    """Bytes/s one chip can send over all its IPU-Links at once."""
+    return chip.links_per_chip * chip.link_bytes_per_s
+
+
+def _bound_multichip(r, chip, dtype, bw, cache_read: bool) -> dict:
+    """The bound of a program run on several chips (:func:`simulator.multichip.run_multichip`): a
+    stage's chips read their own slices at once, ``M`` micro-batches each pass every stage, so
+    the step takes at least ``max(M x max_s, sum_s)`` of a stage's SRAM (or FLOP) time; and at
+    least the step's link bytes over all the chips' links at once."""
+    rep, sim = r.report, r.multichip
+    M = rep["multichip"]["micro_batches"]
+    steps = rep["multichip"]["steps"]
+    per = []
+    for st in sim.part.stages:
+        br = bytes_read(st.graph, dtype)
+        per.append((br["weights"] + (br["cache"] if cache_read else 0.0), float(st.graph.flops())))
+    by = lambda i: max(M * max(p[i] for p in per), sum(p[i] for p in per))   # noqa: E731
+    nbytes, flops = by(0), by(1)
+    mem_s = nbytes / bw
+    flop_s = flops / chip.peak_flops(_peak_dtype(dtype))
+    chips = rep["chip"]["ipus"]
+    link_b = rep["sim"]["link_bytes"] / steps
+    link_s = link_b / (chips * link_bandwidth(chip)) if chips > 1 and link_bandwidth(chip) > 0 else 0.0
+    bound = max(mem_s, flop_s, link_s)
+    s = rep["sim"]["step_seconds"]
+    stages = rep["multichip"]["per_stage"]
+    tp = rep["multichip"].get("tensor_parallel", {})
+    return {"seconds": s, "cycles": rep["sim"]["step_cycles"], "flops": flops, "bytes_read": nbytes,
+            "link_bytes": link_b, "bound_seconds": bound,
+            "bound_by": max((("sram", mem_s), ("flops", flop_s), ("links", link_s)), key=lambda x: x[1])[0],
+            "x_bound": s / bound if bound > 0 else None,
+            "allreduce_seconds": tp.get("allreduce_seconds_per_step", 0.0),
+            "allreduces_per_layer": 2 if tp else 0,
+            "fits": bool(rep["memory"]["fits"]), "peak_tile_bytes": int(rep["memory"]["peak_tile_bytes"]),
+            "vertices": int(sum(st["vertices"] for st in stages)),
+            "per_chip": [dict(st["memory"].get("holds", {}), stage=st["stage"], ipus=st["ipus"]) for st in stages]}
+
+
 def cache_bytes_per_tile(compiled) -> np.ndarray:
     """Bytes of the KV cache (every ``*_cache`` variable, the unread rest included) on each tile."""
-    g = compiled.lowered.graph
-    out = np.zeros(g.num_tiles, np.float64)
-    for vid, v in enumerate(g.variables):
-        if "_cache" not in v.name or "/" in v.name:
-            continue
-        r = g.tile_map.runs(vid)
-        if r is None:
-            continue
-        st, tl = r
-        ln = g.tile_map.run_lengths(vid)
-        ok = tl >= 0
-        np.add.at(out, tl[ok], ln[ok] * DTYPE_BYTES[v.dtype])
-    return out
+    return kv_cache_bytes_per_tile(compiled.lowered.graph)
+
+
+#: the modes generate runs on several chips
+GENERATE_MODES = ("tensor", "pipeline", "pipeline+tensor")
 
 
 def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DEFAULT_SAMPLES) -> dict:
@@ -126,8 +173,10 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
     ``cfg.batch`` sequences of ``prompt_len`` tokens; returns the report (plain values)."""
     P, N = _positive("prompt_len", prompt_len), _positive("new_tokens", new_tokens)
     samples = _positive("samples", samples)
-    if cfg.ipus != 1:
-        raise GenerateError(f"--ipus: generate runs on one chip for now, got {cfg.ipus}")
+    multi = cfg.multichip
+    if multi and cfg.mode not in GENERATE_MODES:
+        raise GenerateError(f"--mode: generate runs one copy of the model: on one chip, or with --ipus N in mode "
+                            f"{', '.join(GENERATE_MODES)}; got --mode {cfg.mode}")
     if cfg.train:
         raise GenerateError("--train: generate is inference")
     kw = dict(cfg.model_kw or {})
@@ -139,8 +188,10 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
     dtype = cfg.dtype
     bw, bw_src = sram_bandwidth(chip)
     C = P + N
+    T = cfg.tensor_degree
     try:       # what the model allows: a decoder, prompt and new tokens within its positions
-        probe = models.load(cfg.model, batch=1, model_kw=kw | dict(seq_len=1, cache_len=C, past=C - 1))
+        probe = models.load(cfg.model, batch=1, model_kw=kw | dict(seq_len=1, cache_len=C, past=C - 1)
+                            | ({"tensor_parallel": T} if T > 1 else {}))
     except models.ModelError as e:
         msg = str(e)
         if "unknown option" in msg:
@@ -148,6 +199,8 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
                                 f"decoder config.json)") from None
         if "exceeds max_position_embeddings" in msg:
             raise GenerateError(f"--prompt-len {P} + --new-tokens {N}: {msg}") from None
+        if "tensor_parallel" in msg:
+            raise GenerateError(f"--ipus {cfg.ipus}: {msg}") from None
         raise
     if "wpe.weight" in probe.tensors or any(t.endswith("attn_dropout.out") for t in probe.tensors):
         kw["dropout"] = 0.0        # eval mode: no dropout in generation
@@ -155,8 +208,20 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
 
     pre_cfg = base.replace(model_kw=kw | dict(seq_len=P, cache_len=C, last_logits=True))
     pre = run(pre_cfg)
-    prefill = _bound(pre.compiled.opgraph, pre.report, chip, dtype, bw, cache_read=False)
-    per_tile = cache_bytes_per_tile(pre.compiled)
+    if multi:
+        prefill = _bound_multichip(pre, chip, dtype, bw, cache_read=False)
+        per_chip = prefill["per_chip"]
+        cache_total = float(sum(h.get("kv_cache_bytes", 0) * len(h["ipus"]) for h in per_chip))
+        cache_max = float(max(h.get("kv_cache_bytes_per_tile_max", 0) for h in per_chip))
+        tiles = chip.tiles * pre.report["chip"]["ipus"]
+        holding = None
+    else:
+        prefill = _bound(pre.compiled.opgraph, pre.report, chip, dtype, bw, cache_read=False)
+        per_tile = cache_bytes_per_tile(pre.compiled)
+        cache_total = float(per_tile.sum())
+        cache_max = float(per_tile.max()) if per_tile.size else 0.0
+        tiles = max(len(per_tile), 1)
+        holding = int((per_tile > 0).sum())
 
     pasts = np.arange(P, P + N - 1)          # the decode steps' cache contents before each
     sampled = []
@@ -164,7 +229,8 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         ls = np.unique(np.round(np.linspace(pasts[0], pasts[-1], min(samples, pasts.size))).astype(int))
         for L in ls:
             r = run(base.replace(model_kw=kw | dict(seq_len=1, cache_len=C, past=int(L), last_logits=True)))
-            d = _bound(r.compiled.opgraph, r.report, chip, dtype, bw, cache_read=True)
+            d = _bound_multichip(r, chip, dtype, bw, cache_read=True) if multi else \
+                _bound(r.compiled.opgraph, r.report, chip, dtype, bw, cache_read=True)
             d["past"] = int(L)
             sampled.append(d)
         xs = [d["past"] for d in sampled]
@@ -177,10 +243,10 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
     steps = int(pasts.size)
     fits = prefill["fits"] and all(d["fits"] for d in sampled)
     total = prefill["seconds"] + decode_s
-    cache_total = float(per_tile.sum())
     rep = {
         "model": str(pre.report["model"].get("name", cfg.model)), "chip": chip.name, "dtype": dtype,
-        "batch": B, "prompt_len": P, "new_tokens": N, "params": int(pre.report["model"]["params"]),
+        "batch": B, "prompt_len": P, "new_tokens": N, "params": int(pre.report.get("multichip", {}).get("tensor_parallel", {}).get("params_full_model",
+                                                                                     pre.report["model"]["params"])),
         "fits": bool(fits),
         "time_to_first_token_s": prefill["seconds"],
         "time_per_output_token_s": decode_s / steps if steps else None,
@@ -191,13 +257,19 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         "decode": {"steps": steps, "sampled": sampled, "total_seconds": decode_s,
                    "bound_total_seconds": decode_bound,
                    "x_bound": decode_s / decode_bound if decode_bound > 0 else None},
-        "kv_cache": {"max_tokens": C, "bytes": cache_total,
-                     "bytes_per_tile_max": float(per_tile.max()) if per_tile.size else 0.0,
-                     "bytes_per_tile_mean": cache_total / max(len(per_tile), 1),
-                     "tiles_holding": int((per_tile > 0).sum())},
-        "limits": {"sram_bytes_per_s": bw, "sram_source": bw_src,
-                   "peak_flops": chip.peak_flops(dtype if dtype in ("fp32", "fp16", "int8") else "fp16")},
+        "kv_cache": {"max_tokens": C, "bytes": cache_total, "bytes_per_tile_max": cache_max,
+                     "bytes_per_tile_mean": cache_total / tiles, "tiles_holding": holding},
+        "limits": {"sram_bytes_per_s": bw, "sram_source": bw_src, "peak_flops": chip.peak_flops(_peak_dtype(dtype))},
     }
+    if multi:
+        rep["chips"] = {"ipus": cfg.ipus, "mode": cfg.mode, "tensor_parallel": T,
+                        "stages": pre.report["multichip"]["stages"],
+                        "micro_batches": pre.report["multichip"]["micro_batches"],
+                        "per_chip": prefill.pop("per_chip"),
+                        "link_bytes_per_s_per_chip": link_bandwidth(chip)}
+        rep["tokens_per_s_per_chip"] = rep["tokens_per_s"] / cfg.ipus if rep["tokens_per_s"] else None
+        for d in sampled:
+            d.pop("per_chip", None)
     return rep
 
 
@@ -222,9 +294,19 @@ def format_generate(rep: dict) -> str:
         f"prefill   {_t(p['seconds'])} = time to first token ({p['x_bound']:.1f}x its bound "
         f"{_t(p['bound_seconds'])}, {p['bound_by']})",
     ]
+    ch = rep.get("chips")
+    if ch:
+        lines.insert(1, f"chips     {ch['ipus']} x {rep['chip']}, mode {ch['mode']}: {ch['stages']} stage(s) of "
+                        f"{ch['tensor_parallel']} chip(s), {ch['micro_batches']} micro-batch(es)")
+        for i, h in enumerate(ch["per_chip"]):
+            lines.insert(2 + i, f"chip      IPUs {h['ipus']} each hold weights {_b(h.get('weights_bytes', 0))}, KV cache "
+                            f"{_b(h.get('kv_cache_bytes', 0))}, activations {_b(h.get('activations_bytes', 0))}, "
+                            f"code {_b(h.get('code_bytes', 0))}")
     for s in d["sampled"]:
+        extra = (f", all-reduces {_t(s['allreduce_seconds'])}" if s.get("allreduces_per_layer") else "") + \
+            (f", links {_b(s['link_bytes'])}" if "link_bytes" in s else "")
         lines.append(f"decode    step at {s['past'] + 1} cached tokens: {_t(s['seconds'])} "
-                     f"({s['x_bound']:.1f}x its bound {_t(s['bound_seconds'])}, {s['bound_by']})")
+                     f"({s['x_bound']:.1f}x its bound {_t(s['bound_seconds'])}, {s['bound_by']}{extra})")
     if d["steps"]:
         lines.append(f"tokens    {_t(rep['time_per_output_token_s'])} per output token, "
                      f"{rep['tokens_per_s']:,.1f} tokens/s decoding, {rep['tokens_per_s_end_to_end']:,.1f} "

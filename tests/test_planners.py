@@ -382,7 +382,7 @@ def test_matmul_estimate_charges_the_codelet_tables_cost_of_its_vertices(serial,
     for b, c in zip(low.graph.batches, exe.vertex_cycles):
         if b.cs in css:
             cyc.setdefault(b.codelet, []).append(c)
-    assert np.all(np.concatenate(cyc["MatMulPartial"]) == contraction_cycles(opt, 2 * 16, 32, ctx.dtype, CHIP))
+    assert np.all(np.concatenate(cyc["MatMulPartial"]) == contraction_cycles(opt, 2 * 16, 32, ctx.dtype, CHIP, n=16))
     # the reduction is spread over all tiles in pieces of reduction_chunk outputs (16-column
     # rows here, cut into pieces), each reading its piece of both parts
     from compiler.planners.chunking import reduction_chunk

@@ -108,3 +108,37 @@ def test_allreduce_points_per_family():
     assert allreduce_ops(get_model("gpt2", layers=1, tensor_parallel=2)) == ["wte", "h.0.attn.o_proj", "h.0.mlp.c_proj"]
     assert allreduce_ops(get_model("bert-base", layers=1, tensor_parallel=2)) == [
         "embeddings.word_embeddings", "encoder.layer.0.attention.output.dense", "encoder.layer.0.output.dense"]
+
+
+# -- generate on several chips ----------------------------------------------------------------
+def _gen(ipus, mode, **kw):
+    from simulator.generate import generate
+    cfg = RunConfig(model="llama-tiny", batch=2, dtype="fp16", ipus=ipus, mode=mode, **kw)
+    return generate(cfg, 16, 4, samples=2)
+
+
+def test_generate_tensor_parallel_splits_the_cache_and_times_the_allreduces():
+    rep = _gen(2, "tensor")
+    ch = rep["chips"]
+    assert ch["tensor_parallel"] == 2 and ch["per_chip"][0]["ipus"] == [0, 1]
+    # llama-tiny: 2 layers, 2 key-value heads of 32; each chip caches 1 of them for 20 tokens x 2 sequences
+    full = 2 * 2 * 2 * 2 * 32 * 20 * 2
+    assert rep["kv_cache"]["bytes"] == full and ch["per_chip"][0]["kv_cache_bytes"] == full // 2
+    assert rep["params"] == get_model("llama-tiny").params()
+    for p in [rep["prefill"]] + rep["decode"]["sampled"]:
+        assert p["allreduce_seconds"] > 0 and p["seconds"] > p["allreduce_seconds"]
+        assert p["link_bytes"] > 0 and p["seconds"] >= p["bound_seconds"] > 0 and p["x_bound"] >= 1.0
+    step = rep["decode"]["sampled"][0]
+    # the decode step's all-reduces: embedding + 2 per layer of (batch x hidden) fp16, ring of 2
+    assert step["link_bytes"] == Network.allreduce_bytes_per_chip(5 * 2 * 128 * 2, 2) * 2
+
+
+def test_generate_pipeline_plus_tensor_and_refusals():
+    from simulator.generate import GenerateError
+    rep = _gen(4, "pipeline+tensor", tensor_parallel=2)
+    assert rep["chips"]["stages"] == 2 and [h["ipus"] for h in rep["chips"]["per_chip"]] == [[0, 1], [2, 3]]
+    assert all(p["x_bound"] >= 1.0 for p in [rep["prefill"]] + rep["decode"]["sampled"])
+    with pytest.raises(GenerateError, match="^--ipus 8: llama-tiny: tensor_parallel 8: more tensor-parallel chips"):
+        _gen(8, "tensor")
+    with pytest.raises(GenerateError, match="^--mode: generate runs one copy"):
+        _gen(2, "replicate")

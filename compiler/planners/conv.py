@@ -8,7 +8,7 @@ import numpy as np
 from hardware.dtypes import DTYPE_BYTES
 from ..layout import Act
 from .base import LoweringError, Planner, add_by_signature, pow2_upto, spread
-from .cost import (CONV_CODELET, METHODS, codelet_cycles, compute_phase_cycles, exchange_cycles,
+from .cost import (CONV_CODELET, METHODS, codelet_cycles, codelet_passes, compute_phase_cycles, exchange_cycles,
                    supervisor_phase_cycles)
 from .elementwise import ElementwisePlanner
 
@@ -137,7 +137,9 @@ class ConvPlanner(Planner):
         x = sh.x
         serial = int(opt.get("serial", 1))
         per_tile = -(-sh.vertices // (serial * T))     # in one serial step
-        compute = supervisor_phase_cycles(per_tile, self.vertex_cycles(sh, opt, ctx), chip)
+        passes = codelet_passes(CONV_CODELET[opt.get("method", "amp")], {"out": sh.wseg * sh.go}, ctx.dtype,
+                                sh.vertex_params())
+        compute = supervisor_phase_cycles(per_tile, self.vertex_cycles(sh, opt, ctx), chip, passes)
         segs = sh.segments
         row_block = sh.Ho * segs                     # vertices of one (image, channel group)
         if per_tile <= row_block:

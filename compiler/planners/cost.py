@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codelets import CODELETS
+from ..codelets import CODELETS, tile_pass_cycles
 
 #: how a contraction runs: on the matrix unit (AMP, contraction padded to its width) or
 #: with plain vector MACs (no padding, a fraction of the rate); chosen per op by the cost
@@ -27,11 +27,20 @@ def codelet_cycles(name, sizes, dtype, params, chip) -> float:
                                        dtype, params, chip))
 
 
-def contraction_cycles(opt, outer, k, dtype, chip):
-    """One matrix-product vertex's cycles for ``outer`` outputs x ``k``-element contractions
-    (``k`` is what the AMP pads) by the option's method: the ``MatMulPartial`` /
-    ``MatMulPartialMAC`` codelet's cost."""
-    return codelet_cycles(MATMUL_CODELET[opt.get("method", "amp")], {"out": outer}, dtype, {"k": k}, chip)
+def codelet_passes(name, sizes, dtype, params) -> float:
+    """Matrix-unit passes of one vertex of codelet ``name`` (0 for codelets without)."""
+    c = CODELETS[name]
+    if c.passes is None:
+        return 0.0
+    return float(c.passes({k: np.asarray(v, np.float64) for k, v in sizes.items()}, dtype, params))
+
+
+def contraction_cycles(opt, outer, k, dtype, chip, n=None):
+    """One matrix-product vertex's cycles for ``outer`` outputs (``n`` of them columns) x
+    ``k``-element contractions (``k`` is what the AMP pads) by the option's method: the
+    ``MatMulPartial`` / ``MatMulPartialMAC`` codelet's cost."""
+    params = {"k": k} if n is None else {"k": k, "n": n}
+    return codelet_cycles(MATMUL_CODELET[opt.get("method", "amp")], {"out": outer}, dtype, params, chip)
 
 
 def compute_phase_cycles(vertices_per_tile, vertex_cycles, chip):
@@ -40,11 +49,13 @@ def compute_phase_cycles(vertices_per_tile, vertex_cycles, chip):
     return -(-vertices_per_tile // chip.workers_per_tile) * vertex_cycles
 
 
-def supervisor_phase_cycles(vertices_per_tile, vertex_cycles, chip):
+def supervisor_phase_cycles(vertices_per_tile, vertex_cycles, chip, passes=0.0):
     """A compute phase of ``vertices_per_tile`` equal partitions of a supervisor codelet
     (convolutions, matmuls): the tile's workers share the partitions (worklists), so the
-    tile takes their total over the worker count, as the engine charges it."""
-    return vertices_per_tile * vertex_cycles / chip.workers_per_tile
+    tile takes their total over the worker count, plus what the partitions' ``passes``
+    matrix-unit passes cost the tile (``codelets.tile_pass_cycles``), as the engine
+    charges it."""
+    return vertices_per_tile * vertex_cycles / chip.workers_per_tile + float(tile_pass_cycles(passes, chip))
 
 
 def exchange_cycles(bytes_per_tile, chip, messages_per_tile=0.0):

@@ -7,8 +7,8 @@ import numpy as np
 from hardware.dtypes import DTYPE_BYTES
 from .base import Planner, add_by_signature, pow2_upto, spread
 from .chunking import reduce_partials, reduction_chunk
-from .cost import (MATMUL_CODELET, METHODS, codelet_cycles, compute_phase_cycles, contraction_cycles, exchange_cycles,
-                   supervisor_phase_cycles)
+from .cost import (MATMUL_CODELET, METHODS, codelet_cycles, codelet_passes, compute_phase_cycles, contraction_cycles,
+                   exchange_cycles, supervisor_phase_cycles)
 from .elementwise import ElementwisePlanner
 
 #: serial steps a matmul may be split into (where they divide its blocks)
@@ -114,7 +114,10 @@ class MatMulPlanner(Planner):
         kpp = -(-K // P)
         V = P * batch * (-(-M // mseg)) * (-(-N // nb)) // serial     # vertices of one serial step
         per_tile = -(-V // T)
-        compute = supervisor_phase_cycles(per_tile, contraction_cycles(opt, mseg * nb, kpp, ctx.dtype, chip), chip)
+        passes = codelet_passes(MATMUL_CODELET[opt.get("method", "amp")], {"out": mseg * nb}, ctx.dtype,
+                                {"k": kpp, "n": nb})
+        compute = supervisor_phase_cycles(per_tile, contraction_cycles(opt, mseg * nb, kpp, ctx.dtype, chip, n=nb),
+                                          chip, passes)
         pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
         # a tile's vertices are consecutive in the grid (part, batch, row block, column
         # block): they share row blocks of a and column blocks of b
