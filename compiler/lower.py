@@ -401,13 +401,22 @@ class Lowering:
         return True
 
     def _blocks(self, ops, i):
-        """(segment, deferred update ops, index after) of the block starting at ``ops[i]``."""
+        """(segment, deferred update ops, index after) of the block starting at ``ops[i]``.
+
+        A block's forward ops and its recomputation + backward ops are separate segments
+        even where they follow each other (the last block before a pipeline stage's end,
+        whose backward comes right after its forward in the stage's order), so that every
+        instance of a block is cut the same way."""
         opg = self.opg
         blk = opg.op(ops[i])["block"]
+        fwd = opg.op(ops[i])["phase"] == "fwd"
         j = i
         seg, deferred = [], []
         while j < len(ops) and opg.op(ops[j]).get("block") == blk:
-            (deferred if opg.op(ops[j])["phase"] == "update" else seg).append(ops[j])
+            ph = opg.op(ops[j])["phase"]
+            if ph != "update" and (ph == "fwd") != fwd:
+                break
+            (deferred if ph == "update" else seg).append(ops[j])
             j += 1
         return seg, deferred, j
 
@@ -499,7 +508,7 @@ class Lowering:
         outs = [t for o in seg for t in opg.op(o)["outputs"]]
         produced = set(outs)
         ext = list(dict.fromkeys(t for o in seg for t in opg.op(o)["inputs"] if t not in produced))
-        later = set(opg.outputs) | set(opg.grads.values())
+        later = set(opg.outputs) | {gr for t, gr in opg.grads.items() if opg.tensors[t].kind == "param"}
         needed = [t for t in outs if t in later or (self._readers_of(t) - inside)]
         cache[key] = (ext, needed)
         return ext, needed
