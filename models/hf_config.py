@@ -60,7 +60,7 @@ _REQUIRED["mixtral"] = dict(_REQUIRED["llama"], experts="num_local_experts", exp
 
 #: the model options a BERT config takes (those of :func:`models.zoo.bert`)
 _BERT_OPTIONS = {"layers", "hidden", "heads", "intermediate", "vocab", "max_position", "type_vocab", "num_labels",
-                 "tensor_parallel"}
+                 "tensor_parallel", "uneven_heads"}
 
 
 def is_config_path(model) -> bool:

@@ -20,6 +20,9 @@ not the whole model, so its memory per chip is real.
   (inference: each chip streams its slice to the host; training: the vocabulary-parallel
   cross-entropy all-reduces three fp32 numbers per token: max, sum of exponentials, target
   logit);
+* ``uneven_heads=True`` (multi-head attention): a ``K`` that does not divide the heads or
+  the intermediate size splits them unevenly, and the chip compiled is the busiest one
+  (``ceil(heads / K)`` heads, ``ceil(intermediate / K)`` features); otherwise refused by name;
 * replicated on every chip: norms, GPT-2's position embedding, BERT's position / token-type
   embeddings, pooler and classifier, the row-split layers' biases, the router.
 
@@ -46,17 +49,31 @@ _ROW_PARALLEL = (".attn.o_proj", ".self_attn.o_proj", ".mlp.c_proj", ".mlp.down_
 _HEADS = ("lm_head",)
 
 
-def check(where, tp, *, heads, kv_heads, intermediate, heads_field="num_attention_heads",
-          kv_field="num_key_value_heads", inter_field="intermediate_size") -> int:
-    """``tp`` as an int, or ModelError naming the field it does not divide."""
+def check(where, tp, *, heads, kv_heads, intermediate, uneven=False, heads_field="num_attention_heads",
+          kv_field="num_key_value_heads", inter_field="intermediate_size") -> tuple:
+    """``(tp, heads, kv_heads, intermediate)`` of one chip, or ModelError naming the field ``tp``
+    does not divide.  ``uneven=True`` (multi-head attention only: ``kv_heads == heads``) lets
+    the heads and features be split unevenly: the chip compiled is the busiest one, with
+    ``ceil(heads / tp)`` heads and ``ceil(intermediate / tp)`` features (the others wait for
+    it at every all-reduce), as GPT-2 XL's 25 heads on 2 or 4 chips need."""
     if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
         raise ModelError(f"{where}: tensor_parallel must be an integer >= 1, got {tp!r}")
     if tp > heads:
         raise ModelError(f"{where}: tensor_parallel {tp}: more tensor-parallel chips than {heads_field} {heads}")
+    if uneven and kv_heads == heads:
+        return tp, -(-heads // tp), -(-heads // tp), -(-intermediate // tp)
     for field, v in ((heads_field, heads), (kv_field, kv_heads), (inter_field, intermediate)):
         if v % tp:
-            raise ModelError(f"{where}: tensor_parallel {tp} does not divide {field} {v}")
-    return tp
+            if kv_heads == heads:
+                hint = (" (model option uneven_heads=True splits them unevenly: the busiest chip takes "
+                        f"ceil({v} / {tp}) = {-(-v // tp)})")
+            elif uneven:
+                hint = (f" (uneven_heads splits multi-head attention only; {kv_field} {kv_heads} is not "
+                        f"{heads_field} {heads})")
+            else:
+                hint = ""
+            raise ModelError(f"{where}: tensor_parallel {tp} does not divide {field} {v}{hint}")
+    return tp, heads // tp, kv_heads // tp, intermediate // tp
 
 
 def vocab_rows(vocab, tp) -> int:

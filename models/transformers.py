@@ -93,7 +93,7 @@ def rotary_tables(positions, head_dim, theta=10000.0):
 def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads=12, kv_heads=None,
             intermediate=None, vocab=50257, max_position=1024, seq_len=128, tie_word_embeddings=None,
             dropout=None, eps=None, rope_theta=10000.0, experts=0, experts_per_tok=2, capacity_factor=1.25,
-            cache_len=0, past=0, last_logits=False, tensor_parallel=1, name=None):
+            cache_len=0, past=0, last_logits=False, tensor_parallel=1, uneven_heads=False, name=None):
     """A decoder-only transformer of ``style`` gpt2, llama or mixtral (see the module doc);
     ``tensor_parallel=K``: one chip's slice of it (:mod:`models.tensor_parallel`)."""
     if style not in STYLES:
@@ -108,7 +108,8 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
     check_shapes(name, hidden=hidden, heads=heads, kv_heads=kv_heads, layers=layers, intermediate=inter,
                  vocab=vocab, max_position=max_position, seq_len=seq_len,
                  experts=experts if moe else 0, experts_per_tok=experts_per_tok)
-    tp = tensor_parallel_check(name, tensor_parallel, heads=heads, kv_heads=kv_heads, intermediate=inter)
+    tp, heads_tp, kv_tp, inter_tp = tensor_parallel_check(name, tensor_parallel, heads=heads, kv_heads=kv_heads,
+                                                          intermediate=inter, uneven=uneven_heads)
     tie = gpt if tie_word_embeddings is None else bool(tie_word_embeddings)
     drop = (0.1 if gpt else 0.0) if dropout is None else float(dropout)
     eps = (1e-5 if gpt else 1e-6) if eps is None else float(eps)
@@ -141,7 +142,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
         if drop:
             x = b.op("Dropout", [x], dict(ratio=drop), name="drop")
     x = b.reshape(x, "embeddings.flatten_tokens", (-1, hidden), layer=emb)
-    ctx = dict(S=S, B=batch, hidden=hidden, H=heads // tp, KV=kv_heads // tp, hd=hd, drop=drop, eps=eps, bias=gpt,
+    ctx = dict(S=S, B=batch, hidden=hidden, H=heads_tp, KV=kv_tp, hd=hd, drop=drop, eps=eps, bias=gpt,
                cache_len=cache_len, past=past,
                scale=b.const("attention_scale", np.array(np.sqrt(hd), dtype=np.float32)))
     if not past:
@@ -159,12 +160,12 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
             x = b.op("Add", [a, x], name=f"{p}.attn_residual", layer=f"{p}.residual")
             n2 = _norm(b, x, f"{p}.ln_2" if gpt else f"{p}.post_attention_layernorm", gpt, eps)
             if gpt:
-                m = _gelu_mlp(b, n2, f"{p}.mlp", hidden, inter // tp, drop)
+                m = _gelu_mlp(b, n2, f"{p}.mlp", hidden, inter_tp, drop)
             elif moe:
-                m = _moe_mlp(b, n2, f"{p}.block_sparse_moe", hidden, inter // tp, experts, experts_per_tok,
+                m = _moe_mlp(b, n2, f"{p}.block_sparse_moe", hidden, inter_tp, experts, experts_per_tok,
                              capacity_factor, batch * S)
             else:
-                m = _swiglu_mlp(b, n2, f"{p}.mlp", hidden, inter // tp)
+                m = _swiglu_mlp(b, n2, f"{p}.mlp", hidden, inter_tp)
             x = b.op("Add", [m, x], name=f"{p}.mlp_residual", layer=f"{p}.residual")
     if last_logits:     # generation: only each sequence's last token is sampled from
         x = b.reshape(x, "last_token.unflatten", (-1, S, hidden), layer="last_token")
@@ -324,7 +325,8 @@ def _preset(style, name, **shape):
 #: the builder options of every decoder preset (``get_model(name, **options)``)
 OPTIONS = {"layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "max_position", "seq_len",
            "tie_word_embeddings", "dropout", "eps", "rope_theta", "experts", "experts_per_tok",
-           "capacity_factor", "cache_len", "past", "last_logits", "tensor_parallel"}
+           "capacity_factor", "cache_len", "past", "last_logits", "tensor_parallel",
+           "uneven_heads"}
 
 _GPT2 = dict(vocab=50257, max_position=1024)
 _LLAMA2_7B = dict(layers=32, hidden=4096, heads=32, kv_heads=32, intermediate=11008, vocab=32000,

@@ -152,7 +152,7 @@ def _bottleneck(b, x, p, cin, width, stride):
 
 def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=None,
          seq_len=128, vocab=30522, max_position=512, type_vocab=2, num_labels=2, tensor_parallel=1,
-         name="bert-base"):
+         uneven_heads=False, name="bert-base"):
     """BERT encoder (HF ``BertForSequenceClassification`` layout).
 
     Inputs ``input_ids`` and ``token_type_ids`` (batch, seq_len) int64; no
@@ -169,7 +169,8 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
         raise ModelError(f"{name}: seq_len {seq_len} exceeds max_position {max_position}")
     inter = intermediate or 4 * hidden
     hd = hidden // heads
-    tp = tensor_parallel_check(name, tensor_parallel, heads=heads, kv_heads=heads, intermediate=inter)
+    tp, heads_tp, _, inter_tp = tensor_parallel_check(name, tensor_parallel, heads=heads, kv_heads=heads,
+                                                      intermediate=inter, uneven=uneven_heads)
     b = GraphBuilder(name, batch, dtype)
     ids = b.input("input_ids", (batch, seq_len), "int64")
     types = b.input("token_type_ids", (batch, seq_len), "int64")
@@ -190,7 +191,7 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
     for i in range(layers):
         p = f"encoder.layer.{i}"
         with b.block(p, "bert_layer"):
-            x = _bert_layer(b, x, p, seq_len, hidden, heads // tp, hd, inter // tp, scale)
+            x = _bert_layer(b, x, p, seq_len, hidden, heads_tp, hd, inter_tp, scale)
     x = b.reshape(x, "pooler.unflatten_tokens", (-1, seq_len, hidden), layer="pooler")
     first = b.const("first_token", np.array(0, dtype=np.int64))
     x = b.op("Gather", [x, first], dict(axis=1), name="pooler.first_token", layer="pooler")
@@ -237,12 +238,14 @@ def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale):
 
 
 def bert_large(batch=1, dtype="fp32", layers=24, hidden=1024, heads=16, intermediate=4096,
-               seq_len=512, vocab=30400, max_position=512, type_vocab=2, num_labels=2, tensor_parallel=1):
+               seq_len=512, vocab=30400, max_position=512, type_vocab=2, num_labels=2, tensor_parallel=1,
+               uneven_heads=False):
     """BERT-large as in MLPerf's Graphcore configuration (see the module docstring); the
     layout of :func:`bert`, with 512-token sequences by default."""
     return bert(batch=batch, dtype=dtype, layers=layers, hidden=hidden, heads=heads,
                 intermediate=intermediate, seq_len=seq_len, vocab=vocab, max_position=max_position,
-                type_vocab=type_vocab, num_labels=num_labels, tensor_parallel=tensor_parallel, name="bert-large")
+                type_vocab=type_vocab, num_labels=num_labels, tensor_parallel=tensor_parallel,
+                uneven_heads=uneven_heads, name="bert-large")
 
 
 #: name -> builder function

@@ -142,3 +142,31 @@ def test_generate_pipeline_plus_tensor_and_refusals():
         _gen(8, "tensor")
     with pytest.raises(GenerateError, match="^--mode: generate runs one copy"):
         _gen(2, "replicate")
+
+
+def test_uneven_heads_compiles_the_busiest_chip():
+    # GPT-2 XL's split in miniature: 25 heads (of 8 features) on 4 chips, refused unless uneven_heads
+    kw = dict(layers=1, hidden=200, heads=25, intermediate=802, vocab=1000, max_position=64, seq_len=16)
+    with pytest.raises(ModelError, match=r"tensor_parallel 4 does not divide num_attention_heads 25 "
+                                         r"\(model option uneven_heads=True .* ceil\(25 / 4\) = 7\)"):
+        get_model("gpt2", tensor_parallel=4, **kw)
+    one = get_model("gpt2", tensor_parallel=4, uneven_heads=True, **kw)
+    # the busiest chip: 7 heads x 8 = 56 q / k / v features, ceil(802 / 4) = 201 MLP features, 250 vocabulary rows
+    assert one.tensors["h.0.attn.q_proj.weight"].shape == (56, 200)
+    assert one.tensors["h.0.attn.o_proj.weight"].shape == (200, 56)
+    assert one.tensors["h.0.mlp.c_fc.weight"].shape == (201, 200)
+    assert one.tensors["wte.weight"].shape == (250, 200)
+    # the busiest chip holds more than a K-th of what is split
+    full = get_model("gpt2", **kw)
+    rep_params = _replicated(full)
+    assert one.params() > (full.params() - rep_params) / 4 + rep_params
+    # grouped-query attention cannot be split unevenly: refused, and the message says why
+    with pytest.raises(ModelError, match=r"tensor_parallel 3 does not divide num_attention_heads 4 \(uneven_heads "
+                                         r"splits multi-head attention only; num_key_value_heads 2"):
+        get_model("llama-tiny", tensor_parallel=3, uneven_heads=True)
+    # through the multi-chip run: the all-reduces carry whole tokens x hidden partial sums
+    rep = run(RunConfig(model="gpt2", ipus=4, mode="tensor", batch=1, model_kw=dict(kw, uneven_heads=True))).report
+    tp = _tp(rep)
+    assert tp["params_per_chip"] == [one.params()] and tp["params_full_model"] == full.params()
+    assert tp["allreduce_bytes_per_layer_fwd"] == 2 * 16 * 200 * 4
+    assert tp["allreduces_per_micro_batch"]["fwd"] == 3
