@@ -65,7 +65,8 @@ def check(where, tp, *, heads, kv_heads, intermediate, uneven=False, heads_field
     for field, v in ((heads_field, heads), (kv_field, kv_heads), (inter_field, intermediate)):
         if v % tp:
             if kv_heads == heads:
-                hint = (" (model option uneven_heads=True splits them unevenly: the busiest chip takes "
+                hint = (" (the model option uneven_heads=True, --uneven-heads, splits them unevenly: the busiest "
+                        "chip takes "
                         f"ceil({v} / {tp}) = {-(-v // tp)})")
             elif uneven:
                 hint = (f" (uneven_heads splits multi-head attention only; {kv_field} {kv_heads} is not "

@@ -112,6 +112,9 @@ class RunConfig:
     seq_len: int | None = _opt(None, "transformers (BERT, GPT-2, Llama, Mixtral, config.json files): tokens per "
                                "sequence (default: the model's, 128 for most); the model option seq_len",
                                metavar="S")
+    uneven_heads: bool = _opt(False, "tensor / pipeline+tensor: a --tensor-parallel that does not divide the "
+                              "heads (GPT-2 XL's 25) splits them unevenly, the busiest chip compiled; the "
+                              "model option uneven_heads")
 
     # -- validation ---------------------------------------------------------------------
     def __post_init__(self):
@@ -138,6 +141,8 @@ class RunConfig:
             if kw.get("seq_len", self.seq_len) != self.seq_len:
                 raise ConfigError(f"seq_len: {self.seq_len} contradicts the model option seq_len {kw['seq_len']}")
             set_("model_kw", kw | {"seq_len": self.seq_len})
+        if self.uneven_heads is True:     # the model option, given as a run option
+            set_("model_kw", dict(self.model_kw or {}) | {"uneven_heads": True})
         if self.recompute in (None, False):
             set_("recompute", "none")
         for f in dataclasses.fields(self):
@@ -145,7 +150,8 @@ class RunConfig:
             v = getattr(self, f.name)
             if ch and v is not None and v not in ch:
                 raise ConfigError(f"{f.name}: {v!r} is not one of {', '.join(map(str, ch))}")
-        for name in ("train", "fuse", "functions", "verify_suggestions", "suggest", "replicated_tensor_sharding"):
+        for name in ("train", "fuse", "functions", "verify_suggestions", "suggest", "replicated_tensor_sharding",
+                     "uneven_heads"):
             v = getattr(self, name)
             if not isinstance(v, bool):
                 raise ConfigError(f"{name}: must be true or false, got {v!r}")
@@ -210,6 +216,9 @@ class RunConfig:
         if self.tensor_parallel is not None and (not self.multichip or mode not in TENSOR_MODES):
             raise ConfigError(f"tensor_parallel: needs --ipus N with --mode tensor or pipeline+tensor, "
                               f"got --ipus {ipus} --mode {mode}")
+        if self.uneven_heads and (not self.multichip or mode not in TENSOR_MODES):
+            raise ConfigError(f"uneven_heads: splits heads over tensor-parallel chips; needs --ipus N with --mode "
+                              f"tensor or pipeline+tensor, got --ipus {ipus} --mode {mode}")
         if mode in TENSOR_MODES and self.multichip:
             if self.replicas is not None:
                 raise ConfigError(f"replicas: --mode {mode} has no replicas (tensor parallelism with "
@@ -275,6 +284,7 @@ class RunConfig:
         """The same run on one chip: one replica, its samples per update in the same micro-batches
         (accumulated), the first stage's memory proportion."""
         return self.replace(ipus=1, mode="shard", replicas=None, replicated_tensor_sharding=False, tensor_parallel=None,
+                            uneven_heads=False,
                             layers_per_chip=(), pipeline_splits=(),
                             available_memory_proportion=self.proportion_of_stage(0),
                             micro_batches=self.layout()[2])

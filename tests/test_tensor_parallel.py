@@ -148,7 +148,7 @@ def test_uneven_heads_compiles_the_busiest_chip():
     # GPT-2 XL's split in miniature: 25 heads (of 8 features) on 4 chips, refused unless uneven_heads
     kw = dict(layers=1, hidden=200, heads=25, intermediate=802, vocab=1000, max_position=64, seq_len=16)
     with pytest.raises(ModelError, match=r"tensor_parallel 4 does not divide num_attention_heads 25 "
-                                         r"\(model option uneven_heads=True .* ceil\(25 / 4\) = 7\)"):
+                                         r"\(the model option uneven_heads=True, --uneven-heads, .* ceil\(25 / 4\) = 7\)"):
         get_model("gpt2", tensor_parallel=4, **kw)
     one = get_model("gpt2", tensor_parallel=4, uneven_heads=True, **kw)
     # the busiest chip: 7 heads x 8 = 56 q / k / v features, ceil(802 / 4) = 201 MLP features, 250 vocabulary rows
@@ -165,8 +165,13 @@ def test_uneven_heads_compiles_the_busiest_chip():
                                          r"splits multi-head attention only; num_key_value_heads 2"):
         get_model("llama-tiny", tensor_parallel=3, uneven_heads=True)
     # through the multi-chip run: the all-reduces carry whole tokens x hidden partial sums
-    rep = run(RunConfig(model="gpt2", ipus=4, mode="tensor", batch=1, model_kw=dict(kw, uneven_heads=True))).report
+    # (--uneven-heads is the run option that sets the model option)
+    rep = run(RunConfig(model="gpt2", ipus=4, mode="tensor", batch=1, model_kw=kw, uneven_heads=True)).report
     tp = _tp(rep)
     assert tp["params_per_chip"] == [one.params()] and tp["params_full_model"] == full.params()
     assert tp["allreduce_bytes_per_layer_fwd"] == 2 * 16 * 200 * 4
     assert tp["allreduces_per_micro_batch"]["fwd"] == 3
+    with pytest.raises(ConfigError, match="^uneven_heads: splits heads over tensor-parallel chips; needs --ipus N"):
+        RunConfig(model="gpt2", ipus=4, mode="pipeline", uneven_heads=True)
+    with pytest.raises(ConfigError, match="^uneven_heads: must be true or false"):
+        RunConfig(model="gpt2", ipus=4, mode="tensor", uneven_heads="yes")
