@@ -755,6 +755,12 @@ BINARY_FNS = {
     "bitwise_xor": (_bitwise(np.bitwise_xor), 1.0), "bitshift": (_bitshift, 1.0),
     "prelu": (lambda a, b, p: np.where(a < 0, a * b, a), 2.0),
     "axpby": (lambda a, b, p: p.get("alpha", 1.0) * a + p.get("beta", 1.0) * b, 2.0),
+    # gradients of unary ops (a: the incoming gradient, b: the op's output y or input x)
+    "relu_grad": (lambda a, b, p: a * (b > 0), 1.5),
+    "sigmoid_grad": (lambda a, b, p: a * b * (1 - b), 3.0),
+    "tanh_grad": (lambda a, b, p: a * (1 - b * b), 3.0),
+    "sqrt_grad": (lambda a, b, p: a / (2 * b), 5.0),
+    "leakyrelu_grad": (lambda a, b, p: np.where(b >= 0, a, p.get("alpha", 0.01) * a), 2.0),
 }
 
 #: ternary functions: name -> (f(a, b, c, params), issues)
@@ -913,6 +919,39 @@ def _nll_rows(a, p):
     return {"out": (-xi * wi).reshape(x.shape[0], -1), "wout": wi.reshape(x.shape[0], -1)}
 
 
+def _xent_grad_rows(a, p):
+    """d loss / d logits of a softmax cross-entropy from its log-probabilities: each row of
+    ``k`` classes, (exp(in) - onehot(target)) * scale (0 where target == ignore_index)."""
+    k = int(p["k"])
+    x = np.asarray(_rows(a, "in", k), np.float64)
+    t = np.asarray(a["target"], np.float64).reshape(x.shape[:2]).astype(np.int64)
+    ign = p.get("ignore_index")
+    valid = np.ones(t.shape, bool) if ign is None else t != int(ign)
+    tt = np.where(valid, t, 0)
+    if np.any((tt < 0) | (tt >= k)):
+        raise ValueError(f"a target class outside [0, {k})")
+    g = np.exp(x)
+    np.put_along_axis(g, tt[:, :, None], np.take_along_axis(g, tt[:, :, None], axis=2) - 1.0, axis=2)
+    g = g * valid[:, :, None] * float(p.get("scale", 1.0))
+    return {"out": g.reshape(x.shape[0], -1)}
+
+
+def _adam_step(a, p):
+    """Adam (Kingma & Ba 2015, PyTorch's ``torch.optim.Adam``): the moments, then
+    w -= lr * m^ / (sqrt(v^) + eps) with the bias corrections of step ``step`` (a tensor the
+    host writes before each step); LAMB's direction with ``lamb`` (r = m^ / (sqrt(v^) + eps) + wd w,
+    written to ``r``, the weights left as they are)."""
+    b1, b2, eps = p.get("beta1", 0.9), p.get("beta2", 0.999), p.get("epsilon", 1e-8)
+    t = np.asarray(a["step"], np.float64)
+    g = np.asarray(a["grad"], np.float64)
+    m = b1 * np.asarray(a["m"], np.float64) + (1 - b1) * g
+    v = b2 * np.asarray(a["v"], np.float64) + (1 - b2) * g * g
+    d = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    if p.get("lamb"):
+        return {"m": m, "v": v, "r": d + p.get("weight_decay", 0.01) * np.asarray(a["weights"], np.float64)}
+    return {"m": m, "v": v, "weights": a["weights"] - p.get("lr", 1e-3) * d}
+
+
 def _depthwise_rows(a, p):
     """One output row of a depthwise convolution for ``g`` channels: ``in`` holds the ``kh``
     input rows it reads ([kh][width][g], padding included), ``weights`` the channels' kernels
@@ -943,6 +982,23 @@ def _select_rows(a, p):
 
 
 _TABLE += [
+    Codelet("XentGradRows", (Field("in", IN), Field("target", IN), Field("out", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 5.0) + 20 * np.asarray(s["target"], np.float64),
+            compute=_xent_grad_rows, flops=_ew_flops("out", 3.0), code_bytes=256,
+            doc="(exp(in) - onehot(target)) * scale per row of k log-probabilities: the softmax "
+                "cross-entropy's gradient"),
+    Codelet("AdamStep", (Field("weights", INOUT), Field("grad", IN, same_size_as="weights"),
+                         Field("m", INOUT, same_size_as="weights"), Field("v", INOUT, same_size_as="weights"),
+                         Field("step", IN, same_size_as="weights")),
+            cycles=lambda s, d, p, c: vector_cycles(s["weights"], d, c, 12.0),
+            compute=_adam_step, flops=_ew_flops("weights", 12.0), code_bytes=512,
+            doc="Adam with bias correction at the step held in ``step``"),
+    Codelet("LambDirection", (Field("weights", IN), Field("grad", IN, same_size_as="weights"),
+                              Field("m", INOUT, same_size_as="weights"), Field("v", INOUT, same_size_as="weights"),
+                              Field("step", IN, same_size_as="weights"), Field("r", OUT, same_size_as="weights")),
+            cycles=lambda s, d, p, c: vector_cycles(s["weights"], d, c, 14.0),
+            compute=lambda a, p: _adam_step(a, dict(p, lamb=True)), flops=_ew_flops("weights", 14.0),
+            code_bytes=512, doc="LAMB's moments and direction r = m^ / (sqrt(v^) + eps) + wd w at step ``step``"),
     Codelet("DepthwiseRows", (Field("in", IN), Field("weights", IN), Field("out", OUT)),
             cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["out"], np.float64) * p["kh"] * p["kw"], d, c, 1.0),
             compute=_depthwise_rows, shared=("weights",),

@@ -55,8 +55,11 @@ class Lowered:
 
 class Lowering:
     def __init__(self, opg, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
-                 ipus=1, use_functions=True, fuse=True):
+                 ipus=1, use_functions=True, fuse=True, exact=False):
         self.opg = opg
+        # exact=True (functional training): every op through the index-mapped lowering, whose
+        # vertices compute the op's values; an op it does not compute exactly is refused by name
+        self.exact = bool(exact)
         self.chip = chip
         self.dtype = canonical(dtype) if dtype != "int8" else "int8"
         self.partials = canonical(partials or ("fp32" if self.dtype != "fp32" else "fp32"))
@@ -276,6 +279,9 @@ class Lowering:
         fam = "matmul" if d["op"] == "ConvGradWeight" else d["family"]
         if indexed_takes(d, self):   # a case its family's planner would not compute exactly
             fam = "indexed"
+        elif self.exact:
+            raise LoweringError(f"op {name!r} ({d['op']}, layer {d['layer']!r}): not computed exactly in "
+                                f"functional mode (its lowering is for timing and memory only)")
         planner = PLANNERS.get(fam)
         if planner is None:
             raise LoweringError(f"op {name!r} ({d['op']}): no planner for family {fam!r}")
@@ -498,7 +504,8 @@ class Lowering:
     def _segment_io(self, seg):
         """(external inputs, results read after it) of a segment, in order of first use.
         A result is an output that an op outside the segment reads, a graph output, or a
-        gradient the graph reports."""
+        weight gradient the graph reports (an activation's gradient that no op outside
+        reads dies inside the function, as in the inline program)."""
         key = tuple(seg)
         cache = self.__dict__.setdefault("_io_cache", {})
         if key in cache:

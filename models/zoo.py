@@ -41,10 +41,13 @@ from .tensor_parallel import vocab_rows
 from .transformers import DECODERS
 
 
-def mnist_mlp(batch=1, dtype="fp32", hidden=256, num_classes=10):
-    """Two-layer perceptron on 28x28 digits: 784 -> ``hidden`` (ReLU) -> 10."""
+def mnist_mlp(batch=1, dtype="fp32", hidden=256, num_classes=10, image_size=28):
+    """Two-layer perceptron on 28x28 digits: 784 -> ``hidden`` (ReLU) -> 10.  ``image_size=8``
+    takes scikit-learn's 8x8 handwritten digits (64 -> 256 -> 10, 19,210 parameters)."""
+    if int(image_size) < 1:
+        raise ModelError(f"mnist-mlp: image_size must be a positive integer, got {image_size!r}")
     b = GraphBuilder("mnist-mlp", batch, dtype)
-    x = b.input("input", (batch, 1, 28, 28))
+    x = b.input("input", (batch, 1, int(image_size), int(image_size)))
     x = b.op("Flatten", [x], dict(axis=1), name="flatten")
     x = b.linear(x, "fc1", hidden)
     x = b.op("Relu", [x], name="relu1")

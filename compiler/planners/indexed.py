@@ -23,7 +23,7 @@ import numpy as np
 
 from hardware.dtypes import FLOAT_DTYPES
 
-from ..layout import channel_group
+from ..layout import Act, channel_group
 from .base import LoweringError, Planner, spread
 from .cost import codelet_cycles
 
@@ -72,6 +72,14 @@ OPS = frozenset(UNARY) | frozenset(BINARY) | frozenset(VARIADIC) | frozenset(RED
     | frozenset(ROWS) | frozenset(POOLS) | frozenset(NORMS) | {"Where", "Clip", "Gather", "Conv", "MatMul",
                                                               "Gemm", "LRN", "BatchNormalization",
                                                               "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"}
+#: gradient map of a unary op: op type -> (Map2 function of (dy, y or x), reads the op's output)
+UNARY_GRADS = {"ReluGrad": "relu_grad", "SigmoidGrad": "sigmoid_grad", "TanhGrad": "tanh_grad", "ExpGrad": "mul",
+               "SqrtGrad": "sqrt_grad", "LeakyReluGrad": "leakyrelu_grad"}
+#: the backward-pass and update op types of training graphs (models/training.py) lowered exactly here,
+#: in functional mode (``Lowering(exact=True)``); any other is refused by name
+GRAD_OPS = frozenset(UNARY_GRADS) | {"GemmGradA", "GemmGradB", "MatMulGradA", "MatMulGradB",
+                                     "SoftmaxCrossEntropyLossGrad", "SGDMomentumUpdate", "AdamUpdate",
+                                     "LambUpdate"}
 #: ops whose family planner (compiler/planners/*) computes them exactly in the cases :func:`takes`
 #: leaves to it
 _LEGACY_ELEMENTWISE = {"Relu", "Add", "Sub", "Mul", "Div", "Exp", "Sqrt", "Tanh", "Sigmoid", "Dropout",
@@ -98,6 +106,8 @@ def takes(op, ctx) -> bool:
     t, a = op["op"], op.get("attrs", {})
     if op.get("family") == "indexed":
         return True
+    if getattr(ctx, "exact", False):      # functional mode: every op it has, forward or backward
+        return t in OPS or t in GRAD_OPS
     if op.get("phase", "fwd") != "fwd" or t not in OPS or op.get("family") == "loss" or getattr(ctx, "training", False):
         # training graphs keep their planners (batch statistics, random dropout masks, the
         # backward ops' views of the forward ones); so does a built-in's per-sample loss
@@ -186,6 +196,10 @@ class IndexedPlanner(Planner):
         self.half = ctx.dtype == "fp32" and ctx.opg.tensors[op["outputs"][0]].dtype == "fp16"
         t = op["op"]
         try:
+            if getattr(ctx, "exact", False):
+                self._refuse_inexact(op, ctx)
+            if t in UNARY_GRADS:
+                return self._unary_grad(op, ctx)
             if t in UNARY:
                 return self._unary(op, ctx)
             if t in BINARY:
@@ -319,9 +333,11 @@ class IndexedPlanner(Planner):
             params = dict(params, half=True)
         ctx.graph.add_vertices(cs, codelet, tiles, edges, dtype=ctx.dtype, params=params)
 
-    def emit_rows(self, cs, codelet, fields, outs, params, map_out=True, min_elems=64):
+    def emit_rows(self, cs, codelet, fields, outs, params, map_out=True, min_elems=64, scalars=()):
         """Rows (R, k_f) of every field, grouped into vertices of consecutive rows (in the order
-        of their first output address), enough vertices to give every worker of the tiles work."""
+        of their first output address), enough vertices to give every worker of the tiles work.
+        A field named in ``scalars`` is one element per vertex: its first row's (every row of a
+        vertex must read the same element)."""
         ctx = self.ctx
         R = next(iter(fields.values())).shape[0]
         if R == 0:
@@ -335,12 +351,15 @@ class IndexedPlanner(Planner):
         V = max(1, min(R, ctx.tiles * ctx.chip.workers_per_tile, total // min_elems))
         per = -(-R // V)
         full = R // per
+        def group(v, k, rows):      # rows of a field -> (vertices, elements): a scalar keeps its first row's
+            return v[:, :fields[k].shape[1]] if k in scalars else v.reshape(rows, -1)
+
         if full:
-            self.emit(cs, codelet, {k: v[:full * per].reshape(full, -1) for k, v in fields.items()}, outs,
-                      params, map_out)
+            self.emit(cs, codelet, {k: group(v[:full * per].reshape(full, -1), k, full) for k, v in fields.items()},
+                      outs, params, map_out)
         if R > full * per:
-            self.emit(cs, codelet, {k: v[full * per:].reshape(1, -1) for k, v in fields.items()}, outs,
-                      params, map_out)
+            self.emit(cs, codelet, {k: group(v[full * per:].reshape(1, -1), k, 1) for k, v in fields.items()},
+                      outs, params, map_out)
 
     def cs(self, suffix):
         return self.ctx.compute_set(self.op, suffix)
@@ -1014,3 +1033,177 @@ class IndexedPlanner(Planner):
         red = a.get("reduction", "mean")
         red = red.decode() if isinstance(red, bytes) else red
         return [cs] + self._nll("nll", LP, T, Wt, op["outputs"][0], red, a.get("ignore_index"))
+
+    # -- training (functional mode): the backward pass and the updates ---------------------------
+    def _refuse_inexact(self, op, ctx):
+        """Forward ops of a training graph whose training semantics this lowering does not compute
+        (it would compute their inference semantics): refused by name."""
+        t, a = op["op"], op.get("attrs", {})
+        why = None
+        if t == "BatchNormalization" and a.get("training_mode"):
+            why = "batch statistics (training_mode)"
+        elif t == "Dropout" and len(op["outputs"]) > 1 and op.get("phase") == "fwd" and \
+                float(a.get("ratio", 0.5)) > 0 and ctx.training:
+            why = "random dropout masks"
+        if why:
+            raise LoweringError(f"op {op['name']!r} ({t}, layer {op.get('layer')!r}): {why} are not computed "
+                                "exactly in functional mode")
+
+    def _unary_grad(self, op, ctx):
+        """dx = f'(.) * dy from the op's output (Relu, Sigmoid, Tanh, Exp, Sqrt) or input."""
+        dy, other = op["inputs"][:2]
+        y, Y = self.out()
+        cs = self.cs("grad")
+        self._map2(cs, UNARY_GRADS[op["op"]], self.addr(dy), self.addr(other), Y, op["outputs"][0],
+                   self.attrs("alpha"))
+        return [cs]
+
+    def _scaled(self, css, Y, yname, alpha):
+        if alpha != 1.0:
+            cs = self.cs("alpha")
+            self.emit_rows(cs, "Map1", {"out": Y.reshape(-1, 1), "in": Y.reshape(-1, 1)}, ["out"],
+                           {"fn": "scale", "alpha": alpha}, map_out=False)
+            css.append(cs)
+        return css
+
+    def _GemmGradA(self, op, ctx):
+        """dA of Y = alpha op(A) op(B) + beta C: alpha dY op(B)^T (transposed with transA)."""
+        a = op.get("attrs", {})
+        DY, W = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        cs = self.cs("matmul")
+        opB = W.T if a.get("transB") else W                    # (K, N)
+        if a.get("transA"):      # dA (K, M) = op(B) dY^T: dY^T read as (M, N), its own order
+            self._matmul_vertices(cs, opB[None], DY[None], Y[None], tb=True)
+        else:                    # dA (M, K) = dY op(B)^T: op(B)^T is (N, K); B's own order when transB
+            if a.get("transB"):
+                self._matmul_vertices(cs, DY[None], W[None], Y[None])
+            else:
+                self._matmul_vertices(cs, DY[None], W[None], Y[None], tb=True)
+        return self._scaled([cs], Y, op["outputs"][0], float(a.get("alpha", 1.0)))
+
+    def _GemmGradB(self, op, ctx):
+        """dB of Y = alpha op(A) op(B) + beta C: alpha op(A)^T dY (transposed with transB)."""
+        a = op.get("attrs", {})
+        A, DY = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        cs = self.cs("matmul")
+        opA = A.T if a.get("transA") else A                    # (M, K)
+        if a.get("transB"):      # dB (N, K) = dY^T op(A)
+            self._matmul_vertices(cs, DY.T[None], opA[None], Y[None])
+        else:                    # dB (K, N) = op(A)^T dY
+            self._matmul_vertices(cs, opA.T[None], DY[None], Y[None])
+        return self._scaled([cs], Y, op["outputs"][0], float(a.get("alpha", 1.0)))
+
+    def _matmul_grad_shapes(self, op, A, B):
+        if A.ndim < 2 or B.ndim < 2 or not (B.ndim == 2 or A.shape[:-2] == B.shape[:-2]):
+            raise LoweringError(f"op {op['name']!r} ({op['op']}): the gradient of a MatMul of shapes {A.shape} "
+                                f"and {B.shape} (vectors, broadcast batches) is not computed exactly in "
+                                "functional mode")
+
+    def _MatMulGradA(self, op, ctx):
+        """dA = dY B^T (B 2-D: every row of every batch; else batch by batch)."""
+        DY, B = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        self._matmul_grad_shapes(op, Y, B)
+        cs = self.cs("matmul")
+        if B.ndim == 2:
+            self._matmul_vertices(cs, DY.reshape(1, -1, DY.shape[-1]), B[None], Y.reshape(1, -1, Y.shape[-1]),
+                                  tb=True)
+        else:
+            K, N = B.shape[-2:]
+            self._matmul_vertices(cs, DY.reshape(-1, DY.shape[-2], N), B.reshape(-1, K, N),
+                                  Y.reshape(-1, Y.shape[-2], K), tb=True)
+        return [cs]
+
+    def _MatMulGradB(self, op, ctx):
+        """dB = A^T dY (B 2-D: summed over every row of every batch; else batch by batch)."""
+        A, DY = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        self._matmul_grad_shapes(op, A, Y)
+        cs = self.cs("matmul")
+        K = A.shape[-1]
+        if Y.ndim == 2:
+            self._matmul_vertices(cs, A.reshape(-1, K).T[None], DY.reshape(1, -1, DY.shape[-1]), Y[None])
+        else:
+            M, N = DY.shape[-2:]
+            At = np.swapaxes(A.reshape(-1, M, K), 1, 2)
+            self._matmul_vertices(cs, At, DY.reshape(-1, M, N), Y.reshape(-1, K, N))
+        return [cs]
+
+    def _SoftmaxCrossEntropyLossGrad(self, op, ctx):
+        """d loss / d logits = (softmax - onehot(label)) / (samples counted) from the log-probabilities."""
+        a = op.get("attrs", {})
+        LP, T = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        C = LP.shape[1]
+        red = a.get("reduction", "mean")
+        red = red.decode() if isinstance(red, bytes) else red
+        if len(op["inputs"]) > 2 or (red == "mean" and a.get("ignore_index") is not None):
+            raise LoweringError(f"op {op['name']!r} ({op['op']}): class weights or ignore_index with a mean are "
+                                "not computed exactly in functional mode")
+        rows = np.moveaxis(LP, 1, -1).reshape(-1, C)
+        R = rows.shape[0]
+        cs = self.cs("grad")
+        p = {"k": C, "ignore_index": a.get("ignore_index"), "scale": 1.0 / R if red == "mean" else 1.0,
+             **self.dtypes(target=self.dev(op["inputs"][1]))}
+        self.emit_rows(cs, "XentGradRows", {"out": np.moveaxis(Y, 1, -1).reshape(-1, C), "in": rows,
+                                            "target": T.reshape(R, 1)}, ["out"], p)
+        return [cs]
+
+    def _step(self):
+        """The optimizer's step count: a one-element tensor the host writes before each step
+        (``acts['optimizer.step']``), read by Adam's and LAMB's bias corrections."""
+        ctx = self.ctx
+        if "optimizer.step" not in ctx.acts:
+            a = Act.allocate(ctx.graph, "optimizer.step", (1,), ctx.dtype, kind="state")
+            ctx.graph.map_linearly(a.tensor)
+            ctx.acts["optimizer.step"] = a
+        return addresses(ctx.acts["optimizer.step"])
+
+    def _update_fields(self, op):
+        """Weights, gradient and state addresses of an update op (element by element), its hyper-parameters."""
+        ins = op["inputs"]
+        F = {"weights": self.addr(ins[0]).reshape(-1, 1), "grad": self.addr(ins[1]).reshape(-1, 1)}
+        for i, o in enumerate(op["outputs"]):   # in place: the outputs alias the weights and states
+            self.ctx.new_act(op, i)
+        hyper = {k: float(v) for k, v in op.get("attrs", {}).items()
+                 if k in ("lr", "momentum", "beta1", "beta2", "epsilon", "weight_decay")}
+        return ins, F, hyper
+
+    def _SGDMomentumUpdate(self, op, ctx):
+        """m = momentum m + g; w -= lr m (PyTorch's SGD with momentum, no dampening)."""
+        ins, F, hyper = self._update_fields(op)
+        F["momentum"] = self.addr(ins[2]).reshape(-1, 1)
+        cs = self.cs("update")
+        self.emit_rows(cs, "SGDMomentum", F, ["weights", "momentum"], hyper, map_out=False)
+        return [cs]
+
+    def _AdamUpdate(self, op, ctx):
+        ins, F, hyper = self._update_fields(op)
+        F["m"], F["v"] = self.addr(ins[2]).reshape(-1, 1), self.addr(ins[3]).reshape(-1, 1)
+        F["step"] = np.broadcast_to(self._step(), F["grad"].shape)
+        cs = self.cs("update")
+        self.emit_rows(cs, "AdamStep", F, ["weights", "m", "v"], hyper, map_out=False)
+        return [cs]
+
+    def _LambUpdate(self, op, ctx):
+        """LAMB: moments and direction r, the norms of w and r over the whole tensor, then
+        w -= lr ||w|| / ||r|| r (ratio 1 where a norm is zero)."""
+        ins, F, hyper = self._update_fields(op)
+        W = F["weights"]
+        n = W.shape[0]
+        R = self.temp((n, 1), "r")
+        F.update(m=self.addr(ins[2]).reshape(-1, 1), v=self.addr(ins[3]).reshape(-1, 1),
+                 step=np.broadcast_to(self._step(), W.shape), r=R)
+        cs1 = self.cs("lamb_direction")
+        self.emit_rows(cs1, "LambDirection", F, ["r"], hyper)
+        sq = self.temp((2, 1), "sum_sq")
+        cs2 = self.cs("lamb_norms")
+        self.emit(cs2, "ReduceRows", {"out": sq, "in": np.stack([W.ravel(), R.ravel()])}, ["out"],
+                  {"fn": "sumsquare", "k": n})
+        cs3 = self.cs("lamb_update")
+        self.emit_rows(cs3, "LambUpdate", {"weights": W, "r": R, "w_sq": np.broadcast_to(sq[0], W.shape),
+                                           "r_sq": np.broadcast_to(sq[1], W.shape)}, ["weights"], hyper,
+                       map_out=False, scalars=("w_sq", "r_sq"))
+        return [cs1, cs2, cs3]
