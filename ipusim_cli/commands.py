@@ -18,6 +18,8 @@ COMMANDS = {
     "generate": ("generate", "LLM inference on one chip or several (--ipus N --mode tensor / pipeline / "
                              "pipeline+tensor): prefill + decode steps with a KV cache (time to first token, time "
                              "per token, tokens/s, the physical bound)"),
+    "train": ("train", "train a model functionally on the simulated chip (mnist-mlp on scikit-learn's digits): "
+                       "the loss per step, the held-out accuracy, the simulated time per step"),
     "validate": ("validate", "run every validation row (simulator vs published figures), print the table, "
                              "write docs/validation.md"),
 }
