@@ -508,6 +508,13 @@ _TABLE = [
             cycles=lambda s, d, p, c: vector_cycles(s["in"], "fp32" if p.get("partials") == "fp32" else d, c, 1.0),
             compute=_reduce_partials, flops=_ew_flops("in"), code_bytes=256, state_bytes=16,
             doc="out[j] = reduce_i in[i, j]: sums the partials of a split contraction"),
+    Codelet("ReducePartialsUpdate", (Field("in", IN, dtype="P"), Field("out", INOUT)),
+            cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["in"], np.float64) + s["out"],
+                                                    "fp32" if p.get("partials") == "fp32" else d, c, 1.0),
+            compute=lambda a, p: {"out": a["out"] + _reduce_partials(a, p)["out"]},
+            flops=lambda s, d, p: np.asarray(s["in"], np.float64) + s["out"], code_bytes=256, state_bytes=16,
+            doc="out[j] += reduce_i in[i, j]: partials reduced straight into an accumulator (PopLibs' "
+                "reductions with update)"),
     # matrix-unit (AMP) vertices
     Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]

@@ -2,7 +2,7 @@
 
 Categories follow the vendor's memory report (PopVision Graph Analyser):
 
-* ``always_live_variables``: weights, optimizer and other state, constants;
+* ``always_live_variables``: weights, optimizer and other state, gradient accumulators, constants;
   they hold their bytes for the whole program;
 * ``not_always_live_variables``: activations, gradients, temporaries, data
   inputs and offloaded variables while they are resident, and the exchange
@@ -48,7 +48,7 @@ from .intervals import merge_per_key
 from .program import Call, Copy, Execute, Repeat, Sequence, walk
 
 #: variable kinds that hold their bytes for the whole program
-ALWAYS_LIVE = ("weight", "state", "constant", "variable")
+ALWAYS_LIVE = ("weight", "state", "constant", "variable", "accumulator")
 #: codelets whose output may be written over an input (element-wise, same size)
 INPLACE_CODELETS = {"Add", "Sub", "Mul", "Div", "Max", "Copy", "Relu", "Exp", "Sqrt", "Tanh",
                     "Sigmoid", "Gelu", "ReluGrad", "BroadcastOp", "Affine", "ScaledAdd"}

@@ -14,8 +14,9 @@
     Gradient accumulation: ``Repeat(n, [inputs, forward, loss, backward])``
     then one weight update.  Each weight gradient gets an accumulator (same
     shape and tile mapping) that a ``ScaledAdd`` compute set adds it to right
-    after the step that produces it; the update reads the accumulator.  The accumulators live across the loop; the activations and
-    the per-micro-batch gradients live inside one iteration.
+    after the step that produces it; the update reads the accumulator.  The accumulators
+    (kind ``accumulator``) are always live; the activations and the per-micro-batch
+    gradients live inside one iteration.
 
 Both expect the flat program the lowering makes for training graphs (no
 graph-function calls); lower with ``use_functions=False`` for inference.
@@ -79,6 +80,15 @@ def _phase(node):
     if isinstance(node, Execute):
         return node.compute_set.phase
     return getattr(node, "phase", None)
+
+
+def _state_copy(g, c) -> bool:
+    """A copy that only loads or stores offloaded optimizer state (offload's streaming-memory
+    copies around the update): it belongs with the update, after the accumulation loop."""
+    if not isinstance(c, Copy):
+        return False
+    vs = [g.variable(t) for t in (c.src, c.dst) if hasattr(t, "elements") and t.numel]
+    return bool(vs) and all(v.kind == "state" and getattr(v, "offloaded", False) for v in vs)
 
 
 def offloadable(low, what) -> list:
@@ -170,8 +180,60 @@ def _bytes(dtype):
     return DTYPE_BYTES[dtype]
 
 
-def accumulate(low, n) -> dict:
-    """Gradient accumulation over ``n`` micro-batches (see the module docstring)."""
+#: codelets that can add their result to what their output holds (PopLibs' reductions with
+#: ``update``, a matmul accumulating into its output): a weight gradient that only one such
+#: compute set writes is reduced straight into its accumulator, as the IPU TensorFlow backend's
+#: ``conv_scaled_inplace`` fusion and PopART's accumulate ops do, with no copy of the gradient
+#: and no ScaledAdd step
+_UPDATABLE = {"ReducePartials": None, "MatMulPartial": "accumulate", "MatMulPartialMAC": "accumulate"}
+
+
+def _fusable(g, uses, vids) -> dict:
+    """{gradient var id: [its writer batches]} for the gradients whose one writing compute set
+    writes them with :data:`_UPDATABLE` vertices only (no other variable, not already
+    accumulating), read by nothing but the update."""
+    ups = {cs.id for cs in g.compute_sets if cs.phase == "update"}
+    users = {}
+    for cs, d in uses.items():
+        for v, w in d.items():
+            users.setdefault(v, []).append((cs, w))
+    by_cs = {}
+    for b in g.batches:
+        by_cs.setdefault(b.cs, []).append(b)
+    arr = g.finalize()
+    off = arr.vertex_edge_offsets
+    out = {}
+    for vid in vids:
+        us = users.get(vid, [])
+        wcs = [cs for cs, w in us if w]
+        if len(wcs) != 1 or any(cs not in ups for cs, w in us if cs != wcs[0]):
+            continue
+        v = g.variables[vid]
+        mine, ok = [], True
+        for b in by_cs[wcs[0]]:
+            c = CODELETS[b.codelet]
+            outs = [i for i, f in enumerate(c.fields) if f.writes]
+            e0, e1 = int(off[b.v0]), int(off[b.v1])
+            ef = arr.edge_field[e0:e1]
+            est = arr.edge_start[e0:e1][np.isin(ef, outs)]
+            hit = (est >= v.start) & (est < v.start + v.size)
+            if not hit.any():
+                continue
+            if b.codelet not in _UPDATABLE or not hit.all() or \
+                    (_UPDATABLE[b.codelet] and b.params.get(_UPDATABLE[b.codelet])):
+                ok = False
+                break
+            mine.append(b)
+        if ok and mine:
+            out[vid] = mine
+    return out
+
+
+def accumulate(low, n, loop=True) -> dict:
+    """Gradient accumulation over ``n`` micro-batches (see the module docstring).
+    ``loop=False``: the accumulators and their ScaledAdd steps without the ``Repeat``, the
+    program left as one micro-batch (a pipeline stage: the multi-chip model runs the
+    micro-batches itself, and the accumulators are memory the stage holds all along)."""
     n = int(n)
     if n < 1:
         raise ValueError(f"accumulate must be >= 1, got {n}")
@@ -201,40 +263,63 @@ def accumulate(low, n) -> dict:
                     last_writer[v] = i
         elif isinstance(c, Copy) and hasattr(c.dst, "elements") and c.dst.numel:   # a function's result
             last_writer[g.variable(c.dst).id] = i
+    fused = _fusable(g, uses, np.unique(gvar).tolist())
     acc_cs = {}
     acc_of = {}
     for vid in np.unique(gvar).tolist():
-        at = last_writer.get(vid, len(prog.children) - 1)
-        if at not in acc_cs:
-            acc_cs[at] = g.add_compute_set(f"accumulate gradients/{len(acc_cs)}", layer="accumulate",
-                                           op="accumulate", phase="bwd")
-        cs = acc_cs[at]
         v = g.variables[vid]
-        t = g.add_variable(v.dtype, v.shape, f"{v.name}/accum", kind="gradient", op="accumulate")
+        t = g.add_variable(v.dtype, v.shape, f"{v.name}/accum", kind="accumulator", op="accumulate")
         a = g.variables[-1]
         if vid not in g.tile_map:
             g.map_linearly(t)
         else:
             g.tile_map.set_runs(a.id, *g.tile_map.runs(vid))
         acc_of[vid] = a
+        if vid in fused:
+            continue
+        at = last_writer.get(vid, len(prog.children) - 1)
+        if at not in acc_cs:
+            acc_cs[at] = g.add_compute_set(f"accumulate gradients/{len(acc_cs)}", layer="accumulate",
+                                           op="accumulate", phase="bwd")
         # one ScaledAdd vertex per run of elements on one tile
         st, tl = g.tile_map.runs(a.id)
         ln = g.tile_map.run_lengths(a.id)
         keep = tl >= 0
         st, ln, tl = st[keep], ln[keep], tl[keep]
         vi = np.arange(st.size)
-        g.add_vertices(cs, "ScaledAdd", tl, {"data": (vi, a.start + st, ln), "delta": (vi, v.start + st, ln)},
+        g.add_vertices(acc_cs[at], "ScaledAdd", tl, {"data": (vi, a.start + st, ln), "delta": (vi, v.start + st, ln)},
                        dtype=v.dtype, params={"scale": 1.0})
-    # the update reads the accumulators
+    # the update reads the accumulators, and the fused reductions write into them (a fresh
+    # view: adding the ScaledAdd vertices may have moved the edge buffer, and a write through
+    # the old view would be lost)
+    es = g.e_start.view()
     for vid, a in acc_of.items():
         m = idx[gvar == vid]
         es[m] = es[m] - g.variables[vid].start + a.start
+    if fused:
+        ev = g.e_vertex.view()
+        shift = np.zeros(max(b.v1 for bs in fused.values() for b in bs), np.int64)
+        lo, hi = shift.copy(), shift.copy()
+        for vid, bs in fused.items():
+            v = g.variables[vid]
+            for b in bs:
+                shift[b.v0:b.v1] = acc_of[vid].start - v.start
+                lo[b.v0:b.v1], hi[b.v0:b.v1] = v.start, v.start + v.size
+                if b.codelet == "ReducePartials":
+                    b.codelet = "ReducePartialsUpdate"
+                else:
+                    b.params = dict(b.params, accumulate=True)
+        e = np.flatnonzero(ev < shift.size)
+        d = shift[ev[e]]
+        e, d = e[d != 0], d[d != 0]
+        into = (es[e] >= lo[ev[e]]) & (es[e] < hi[ev[e]])
+        es[e[into]] += d[into]
     g._finalized = None
     body, post = [], []
     for i, c in enumerate(prog.children):
-        (post if _phase(c) == "update" else body).append(c)
+        (post if _phase(c) == "update" or _state_copy(g, c) else body).append(c)
         if i in acc_cs:
             body.append(Execute(acc_cs[i]))
-    prog.children = [Repeat(n, Sequence(body))] + post
+    prog.children = ([Repeat(n, Sequence(body))] if loop else body) + post
     return {"accumulate": n, "accumulators": len(acc_of),
             "accumulator_bytes": int(sum(a.size * _bytes(a.dtype) for a in acc_of.values()))}

@@ -73,8 +73,9 @@ import simpy
 import models
 from compiler import transforms
 from compiler.executable import compile_program
+from compiler.kvcache import stream_kv_cache
 from compiler.lower import lower
-from compiler.memory import memory_report, step_names
+from compiler.memory import CATEGORIES, execute_order, memory_report, step_names
 from compiler.partition import even_vs_auto, partition
 from compiler.recompute import layer_names, unknown_layer
 from compiler.recompute import recompute as apply_recompute
@@ -145,6 +146,46 @@ def _stage_detail(m, exe, chip) -> dict:
             "not_always_live_peak_bytes": int(m.get("not_always_live_peak_bytes", 0))}
 
 
+def stash_bytes_per_tile(live, exe) -> np.ndarray:
+    """Per tile, the not-always-live bytes live across a training stage's forward / backward
+    boundary (after its last forward or loss step): what one micro-batch keeps for its
+    backward pass (with recomputation, the checkpoints), and so what each further
+    micro-batch in flight in a pipeline adds (PopART's stash)."""
+    css = exe.graph.compute_sets
+    order = execute_order(exe.program)
+    fwd = [i for i, c in enumerate(order) if c >= 0 and (css[c].phase or "fwd") in ("fwd", "loss")]
+    out = np.zeros(live.num_tiles)
+    if not fwd or fwd[-1] + 1 >= live.nsteps:
+        return out
+    b = fwd[-1]
+    across = np.unique(live.iv_item[(live.iv_start <= b) & (live.iv_end > b)])
+    sel = np.isin(live.pair_item, across)
+    np.add.at(out, live.pair_tile[sel], live.pair_bytes[sel])
+    return out
+
+
+def _add_stash(m, extra):
+    """Add ``extra`` bytes per tile (a pipeline's stash: activations, so not-always-live) to a
+    memory report's per-tile figures and everything derived from them."""
+    pt = m["per_tile"]
+    nal = "not_always_live_variables"
+    pt[nal] = pt[nal] + extra
+    pt["pipeline_stash"] = extra
+    tot = pt["total"] = pt["total"] + extra
+    sram = m["sram_bytes_per_tile"]
+    worst = np.argsort(-tot, kind="stable")[:5]
+    m["worst_tiles"] = [{"tile": int(t), "bytes": int(tot[t]),
+                         "dominant": max((k for k in CATEGORIES if k in pt), key=lambda k: pt[k][t]),
+                         **{k: int(pt[k][t]) for k in CATEGORIES if k in pt}, "pipeline_stash": int(extra[t])}
+                        for t in worst]
+    m["by_category"][nal] = int(round(pt[nal].sum()))
+    m["total_bytes"] = int(tot.sum())
+    m["peak_tile"] = int(worst[0])
+    m["peak_tile_bytes"] = int(tot.max())
+    m["fits"] = bool(tot.max() <= sram)
+    m["oom_tiles"] = int((tot > sram).sum())
+
+
 def _state_bytes_per_tile(graph) -> np.ndarray:
     """Bytes of optimizer state (variables of kind ``state``) on each tile of a lowered graph."""
     out = np.zeros(graph.num_tiles, np.int64)
@@ -160,10 +201,10 @@ def _state_bytes_per_tile(graph) -> np.ndarray:
 
 def kv_cache_bytes_per_tile(graph) -> np.ndarray:
     """Bytes of the KV cache (every ``*_cache`` variable of a lowered graph, the unread rest
-    included) on each tile."""
+    included) on each tile of SRAM (none of a cache kept in streaming memory)."""
     out = np.zeros(graph.num_tiles, np.float64)
     for vid, v in enumerate(graph.variables):
-        if "_cache" not in v.name or "/" in v.name:
+        if "_cache" not in v.name or "/" in v.name or getattr(v, "offloaded", False):
             continue
         r = graph.tile_map.runs(vid)
         if r is None:
@@ -189,7 +230,8 @@ def _holds(stage, m, kv, state, dtype) -> dict:
 
 
 def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
-               use_functions=True, memory=True, detail=False, offload=(), shards=1) -> StageTiming:
+               use_functions=True, memory=True, detail=False, offload=(), shards=1,
+               micro_batches=1, in_flight=1) -> StageTiming:
     """Lower, compile and run one stage graph on one chip (see the module docstring).
 
     ``detail=True`` (with ``memory``) keeps the stage's per-tile bytes by category and its
@@ -198,6 +240,12 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
     ``shards``: replicated tensor sharding over this many replicas: each chip keeps 1/shards of the
     optimizer state, so the always-live state bytes of every tile shrink by that much in the memory
     figures (the update phase is scaled in :func:`run_multichip`).
+    ``micro_batches > 1`` (training): every weight gradient is added to an accumulator right
+    after it is computed (:func:`compiler.transforms.accumulate` without its loop: the
+    program stays one micro-batch), and the accumulators are memory the chip holds all along.
+    ``in_flight``: micro-batches whose forward pass has run and backward pass has not, at
+    most, in the schedule (1F1B: ``min(stages - s, M)``); each beyond the first holds what
+    one micro-batch holds between its forward and its backward pass (:func:`stash_bytes_per_tile`).
     """
     t0 = time.perf_counter()
     g = stage.graph
@@ -205,6 +253,10 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
                 available_memory_proportion=available_memory_proportion,
                 use_functions=use_functions and "weights" not in offload)
     moved = transforms.offload(low, offload) if offload else None
+    stream_kv_cache(low)          # a decoder whose KV cache is in streaming memory (compiler/kvcache.py)
+    training = any(g.op(n)["phase"] == "update" for n in g.graph)
+    if training and micro_batches > 1:
+        transforms.accumulate(low, micro_batches, loop=False)
     state = _state_bytes_per_tile(low.graph)
     exe = compile_program(low.graph, low.program)
     mem = {}
@@ -212,6 +264,8 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
     if memory:
         try:
             m = memory_report(exe)
+            if training and in_flight > 1:
+                _add_stash(m, stash_bytes_per_tile(m["liveness"], exe) * (in_flight - 1))
             mem = {"fits": bool(m["fits"]), "peak_tile_bytes": int(m["peak_tile_bytes"]),
                    "total_bytes": int(m.get("total_bytes", 0)),
                    "sram_bytes_per_tile": int(m["sram_bytes_per_tile"]), "oom_tiles": int(m.get("oom_tiles", 0)),
@@ -305,7 +359,9 @@ def _time_stages(stages, chip, kw, workers=None):
     n = len(stages)
     workers = min(n, int(workers or os.cpu_count() or 1))
     amp = kw.get("available_memory_proportion", 0.6)
-    kws = [dict(kw, available_memory_proportion=amp[i] if isinstance(amp, tuple) else amp) for i in range(n)]
+    fl = kw.get("in_flight", 1)
+    kws = [dict(kw, available_memory_proportion=amp[i] if isinstance(amp, tuple) else amp,
+                in_flight=fl[i] if isinstance(fl, tuple) else fl) for i in range(n)]
     if workers <= 1 or n <= 1:
         return [time_stage(st, chip, **k) for st, k in zip(stages, kws)]
     try:
@@ -394,7 +450,9 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
                          f"fewer layers than chips)")
     kw = dict(dtype=dtype, partials=cfg.partials, available_memory_proportion=amp,
               use_functions=cfg.functions, memory=memory, detail=bool(stage_detail and memory),
-              offload=tuple(cfg.offload) if training else (), shards=rts)
+              offload=tuple(cfg.offload) if training else (), shards=rts, micro_batches=M,
+              in_flight=tuple((min(S - s, M) if cfg.schedule == "1f1b" else M) if pipelined else 1
+                              for s in range(S)))
     timings = _time_stages(part.stages, chip, kw, workers)
     if rts > 1:
         for tm in timings:

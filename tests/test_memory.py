@@ -334,3 +334,23 @@ def test_cli_memory_options(tmp_path, capsys):
     assert "reuse_factor" in rep["memory"] and "suggestions" in rep["memory"]
     assert "reuse" in capsys.readouterr().out
     assert ipusim_cli.main(["compile", "mnist-mlp", "--dtype", "int8"]) == 0
+
+
+def test_accumulate_update_reads_the_accumulators_not_one_micro_batch_gradients():
+    # the update once read the last micro-batch's raw gradients: adding the ScaledAdd vertices
+    # moved the edge buffer, and the redirect to the accumulators was written to the old one
+    from compiler.codelets import CODELETS
+    c = build(mini_resnet, train=True, batch=2, accumulate=4)
+    g = c.exe.graph
+    acc = {v.id for v in g.variables if v.kind == "accumulator"}
+    assert acc and all(g.variables[i].dtype for i in acc)
+    ev, ef, es = g.e_vertex.view(), g.e_field.view(), g.e_start.view()
+    read = set()
+    for b in g.batches:
+        fields = CODELETS[b.codelet].field_index
+        if g.compute_sets[b.cs].phase == "update" and "grad" in fields:
+            sel = (ev >= b.v0) & (ev < b.v1) & (ef == fields["grad"])
+            read |= set(g.variable_of(es[sel]).tolist())
+    assert read == acc
+    # accumulators are held for the whole program, like the weights
+    assert c.memory["always_live_bytes"] > build(mini_resnet, train=True, batch=2).memory["always_live_bytes"]

@@ -351,3 +351,19 @@ def test_recomputation_and_offload_run_on_several_chips():
     assert rc["model"]["recompute"] == "all" and rc["model"]["offload"] == ["optimizer"]
     bwd = lambda r: sum(st["bwd_cycles"] for st in r["multichip"]["per_stage"])   # noqa: E731
     assert bwd(rc) > bwd(base)            # the recomputed forward ops run in the backward phase
+
+
+def test_pipeline_stages_hold_accumulators_and_the_micro_batches_in_flight():
+    cfg = RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=8, micro_batches=4, train=True)
+    one = [s["memory"] for s in run_multichip(cfg.replace(batch=2, micro_batches=1), steps=1, workers=1)
+           ["multichip"]["per_stage"]]
+    four = [s["memory"] for s in run_multichip(cfg, steps=1, workers=1)["multichip"]["per_stage"]]
+    # 1F1B on 2 stages: stage 0 holds 2 micro-batches between forward and backward, stage 1 one
+    w0 = four[0]["worst_tiles"][0]
+    assert w0["pipeline_stash"] > 0 and w0["bytes"] == sum(w0[k] for k in w0 if k not in (
+        "tile", "bytes", "dominant", "pipeline_stash"))
+    assert "pipeline_stash" not in four[1]["worst_tiles"][0]
+    # each stage's weight gradients get accumulators: always-live bytes it did not hold at M = 1
+    for a, b in zip(one, four):
+        assert b["peak_tile_bytes"] > a["peak_tile_bytes"]
+        assert b["total_bytes"] > a["total_bytes"]

@@ -73,6 +73,7 @@ CATEGORY_LABELS = OrderedDict([
 KIND_COLOURS = {
     "weight": "#3B76AF", "state": "#7AA6D6", "constant": "#8E6BB5", "input": "#4CA35A",
     "activation": "#EF8A2F", "gradient": "#D6504B", "temporary": "#F2C14E", "variable": "#A0A7B0",
+    "accumulator": "#9E3A37",
 }
 
 UNASSIGNED = "(copies & streams)"
