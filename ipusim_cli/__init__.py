@@ -165,6 +165,10 @@ def main(argv=None):
         msg = flag_message(str(e.args[0]) if e.args else str(e))
         print(f"ipusim: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:     # `ipusim ... | head`: the reader stopped reading; no traceback
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return rc if isinstance(rc, int) else 0
 
 

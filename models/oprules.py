@@ -300,6 +300,12 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
         return [(xs, dt)]
     if op in ("LayerNormalization", "RMSNormalization"):
         ax = _axis(attrs.get("axis", -1), len(xs))
+        norm = xs[ax:]
+        for i, role in ((1, "scale"), (2, "bias")):     # unidirectionally broadcast to the normalized dims
+            s = tuple(ins[i].shape) if len(ins) > i and ins[i] is not None else None
+            if s is not None and (len(s) > len(norm) or any(a not in (1, b) for a, b in zip(s[::-1], norm[::-1]))):
+                raise ModelError(f"{op} {role} of shape {s} does not broadcast to the normalized dims {norm} "
+                                 f"(axis {ax} of {xs})")
         stat = xs[:ax] + (1,) * (len(xs) - ax)
         return [(xs, dt)] + [(stat, "fp32")] * (n_out - 1)
     if op == "Reshape":

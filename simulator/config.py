@@ -133,6 +133,9 @@ class RunConfig:
             if self.micro_batches is not None:
                 raise ConfigError("accumulate: the old spelling of --micro-batches (--batch B --accumulate N "
                                   "is --batch B*N --micro-batches N); give one, not both")
+            if self.ipus > 1 and self.mode == "shard":
+                raise ConfigError(f"accumulate: --mode shard runs the whole batch through the chips in turn (no "
+                                  f"accumulation); got {self.accumulate} (use --mode pipeline, or one chip)")
             set_("micro_batches", self.accumulate)
             set_("batch", self.batch * self.accumulate)
             set_("accumulate", 1)
@@ -173,6 +176,11 @@ class RunConfig:
             if self.recompute != "none":
                 raise ConfigError(f"recompute_checkpoints: the checkpoints are the recomputation; drop "
                                   f"--recompute {self.recompute} (or drop the checkpoints)")
+        if self.multichip:          # each chip compiles its own graph (simulator.multichip)
+            for name in ("fuse", "verify_suggestions"):
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise ConfigError(f"{name}: not supported with --mode {self.mode} on --ipus {self.ipus} "
+                                      f"(separate graphs per chip); use it on one chip or with --mode spread")
         if self.layers_per_chip and self.pipeline_splits:
             raise ConfigError("layers_per_chip: give the stages by block counts or by --pipeline-splits, not both")
         self.layout()
@@ -232,6 +240,10 @@ class RunConfig:
         if not self.multichip:     # one graph (over all the chips' tiles): M micro-batches accumulated
             S, R, M = 1, 1, self.micro_batches or 1
         elif mode == "shard":      # the whole batch through the chips in turn
+            if (self.micro_batches or 1) > 1:
+                raise ConfigError(f"micro_batches: --mode shard runs the whole batch through the chips in turn "
+                                  f"(no micro-batches, no accumulation); got {self.micro_batches} (use --mode "
+                                  f"pipeline, or one chip)")
             S, R, M = ipus, 1, 1
         elif mode == "pipeline":
             S, R = ipus, 1
@@ -364,6 +376,7 @@ class RunConfig:
 
 
 _NAMES = tuple(f.name for f in dataclasses.fields(RunConfig))
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
 def _divisor_up_to(n, k) -> int:

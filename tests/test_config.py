@@ -96,10 +96,10 @@ def test_every_command_line_field_has_one_flag_and_round_trips():
 
 
 def test_flags_become_the_configuration():
-    args = _parser().parse_args(["resnet50", "--train", "--batch", "8", "--dtype", "fp16", "--no-fuse",
+    args = _parser().parse_args(["resnet50", "--train", "--batch", "8", "--dtype", "fp16", "--no-functions",
                                  "--offload", "optimizer", "--ipus", "2", "--mode", "pipeline",
                                  "--micro-batches", "4", "--available-memory-proportion", "0.3"])
-    assert config_from_args(args) == RunConfig(model="resnet50", train=True, batch=8, dtype="fp16", fuse=False,
+    assert config_from_args(args) == RunConfig(model="resnet50", train=True, batch=8, dtype="fp16", functions=False,
                                                offload=("optimizer",), ipus=2, mode="pipeline", micro_batches=4,
                                                available_memory_proportion=0.3)
 
@@ -207,3 +207,20 @@ def test_counts_the_engine_would_simulate_for_hours_are_refused(field, value):
     # --accumulate 1000000000 ran for about 50 hours (every micro-batch is simulated)
     with pytest.raises(ConfigError, match=rf"^{field}: at most"):
         RunConfig(model="mnist-mlp", train=True, **{field: value})
+
+
+def test_options_several_chips_would_ignore_are_refused_by_name():
+    # issue 15: with --ipus N --mode shard, --accumulate / --micro-batches were silently dropped
+    # (the whole batch ran through the chips at once), and --no-fuse only failed inside the run
+    with pytest.raises(ConfigError, match=r"^accumulate: --mode shard .* \(no accumulation\)"):
+        RunConfig(model="mnist-mlp", train=True, ipus=2, accumulate=2)
+    with pytest.raises(ConfigError, match="^micro_batches: --mode shard"):
+        RunConfig(model="mnist-mlp", train=True, ipus=2, batch=4, micro_batches=2)
+    with pytest.raises(ConfigError, match="^fuse: not supported with --mode replicate on --ipus 2"):
+        RunConfig(model="mnist-mlp", ipus=2, mode="replicate", fuse=False)
+    with pytest.raises(ConfigError, match="^verify_suggestions: not supported"):
+        RunConfig(model="mnist-mlp", ipus=2, verify_suggestions=True)
+    # the same options on one chip, or over all the chips' tiles, are what they say
+    assert RunConfig(model="mnist-mlp", train=True, ipus=1, accumulate=2).layout() == (1, 1, 2)
+    assert not RunConfig(model="mnist-mlp", ipus=2, mode="spread", fuse=False).fuse
+    assert RunConfig(model="mnist-mlp", train=True, ipus=2, mode="pipeline", accumulate=2).layout()[2] == 2

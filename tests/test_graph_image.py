@@ -151,3 +151,17 @@ def test_cli_render(tmp_path, capsys):
     rc = ipusim_cli.main(["render", "mnist-mlp", "--level", "layer", "--out", str(out), "--quiet"])
     assert rc == 2
     assert "unknown level" in capsys.readouterr().err
+
+
+def test_a_one_op_model_renders(tmp_path):
+    # issue 15: a one-Relu ONNX model failed on a NaN layout (its coarsest level is one node: no
+    # pairs to repel, 0 / 0), then "'list' argument must have no negative elements" in rasterize
+    import onnx
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "relu1",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "relu1.onnx")
+    p = tmp_path / "relu1.png"
+    render_model_graph(str(tmp_path / "relu1.onnx"), p, size=SIZE)
+    assert Image.open(p).size == (SIZE, SIZE)

@@ -496,3 +496,18 @@ def test_nodes_our_rules_reject_are_refused_even_where_onnx_inferred_shapes(tmp_
               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(rank)])], inits)
     with pytest.raises(ModelError, match=rf"node 'n' \(\w+\): .*{words}"):
         load_onnx(p)
+
+
+def test_a_layer_norm_scale_that_does_not_fit_the_normalized_dims_is_refused_by_node(tmp_path):
+    # scale of 3 for 8 features failed late in lowering with numpy's broadcast message, no file named
+    ln = helper.make_node("LayerNormalization", ["x", "s", "b"], ["y"], name="n")
+    p = _save(tmp_path, [ln], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+              [_zeros("s", 3), _zeros("b", 8)], opset=17)
+    with pytest.raises(ModelError, match=r"net.onnx: node 'n' \(LayerNormalization\): .*scale of shape \(3,\) "
+                                         r"does not broadcast to the normalized dims \(8,\)"):
+        load_onnx(p, batch=2)
+    ok = _save(tmp_path, [ln], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+               [_zeros("s", 8), _zeros("b", 1)], opset=17, name="ok.onnx")
+    assert load_onnx(ok, batch=2).name

@@ -440,6 +440,8 @@ def _pair_sum(X, mass, p, rng, sample=400_000):
         i, j = i[k], j[k]
     d = np.sqrt(((X[i] - X[j]) ** 2).sum(1)) + 1e-12
     mm = mass[i] * mass[j]
+    if not mm.sum() > 0:        # one node (a tiny graph coarsened to one): no pairs to repel
+        return max(P, 1e-30)
     return max(P * float((mm * d ** (1 - p)).sum() / mm.sum()), 1e-30)
 
 
