@@ -2,7 +2,7 @@
 
     ipusim generate MODEL --prompt-len P --new-tokens N [--batch B] [--chip ...] [--dtype fp16]
                           [--ipus K --mode tensor|pipeline|pipeline+tensor [--tensor-parallel T]]
-                          [--samples K] [--json F]
+                          [--kv-cache sram|streaming] [--samples K] [--json F]
 
 MODEL is a decoder: a built-in (gpt2..., llama-7b, mixtral-8x7b...) or a decoder config.json.
 """
@@ -21,7 +21,7 @@ __all__ = ["add_parser", "cmd_generate"]
 def cmd_generate(args):
     cfg = config_from_args(args)
     check_output_path(args.json)
-    rep = generate(cfg, args.prompt_len, args.new_tokens, samples=args.samples)
+    rep = generate(cfg, args.prompt_len, args.new_tokens, samples=args.samples, kv_cache=args.kv_cache)
     print(format_generate(rep))
     if args.json:
         with open(args.json, "w") as f:
@@ -37,5 +37,9 @@ def add_parser(sub):
     p.add_argument("--new-tokens", type=int, required=True, metavar="N", help="tokens generated per sequence")
     p.add_argument("--samples", type=int, default=3, metavar="K",
                    help="decode steps simulated at K cache lengths, the others interpolated (default 3)")
+    p.add_argument("--kv-cache", default="sram", choices=("sram", "streaming"),
+                   help="where the KV cache lives: tile SRAM (default), or the streaming memory beside each "
+                        "chip (each decode step loads the cached positions and stores the new one, timed at "
+                        "the streaming-memory rate)")
     p.add_argument("--json", help="write the report here")
     return {"generate": cmd_generate}

@@ -90,10 +90,16 @@ def rotary_tables(positions, head_dim, theta=10000.0):
     return np.cos(ang), np.sin(ang)
 
 
+#: where a decoder's KV cache lives (the model option ``kv_cache``): tile SRAM, or the
+#: streaming memory beside the chip (compiler/kvcache.py moves it there after lowering)
+KV_CACHE_PLACEMENTS = ("sram", "streaming")
+
+
 def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads=12, kv_heads=None,
             intermediate=None, vocab=50257, max_position=1024, seq_len=128, tie_word_embeddings=None,
             dropout=None, eps=None, rope_theta=10000.0, experts=0, experts_per_tok=2, capacity_factor=1.25,
-            cache_len=0, past=0, last_logits=False, tensor_parallel=1, uneven_heads=False, name=None):
+            cache_len=0, past=0, last_logits=False, tensor_parallel=1, uneven_heads=False, kv_cache="sram",
+            name=None):
     """A decoder-only transformer of ``style`` gpt2, llama or mixtral (see the module doc);
     ``tensor_parallel=K``: one chip's slice of it (:mod:`models.tensor_parallel`)."""
     if style not in STYLES:
@@ -129,6 +135,10 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
             raise ModelError(f"{name}: a decode step takes one new token per sequence, got seq_len {S}")
     elif past:
         raise ModelError(f"{name}: past {past} needs a KV cache (cache_len)")
+    if kv_cache not in KV_CACHE_PLACEMENTS:
+        raise ModelError(f"{name}: kv_cache must be one of {', '.join(KV_CACHE_PLACEMENTS)}, got {kv_cache!r}")
+    if kv_cache == "streaming" and not cache_len:
+        raise ModelError(f"{name}: kv_cache streaming needs a KV cache (cache_len)")
     b = GraphBuilder(name, batch, dtype)
     ids = b.input("input_ids", (batch, S), "int64")
     emb = "wte" if gpt else "embed_tokens"
@@ -143,7 +153,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
             x = b.op("Dropout", [x], dict(ratio=drop), name="drop")
     x = b.reshape(x, "embeddings.flatten_tokens", (-1, hidden), layer=emb)
     ctx = dict(S=S, B=batch, hidden=hidden, H=heads_tp, KV=kv_tp, hd=hd, drop=drop, eps=eps, bias=gpt,
-               cache_len=cache_len, past=past,
+               cache_len=cache_len, past=past, kv_cache=kv_cache,
                scale=b.const("attention_scale", np.array(np.sqrt(hd), dtype=np.float32)))
     if not past:
         ctx["mask"] = b.const("causal_mask", np.triu(np.full((S, S), -1e4, np.float32), 1))
@@ -203,7 +213,8 @@ def _cache(b, a, c, x, which):
         b.param(f"{a}.{which}_cache.free", (B * KV, hd, L - live) if which == "k" else (B * KV, L - live, hd),
                 kind="state")
     return b.custom("KVCacheWrite", [x, cache], [(shape, b.dtype, cache)],
-                    {"layout": which, "position": past, "tokens": S, "kv_heads": KV, "head_dim": hd},
+                    {"layout": which, "position": past, "tokens": S, "kv_heads": KV, "head_dim": hd,
+                     "placement": c["kv_cache"]},
                     name=f"{a}.{which}_cache_write", family="gather", flops=0, layer=a)
 
 
@@ -326,7 +337,7 @@ def _preset(style, name, **shape):
 OPTIONS = {"layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "max_position", "seq_len",
            "tie_word_embeddings", "dropout", "eps", "rope_theta", "experts", "experts_per_tok",
            "capacity_factor", "cache_len", "past", "last_logits", "tensor_parallel",
-           "uneven_heads"}
+           "uneven_heads", "kv_cache"}
 
 _GPT2 = dict(vocab=50257, max_position=1024)
 _LLAMA2_7B = dict(layers=32, hidden=4096, heads=32, kv_heads=32, intermediate=11008, vocab=32000,

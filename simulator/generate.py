@@ -44,6 +44,7 @@ import numpy as np
 
 import models
 from hardware.dtypes import DTYPE_BYTES
+from models.transformers import KV_CACHE_PLACEMENTS
 
 from .config import ConfigError, RunConfig
 from .multichip import kv_cache_bytes_per_tile
@@ -101,16 +102,40 @@ def bytes_read(og, dtype) -> dict:
     return {"weights": weights, "cache": cache}
 
 
+def streamed_bytes(og, dtype) -> float:
+    """Bytes a program moves between the chip and the streaming memory for a KV cache kept
+    there (compiler/kvcache.py): the cached positions its attention reads, the ones it writes."""
+    b = DTYPE_BYTES[dtype]
+    out = 0.0
+    for n in og.ops():
+        d = og.op(n)
+        if d["op"] != "KVCacheWrite" or d["attrs"].get("placement") != "streaming":
+            continue
+        a = d["attrs"]
+        t = og.tensors[d["inputs"][1]]
+        axis = 2 if a["layout"] == "k" else 1
+        out += t.size // t.shape[axis] * (int(a["position"]) + int(a["tokens"])) * b
+    return float(out)
+
+
+def streaming_bandwidth(chip) -> float:
+    """Bytes/s between one chip and its streaming memory (its host link's where it has none)."""
+    return chip.streaming_memory_bytes_per_s or chip.host_link_bytes_per_s
+
+
 def _bound(og, report, chip, dtype, bw, cache_read: bool) -> dict:
     br = bytes_read(og, dtype)
     nbytes = br["weights"] + (br["cache"] if cache_read else 0.0)
     flops = float(og.flops())
     mem_s = nbytes / bw
     flop_s = flops / chip.peak_flops(_peak_dtype(dtype))
-    bound = max(mem_s, flop_s)
+    sb = streamed_bytes(og, dtype)
+    stream_s = sb / streaming_bandwidth(chip)
+    bound = max(mem_s, flop_s, stream_s)
     s = report["sim"]["seconds"]
     return {"seconds": s, "cycles": report["sim"]["cycles"], "flops": flops, "bytes_read": nbytes,
-            "bound_seconds": bound, "bound_by": "sram" if mem_s >= flop_s else "flops",
+            "streamed_bytes": sb, "bound_seconds": bound,
+            "bound_by": max((("sram", mem_s), ("flops", flop_s), ("streaming", stream_s)), key=lambda x: x[1])[0],
             "x_bound": s / bound if bound > 0 else None,
             "fits": bool(report["memory"]["fits"]), "peak_tile_bytes": int(report["memory"]["peak_tile_bytes"]),
             "vertices": int(report["graph"]["vertices"])}
@@ -136,27 +161,37 @@ def _bound_multichip(r, chip, dtype, bw, cache_read: bool) -> dict:
     per = []
     for st in sim.part.stages:
         br = bytes_read(st.graph, dtype)
-        per.append((br["weights"] + (br["cache"] if cache_read else 0.0), float(st.graph.flops())))
+        per.append((br["weights"] + (br["cache"] if cache_read else 0.0), float(st.graph.flops()),
+                    streamed_bytes(st.graph, dtype)))
     by = lambda i: max(M * max(p[i] for p in per), sum(p[i] for p in per))   # noqa: E731
     nbytes, flops = by(0), by(1)
     mem_s = nbytes / bw
     flop_s = flops / chip.peak_flops(_peak_dtype(dtype))
+    stream_s = by(2) / streaming_bandwidth(chip)     # each chip streams its own slice
     chips = rep["chip"]["ipus"]
     link_b = rep["sim"]["link_bytes"] / steps
     link_s = link_b / (chips * link_bandwidth(chip)) if chips > 1 and link_bandwidth(chip) > 0 else 0.0
-    bound = max(mem_s, flop_s, link_s)
+    bound = max(mem_s, flop_s, link_s, stream_s)
     s = rep["sim"]["step_seconds"]
     stages = rep["multichip"]["per_stage"]
     tp = rep["multichip"].get("tensor_parallel", {})
     return {"seconds": s, "cycles": rep["sim"]["step_cycles"], "flops": flops, "bytes_read": nbytes,
-            "link_bytes": link_b, "bound_seconds": bound,
-            "bound_by": max((("sram", mem_s), ("flops", flop_s), ("links", link_s)), key=lambda x: x[1])[0],
+            "link_bytes": link_b, "streamed_bytes": M * sum(p[2] for p in per) * rep["chip"]["ipus"] / max(len(per), 1),
+            "bound_seconds": bound,
+            "bound_by": max((("sram", mem_s), ("flops", flop_s), ("links", link_s), ("streaming", stream_s)),
+                            key=lambda x: x[1])[0],
             "x_bound": s / bound if bound > 0 else None,
             "allreduce_seconds": tp.get("allreduce_seconds_per_step", 0.0),
             "allreduces_per_layer": 2 if tp else 0,
             "fits": bool(rep["memory"]["fits"]), "peak_tile_bytes": int(rep["memory"]["peak_tile_bytes"]),
             "vertices": int(sum(st["vertices"] for st in stages)),
             "per_chip": [dict(st["memory"].get("holds", {}), stage=st["stage"], ipus=st["ipus"]) for st in stages]}
+
+
+def cache_bytes(og, dtype) -> float:
+    """Bytes of a program's KV cache (its ``*_cache`` state tensors, the unread rest included)."""
+    return float(sum(t.size for t in og.tensors.values()
+                     if t.kind == "state" and t.name.endswith(("_cache", "_cache.free")))) * DTYPE_BYTES[dtype]
 
 
 def cache_bytes_per_tile(compiled) -> np.ndarray:
@@ -168,11 +203,15 @@ def cache_bytes_per_tile(compiled) -> np.ndarray:
 GENERATE_MODES = ("tensor", "pipeline", "pipeline+tensor")
 
 
-def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DEFAULT_SAMPLES) -> dict:
-    """Prefill + ``new_tokens - 1`` decode steps of ``cfg.model`` on one chip (see the module doc).
-    ``cfg.batch`` sequences of ``prompt_len`` tokens; returns the report (plain values)."""
+def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DEFAULT_SAMPLES,
+             kv_cache: str = "sram") -> dict:
+    """Prefill + ``new_tokens - 1`` decode steps of ``cfg.model`` on one chip or several (see the
+    module doc).  ``cfg.batch`` sequences of ``prompt_len`` tokens; ``kv_cache``: ``"sram"`` or
+    ``"streaming"`` (compiler/kvcache.py); returns the report (plain values)."""
     P, N = _positive("prompt_len", prompt_len), _positive("new_tokens", new_tokens)
     samples = _positive("samples", samples)
+    if kv_cache not in KV_CACHE_PLACEMENTS:
+        raise GenerateError(f"--kv-cache: {kv_cache!r} is not one of {', '.join(KV_CACHE_PLACEMENTS)}")
     multi = cfg.multichip
     if multi and cfg.mode not in GENERATE_MODES:
         raise GenerateError(f"--mode: generate runs one copy of the model: on one chip, or with --ipus N in mode "
@@ -184,6 +223,7 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         raise GenerateError("--seq-len: the prompt is the sequence; give --prompt-len")
     for k in ("cache_len", "past", "last_logits"):
         kw.pop(k, None)
+    kw["kv_cache"] = kv_cache
     chip = cfg.get_chip()
     dtype = cfg.dtype
     bw, bw_src = sram_bandwidth(chip)
@@ -215,6 +255,9 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         cache_max = float(max(h.get("kv_cache_bytes_per_tile_max", 0) for h in per_chip))
         tiles = chip.tiles * pre.report["chip"]["ipus"]
         holding = None
+        if kv_cache == "streaming":      # none of it in SRAM: its size from the stages' graphs
+            T_of = pre.report["chip"]["ipus"] // max(len(pre.multichip.part.stages), 1)
+            cache_total = T_of * sum(cache_bytes(st.graph, dtype) for st in pre.multichip.part.stages)
     else:
         prefill = _bound(pre.compiled.opgraph, pre.report, chip, dtype, bw, cache_read=False)
         per_tile = cache_bytes_per_tile(pre.compiled)
@@ -222,6 +265,8 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         cache_max = float(per_tile.max()) if per_tile.size else 0.0
         tiles = max(len(per_tile), 1)
         holding = int((per_tile > 0).sum())
+        if kv_cache == "streaming":
+            cache_total = cache_bytes(pre.compiled.opgraph, dtype)
 
     pasts = np.arange(P, P + N - 1)          # the decode steps' cache contents before each
     sampled = []
@@ -257,8 +302,11 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         "decode": {"steps": steps, "sampled": sampled, "total_seconds": decode_s,
                    "bound_total_seconds": decode_bound,
                    "x_bound": decode_s / decode_bound if decode_bound > 0 else None},
-        "kv_cache": {"max_tokens": C, "bytes": cache_total, "bytes_per_tile_max": cache_max,
-                     "bytes_per_tile_mean": cache_total / tiles, "tiles_holding": holding},
+        "kv_cache": {"placement": kv_cache, "max_tokens": C, "bytes": cache_total, "bytes_per_tile_max": cache_max,
+                     "bytes_per_tile_mean": cache_total / tiles if kv_cache == "sram" else 0.0,
+                     "tiles_holding": holding,
+                     "streamed_bytes_per_step_max": max((d["streamed_bytes"] for d in sampled), default=0.0),
+                     "streaming_bytes_per_s_per_chip": streaming_bandwidth(chip)},
         "limits": {"sram_bytes_per_s": bw, "sram_source": bw_src, "peak_flops": chip.peak_flops(_peak_dtype(dtype))},
     }
     if multi:
@@ -290,7 +338,10 @@ def format_generate(rep: dict) -> str:
         f"fits      {'yes' if rep['fits'] else 'NO'} (peak tile: prefill {p['peak_tile_bytes']:,} B"
         + (f", decode {max(s['peak_tile_bytes'] for s in d['sampled']):,} B" if d["sampled"] else "") + ")",
         f"KV cache  {_b(kv['bytes'])} for {kv['max_tokens']} tokens x {rep['batch']} sequences: "
-        f"{kv['bytes_per_tile_max']:,.0f} B per tile at most, {kv['bytes_per_tile_mean']:,.0f} mean",
+        + (f"{kv['bytes_per_tile_max']:,.0f} B per tile at most, {kv['bytes_per_tile_mean']:,.0f} mean"
+           if kv.get("placement", "sram") == "sram" else
+           f"in streaming memory, at most {_b(kv['streamed_bytes_per_step_max'])} streamed per decode step "
+           f"({kv['streaming_bytes_per_s_per_chip'] / 1e9:,.1f} GB/s per chip)"),
         f"prefill   {_t(p['seconds'])} = time to first token ({p['x_bound']:.1f}x its bound "
         f"{_t(p['bound_seconds'])}, {p['bound_by']})",
     ]

@@ -26,6 +26,7 @@ import numpy as np
 import models
 from compiler import transforms
 from compiler.executable import compile_program
+from compiler.kvcache import stream_kv_cache
 from compiler.lower import lower
 from compiler.memory import NON_JSON_KEYS, memory_report, oom_message
 from compiler.program import Execute, leaves
@@ -142,6 +143,9 @@ def build(config, *, simulate=False, **options) -> Compiled:
     info = {}
     if offload:
         info["offload"] = transforms.offload(low, offload)
+    kv = stream_kv_cache(low)          # a decoder whose KV cache is in streaming memory
+    if kv:
+        info["kv_cache"] = kv
     if accumulate > 1:
         info["accumulate"] = transforms.accumulate(low, accumulate)
     exe = compile_program(low.graph, low.program)
