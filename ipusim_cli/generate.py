@@ -2,7 +2,7 @@
 
     ipusim generate MODEL --prompt-len P --new-tokens N [--batch B] [--chip ...] [--dtype fp16]
                           [--ipus K --mode tensor|pipeline|pipeline+tensor [--tensor-parallel T]]
-                          [--kv-cache sram|streaming] [--samples K] [--json F]
+                          [--kv-cache sram|streaming] [--samples K] [--no-suggestions] [--json F]
 
 MODEL is a decoder: a built-in (gpt2..., llama-7b, mixtral-8x7b...) or a decoder config.json.
 """
@@ -20,6 +20,8 @@ __all__ = ["add_parser", "cmd_generate"]
 
 def cmd_generate(args):
     cfg = config_from_args(args)
+    if args.no_suggestions:
+        cfg = cfg.replace(suggest=False)
     check_output_path(args.json)
     rep = generate(cfg, args.prompt_len, args.new_tokens, samples=args.samples, kv_cache=args.kv_cache)
     print(format_generate(rep))
@@ -41,5 +43,8 @@ def add_parser(sub):
                    help="where the KV cache lives: tile SRAM (default), or the streaming memory beside each "
                         "chip (each decode step loads the cached positions and stores the new one, timed at "
                         "the streaming-memory rate)")
+    p.add_argument("--no-suggestions", action="store_true",
+                   help="out of memory: do not recompile the variants that might fit (fewer tokens, smaller "
+                        "batch, cache in streaming memory, more chips)")
     p.add_argument("--json", help="write the report here")
     return {"generate": cmd_generate}

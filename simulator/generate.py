@@ -318,7 +318,97 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         rep["tokens_per_s_per_chip"] = rep["tokens_per_s"] / cfg.ipus if rep["tokens_per_s"] else None
         for d in sampled:
             d.pop("per_chip", None)
+    sram = chip.sram_bytes_per_tile
+    if not fits:
+        failing = [n for n, ok in (("prefill", prefill["fits"]), ("decode", all(d["fits"] for d in sampled))) if not ok]
+        peaks = {"prefill": prefill["peak_tile_bytes"],
+                 "decode": max((d["peak_tile_bytes"] for d in sampled), default=0)}
+        rep["memory"] = {"sram_bytes_per_tile": sram, "failing": failing,
+                         "over_by_bytes": {n: int(peaks[n] - sram) for n in failing},
+                         "suggestions": suggestions(cfg, base, kw, P, N, kv_cache, failing) if cfg.suggest else []}
     return rep
+
+
+#: halvings of --new-tokens / --batch tried at most by :func:`suggestions`
+MAX_HALVINGS = 3
+
+
+def _peaks(cfg, kw, P, N, which) -> dict:
+    """Peak tile bytes of the programs in ``which`` (``prefill``; ``decode``: its last step, the
+    longest cache) of one variant, compiled (several chips: also simulated)."""
+    C = P + N
+    out = {}
+    if "prefill" in which:
+        r = run(cfg.replace(model_kw=kw | dict(seq_len=P, cache_len=C, last_logits=True)), simulate=False)
+        out["prefill"] = int(r.report["memory"]["peak_tile_bytes"])
+    if "decode" in which and N > 1:
+        r = run(cfg.replace(model_kw=kw | dict(seq_len=1, cache_len=C, past=C - 2, last_logits=True)),
+                simulate=False)
+        out["decode"] = int(r.report["memory"]["peak_tile_bytes"])
+    return out
+
+
+def _more_chips(cfg) -> list:
+    """``(label, config)`` of twice and four times the chips, in the mode that splits the model
+    further (one chip: tensor)."""
+    out = []
+    for k in (2, 4):
+        n = cfg.ipus * k
+        try:
+            if not cfg.multichip:
+                o = cfg.replace(ipus=n, mode="tensor")
+            elif cfg.mode == "tensor":
+                o = cfg.replace(ipus=n, tensor_parallel=None)
+            else:
+                o = cfg.replace(ipus=n)
+            label = f"--ipus {n} --mode {o.mode}" + (f" --tensor-parallel {o.tensor_parallel}"
+                                                      if o.tensor_parallel else "")
+        except ConfigError:
+            continue
+        out.append((label, o))
+    return out
+
+
+def suggestions(cfg, base, kw, P, N, kv_cache, failing) -> list:
+    """What would fit, each recompiled: the programs that do not fit (``failing``) compiled again
+    with one change: the KV cache in streaming memory, fewer new tokens (halved, the most that
+    fit), a smaller batch (halved, the largest that fits), more chips.  Returns
+    ``[{"option", "peak_tile_bytes": {program: bytes}, "fits"}]`` in that order."""
+    sram = cfg.get_chip().sram_bytes_per_tile
+    out = []
+
+    def attempt(label, o, kw2, n_tokens=N):
+        try:
+            pk = _peaks(o, kw2, P, n_tokens, failing)
+        except (ValueError, models.ModelError) as e:       # a variant the model refuses: say so
+            out.append({"option": label, "fits": False, "error": str(e).splitlines()[0]})
+            return False
+        ok = bool(pk) and all(v <= sram for v in pk.values())
+        out.append({"option": label, "peak_tile_bytes": pk, "fits": ok, "method": "recompiled"})
+        return ok
+
+    if kv_cache == "sram":
+        attempt("--kv-cache streaming", base, kw | {"kv_cache": "streaming"})
+    n = N
+    for _ in range(MAX_HALVINGS):
+        n //= 2
+        if n < 1 or attempt(f"--new-tokens {n}", base, kw, n):
+            break
+    b = cfg.batch
+    for _ in range(MAX_HALVINGS):
+        b //= 2
+        if b < 1:
+            break
+        try:
+            o = base.replace(batch=b)
+        except ConfigError:
+            continue
+        if attempt(f"--batch {b}", o, kw):
+            break
+    for label, o in _more_chips(base):
+        if attempt(label, o, kw):
+            break
+    return out
 
 
 def _t(s):
@@ -358,6 +448,17 @@ def format_generate(rep: dict) -> str:
             (f", links {_b(s['link_bytes'])}" if "link_bytes" in s else "")
         lines.append(f"decode    step at {s['past'] + 1} cached tokens: {_t(s['seconds'])} "
                      f"({s['x_bound']:.1f}x its bound {_t(s['bound_seconds'])}, {s['bound_by']}{extra})")
+    mem = rep.get("memory")
+    if mem:
+        over = ", ".join(f"{n} by {b:,} B" for n, b in mem["over_by_bytes"].items())
+        lines.append(f"memory    does not fit: over a tile's {mem['sram_bytes_per_tile']:,} B on the worst tile: {over}")
+        for sg in mem["suggestions"]:
+            if "error" in sg:
+                lines.append(f"suggest   {sg['option']}: {sg['error']}")
+                continue
+            pk = ", ".join(f"{n} {b:,} B" for n, b in sg["peak_tile_bytes"].items())
+            lines.append(f"suggest   {sg['option']}: {'fits' if sg['fits'] else 'does not fit'} (peak tile {pk}, "
+                         f"recompiled)")
     if d["steps"]:
         lines.append(f"tokens    {_t(rep['time_per_output_token_s'])} per output token, "
                      f"{rep['tokens_per_s']:,.1f} tokens/s decoding, {rep['tokens_per_s_end_to_end']:,.1f} "
@@ -366,4 +467,4 @@ def format_generate(rep: dict) -> str:
 
 
 __all__ = ["generate", "format_generate", "GenerateError", "sram_bandwidth", "bytes_read", "SRAM_BYTES_PER_S",
-           "ConfigError"]
+           "ConfigError", "suggestions"]
