@@ -959,6 +959,48 @@ def _adam_step(a, p):
     return {"m": m, "v": v, "weights": a["weights"] - p.get("lr", 1e-3) * d}
 
 
+def _norm_grad_rows(a, p):
+    """The gradient of a row normalisation (layer / batch norm over rows of ``k`` elements, or
+    RMS norm with ``fn`` "rms") from the row's saved mean and 1 / std: with xhat the normalised
+    row and g = dy * scale, dx = istd (g - mean(g) - xhat mean(g xhat)) (rms: without mean(g));
+    ``xdy`` = dy xhat, which the scale's gradient sums."""
+    k = int(p["k"])
+    x = np.asarray(_rows(a, "in", k), np.float64)
+    dy = np.asarray(_rows(a, "grad", k), np.float64)
+    istd = np.asarray(a["istd"], np.float64).reshape(x.shape[0], -1, 1)
+    rms = p.get("fn") == "rms"
+    xhat = x * istd if rms else (x - np.asarray(a["mean"], np.float64).reshape(istd.shape)) * istd
+    g = dy * _rows(a, "scale", k)
+    dx = g - xhat * (g * xhat).mean(axis=2, keepdims=True)
+    if not rms:
+        dx = dx - g.mean(axis=2, keepdims=True)
+    nv = x.shape[0]
+    return {"out": (istd * dx).reshape(nv, -1), "xdy": (dy * xhat).reshape(nv, -1)}
+
+
+def _softmax_grad_rows(a, p):
+    """dx of y = softmax(x) over rows of ``k``: y (dy - sum(dy y)); of y = log softmax(x)
+    (``fn`` "logsoftmax"): dy - exp(y) sum(dy)."""
+    k = int(p["k"])
+    y = np.asarray(_rows(a, "y", k), np.float64)
+    dy = np.asarray(_rows(a, "grad", k), np.float64)
+    if p.get("fn") == "logsoftmax":
+        dx = dy - np.exp(y) * dy.sum(axis=2, keepdims=True)
+    else:
+        dx = y * (dy - (dy * y).sum(axis=2, keepdims=True))
+    return {"out": dx.reshape(y.shape[0], -1)}
+
+
+def _select_sum_rows(a, p):
+    """out = sum_j grad[j] * (arg[j] == j) per row of ``k``: a max pool's gradient at one input
+    element, from the ``k`` windows that may read it (``arg``: the index in each window of its
+    first maximum, -1 where no window; ``grad``: that window's gradient)."""
+    k = int(p["k"])
+    g = np.asarray(_rows(a, "grad", k), np.float64)
+    hit = np.asarray(_rows(a, "arg", k)) == np.arange(k)
+    return {"out": (g * hit).sum(axis=2).reshape(g.shape[0], -1)}
+
+
 def _depthwise_rows(a, p):
     """One output row of a depthwise convolution for ``g`` channels: ``in`` holds the ``kh``
     input rows it reads ([kh][width][g], padding included), ``weights`` the channels' kernels
@@ -989,6 +1031,20 @@ def _select_rows(a, p):
 
 
 _TABLE += [
+    Codelet("NormGradRows", (Field("in", IN), Field("grad", IN, same_size_as="in"), Field("scale", IN, same_size_as="in"),
+                             Field("mean", IN), Field("istd", IN), Field("out", OUT, same_size_as="in"),
+                             Field("xdy", OUT, same_size_as="in")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 8.0),
+            compute=_norm_grad_rows, flops=_ew_flops("out", 10.0), code_bytes=512,
+            doc="a layer / batch / RMS normalisation's input gradient per row, and dy * xhat"),
+    Codelet("SoftmaxGradRows", (Field("y", IN), Field("grad", IN, same_size_as="y"), Field("out", OUT, same_size_as="y")),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 4.0),
+            compute=_softmax_grad_rows, flops=_ew_flops("out", 4.0), code_bytes=256,
+            doc="y (dy - sum(dy y)) per row (log softmax: dy - exp(y) sum(dy))"),
+    Codelet("SelectSumRows", (Field("grad", IN), Field("arg", IN, same_size_as="grad"), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(s["grad"], d, c, 2.0),
+            compute=_select_sum_rows, flops=_ew_flops("grad", 2.0), code_bytes=256,
+            doc="sum_j grad[j] (arg[j] == j) per row: a max pool's input gradient"),
     Codelet("XentGradRows", (Field("in", IN), Field("target", IN), Field("out", OUT, same_size_as="in")),
             cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 5.0) + 20 * np.asarray(s["target"], np.float64),
             compute=_xent_grad_rows, flops=_ew_flops("out", 3.0), code_bytes=256,

@@ -79,7 +79,9 @@ UNARY_GRADS = {"ReluGrad": "relu_grad", "SigmoidGrad": "sigmoid_grad", "TanhGrad
 #: in functional mode (``Lowering(exact=True)``); any other is refused by name
 GRAD_OPS = frozenset(UNARY_GRADS) | {"GemmGradA", "GemmGradB", "MatMulGradA", "MatMulGradB",
                                      "SoftmaxCrossEntropyLossGrad", "SGDMomentumUpdate", "AdamUpdate",
-                                     "LambUpdate"}
+                                     "LambUpdate", "BatchNormalizationGrad", "LayerNormalizationGrad",
+                                     "RMSNormalizationGrad", "ConvGradInput", "ConvGradWeight", "MaxPoolGrad",
+                                     "AveragePoolGrad", "GlobalAveragePoolGrad", "SoftmaxGrad", "LogSoftmaxGrad"}
 #: ops whose family planner (compiler/planners/*) computes them exactly in the cases :func:`takes`
 #: leaves to it
 _LEGACY_ELEMENTWISE = {"Relu", "Add", "Sub", "Mul", "Div", "Exp", "Sqrt", "Tanh", "Sigmoid", "Dropout",
@@ -300,8 +302,8 @@ class IndexedPlanner(Planner):
     def _var_starts(self):
         g = self.ctx.graph
         cache = self.ctx.__dict__.setdefault("_indexed_var_starts", [0, None])
-        if cache[0] != len(g.variables):
-            cache[:] = [len(g.variables), np.array([v.start for v in g.variables], np.int64)]
+        if cache[0] != len(g.variables):     # sorted: looked up with searchsorted
+            cache[:] = [len(g.variables), np.sort(np.array([v.start for v in g.variables] or [-1], np.int64))]
         return cache[1]
 
     def emit(self, cs, codelet, fields, outs, params, map_out=True, tiles=None):
@@ -323,7 +325,9 @@ class IndexedPlanner(Planner):
             vid = np.repeat(np.arange(V), L)
             brk = np.ones(flat.size, bool)
             brk[1:] = (flat[1:] != flat[:-1] + 1) | (vid[1:] != vid[:-1])
-            brk |= np.isin(flat, self._var_starts())     # a region never spans two variables
+            vs = self._var_starts()                      # a region never spans two variables
+            at = np.minimum(np.searchsorted(vs, flat), vs.size - 1)
+            brk |= vs[at] == flat
             si = np.flatnonzero(brk)
             ln = np.diff(np.append(si, flat.size))
             edges[name] = (vid[si], flat[si], ln)
@@ -466,6 +470,8 @@ class IndexedPlanner(Planner):
         return [cs]
 
     def _BatchNormalization(self, op, ctx):
+        if op.get("attrs", {}).get("training_mode"):
+            return self._norm(op, ctx)
         x, s, b, m, v = self.I[:5]
         y, Y = self.out()
         shp = (1, Y.shape[1]) + (1,) * (Y.ndim - 2)
@@ -939,6 +945,11 @@ class IndexedPlanner(Planner):
             if ins[2]:
                 bias = np.broadcast_to(self.addr(ins[2]), A.shape)
             p["fn"] = "layer" if t == "LayerNormalization" else "rms"
+        elif t == "BatchNormalization":      # training mode: the batch's statistics per channel
+            axes = [0] + list(range(2, rank))
+            shp = (1, A.shape[1]) + (1,) * (rank - 2)
+            scale = np.broadcast_to(self.addr(ins[1]).reshape(shp), A.shape)
+            bias = np.broadcast_to(self.addr(ins[2]).reshape(shp), A.shape)
         elif t == "InstanceNormalization":
             axes = list(range(2, rank))
             shp = (1, A.shape[1]) + (1,) * (rank - 2)
@@ -962,8 +973,12 @@ class IndexedPlanner(Planner):
         F["scale"] = rows(scale) if scale is not None else np.full((R, K), one)
         F["bias"] = rows(bias) if bias is not None else np.full((R, K), zero)
         outs = ["out", "mean", "istd"]
-        for i, f in ((1, "mean"), (2, "istd")):
-            if len(self.O) > i and self.O[i]:
+        # the statistics outputs: LayerNormalization's Mean / InvStdDev, a training graph's
+        # saved_mean / saved_inv_std of a batch norm, inv_rms of an RMS norm
+        stats = ((1, "istd"),) if t == "RMSNormalization" else ((1, "mean"), (2, "istd"))
+        for f in ("mean", "istd"):
+            i = next((i for i, g in stats if g == f), None)
+            if i is not None and len(self.O) > i and self.O[i]:
                 F[f] = self.out(i)[1].reshape(R, 1)
             else:
                 F[f] = self.temp((R, 1), f)
@@ -1040,8 +1055,8 @@ class IndexedPlanner(Planner):
         (it would compute their inference semantics): refused by name."""
         t, a = op["op"], op.get("attrs", {})
         why = None
-        if t == "BatchNormalization" and a.get("training_mode"):
-            why = "batch statistics (training_mode)"
+        if t == "BatchNormalization" and a.get("training_mode") and len(op["outputs"]) != 3:
+            why = "running statistics (training_mode with running mean / variance outputs)"
         elif t == "Dropout" and len(op["outputs"]) > 1 and op.get("phase") == "fwd" and \
                 float(a.get("ratio", 0.5)) > 0 and ctx.training:
             why = "random dropout masks"
@@ -1207,3 +1222,196 @@ class IndexedPlanner(Planner):
                                            "r_sq": np.broadcast_to(sq[1], W.shape)}, ["weights"], hyper,
                        map_out=False, scalars=("w_sq", "r_sq"))
         return [cs1, cs2, cs3]
+
+    def _param_sums(self, cs, src, P, out, shp):
+        """out[e] = the sum of ``src`` (addresses shaped like the activations) over every position
+        where parameter element e, broadcast from shape ``shp``, applies (a scale's or bias's
+        gradient)."""
+        n = int(prod(shp))
+        pidx = np.broadcast_to(np.arange(n).reshape(shp), src.shape).ravel()
+        order = np.argsort(pidx, kind="stable")
+        rows = src.ravel()[order].reshape(n, -1)
+        self.emit_rows(cs, "ReduceRows", {"out": out.reshape(n, 1), "in": rows}, ["out"],
+                       {"fn": "sum", "k": int(rows.shape[1])})
+
+    def _norm_grad(self, op, ctx):
+        """Batch / layer / RMS normalisation gradients from the forward's saved statistics: dx per
+        normalised row (NormGradRows), the scale's and bias's gradients summed over the positions
+        each applies to (ReduceRows)."""
+        t, a = op["op"], op.get("attrs", {})
+        ins = op["inputs"]
+        DY, X, S = self.addr(ins[0]), self.addr(ins[1]), self.addr(ins[2])
+        rank = X.ndim
+        if t == "BatchNormalizationGrad":
+            axes = [0] + list(range(2, rank))
+            shp = (1, X.shape[1]) + (1,) * (rank - 2)
+        else:
+            axis = int(a.get("axis", -1)) % rank
+            axes = list(range(axis, rank))
+            shp = (1,) * axis + tuple(X.shape[axis:])
+        keep = [i for i in range(rank) if i not in axes]
+        R, K = int(prod(X.shape[i] for i in keep)), int(prod(X.shape[i] for i in axes))
+
+        def rows(Z):
+            return Z.transpose(keep + axes).reshape(R, K)
+
+        Sb = np.broadcast_to(S.reshape(shp), X.shape)
+        if t == "RMSNormalizationGrad":
+            mean, istd = np.full((R, 1), self.fill(0.0, ctx.dtype)), self.addr(ins[3]).reshape(R, 1)
+        else:
+            mean, istd = self.addr(ins[3]).reshape(R, 1), self.addr(ins[4]).reshape(R, 1)
+        which = list(a.get("gradients", ["X", "scale", "B"]))
+        outs = dict(zip(which, op["outputs"]))
+        DX = self.out(which.index("X"))[1] if "X" in outs else self.temp(X.shape, "dx")
+        XDY = self.temp(X.shape, "xdy")
+        cs = self.cs("norm_grad")
+        self.emit_rows(cs, "NormGradRows", {"out": rows(DX), "xdy": rows(XDY), "in": rows(X), "grad": rows(DY),
+                                            "scale": rows(Sb), "mean": mean, "istd": istd}, ["out", "xdy"],
+                       {"k": K, "fn": "rms" if t == "RMSNormalizationGrad" else "layer"})
+        css = [cs]
+        if "scale" in outs or "B" in outs:
+            cs2 = self.cs("norm_param_grads")
+            for tag, src in (("scale", XDY), ("B", DY)):
+                if tag in outs:
+                    self._param_sums(cs2, src, S.size, self.out(which.index(tag))[1], shp)
+            css.append(cs2)
+        return css
+
+    _BatchNormalizationGrad = _LayerNormalizationGrad = _RMSNormalizationGrad = _norm_grad
+
+    def _back_windows(self, DY, in_sp, k, s, d, pads, fill, dtype):
+        """(N, C, *in, *k) addresses of the output element whose window reads each input element
+        at kernel position kk (o s + kk d - pad = i), ``fill`` where there is none."""
+        r = len(k)
+        out_sp = DY.shape[2:]
+        grids, valid = [], np.ones([1] * (2 * r), bool)
+        for i in range(r):
+            pos = np.arange(in_sp[i])[:, None] + pads[i] - np.arange(k[i])[None, :] * d[i]
+            ok = (pos >= 0) & (pos % s[i] == 0) & (pos // s[i] < out_sp[i])
+            shape = [1] * (2 * r)
+            shape[i], shape[r + i] = in_sp[i], k[i]
+            grids.append(np.where(ok, pos // s[i], 0).reshape(shape))
+            valid = valid & ok.reshape(shape)
+        G = DY[(slice(None), slice(None)) + tuple(grids)]
+        return np.where(np.broadcast_to(valid, G.shape[2:]), G, self.fill(fill, dtype))
+
+    def _ConvGradInput(self, op, ctx):
+        """dx of a convolution (any rank, stride, padding, dilation, groups): per group, each input
+        element's gradient is the dot product of the dy elements whose windows read it (zero where
+        none) with the weights at the matching kernel positions: MatMulPartial on addresses."""
+        DY, Wt = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        r = Y.ndim - 2
+        k, s, d, pads = self._window_attrs(op, Y.shape, DY.shape, kernel=Wt.shape[2:])
+        G = int(op.get("attrs", {}).get("group", 1))
+        N, C = Y.shape[:2]
+        M = Wt.shape[0]
+        Cg, Mg, Kk, Pin = C // G, M // G, int(prod(k)), int(prod(Y.shape[2:]))
+        B = self._back_windows(DY, list(Y.shape[2:]), k, s, d, pads[:r], 0.0, ctx.dtype)   # (N, M, *in, *k)
+        A = B.reshape(N, G, Mg, Pin, Kk).transpose(0, 1, 3, 2, 4).reshape(N * G, Pin, Mg * Kk)
+        Wb = Wt.reshape(G, Mg, Cg, Kk).transpose(0, 1, 3, 2).reshape(G, Mg * Kk, Cg)
+        Wb = np.broadcast_to(Wb[None], (N, G, Mg * Kk, Cg)).reshape(N * G, Mg * Kk, Cg)
+        Yb = Y.reshape(N, G, Cg, Pin).transpose(0, 1, 3, 2).reshape(N * G, Pin, Cg)
+        cs = self.cs("conv_grad_input")
+        self._matmul_vertices(cs, A, Wb, Yb)
+        return [cs]
+
+    def _ConvGradWeight(self, op, ctx):
+        """dW of a convolution: per group, dy (Mg, N * out) times the input windows (N * out,
+        Cg * kernel), padding read as zeros."""
+        DY, X = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        r = X.ndim - 2
+        k, s, d, pads = self._window_attrs(op, X.shape, DY.shape, kernel=Y.shape[2:])
+        G = int(op.get("attrs", {}).get("group", 1))
+        N, C = X.shape[:2]
+        M = Y.shape[0]
+        Cg, Mg, Kk, Po = C // G, M // G, int(prod(k)), int(prod(DY.shape[2:]))
+        Wn = self._windows(X, k, s, d, pads[:r], list(DY.shape[2:]), 0.0, ctx.dtype)     # (N, C, *out, *k)
+        cols = Wn.reshape(N, G, Cg, Po, Kk).transpose(1, 0, 3, 2, 4).reshape(G, N * Po, Cg * Kk)
+        A = DY.reshape(N, G, Mg, Po).transpose(1, 2, 0, 3).reshape(G, Mg, N * Po)
+        cs = self.cs("conv_grad_weight")
+        self._matmul_vertices(cs, A, cols, Y.reshape(G, Mg, Cg * Kk))
+        return [cs]
+
+    def _MaxPoolGrad(self, op, ctx):
+        """Each window's gradient to its first maximum (PyTorch's and ONNX Runtime's choice): the
+        index of every window's maximum (ReduceRows argmax), then per input element the sum of
+        the gradients of the windows whose maximum it is (SelectSumRows)."""
+        a = op.get("attrs", {})
+        DY, X = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        r = X.ndim - 2
+        k, s, d, pads = self._window_attrs(op, X.shape, DY.shape)
+        if a.get("ceil_mode") or a.get("storage_order"):
+            raise LoweringError(f"op {op['name']!r} ({op['op']}): ceil_mode / storage_order gradients are not "
+                                "computed exactly in functional mode")
+        Kk = int(prod(k))
+        Wn = self._windows(X, k, s, d, pads[:r], list(DY.shape[2:]), -np.inf, ctx.dtype).reshape(-1, Kk)
+        arg = self.temp(DY.shape, "argmax")
+        cs1 = self.cs("pool_argmax")
+        self.emit_rows(cs1, "ReduceRows", {"out": arg.reshape(-1, 1), "in": Wn}, ["out"], {"fn": "argmax", "k": Kk})
+        cs2 = self.cs("pool_grad")
+        G = self._back_windows(DY, list(X.shape[2:]), k, s, d, pads[:r], 0.0, ctx.dtype).reshape(-1, Kk)
+        Ag = self._back_windows(arg, list(X.shape[2:]), k, s, d, pads[:r], -1.0, ctx.dtype).reshape(-1, Kk)
+        self.emit_rows(cs2, "SelectSumRows", {"out": Y.reshape(-1, 1), "grad": G, "arg": Ag}, ["out"], {"k": Kk})
+        return [cs1, cs2]
+
+    def _AveragePoolGrad(self, op, ctx):
+        """Each window's gradient over its divisor (count_include_pad as the forward), summed per
+        input element over the windows that read it."""
+        a = op.get("attrs", {})
+        DY = self.addr(op["inputs"][0])
+        y, Y = self.out()
+        r = Y.ndim - 2
+        if a.get("ceil_mode"):
+            raise LoweringError(f"op {op['name']!r} ({op['op']}): ceil_mode gradients are not computed exactly "
+                                "in functional mode")
+        k, s, d, pads = self._window_attrs(op, Y.shape, DY.shape)
+        include = int(a.get("count_include_pad", 0))
+        cnt = np.ones([1] * r, np.float64)
+        for i in range(r):
+            pos = (np.arange(DY.shape[2 + i])[:, None] * s[i] + np.arange(k[i])[None, :] * d[i]) - pads[i]
+            lo, hi = (-pads[i], Y.shape[2 + i] + pads[i + r]) if include else (0, Y.shape[2 + i])
+            shape = [1] * r
+            shape[i] = DY.shape[2 + i]
+            cnt = cnt * ((pos >= lo) & (pos < hi)).sum(axis=1).reshape(shape)
+        cnt = np.broadcast_to(cnt.reshape((1, 1) + cnt.shape), DY.shape)
+        ct = ctx.graph.add_constant(ctx.dtype, (DY.size,), np.ascontiguousarray(cnt, np.float64).ravel(),
+                                    f"{op['name']}/counts")
+        ctx.graph.map_linearly(ct)
+        q = self.temp(DY.shape, "quotients")
+        cs1 = self.cs("pool_div")
+        self._map2(cs1, "div", DY, (int(ct._start) + np.arange(DY.size)).reshape(DY.shape), q, op["outputs"][0], {})
+        Kk = int(prod(k))
+        cs2 = self.cs("pool_grad")
+        Gw = self._back_windows(q, list(Y.shape[2:]), k, s, d, pads[:r], 0.0, ctx.dtype).reshape(-1, Kk)
+        self.emit_rows(cs2, "ReduceRows", {"out": Y.reshape(-1, 1), "in": Gw}, ["out"], {"fn": "sum", "k": Kk})
+        return [cs1, cs2]
+
+    def _GlobalAveragePoolGrad(self, op, ctx):
+        DY = self.addr(op["inputs"][0])
+        y, Y = self.out()
+        n = int(prod(Y.shape[2:]))
+        cs = self.cs("pool_grad")
+        self._map2(cs, "div", DY, self.fill(float(n), ctx.dtype), Y, op["outputs"][0], {})
+        return [cs]
+
+    def _softmax_grad(self, op, ctx):
+        a = op.get("attrs", {})
+        DY, Yf = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        rank = Y.ndim
+        axis = int(a.get("axis", -1)) % rank
+        keep = [i for i in range(rank) if i != axis]
+        K = Y.shape[axis]
+
+        def rows(Z):
+            return Z.transpose(keep + [axis]).reshape(-1, K)
+
+        cs = self.cs("softmax_grad")
+        self.emit_rows(cs, "SoftmaxGradRows", {"out": rows(Y), "y": rows(Yf), "grad": rows(DY)}, ["out"],
+                       {"k": K, "fn": "logsoftmax" if op["op"] == "LogSoftmaxGrad" else "softmax"})
+        return [cs]
+
+    _SoftmaxGrad = _LogSoftmaxGrad = _softmax_grad
