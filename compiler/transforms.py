@@ -247,11 +247,13 @@ def accumulate(low, n, loop=True) -> dict:
     if not upd:
         raise ValueError("accumulate needs a training graph (no weight-update vertices found)")
     ev, ef, es = g.e_vertex.view(), g.e_field.view(), g.e_start.view()
-    sel = np.zeros(ev.size, bool)
+    # the "grad" field of each update vertex, -1 elsewhere: one pass over the edges (a mask per
+    # batch over all of ResNet-50's 70 M edges took 30 s)
+    gfield = np.full(max(b.v1 for b in upd), -1, np.int64)
     for b in upd:
-        fi = CODELETS[b.codelet].field_index["grad"]
-        sel |= (ev >= b.v0) & (ev < b.v1) & (ef == fi)
-    idx = np.flatnonzero(sel)
+        gfield[b.v0:b.v1] = CODELETS[b.codelet].field_index["grad"]
+    idx = np.flatnonzero(ev < gfield.size)
+    idx = idx[gfield[ev[idx]] == ef[idx]]
     gvar = g.variable_of(es[idx])
     # each gradient is added to its accumulator right after the step that last writes it
     uses = _uses(g)
