@@ -132,3 +132,20 @@ def test_out_of_memory_says_by_how_much_and_what_would_fit():
     text = format_generate(rep)
     assert "over a tile's 638,976 B on the worst tile: prefill by" in text and "suggest   --kv-cache streaming: fits" in text
     assert generate(cfg.replace(suggest=False), 8, 120, samples=1)["memory"]["suggestions"] == []
+
+
+def test_generate_by_layers_extends_two_layer_counts_to_all():
+    from simulator.generate import generate_by_layers
+    kw = dict(GPT2_SMALL, layers=4)
+    cfg = RunConfig(model="gpt2", batch=2, chip=CHIP, dtype="fp16", model_kw=kw)
+    est = generate_by_layers(cfg, 8, 4, layers=(1, 2), samples=2)
+    assert est["layers_total"] == 4 and sorted(est["at"]) == [1, 2]
+    whole = generate(cfg, 8, 4, samples=2)
+    e = est["estimate"]
+    assert e["time_to_first_token_s"] == pytest.approx(whole["time_to_first_token_s"], rel=0.03)
+    assert e["time_per_output_token_s"] == pytest.approx(whole["time_per_output_token_s"], rel=0.03)
+    assert e["kv_cache_bytes"] == whole["kv_cache"]["bytes"]
+    assert e["decode_peak_tile_bytes"] == pytest.approx(max(s["peak_tile_bytes"] for s in whole["decode"]["sampled"]),
+                                                        rel=0.1)
+    with pytest.raises(GenerateError, match="gpt2 has 4 layers, fewer than 6"):
+        generate_by_layers(cfg, 8, 4, layers=(2, 6))
