@@ -115,3 +115,22 @@ def test_the_executable_keeps_the_plans_of_every_compute_set():
     g.add_vertex(cs, "Relu", {"in": x, "out": y}, tile=0)
     exe = compile_program(g, Execute(cs))
     assert exe.exchange_in[cs.id].total_bytes == 16
+
+
+def test_a_streamed_tensor_is_counted_per_tile_on_its_mapping_runs():
+    # issue 15: a host-stream Copy counted its tensor's bytes per tile element by element (a
+    # 2^26-element input: 2.6 GB of host memory, 13 s); on the mapping's runs it is the same count
+    from types import SimpleNamespace
+
+    from compiler.exchange import _elements_per_tile
+    from compiler.graph import Graph
+    g = Graph(SimpleNamespace(tiles=4, sram_bytes_per_tile=1 << 16))
+    a = g.add_variable("fp32", (3,), "a")
+    v = g.add_variable("fp32", (12,), "v")
+    g.map_linearly(a)
+    g.map_intervals(np.array([v._start, v._start + 4]), np.array([4, 3]), np.array([2, 1], np.int32))
+    for view in (v, v[2:9], v[5:6], v[8:12], v.reshape(3, 4)[1]):
+        tiles = g.tile_of_elements(view.elements().ravel())
+        want = np.unique(tiles, return_counts=True)
+        got = _elements_per_tile(g, view)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), view
