@@ -511,3 +511,17 @@ def test_a_layer_norm_scale_that_does_not_fit_the_normalized_dims_is_refused_by_
                [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
                [_zeros("s", 8), _zeros("b", 1)], opset=17, name="ok.onnx")
     assert load_onnx(ok, batch=2).name
+
+
+def test_a_declared_shape_onnx_strict_inference_contradicts_is_refused(tmp_path):
+    # issue 15 (fuzzing): models whose declared output / value_info shapes contradict the ops'
+    # (a rank-3 output of a rank-2 Relu) imported and compiled; onnx.checker's full check rejects them
+    relu = helper.make_node("Relu", ["x"], ["y"], name="r")
+    p = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c"])])
+    with pytest.raises(ModelError, match=r"net.onnx: onnx's strict shape / type inference rejects this file .*"
+                                         r"differ in rank"):
+        load_onnx(p)
+    ok = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])], name="ok.onnx")
+    assert load_onnx(ok).name
