@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hardware.dtypes import FLOAT_DTYPES as FLOAT, canonical
+from . import hostmem
 from .graph import Graph
 from .layout import Act, channel_group
 from .planners import PLANNERS, LoweringError, choose, indexed_takes
@@ -584,5 +585,8 @@ class _MultiChip:
 
 
 def lower(opg, chip, **kw) -> Lowered:
-    """Lower ``opg`` for ``chip`` (see :class:`Lowering` for the options)."""
+    """Lower ``opg`` for ``chip`` (see :class:`Lowering` for the options).  Refuses first, with
+    :class:`compiler.hostmem.HostMemoryError`, a graph whose estimated host memory exceeds the
+    machine's (:mod:`compiler.hostmem`)."""
+    hostmem.check(opg)
     return Lowering(opg, chip, **kw).run()

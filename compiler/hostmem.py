@@ -1,0 +1,114 @@
+"""Host memory: what building a graph will need, checked before it is built.
+
+Lowering an op graph to vertices and edges, compiling it and planning its memory holds
+numpy arrays that grow with the tensors the ops touch (edges are regions of tensors,
+vertices split the ops' work over the tiles).  A model too big for the *host* (VGG-16
+training at batch 32, ResNet-50 at batch 256) used to die with ``MemoryError`` deep inside
+the compile, or be killed by the kernel, instead of reporting anything.  So every lowering
+(:func:`compiler.lower.lower`: ``compile``, ``simulate``, ``report``, ``render``, sweeps,
+each stage of several chips) first estimates its peak host memory from the op graph and
+refuses, naming the estimate and the memory available, when it would not fit.
+
+The estimate (:func:`estimate_bytes`) is linear in what the op graph says, cheap
+(one pass over the ops), and calibrated as an upper-ish bound against the peak RSS of real
+compile + simulate runs (``bench/bench_hostmem.py`` measures them; docs/robustness.md lists
+them): ``BASE`` for the interpreter and the libraries, ``PER_WEIGHT_ELEMENT`` bytes per
+element of a parameter / state / constant tensor each op reads or writes (the weights'
+mappings and the convolution / matmul plans' vertices over them), ``PER_ELEMENT`` bytes per
+element of every other tensor each op reads or writes (activations, gradients: their
+edges and element-wise vertices), and ``PER_OP`` per op.
+
+The memory available is ``MemAvailable`` of ``/proc/meminfo``; the environment variable
+``IPUSIM_HOST_MEMORY`` overrides it (bytes, or with a K / M / G / T suffix, e.g. ``64G``;
+``0`` or ``off`` turns the check off).
+
+>>> parse_size("64G") == 64 * 2**30, parse_size("1.5M") == int(1.5 * 2**20), parse_size("off")
+(True, True, None)
+"""
+from __future__ import annotations
+
+import os
+
+#: CALIBRATED (see the module doc and docs/memory.md): bytes of peak host memory
+BASE = 64 * 2**20
+PER_OP = 6.4e6
+PER_WEIGHT_ELEMENT = 2.1
+PER_ELEMENT = 1.4
+
+ENV = "IPUSIM_HOST_MEMORY"
+_WEIGHT_KINDS = ("param", "state", "constant")
+_SUFFIX = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+class HostMemoryError(ValueError):
+    """Building the graph would need more host memory than the machine has."""
+
+
+def parse_size(text):
+    """``"64G"`` -> bytes; ``"0"`` / ``"off"`` / ``""`` -> None (no limit)."""
+    t = str(text).strip().upper().removesuffix("IB").removesuffix("B") if text is not None else ""
+    if t in ("", "0", "OFF", "NONE"):
+        return None
+    unit = t[-1] if t[-1] in _SUFFIX else ""
+    try:
+        v = float(t[: len(t) - len(unit)] if unit else t) * _SUFFIX[unit]
+    except ValueError:
+        raise HostMemoryError(f"{ENV}: {text!r} is not a size (bytes, or a number with K, M, G or T; "
+                              f"0 or off: no check)") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise HostMemoryError(f"{ENV}: {text!r} must be a positive size (0 or off: no check)")
+    return int(v)
+
+
+def available_bytes():
+    """``(bytes, where from)``: ``$IPUSIM_HOST_MEMORY``, else MemAvailable; bytes None: no check."""
+    env = os.environ.get(ENV)
+    if env is not None:
+        return parse_size(env), f"${ENV}"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except OSError:
+        pass
+    return None, "unknown (no /proc/meminfo)"
+
+
+def graph_features(opg) -> dict:
+    """What the estimate reads from an op graph: ops, and the elements its ops touch (each
+    input and output of each op, weights and the rest counted apart)."""
+    tensors = opg.tensors
+    weight = other = 0
+    for _, d in opg.graph.nodes(data=True):
+        for t in d["inputs"] + d["outputs"]:
+            ti = tensors[t]
+            if ti.kind in _WEIGHT_KINDS:
+                weight += ti.size
+            else:
+                other += ti.size
+    return {"ops": opg.graph.number_of_nodes(), "weight_elements": weight, "other_elements": other}
+
+
+def estimate_bytes(opg) -> int:
+    """Peak host memory (bytes) of lowering, compiling and simulating ``opg``: an upper-ish bound."""
+    f = graph_features(opg)
+    return int(BASE + PER_OP * f["ops"] + PER_WEIGHT_ELEMENT * f["weight_elements"]
+               + PER_ELEMENT * f["other_elements"])
+
+
+def check(opg, what=None) -> int:
+    """Raise :class:`HostMemoryError` when building ``opg`` would not fit in the host's memory;
+    returns the estimate (bytes)."""
+    need = estimate_bytes(opg)
+    have, source = available_bytes()
+    if have is not None and need > have:
+        f = graph_features(opg)
+        name = what or getattr(opg, "name", "the model")
+        raise HostMemoryError(
+            f"{name}: building its graph would need about {need / 2**30:,.1f} GiB of host memory (estimated from "
+            f"its {f['ops']:,} ops touching {f['weight_elements'] + f['other_elements']:,} tensor elements), "
+            f"more than the {have / 2**30:,.1f} GiB available ({source}); use a smaller --batch (or more "
+            f"--micro-batches), fewer layers, or more chips; {ENV}=SIZE (e.g. 64G) overrides the available "
+            f"memory, {ENV}=off turns this check off")
+    return need

@@ -1,0 +1,72 @@
+"""The host-memory check before a graph is built (compiler.hostmem, issue 15)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ipusim_cli
+import models
+from compiler import hostmem
+from compiler.hostmem import HostMemoryError, check, estimate_bytes, parse_size
+from simulator.config import RunConfig
+from simulator.run import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_graph_bigger_than_the_memory_available_is_refused_with_both_figures(monkeypatch):
+    og = models.load("resnet50", batch=1)
+    need = estimate_bytes(og)
+    monkeypatch.setenv(hostmem.ENV, str(need // 2))
+    with pytest.raises(HostMemoryError, match=r"^resnet50: building its graph would need about [\d.]+ GiB of host "
+                                              r"memory .* more than the [\d.]+ GiB available \(\$IPUSIM_HOST_MEMORY\)"):
+        check(og)
+    monkeypatch.setenv(hostmem.ENV, str(need * 2))
+    assert check(og) == need
+    monkeypatch.setenv(hostmem.ENV, "off")
+    assert check(og) == need
+
+
+def test_every_command_checks_before_building(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv(hostmem.ENV, "1M")
+    assert ipusim_cli.main(["compile", "mnist-mlp", "--json", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "ipusim: error: mnist-mlp: building its graph would need about" in err and "0.0 GiB available" in err
+    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(HostMemoryError):        # several chips: each stage is checked
+        from simulator.run import run
+        run(RunConfig(model="mnist-mlp", ipus=2, mode="pipeline", batch=2))
+
+
+def test_the_estimate_covers_a_real_run():
+    # peak RSS of a fresh process building + simulating ResNet-50 at batch 1, less its RSS before
+    child = ("import json, resource, sys; from simulator.run import build; import models;"
+             "from compiler.hostmem import estimate_bytes;"
+             "est = estimate_bytes(models.load('resnet50', batch=1));"
+             "before = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize();"
+             "build('resnet50', batch=1, suggest=False, simulate=True);"
+             "print(json.dumps([est, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before]))")
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, IPUSIM_HOST_MEMORY="off", PYTHONPATH=str(ROOT)), check=True)
+    est, used = json.loads(out.stdout.strip().splitlines()[-1])
+    assert used < est < 4 * used, (est, used)
+
+
+@pytest.mark.parametrize("text, want", [("64G", 64 << 30), ("1.5M", int(1.5 * (1 << 20))), ("2048", 2048),
+                                        ("8GiB", 8 << 30), ("off", None), ("0", None)])
+def test_sizes(text, want):
+    assert parse_size(text) == want
+
+
+@pytest.mark.parametrize("text", ["lots", "-1G", "nan", "inf", "1X"])
+def test_a_bad_size_is_refused_by_name(text):
+    with pytest.raises(HostMemoryError, match="^IPUSIM_HOST_MEMORY: "):
+        parse_size(text)
+
+
+def test_small_graphs_pass_the_check_quickly():
+    c = build("mnist-mlp", suggest=False)
+    assert c.report["memory"]["fits"]
