@@ -651,6 +651,21 @@ def _gelu(x, p):
     return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
 
 
+def _gelu_grad(x, p):
+    """d gelu(x) / dx: Phi(x) + x phi(x), or the tanh approximation's derivative."""
+    if p.get("approximate", "none") == "tanh":
+        c = np.sqrt(2 / np.pi)
+        t = np.tanh(c * (x + 0.044715 * x ** 3))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+    return 0.5 * (1 + _erf(x / np.sqrt(2))) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+
+
+def _swish_grad(x, alpha):
+    """d (x sigmoid(alpha x)) / dx = s + alpha x s (1 - s)."""
+    s = 1 / (1 + np.exp(-alpha * x))
+    return s + alpha * x * s * (1 - s)
+
+
 def _cast(x, p):
     to = p.get("to", "float")
     if to == "bool":
@@ -768,6 +783,15 @@ BINARY_FNS = {
     "tanh_grad": (lambda a, b, p: a * (1 - b * b), 3.0),
     "sqrt_grad": (lambda a, b, p: a / (2 * b), 5.0),
     "leakyrelu_grad": (lambda a, b, p: np.where(b >= 0, a, p.get("alpha", 0.01) * a), 2.0),
+    "gelu_grad": (lambda a, b, p: a * _gelu_grad(np.asarray(b, np.float64), p), 12.0),
+    "swish_grad": (lambda a, b, p: a * _swish_grad(np.asarray(b, np.float64), p.get("alpha", 1.0)), 8.0),
+    "erf_grad": (lambda a, b, p: a * (2 / np.sqrt(np.pi)) * np.exp(-np.asarray(b, np.float64) ** 2), 6.0),
+    "log_grad": (lambda a, b, p: a / b, 4.0),
+    "neg_grad": (lambda a, b, p: -a, 1.0),
+    "abs_grad": (lambda a, b, p: a * np.sign(b), 2.0),
+    "reciprocal_grad": (lambda a, b, p: -a / (np.asarray(b, np.float64) ** 2), 5.0),
+    "softplus_grad": (lambda a, b, p: a / (1 + np.exp(-np.asarray(b, np.float64))), 6.0),
+    "elu_grad": (lambda a, b, p: np.where(b > 0, a, a * p.get("alpha", 1.0) * np.exp(np.minimum(b, 0))), 6.0),
 }
 
 #: ternary functions: name -> (f(a, b, c, params), issues)
@@ -1001,6 +1025,21 @@ def _select_sum_rows(a, p):
     return {"out": (g * hit).sum(axis=2).reshape(g.shape[0], -1)}
 
 
+def _scatter_add_cols(a, p):
+    """out = zeros(rows, cols); out[index[i]] += grad[i] (an embedding's gradient for the block of
+    ``cols`` columns the vertex holds; a negative index counts from the end, as ONNX's Gather)."""
+    V, w = int(p["rows"]), int(p["cols"])
+    nv = a["index"].shape[0]
+    idx = np.asarray(a["index"], np.float64).astype(np.int64).reshape(nv, -1)
+    idx = np.where(idx < 0, idx + V, idx)
+    if np.any((idx < 0) | (idx >= V)):
+        raise ValueError(f"an index outside [-{V}, {V})")
+    g = np.asarray(a["grad"], np.float64).reshape(nv, -1, w)
+    out = np.zeros((nv * V, w))
+    np.add.at(out, (idx + np.arange(nv)[:, None] * V).ravel(), g.reshape(-1, w))
+    return {"out": out.reshape(nv, V * w)}
+
+
 def _depthwise_rows(a, p):
     """One output row of a depthwise convolution for ``g`` channels: ``in`` holds the ``kh``
     input rows it reads ([kh][width][g], padding included), ``weights`` the channels' kernels
@@ -1045,6 +1084,11 @@ _TABLE += [
             cycles=lambda s, d, p, c: vector_cycles(s["grad"], d, c, 2.0),
             compute=_select_sum_rows, flops=_ew_flops("grad", 2.0), code_bytes=256,
             doc="sum_j grad[j] (arg[j] == j) per row: a max pool's input gradient"),
+    Codelet("ScatterAddCols", (Field("index", IN), Field("grad", IN), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0) + vector_cycles(s["grad"], d, c, 2.0)
+            + 10 * np.asarray(s["index"], np.float64),
+            compute=_scatter_add_cols, flops=_ew_flops("grad", 1.0), code_bytes=256,
+            doc="out[index[i]] += grad[i] over the vertex's block of columns (zeroed first): a gather's gradient"),
     Codelet("XentGradRows", (Field("in", IN), Field("target", IN), Field("out", OUT, same_size_as="in")),
             cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 5.0) + 20 * np.asarray(s["target"], np.float64),
             compute=_xent_grad_rows, flops=_ew_flops("out", 3.0), code_bytes=256,

@@ -55,9 +55,10 @@ def mnist_mlp(batch=1, dtype="fp32", hidden=256, num_classes=10, image_size=28):
     return b.finish([x])
 
 
-def alexnet(batch=1, dtype="fp32", num_classes=1000, image_size=224, hidden=4096, pooled=6):
+def alexnet(batch=1, dtype="fp32", num_classes=1000, image_size=224, hidden=4096, pooled=6, dropout=0.5):
     """torchvision AlexNet (``features.N`` / ``classifier.N`` layer names); ``hidden`` is the
-    classifier's width and ``pooled`` the adaptive pool's output size (small test models)."""
+    classifier's width and ``pooled`` the adaptive pool's output size (small test models);
+    ``dropout`` the classifier's Dropout ratio (0 leaves them out)."""
     b = GraphBuilder("alexnet", batch, dtype)
     x = b.input("input", (batch, 3, image_size, image_size))
     spec = [("conv", 64, 11, 4, 2), ("relu",), ("pool",), ("conv", 192, 5, 1, 2), ("relu",),
@@ -67,13 +68,14 @@ def alexnet(batch=1, dtype="fp32", num_classes=1000, image_size=224, hidden=4096
     x = b.adaptive_avgpool(x, "avgpool", (pooled, pooled))
     x = b.op("Flatten", [x], dict(axis=1), name="flatten")
     x = _classifier(b, x, [("drop",), ("fc", hidden), ("relu",), ("drop",), ("fc", hidden),
-                           ("relu",), ("fc", num_classes)])
+                           ("relu",), ("fc", num_classes)], dropout)
     return b.finish([x])
 
 
-def vgg16(batch=1, dtype="fp32", num_classes=1000, image_size=224, hidden=4096, pooled=7):
+def vgg16(batch=1, dtype="fp32", num_classes=1000, image_size=224, hidden=4096, pooled=7, dropout=0.5):
     """torchvision VGG-16 (configuration D, no batch norm); ``hidden`` is the classifier's
-    width and ``pooled`` the adaptive pool's output size (small test models)."""
+    width and ``pooled`` the adaptive pool's output size (small test models); ``dropout`` the
+    classifier's Dropout ratio (0 leaves them out)."""
     b = GraphBuilder("vgg16", batch, dtype)
     x = b.input("input", (batch, 3, image_size, image_size))
     spec = []
@@ -84,7 +86,7 @@ def vgg16(batch=1, dtype="fp32", num_classes=1000, image_size=224, hidden=4096, 
     x = b.adaptive_avgpool(x, "avgpool", (pooled, pooled))
     x = b.op("Flatten", [x], dict(axis=1), name="flatten")
     x = _classifier(b, x, [("fc", hidden), ("relu",), ("drop",), ("fc", hidden), ("relu",),
-                           ("drop",), ("fc", num_classes)])
+                           ("drop",), ("fc", num_classes)], dropout)
     return b.finish([x])
 
 
@@ -100,15 +102,15 @@ def _features(b, x, spec, pool=(3, 2)):
     return x
 
 
-def _classifier(b, x, spec):
+def _classifier(b, x, spec, dropout=0.5):
     for i, s in enumerate(spec):
         name = f"classifier.{i}"
         if s[0] == "fc":
             x = b.linear(x, name, s[1])
         elif s[0] == "relu":
             x = b.op("Relu", [x], name=name)
-        else:
-            x = b.op("Dropout", [x], dict(ratio=0.5), name=name)
+        elif dropout:
+            x = b.op("Dropout", [x], dict(ratio=float(dropout)), name=name)
     return x
 
 
@@ -155,7 +157,7 @@ def _bottleneck(b, x, p, cin, width, stride):
 
 def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=None,
          seq_len=128, vocab=30522, max_position=512, type_vocab=2, num_labels=2, tensor_parallel=1,
-         uneven_heads=False, name="bert-base"):
+         uneven_heads=False, dropout=0.1, name="bert-base"):
     """BERT encoder (HF ``BertForSequenceClassification`` layout).
 
     Inputs ``input_ids`` and ``token_type_ids`` (batch, seq_len) int64; no
@@ -164,7 +166,8 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
     reshapes to (batch, heads, seq_len, head_dim). Each encoder layer is a block
     ``encoder.layer.i`` of kind ``bert_layer``. ``num_labels=0`` drops the
     classifier and outputs the pooled (batch, hidden) tensor.  ``tensor_parallel=K``: one
-    chip's slice of the encoder (:mod:`models.tensor_parallel`).
+    chip's slice of the encoder (:mod:`models.tensor_parallel`).  ``dropout``: the ratio of
+    every Dropout (HF's hidden and attention dropout, 0.1); 0 leaves them out.
     """
     if hidden % heads:
         raise ModelError(f"{name}: hidden {hidden} is not a multiple of heads {heads}")
@@ -188,25 +191,27 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
     p = b.op("Gather", [pe, pos], dict(axis=0), name=f"{e}.position_embeddings")
     x = b.op("Add", [x, p], name=f"{e}.add_position", layer=f"{e}.add")
     x = b.layernorm(x, f"{e}.LayerNorm")
-    x = b.op("Dropout", [x], dict(ratio=0.1), name=f"{e}.dropout")
+    if dropout:
+        x = b.op("Dropout", [x], dict(ratio=float(dropout)), name=f"{e}.dropout")
     x = b.reshape(x, f"{e}.flatten_tokens", (-1, hidden))
     scale = b.const("attention_scale", np.array(np.sqrt(hd), dtype=np.float32))
     for i in range(layers):
         p = f"encoder.layer.{i}"
         with b.block(p, "bert_layer"):
-            x = _bert_layer(b, x, p, seq_len, hidden, heads_tp, hd, inter_tp, scale)
+            x = _bert_layer(b, x, p, seq_len, hidden, heads_tp, hd, inter_tp, scale, float(dropout))
     x = b.reshape(x, "pooler.unflatten_tokens", (-1, seq_len, hidden), layer="pooler")
     first = b.const("first_token", np.array(0, dtype=np.int64))
     x = b.op("Gather", [x, first], dict(axis=1), name="pooler.first_token", layer="pooler")
     x = b.linear(x, "pooler.dense", hidden)
     x = b.op("Tanh", [x], name="pooler.activation")
     if num_labels:
-        x = b.op("Dropout", [x], dict(ratio=0.1), name="dropout")
+        if dropout:
+            x = b.op("Dropout", [x], dict(ratio=float(dropout)), name="dropout")
         x = b.linear(x, "classifier", num_labels)
     return b.finish([x])
 
 
-def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale):
+def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale, drop=0.1):
     a = f"{p}.attention.self"
     q = b.linear(x, f"{a}.query", heads * hd)
     k = b.linear(x, f"{a}.key", heads * hd)
@@ -221,34 +226,37 @@ def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale):
     s = b.op("MatMul", [q, k], name=f"{a}.scores", layer=a)
     s = b.op("Div", [s, scale], name=f"{a}.scale", layer=a)
     s = b.op("Softmax", [s], dict(axis=-1), name=f"{a}.softmax", layer=a)
-    s = b.op("Dropout", [s], dict(ratio=0.1), name=f"{a}.dropout", layer=a)
+    if drop:
+        s = b.op("Dropout", [s], dict(ratio=drop), name=f"{a}.dropout", layer=a)
     c = b.op("MatMul", [s, v], name=f"{a}.context", layer=a)
     c = b.op("Transpose", [c], dict(perm=[0, 2, 1, 3]), name=f"{a}.transpose_context",
              layer=a)
     c = b.reshape(c, f"{a}.merge_heads", (-1, heads * hd), layer=a)
     o = f"{p}.attention.output"
     y = b.linear(c, f"{o}.dense", hidden)
-    y = b.op("Dropout", [y], dict(ratio=0.1), name=f"{o}.dropout", layer=f"{o}.dense")
+    if drop:
+        y = b.op("Dropout", [y], dict(ratio=drop), name=f"{o}.dropout", layer=f"{o}.dense")
     y = b.op("Add", [y, x], name=f"{o}.residual", layer=f"{o}.residual")
     x = b.layernorm(y, f"{o}.LayerNorm")
     h = b.linear(x, f"{p}.intermediate.dense", inter)
     h = b.op("Gelu", [h], name=f"{p}.intermediate.gelu")
     y = b.linear(h, f"{p}.output.dense", hidden)
-    y = b.op("Dropout", [y], dict(ratio=0.1), name=f"{p}.output.dropout",
-             layer=f"{p}.output.dense")
+    if drop:
+        y = b.op("Dropout", [y], dict(ratio=drop), name=f"{p}.output.dropout",
+                 layer=f"{p}.output.dense")
     y = b.op("Add", [y, x], name=f"{p}.output.residual")
     return b.layernorm(y, f"{p}.output.LayerNorm")
 
 
 def bert_large(batch=1, dtype="fp32", layers=24, hidden=1024, heads=16, intermediate=4096,
                seq_len=512, vocab=30400, max_position=512, type_vocab=2, num_labels=2, tensor_parallel=1,
-               uneven_heads=False):
+               uneven_heads=False, dropout=0.1):
     """BERT-large as in MLPerf's Graphcore configuration (see the module docstring); the
     layout of :func:`bert`, with 512-token sequences by default."""
     return bert(batch=batch, dtype=dtype, layers=layers, hidden=hidden, heads=heads,
                 intermediate=intermediate, seq_len=seq_len, vocab=vocab, max_position=max_position,
                 type_vocab=type_vocab, num_labels=num_labels, tensor_parallel=tensor_parallel,
-                uneven_heads=uneven_heads, name="bert-large")
+                uneven_heads=uneven_heads, dropout=dropout, name="bert-large")
 
 
 #: name -> builder function

@@ -153,13 +153,19 @@ class ChipTrainer:
                 if t.kind == "param" and not t.inplace_of}
 
     def step(self, x, labels):
-        """One training step on the chip: returns the loss the tiles computed."""
+        """One training step on the chip: returns the loss the tiles computed.  ``x``: the
+        batch of the model's data input, or a dict of its inputs by name."""
         g = self.graph
         feeds = {"labels": np.asarray(labels)}
         data = [n for n in g.inputs if g.tensors[n].kind == "input" and n != "labels"]
-        if len(data) != 1:
-            raise TrainError(f"{g.name}: training takes a model with one data input, not {', '.join(data)}")
-        feeds[data[0]] = np.asarray(x)
+        if isinstance(x, dict):
+            if set(x) != set(data):
+                raise TrainError(f"{g.name}: inputs {', '.join(sorted(x))} given, the model takes {', '.join(data)}")
+            feeds.update({n: np.asarray(v) for n, v in x.items()})
+        elif len(data) != 1:
+            raise TrainError(f"{g.name}: the model takes inputs {', '.join(data)}: give them as a dict")
+        else:
+            feeds[data[0]] = np.asarray(x)
         st = self.engine.functional
         for n, v in feeds.items():
             want = tuple(g.tensors[n].shape)

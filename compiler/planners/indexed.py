@@ -74,14 +74,19 @@ OPS = frozenset(UNARY) | frozenset(BINARY) | frozenset(VARIADIC) | frozenset(RED
                                                               "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"}
 #: gradient map of a unary op: op type -> (Map2 function of (dy, y or x), reads the op's output)
 UNARY_GRADS = {"ReluGrad": "relu_grad", "SigmoidGrad": "sigmoid_grad", "TanhGrad": "tanh_grad", "ExpGrad": "mul",
-               "SqrtGrad": "sqrt_grad", "LeakyReluGrad": "leakyrelu_grad"}
-#: the backward-pass and update op types of training graphs (models/training.py) lowered exactly here,
-#: in functional mode (``Lowering(exact=True)``); any other is refused by name
+               "SqrtGrad": "sqrt_grad", "LeakyReluGrad": "leakyrelu_grad", "GeluGrad": "gelu_grad",
+               "SwishGrad": "swish_grad", "ErfGrad": "erf_grad", "LogGrad": "log_grad", "NegGrad": "neg_grad",
+               "AbsGrad": "abs_grad", "ReciprocalGrad": "reciprocal_grad", "SoftplusGrad": "softplus_grad",
+               "EluGrad": "elu_grad"}
+#: the backward-pass and update op types of training graphs (models/training.py), and the forward
+#: ones outside ONNX (RotaryEmbedding), lowered exactly here in functional mode
+#: (``Lowering(exact=True)``); any other is refused by name
 GRAD_OPS = frozenset(UNARY_GRADS) | {"GemmGradA", "GemmGradB", "MatMulGradA", "MatMulGradB",
                                      "SoftmaxCrossEntropyLossGrad", "SGDMomentumUpdate", "AdamUpdate",
                                      "LambUpdate", "BatchNormalizationGrad", "LayerNormalizationGrad",
                                      "RMSNormalizationGrad", "ConvGradInput", "ConvGradWeight", "MaxPoolGrad",
-                                     "AveragePoolGrad", "GlobalAveragePoolGrad", "SoftmaxGrad", "LogSoftmaxGrad"}
+                                     "AveragePoolGrad", "GlobalAveragePoolGrad", "SoftmaxGrad", "LogSoftmaxGrad",
+                                     "GatherGrad", "RotaryEmbedding", "RotaryEmbeddingGrad"}
 #: ops whose family planner (compiler/planners/*) computes them exactly in the cases :func:`takes`
 #: leaves to it
 _LEGACY_ELEMENTWISE = {"Relu", "Add", "Sub", "Mul", "Div", "Exp", "Sqrt", "Tanh", "Sigmoid", "Dropout",
@@ -1070,7 +1075,7 @@ class IndexedPlanner(Planner):
         y, Y = self.out()
         cs = self.cs("grad")
         self._map2(cs, UNARY_GRADS[op["op"]], self.addr(dy), self.addr(other), Y, op["outputs"][0],
-                   self.attrs("alpha"))
+                   self.attrs("alpha", "approximate"))
         return [cs]
 
     def _scaled(self, css, Y, yname, alpha):
@@ -1415,3 +1420,51 @@ class IndexedPlanner(Planner):
         return [cs]
 
     _SoftmaxGrad = _LogSoftmaxGrad = _softmax_grad
+
+    def _GatherGrad(self, op, ctx):
+        """The gradient of a gather (an embedding lookup; any axis): data[.., idx[i], ..] +=
+        dy[.., i, ..].  Each vertex holds a block of the other dims' elements for every index
+        value and reads every index and its block of dy (ScatterAddCols), so no two vertices
+        write the same element whatever the indices (given at run time or constant)."""
+        a = op.get("attrs", {})
+        DY, I = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        axis = int(a.get("axis", 0)) % max(Y.ndim, 1)
+        V = Y.shape[axis]
+        pre, post = int(prod(Y.shape[:axis])), int(prod(Y.shape[axis + 1:]))
+        row = pre * post
+        T = I.size
+        Yr = np.moveaxis(Y, axis, 0).reshape(V, row)
+        D = DY.reshape(pre, T, post).transpose(1, 0, 2).reshape(T, row)
+        hs = max(1, row // max(1, ctx.tiles * ctx.chip.workers_per_tile))
+        cs = self.cs("scatter_add")
+        c0 = list(range(0, row, hs))
+        for width in sorted({min(hs, row - c) for c in c0}):
+            cols = [c for c in c0 if min(hs, row - c) == width]
+            sel = np.asarray(cols)[:, None] + np.arange(width)[None, :]          # (vertices, width)
+            out = Yr[:, sel].transpose(1, 0, 2).reshape(len(cols), V * width)
+            grad = D[:, sel].transpose(1, 0, 2).reshape(len(cols), T * width)
+            idx = np.broadcast_to(I.reshape(1, T), (len(cols), T))
+            self.emit(cs, "ScatterAddCols", {"out": out, "grad": grad, "index": idx}, ["out"],
+                      {"rows": int(V), "cols": int(width), **self.dtypes(index=self.dev(op["inputs"][1]))})
+        return [cs]
+
+    def _rotary(self, op, ctx, inverse):
+        """RotaryEmbedding (models/transformers.py: x (tokens, heads x head_dim), cos / sin
+        (positions, head_dim / 2), token t at position t mod positions): a Rotary vertex per
+        token; its gradient the same rotation with sin negated."""
+        X, COS, SIN = (self.addr(t) for t in op["inputs"][:3])
+        y, Y = self.out()
+        T, row = X.shape
+        S = COS.shape[0]
+        pos = np.arange(T) % S
+        cs = self.cs("rotary")
+        self.emit(cs, "Rotary", {"out": Y, "in": X, "cos": COS[pos], "sin": SIN[pos]}, ["out"],
+                  {"head_dim": int(op.get("attrs", {}).get("head_dim", 2 * COS.shape[1])), "inverse": int(inverse)})
+        return [cs]
+
+    def _RotaryEmbedding(self, op, ctx):
+        return self._rotary(op, ctx, bool(op.get("attrs", {}).get("inverse", 0)))
+
+    def _RotaryEmbeddingGrad(self, op, ctx):
+        return self._rotary(op, ctx, bool(op.get("attrs", {}).get("inverse", 1)))
