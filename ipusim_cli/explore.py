@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from viz.explorer import serve
+from viz.explorer.llm import serve_llm
 
 from .commands import help_of
 
@@ -12,9 +13,12 @@ def add_parser(sub):
     p.add_argument("--port", type=int, default=8050)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--llm", action="store_true",
+                   help="the LLM mode: prefill, decode and the KV cache of a decoder (ipusim generate), "
+                        "tokens/s against batch and chips")
     return {"explore": cmd_explore}
 
 
 def cmd_explore(args):
-    serve(host=args.host, port=args.port)
+    (serve_llm if args.llm else serve)(host=args.host, port=args.port)
     return 0

@@ -69,10 +69,13 @@ def compute_point(params: dict, figures: bool = True) -> dict:
 
 
 class Jobs:
-    """Runs :func:`compute_point` in the background and caches the results by setting."""
+    """Runs :func:`compute_point` (or ``fn``: a module-level function ``(params, figures) -> result``,
+    e.g. the LLM mode's :func:`viz.explorer.llm.llm_point`) in the background and caches the
+    results by setting."""
 
-    def __init__(self, workers: int = 2, kind: str = "process", cache_size: int = 256):
+    def __init__(self, workers: int = 2, kind: str = "process", cache_size: int = 256, fn=None):
         self.workers, self.kind, self.cache_size = max(1, workers), kind, cache_size
+        self.fn = fn or compute_point
         self._pool = None
         self._lock = threading.Lock()
         self._futures: dict = {}
@@ -133,7 +136,7 @@ class Jobs:
         key = self.key(params, figures)
         with self._lock:
             if key not in self._futures:
-                self._futures[key] = self._executor().submit(compute_point, params, figures)
+                self._futures[key] = self._executor().submit(self.fn, params, figures)
                 self._started[key] = time.monotonic()
                 self.submitted += 1
             return "running", time.monotonic() - self._started[key]
