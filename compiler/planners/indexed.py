@@ -1204,7 +1204,7 @@ class IndexedPlanner(Planner):
         F["m"], F["v"] = self.addr(ins[2]).reshape(-1, 1), self.addr(ins[3]).reshape(-1, 1)
         F["step"] = np.broadcast_to(self._step(), F["grad"].shape)
         cs = self.cs("update")
-        self.emit_rows(cs, "AdamStep", F, ["weights", "m", "v"], hyper, map_out=False)
+        self.emit_rows(cs, "AdamStep", F, ["weights", "m", "v"], hyper, map_out=False, scalars=("step",))
         return [cs]
 
     def _LambUpdate(self, op, ctx):
@@ -1217,16 +1217,24 @@ class IndexedPlanner(Planner):
         F.update(m=self.addr(ins[2]).reshape(-1, 1), v=self.addr(ins[3]).reshape(-1, 1),
                  step=np.broadcast_to(self._step(), W.shape), r=R)
         cs1 = self.cs("lamb_direction")
-        self.emit_rows(cs1, "LambDirection", F, ["r"], hyper)
+        self.emit_rows(cs1, "LambDirection", F, ["r"], hyper, scalars=("step",))
+        # the sums of squares of w and r: partial sums over parts of the tensor, then their sum
+        P = max(1, min(n // 64, self.ctx.tiles * self.ctx.chip.workers_per_tile // 2))
+        L = -(-n // P)
+        zero = self.fill(0.0, self.ctx.dtype)
+        parts = np.stack([np.pad(v.ravel(), (0, P * L - n), constant_values=zero).reshape(P, L)
+                          for v in (W, R)]).reshape(2 * P, L)
+        part = self.temp((2 * P, 1), "sum_sq_parts")
         sq = self.temp((2, 1), "sum_sq")
         cs2 = self.cs("lamb_norms")
-        self.emit(cs2, "ReduceRows", {"out": sq, "in": np.stack([W.ravel(), R.ravel()])}, ["out"],
-                  {"fn": "sumsquare", "k": n})
+        self.emit_rows(cs2, "ReduceRows", {"out": part, "in": parts}, ["out"], {"fn": "sumsquare", "k": L})
+        cs2b = self.cs("lamb_norms_sum")
+        self.emit(cs2b, "ReduceRows", {"out": sq, "in": part.reshape(2, P)}, ["out"], {"fn": "sum", "k": P})
         cs3 = self.cs("lamb_update")
         self.emit_rows(cs3, "LambUpdate", {"weights": W, "r": R, "w_sq": np.broadcast_to(sq[0], W.shape),
                                            "r_sq": np.broadcast_to(sq[1], W.shape)}, ["weights"], hyper,
                        map_out=False, scalars=("w_sq", "r_sq"))
-        return [cs1, cs2, cs3]
+        return [cs1, cs2, cs2b, cs3]
 
     def _param_sums(self, cs, src, P, out, shp):
         """out[e] = the sum of ``src`` (addresses shaped like the activations) over every position
