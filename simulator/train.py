@@ -119,6 +119,7 @@ class ChipTrainer:
         if optimizer == "sgd":
             hyper["momentum"] = float(momentum)
         self.graph = models.make_training_graph(fwd, optimizer, **hyper)
+        self.classes = int(fwd.tensors[fwd.outputs[0]].shape[1])
         self.low = lower(self.graph, self.chip, exact=True)
         self.exe = compile_program(self.low.graph, self.low.program)
         self.engine = Engine(self.exe, self.chip, functional=True, inputs={})
@@ -171,8 +172,11 @@ class ChipTrainer:
             want = tuple(g.tensors[n].shape)
             if tuple(v.shape) != want:
                 raise TrainError(f"input {n!r}: expected shape {want}, got {tuple(v.shape)}")
-            if not np.all(np.isfinite(v)):
-                raise TrainError(f"input {n!r}: NaN or infinity in the data")
+            if g.tensors[n].dtype not in ("fp32", "fp16") and (v.dtype.kind not in "iub" or (
+                    n == "labels" and v.size and (v.min() < 0 or v.max() >= self.classes))):
+                raise TrainError(f"input {n!r}: expected integers" + (f" in [0, {self.classes})" if n == "labels" else "")
+                                 + f", got {v.dtype} values from {v.min()} to {v.max()}")
+            # NaN and infinity in float data are computed as IEEE does (the loss says so)
             st.inputs[n] = [np.asarray(_storage(v, self.low.acts[n]), np.float32)]
         self.step_count += 1
         if "optimizer.step" in self.low.acts:    # Adam's / LAMB's bias corrections read the step count

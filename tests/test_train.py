@@ -43,3 +43,20 @@ def test_train_command(capsys, tmp_path):
 def test_bad_train_options(kw, msg):
     with pytest.raises(TrainError, match=msg):
         train(**dict(dict(steps=1, batch=8), **kw))
+
+
+def test_bad_batches_named():
+    """Labels outside the classes or not integers: one error naming the input; NaN in the data
+    is computed as IEEE does (the loss is NaN), never a crash."""
+    from models import get_model
+    from simulator.train import ChipTrainer
+    tr = ChipTrainer(get_model("mnist-mlp", batch=2, hidden=8, image_size=8), "sgd")
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    with pytest.raises(TrainError, match=r"input 'labels': expected integers in \[0, 10\)"):
+        tr.step(x, np.array([3, 10]))
+    with pytest.raises(TrainError, match=r"input 'labels': expected integers"):
+        tr.step(x, np.array([0.5, 1.0]))
+    with pytest.raises(TrainError, match=r"input 'input': expected shape \(2, 1, 8, 8\)"):
+        tr.step(np.zeros((3, 1, 8, 8), np.float32), np.array([1, 2]))
+    x[0, 0, 0, 0] = np.nan
+    assert np.isnan(tr.step(x, np.array([1, 2])))
