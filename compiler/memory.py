@@ -620,6 +620,7 @@ def vertex_state(g, arr) -> np.ndarray:
     # each region once; worklists hold the offsets into it)
     if arr.edge_start.size:
         off = arr.vertex_edge_offsets
+        runs = _tile_runs(g)
         for (_cs, name), bs in groups.items():
             c = CODELETS[name]
             eb = np.array([WRITE_REGION_BYTES if f.writes else READ_REGION_BYTES for f in c.fields], np.int64)
@@ -629,7 +630,7 @@ def vertex_state(g, arr) -> np.ndarray:
                 continue
             t = arr.vertex_tile[arr.edge_vertex[e]].astype(np.int64)
             f = arr.edge_field[e].astype(np.int64)
-            st = arr.edge_start[e].astype(np.int64)
+            st = _tile_address(runs, arr.edge_start[e].astype(np.int64), t, g.num_elements)
             en = st + arr.edge_len[e]
             hi = t * len(c.fields) + f
             # sorted by (tile, field), then start: one stable argsort of the packed pair where it
@@ -650,6 +651,47 @@ def vertex_state(g, arr) -> np.ndarray:
                 new[1:] = ~same | (st[1:] > run_end[:-1])
             state += np.bincount(hi[new] // len(c.fields), weights=eb[hi[new] % len(c.fields)], minlength=T)
     return state
+
+
+def _tile_runs(g):
+    """(global start, tile, address in the tile's copy) of every mapped run of every variable,
+    sorted by start.  Poplar stores the elements of one variable that live on one tile as one
+    block of that tile's memory (``Graph::getSortedContiguousRegions`` returns intervals of a
+    tensor that are contiguous in memory, several index intervals per region), so two runs
+    of a variable on a tile are adjacent there even when other tiles' runs lie between their
+    indices: a run's tile address is its variable's start plus the elements of that variable
+    in earlier runs on the same tile."""
+    parts = [(v.start + r[0], r[1], np.diff(np.append(r[0], v.size)), np.full(r[0].size, v.id, np.int64))
+             for v in g.variables if (r := g.tile_map.runs(v.id)) is not None]
+    if not parts:
+        z = np.zeros(0, np.int64)
+        return z, z, z
+    gst, gtl, gln, gvid = (np.concatenate(x) for x in zip(*parts))
+    o = np.argsort(gst, kind="stable")
+    gst, gtl, gln, gvid = gst[o], gtl[o].astype(np.int64), gln[o], gvid[o]
+    key = gvid * (int(gtl.max()) + 2) + (gtl + 1)
+    k = np.argsort(key, kind="stable")
+    ks, ln = key[k], gln[k]
+    before = np.cumsum(ln) - ln
+    first = np.ones(ks.size, bool)
+    first[1:] = ks[1:] != ks[:-1]
+    grp = np.cumsum(first) - 1
+    loc = np.empty(gst.size, np.int64)
+    loc[k] = g._var_starts.view()[gvid[k]].astype(np.int64) + before - before[np.flatnonzero(first)][grp]
+    return gst, gtl, loc
+
+
+def _tile_address(runs, a, tiles, num_elements):
+    """Addresses ``a`` as the vertices on ``tiles`` see them: an element on the vertex's own
+    tile at its address in that tile's copy of its variable (offset past every global
+    address), any other at its global address (exchanged into a buffer of its own)."""
+    gst, gtl, loc = runs
+    if gst.size == 0 or a.size == 0:
+        return a
+    r = np.searchsorted(gst, a, side="right") - 1
+    rc = np.clip(r, 0, None)
+    here = (r >= 0) & (gtl[rc] == tiles)
+    return np.where(here, num_elements + loc[rc] + (a - gst[rc]), a)
 
 
 def _temp_peak(live) -> np.ndarray:

@@ -108,9 +108,12 @@ def suggestions(cfg: RunConfig, og, mem, chip, *, rebuild: Callable | None = Non
         return {"option": label, "args": args, "peak_tile_bytes": int(peak), "oom_tiles": r[1],
                 "fits": r[0] <= sram * margin, "saving_bytes": int(mem["peak_tile_bytes"] - peak), "method": r[2]}
 
+    # the candidates are estimated or recompiled here, not asked to verify their own suggestions
+    # (a multi-chip candidate, --ipus N, refuses verify_suggestions)
+    plain = cfg.replace(verify_suggestions=False)
     res = []
     for label, ch in candidates(cfg, training):
-        r = estimate(cfg.replace(**ch))
+        r = estimate(plain.replace(**ch))
         if r is not None:
             res.append(row(label, ch, r))
     # of the batch sizes, keep the largest that fits (or the smallest tried)
@@ -119,7 +122,7 @@ def suggestions(cfg: RunConfig, og, mem, chip, *, rebuild: Callable | None = Non
     out = [s for s in res if not s["option"].startswith("--batch") or s is keep_b]
     if not any(s["fits"] for s in out):
         # combine: greedily add the option that saves most until it fits
-        o, label, last = cfg, [], None
+        o, label, last = plain, [], None
         for _ in range(max_combo):
             best = None
             for lab, ch in candidates(o, training):
