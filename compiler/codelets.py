@@ -1040,6 +1040,64 @@ def _scatter_add_cols(a, p):
     return {"out": out.reshape(nv, V * w)}
 
 
+def _topk_softmax(a, p):
+    """A top-``k`` router per token row of ``k_in`` logits: the k largest (ties to the lower
+    expert), and their softmax as the gates (Mixtral's softmax over all experts renormalised
+    over the chosen ones)."""
+    k, E = int(p["k"]), int(p["experts"])
+    x = np.asarray(a["in"], np.float64).reshape(-1, E)
+    idx = np.argsort(-x, axis=1, kind="stable")[:, :k]
+    z = np.take_along_axis(x, idx, axis=1)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    nv = a["in"].shape[0]
+    return {"idx": idx.reshape(nv, -1).astype(np.float64), "gates": (e / e.sum(axis=1, keepdims=True)).reshape(nv, -1)}
+
+
+def _moe_slots(a, p):
+    """Each (token, choice) pair's slot in its expert's buffer of ``capacity``: pairs fill an
+    expert's slots in token order, then choice order; a pair past the capacity is dropped (-1).
+    out = expert * capacity + slot."""
+    E, C = int(p["experts"]), int(p["capacity"])
+    idx = np.asarray(a["idx"], np.float64).astype(np.int64)        # (nv, T * k)
+    nv = idx.shape[0]
+    if np.any((idx < 0) | (idx >= E)):
+        raise ValueError(f"an expert index outside [0, {E})")
+    onehot = idx[:, :, None] == np.arange(E)
+    rank = np.take_along_axis(np.cumsum(onehot, axis=1) - 1, idx[:, :, None], axis=2)[:, :, 0]
+    return {"out": np.where(rank < C, idx * C + rank, -1).reshape(nv, -1).astype(np.float64)}
+
+
+def _moe_dispatch_rows(a, p):
+    """Expert ``expert``'s buffer (capacity x row): slot c holds gate * x[t] of the pair (t, j)
+    given slot c (zero where no pair is)."""
+    C, row, k = int(p["capacity"]), int(p["row"]), int(p["k"])
+    nv = a["pos"].shape[0]
+    pos = np.asarray(a["pos"], np.float64).astype(np.int64).reshape(nv, -1)         # (nv, T k)
+    x = np.asarray(a["in"], np.float64).reshape(nv, -1, row)                        # (nv, T, row)
+    g = np.asarray(a["gate"], np.float64).reshape(nv, -1)
+    out = np.zeros((nv, C, row))
+    rel = pos - int(p["expert"]) * C
+    v, q = np.nonzero((rel >= 0) & (rel < C) & (pos >= 0))
+    out[v, rel[v, q]] = g[v, q, None] * x[v, q // k]
+    return {"out": out.reshape(nv, -1)}
+
+
+def _moe_combine_rows(a, p):
+    """y[t] = sum_j gate[t, j] * buffers[pos[t, j]] for the vertex's tokens (dropped pairs add
+    nothing); ``buffers`` is every expert's (experts x capacity x row)."""
+    row, k = int(p["row"]), int(p["k"])
+    nv = a["pos"].shape[0]
+    pos = np.asarray(a["pos"], np.float64).astype(np.int64).reshape(nv, -1, k)
+    g = np.asarray(a["gate"], np.float64).reshape(nv, -1, k)
+    buf = np.asarray(a["buffers"], np.float64).reshape(nv, -1, row)
+    rows = np.take_along_axis(buf, np.maximum(pos, 0).reshape(nv, -1)[:, :, None], axis=1)
+    rows = rows.reshape(nv, pos.shape[1], k, row) * (pos >= 0)[..., None]
+    if p.get("dot"):     # MoEGateGrad: dgate[t, j] = grad[t] . buffers[pos[t, j]]
+        dy = np.asarray(a["grad"], np.float64).reshape(nv, -1, 1, row)
+        return {"out": (rows * dy).sum(axis=3).reshape(nv, -1)}
+    return {"out": (rows * g[..., None]).sum(axis=2).reshape(nv, -1)}
+
+
 def _depthwise_rows(a, p):
     """One output row of a depthwise convolution for ``g`` channels: ``in`` holds the ``kh``
     input rows it reads ([kh][width][g], padding included), ``weights`` the channels' kernels
@@ -1089,6 +1147,25 @@ _TABLE += [
             + 10 * np.asarray(s["index"], np.float64),
             compute=_scatter_add_cols, flops=_ew_flops("grad", 1.0), code_bytes=256,
             doc="out[index[i]] += grad[i] over the vertex's block of columns (zeroed first): a gather's gradient"),
+    Codelet("TopKSoftmax", (Field("in", IN), Field("idx", OUT), Field("gates", OUT, same_size_as="idx")),
+            cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["in"], np.float64) * p["k"], d, c, 1.0)
+            + vector_cycles(s["gates"], d, c, 6.0),
+            compute=_topk_softmax, flops=_ew_flops("in", 1.0), code_bytes=256,
+            doc="a top-k router per token: the k largest logits' experts and their softmax"),
+    Codelet("MoESlots", (Field("idx", IN), Field("out", OUT, same_size_as="idx")),
+            cycles=lambda s, d, p, c: vector_cycles(s["idx"], d, c, 3.0),
+            compute=_moe_slots, flops=_ew_flops("idx", 2.0), code_bytes=256,
+            doc="each (token, choice) pair's slot in its expert's buffer (token order; -1 past the capacity)"),
+    Codelet("MoEDispatchRows", (Field("pos", IN), Field("gate", IN, same_size_as="pos"), Field("in", IN),
+                                Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(s["pos"], d, c, 2.0) + vector_cycles(s["out"], d, c, 1.0),
+            compute=_moe_dispatch_rows, flops=_ew_flops("out", 1.0), code_bytes=256,
+            doc="one expert's buffer: gate x the token row each slot's pair routes there"),
+    Codelet("MoECombineRows", (Field("pos", IN), Field("gate", IN, same_size_as="pos"), Field("buffers", IN),
+                               Field("grad", IN), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(np.asarray(s["pos"], np.float64) * p["row"], d, c, 1.0),
+            compute=_moe_combine_rows, flops=lambda s, d, p: 2.0 * np.asarray(s["pos"], np.float64) * p["row"],
+            code_bytes=256, doc="tokens' rows as the gated sum of their experts' slots (dot: the gates' gradient)"),
     Codelet("XentGradRows", (Field("in", IN), Field("target", IN), Field("out", OUT, same_size_as="in")),
             cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 5.0) + 20 * np.asarray(s["target"], np.float64),
             compute=_xent_grad_rows, flops=_ew_flops("out", 3.0), code_bytes=256,

@@ -546,14 +546,15 @@ def _moe_dispatch(b, n, d, need, dys):
 
 def _moe_combine(b, n, d, need, dys):
     """Expert outputs -> tokens, weighted by the gates: the experts' gradient is the token
-    gradient dispatched back to the slots (the all-to-all again); each gate's gradient is the
-    dot product of the token's gradient with its expert's output."""
+    gradient dispatched back to the slots (the all-to-all again), scaled by the gates (the
+    dispatch's third input); each gate's gradient is the dot product of the token's gradient
+    with its expert's output."""
     ye, idx = d["inputs"][:2]
     E, C, dm = _shape(b, ye)
     T, k = _shape(b, idx)
     if need[0]:
         dye = b.new_grad(ye)
-        b.emit(n, "MoEDispatch", [dys[0], idx], [dye], "gather", 0, dict(capacity=C))
+        b.emit(n, "MoEDispatch", [dys[0], idx] + d["inputs"][2:3], [dye], "gather", 0, dict(capacity=C))
         b.give(ye, dye, n)
     if len(need) > 2 and need[2]:
         gates = d["inputs"][2]

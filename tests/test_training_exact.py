@@ -120,6 +120,18 @@ UNARY_REF = {
 }
 
 
+def _slots(idx, E, C):
+    """expert * C + slot of each (token, choice) pair, in token then choice order; -1 past C."""
+    count, pos = [0] * E, np.full(idx.shape, -1)
+    for t in range(idx.shape[0]):
+        for j in range(idx.shape[1]):
+            e = int(idx[t, j])
+            if count[e] < C:
+                pos[t, j] = e * C + count[e]
+            count[e] += 1
+    return pos
+
+
 def _forward(g, weights, feeds):
     """Values of every tensor of forward graph ``g`` (autograd-traceable in ``weights``)."""
     env = dict(feeds)
@@ -178,6 +190,21 @@ def _forward(g, weights, feeds):
             y = x[0] / (1 + anp.exp(-a.get("alpha", 1.0) * x[0]))
         elif op == "RotaryEmbedding":
             y = _rotary(a, *x[:3])
+        elif op == "TopKRoute":        # the k largest logits (ties to the lower expert), their softmax
+            v = getattr(x[0], "_value", x[0])
+            y = np.argsort(-np.asarray(v), axis=1, kind="stable")[:, :a["k"]]
+            env[d["outputs"][1]] = _softmax(x[0][np.arange(y.shape[0])[:, None], y], -1)
+        elif op in ("MoEDispatch", "MoECombine"):
+            E, C, dm = g.tensors[d["outputs"][0] if op == "MoEDispatch" else d["inputs"][0]].shape
+            pos = _slots(x[1], E, C)
+            if op == "MoEDispatch":
+                onehot = np.zeros((E * C, pos.shape[0]), np.float32)
+                t, j = np.nonzero(pos >= 0)
+                onehot[pos[t, j], t] = 1.0
+                y = anp.reshape(anp.dot(onehot, x[0]), (E, C, dm))
+            else:
+                rows = anp.reshape(x[0], (E * C, dm))[np.maximum(pos, 0)] * (pos >= 0)[:, :, None]
+                y = anp.sum(rows * x[2][:, :, None], axis=1)
         else:
             raise NotImplementedError(f"reference: op {op}")
         env[d["outputs"][0]] = y
@@ -267,13 +294,6 @@ def test_two_steps_keep_state_on_chip():
         assert np.abs(tr.read(f"{k}.momentum") - m[k]).max() / np.abs(m[k]).max() < RTOL
 
 
-def test_moe_routing_refused_by_name():
-    fwd = get_model("mixtral-tiny", batch=1, seq_len=4, layers=1, hidden=32, heads=4, kv_heads=2,
-                    intermediate=32, vocab=20, max_position=8)
-    with pytest.raises(LoweringError, match=r"TopKRoute.*not computed exactly in functional mode"):
-        ChipTrainer(fwd, "sgd")
-
-
 def test_training_mode_dropout_refused_by_name():
     """What the exact lowering does not compute (random dropout masks) is refused at compile
     time, naming the op, never computed as something else."""
@@ -333,6 +353,19 @@ TRANSFORMERS = {
     "llama-tiny": dict(batch=2, seq_len=8, layers=2, hidden=32, heads=4, kv_heads=2, intermediate=64, vocab=50,
                        max_position=16),
 }
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_mixtral_one_step_exact(opt):
+    """Top-2 of 4 experts per token with softmax gates, experts' buffers of capacity 10 for 32
+    (token, choice) pairs (a pair past an expert's capacity is dropped), SwiGLU experts as
+    batched MatMuls, the gated combine; rotary embeddings, grouped-query attention."""
+    kw = dict(batch=2, seq_len=8, layers=2, hidden=32, heads=4, kv_heads=2, intermediate=32, vocab=50,
+              max_position=16)
+    fwd = get_model("mixtral-tiny", **kw)
+    tr = _check_one_step(fwd, {"input_ids": _tokens((2, 8), 50, 14)}, _tokens(16, 50, 15), opt)
+    assert {"TopKRoute", "MoEDispatch", "MoECombine", "MoEGateGrad", "TopKRouteGrad"} <= \
+        {tr.graph.op(n)["op"] for n in tr.graph.ops()}
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])

@@ -86,7 +86,8 @@ GRAD_OPS = frozenset(UNARY_GRADS) | {"GemmGradA", "GemmGradB", "MatMulGradA", "M
                                      "LambUpdate", "BatchNormalizationGrad", "LayerNormalizationGrad",
                                      "RMSNormalizationGrad", "ConvGradInput", "ConvGradWeight", "MaxPoolGrad",
                                      "AveragePoolGrad", "GlobalAveragePoolGrad", "SoftmaxGrad", "LogSoftmaxGrad",
-                                     "GatherGrad", "RotaryEmbedding", "RotaryEmbeddingGrad"}
+                                     "GatherGrad", "RotaryEmbedding", "RotaryEmbeddingGrad", "TopKRoute",
+                                     "TopKRouteGrad", "MoEDispatch", "MoECombine", "MoEGateGrad"}
 #: ops whose family planner (compiler/planners/*) computes them exactly in the cases :func:`takes`
 #: leaves to it
 _LEGACY_ELEMENTWISE = {"Relu", "Add", "Sub", "Mul", "Div", "Exp", "Sqrt", "Tanh", "Sigmoid", "Dropout",
@@ -1476,3 +1477,94 @@ class IndexedPlanner(Planner):
 
     def _RotaryEmbeddingGrad(self, op, ctx):
         return self._rotary(op, ctx, bool(op.get("attrs", {}).get("inverse", 1)))
+
+    # -- mixture-of-experts routing (models/transformers.py's Mixtral layers) --------------------
+    def _TopKRoute(self, op, ctx):
+        """logits (T, E) -> the k chosen experts (T, k) and their softmax gates (T, k), a
+        TopKSoftmax vertex per block of tokens."""
+        L = self.addr(op["inputs"][0])
+        T, E = L.shape
+        I, G = self.out(0)[1], self.out(1)[1]
+        k = I.shape[1]
+        cs = self.cs("topk")
+        self.emit_rows(cs, "TopKSoftmax", {"idx": I, "gates": G, "in": L}, ["idx", "gates"],
+                       {"k": int(k), "experts": int(E), **self.dtypes(idx=self.dev(op["outputs"][0]))})
+        return [cs]
+
+    def _slots(self, idx_name, E, C):
+        """A temporary of every (token, choice) pair's expert * capacity + slot (-1: dropped):
+        one MoESlots vertex reads all the choices (a slot depends on every earlier token's)."""
+        I = self.addr(idx_name)
+        pos = self.temp(I.shape, "slots")
+        cs = self.cs("slots")
+        self.emit(cs, "MoESlots", {"out": pos.reshape(1, -1), "idx": I.reshape(1, -1)}, ["out"],
+                  {"experts": int(E), "capacity": int(C), **self.dtypes(idx=self.dev(idx_name))})
+        return cs, pos
+
+    def _MoEDispatch(self, op, ctx):
+        """x (T, d) -> every expert's buffer (E, C, d): slot c of expert e holds the row of the
+        pair given that slot (scaled by its gate where a third input gives the gates: the
+        combine's gradient), a MoEDispatchRows vertex per expert."""
+        X, I = self.addr(op["inputs"][0]), self.addr(op["inputs"][1])
+        y, Y = self.out()
+        E, C, d = Y.shape
+        T, k = I.shape
+        cs1, pos = self._slots(op["inputs"][1], E, C)
+        gate = (self.addr(op["inputs"][2]) if len(op["inputs"]) > 2 and op["inputs"][2]
+                else np.full(I.shape, self.fill(1.0, ctx.dtype)))
+        cs2 = self.cs("dispatch")
+        for e in range(E):
+            self.emit(cs2, "MoEDispatchRows", {"out": Y[e].reshape(1, -1), "pos": pos.reshape(1, -1),
+                                               "gate": gate.reshape(1, -1), "in": X.reshape(1, -1)}, ["out"],
+                      {"expert": e, "capacity": int(C), "row": int(d), "k": int(k)})
+        return [cs1, cs2]
+
+    def _combine_like(self, op, ctx, buffers, idx_name, gate, dot_grad=None):
+        """Per block of tokens a MoECombineRows vertex reads the tokens' slots, gates and every
+        expert buffer (the slots are known only at run time)."""
+        B = self.addr(buffers)
+        E, C, d = B.shape
+        I = self.addr(idx_name)
+        T, k = I.shape
+        y, Y = self.out()
+        cs1, pos = self._slots(idx_name, E, C)
+        ch = max(1, -(-T // max(1, min(T, ctx.tiles * ctx.chip.workers_per_tile))))
+        cs2 = self.cs("combine")
+        per = Y.size // T
+        for t0, n in ((0, T - T % ch), (T - T % ch, T % ch)):
+            if n == 0:
+                continue
+            m = n // ch if t0 == 0 else 1
+            c = ch if t0 == 0 else n
+            F = {"out": Y.reshape(T, per)[t0:t0 + n].reshape(m, c * per),
+                 "pos": pos[t0:t0 + n].reshape(m, c * k), "gate": gate[t0:t0 + n].reshape(m, c * k),
+                 "buffers": np.broadcast_to(B.reshape(1, -1), (m, B.size))}
+            # the tokens' gradient rows where the gates' gradient is computed (else one zero)
+            F["grad"] = (dot_grad[t0:t0 + n].reshape(m, c * d) if dot_grad is not None
+                         else np.full((m, 1), self.fill(0.0, ctx.dtype)))
+            self.emit(cs2, "MoECombineRows", F, ["out"], {"row": int(d), "k": int(k), "dot": dot_grad is not None})
+        return [cs1, cs2]
+
+    def _MoECombine(self, op, ctx):
+        """ye (E, C, d) -> y (T, d): each token's rows of its k experts' slots, summed with its
+        gates (without gates: the dispatch's gradient, a plain sum)."""
+        I = self.addr(op["inputs"][1])
+        gate = (self.addr(op["inputs"][2]) if len(op["inputs"]) > 2 and op["inputs"][2]
+                else np.full(I.shape, self.fill(1.0, ctx.dtype)))
+        return self._combine_like(op, ctx, op["inputs"][0], op["inputs"][1], gate)
+
+    def _MoEGateGrad(self, op, ctx):
+        """d gates (T, k): the token's gradient dotted with each chosen expert's slot row."""
+        DY = self.addr(op["inputs"][0])
+        I = self.addr(op["inputs"][2])
+        return self._combine_like(op, ctx, op["inputs"][1], op["inputs"][2],
+                                  np.full(I.shape, self.fill(1.0, ctx.dtype)), dot_grad=DY)
+
+    def _TopKRouteGrad(self, op, ctx):
+        """d logits (T, E): the gates' softmax gradient over the k chosen, zeros elsewhere, a
+        TopKRouteGrad vertex per token."""
+        DG, I, G = (self.addr(t) for t in op["inputs"][:3])
+        y, Y = self.out()
+        cs = self.cs("topk_grad")
+        self.emit(cs, "TopKRouteGrad", {"out": Y, "grad": DG, "idx": I, "gates": G}, ["out"], {})
+        return [cs]
