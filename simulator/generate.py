@@ -26,6 +26,13 @@ every layer's two all-reduces are timed on the links inside the step; a program'
 the multi-chip step (host I/O overlapped, as measured), and the report says per chip what it
 holds.
 
+``kv_cache="streaming"`` keeps the cache in the streaming memory beside each chip
+(:mod:`compiler.kvcache`): each program loads the cached positions it reads and stores the
+ones it writes, timed at the streaming-memory rate.  Out of memory, the report says by how
+much and :func:`suggestions` recompiles the failing programs with one change each (cache in
+streaming memory, fewer new tokens, smaller batch, more chips).  :func:`generate_by_layers`
+estimates a model too big to compile whole from two layer counts.
+
 Beside every prediction, a physical lower bound: a program cannot be faster than the bytes
 it must read from SRAM over the chip's SRAM bandwidth, nor than its FLOPs over the chip's
 peak; ``x_bound`` is the prediction as a multiple of ``max`` of the two.  The bytes: every

@@ -28,7 +28,9 @@ compile failure) is shown in the page; the app keeps running.
 
 Modules: :mod:`.settings` (controls -> run configuration, trade-off axes), :mod:`.jobs`
 (one point run and drawn, the worker pool and its cache), :mod:`.cards` (status cards,
-error boxes, CSS), :mod:`.app` (the page, its callbacks, :func:`serve`).
+error boxes, CSS), :mod:`.app` (the page, its callbacks, :func:`serve`), :mod:`.llm` (the
+LLM mode, ``ipusim explore --llm``: generate's prefill, decode and KV cache, tokens/s
+against batch and chips).
 """
 from .app import make_app, serve, tradeoff_figure
 from .cards import empty_figure, multichip_status_card, status_card
