@@ -139,6 +139,8 @@ class RunConfig:
             set_("micro_batches", self.accumulate)
             set_("batch", self.batch * self.accumulate)
             set_("accumulate", 1)
+        if self.model_kw is not None and not isinstance(self.model_kw, Mapping):
+            raise ConfigError(f"model_kw: must be a table of the model's options, got {self.model_kw!r}")
         if self.seq_len is not None:      # the model option, given as a run option
             kw = dict(self.model_kw or {})
             if kw.get("seq_len", self.seq_len) != self.seq_len:
@@ -345,7 +347,10 @@ class RunConfig:
                               f"or a chip field: {', '.join(VALUE_FIELDS)})")
         try:
             if chip_over:
-                d["chip"] = get_chip(d.get("chip", "gc200")).replace(**chip_over)
+                base = d.get("chip", "gc200")
+                if not isinstance(base, (str, Chip)):
+                    raise ConfigError(f"chip: must be a preset name, a .toml path or a Chip, got {base!r}")
+                d["chip"] = get_chip(base).replace(**chip_over)
             return cls(**d)
         except ConfigError as e:
             raise ConfigError(f"{where}{e.args[0]}") from None
@@ -422,8 +427,11 @@ def _proportion(v):
 
 def _int(name, v, lo):
     """``v`` as an int >= ``lo`` (a whole float or a digit string accepted, a bool refused)."""
-    if isinstance(v, str) and v.strip().isdigit():
-        v = int(v)
+    if isinstance(v, str) and v.strip().isdecimal():
+        try:
+            v = int(v)
+        except ValueError:      # digits int() does not take (superscripts...): refused below
+            pass
     whole = (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
     if not whole or v < lo:
         raise ConfigError(f"{name}: must be an integer >= {lo}, got {v!r}")
@@ -434,7 +442,9 @@ def _offload(offload) -> tuple:
     if not offload:
         return ()
     if isinstance(offload, str):
-        offload = [x for x in offload.replace("+", ",").split(",") if x]
+        offload = [x.strip() for x in offload.replace("+", ",").split(",") if x.strip()]
+    if not isinstance(offload, (list, tuple)):
+        raise ConfigError(f"offload: expected a comma-separated list of {', '.join(OFFLOADABLE)}, got {offload!r}")
     offload = tuple(offload)
     bad = [x for x in offload if x not in OFFLOADABLE]
     if bad:
