@@ -84,3 +84,7 @@ def test_the_app_builds_with_its_own_work():
         assert state == "running"
     finally:
         jobs.shutdown()
+    app = make_llm_app(Jobs(workers=1, kind="thread", fn=llm_point), defaults={"batch": 8, "chips": 4})
+    assert "'value': 8" in str(app.layout) or "value=8" in str(app.layout)
+    with pytest.raises(ValueError, match="defaults: unknown control 'layers'"):
+        make_llm_app(Jobs(workers=1, kind="thread", fn=llm_point), defaults={"layers": 2})

@@ -237,7 +237,12 @@ def llm_chart(axis: str, current, rows: list, total: int):
     return fig
 
 
-def _controls(default_model):
+#: the controls' starting values (``make_llm_app(defaults=...)`` overrides any of them)
+DEFAULTS = {"batch": 1, "prompt_len": 64, "new_tokens": 32, "chips": 1, "mode": "tensor", "tensor_parallel": 2,
+            "kv_cache": "sram"}
+
+
+def _controls(default_model, d):
     num = lambda i, v: dcc.Input(id=i, type="number", value=v, debounce=True, step=1, min=1)   # noqa: E731
     return html.Div(className="side", children=[
         html.H3("model"),
@@ -251,22 +256,22 @@ def _controls(default_model):
                        style={"fontSize": "14px", "marginTop": "6px"}),
         html.H3("workload"),
         html.Div(className="grid2", children=[
-            html.Div([html.Label("batch", className="ctl", htmlFor="llm-batch"), num("llm-batch", 1)]),
-            html.Div([html.Label("prompt length", className="ctl", htmlFor="llm-prompt"), num("llm-prompt", 64)]),
-            html.Div([html.Label("new tokens", className="ctl", htmlFor="llm-new"), num("llm-new", 32)]),
-            html.Div([html.Label("chips", className="ctl", htmlFor="llm-chips"), num("llm-chips", 1)]),
+            html.Div([html.Label("batch", className="ctl", htmlFor="llm-batch"), num("llm-batch", d["batch"])]),
+            html.Div([html.Label("prompt length", className="ctl", htmlFor="llm-prompt"), num("llm-prompt", d["prompt_len"])]),
+            html.Div([html.Label("new tokens", className="ctl", htmlFor="llm-new"), num("llm-new", d["new_tokens"])]),
+            html.Div([html.Label("chips", className="ctl", htmlFor="llm-chips"), num("llm-chips", d["chips"])]),
         ]),
         html.Label("how the chips are used", className="ctl", htmlFor="llm-mode"),
         dcc.RadioItems(id="llm-mode", options=[{"label": " " + lab, "value": v} for v, lab in LLM_MODES],
-                       value="tensor", className="chip-mode", labelStyle={"display": "block"}),
+                       value=d["mode"], className="chip-mode", labelStyle={"display": "block"}),
         html.Div([html.Label("tensor-parallel degree (pipeline + tensor)", className="ctl", htmlFor="llm-tp"),
-                  num("llm-tp", 2)]),
+                  num("llm-tp", d["tensor_parallel"])]),
         dcc.Checklist(id="llm-uneven", options=[{"label": " uneven heads (a degree not dividing them)",
                                                  "value": "uneven"}], value=[], style={"fontSize": "13px"}),
         html.H3("KV cache"),
         dcc.RadioItems(id="llm-kv", options=[{"label": " tile SRAM", "value": "sram"},
                                              {"label": " streaming memory", "value": "streaming"}],
-                       value="sram", inline=True, labelStyle={"marginRight": "14px"}, style={"fontSize": "14px"}),
+                       value=d["kv_cache"], inline=True, labelStyle={"marginRight": "14px"}, style={"fontSize": "14px"}),
         html.H3("compile"),
         dcc.Checklist(id="llm-estimate", options=[{"label": " estimate from 2 layer counts (fast)",
                                                    "value": "estimate"}], value=["estimate"],
@@ -276,8 +281,14 @@ def _controls(default_model):
     ])
 
 
-def make_llm_app(jobs: Jobs | None = None, *, default_model: str = "gpt2", poll_ms: int = 400):
-    """The LLM-mode Dash app; ``app.jobs`` is its worker pool (call ``app.jobs.shutdown()``)."""
+def make_llm_app(jobs: Jobs | None = None, *, default_model: str = "gpt2", defaults: dict | None = None,
+                 poll_ms: int = 400):
+    """The LLM-mode Dash app; ``app.jobs`` is its worker pool (call ``app.jobs.shutdown()``);
+    ``defaults``: starting values of the controls (keys of :data:`DEFAULTS`)."""
+    bad = sorted(set(defaults or {}) - set(DEFAULTS))
+    if bad:
+        raise ValueError(f"defaults: unknown control {bad[0]!r} (known: {', '.join(DEFAULTS)})")
+    d = DEFAULTS | dict(defaults or {})
     jobs = jobs or Jobs(workers=min(2, os.cpu_count() or 1), fn=llm_point)
     app = dash.Dash(__name__, title="ipusim explorer: LLM inference", update_title=None)
     app.jobs = jobs
@@ -287,7 +298,7 @@ def make_llm_app(jobs: Jobs | None = None, *, default_model: str = "gpt2", poll_
         html.Div(className="topbar", children=[html.H1("ipusim explorer · LLM inference"),
                                                html.Span("prefill, decode and the KV cache on tile-SRAM chips")]),
         html.Div(className="wrap", children=[
-            _controls(default_model),
+            _controls(default_model, d),
             html.Div(className="main", children=[
                 html.Div(className="card", children=[html.Div(id="llm-progress"), html.Div(id="llm-status")]),
                 html.Div(className="row2", children=[
