@@ -197,12 +197,6 @@ class _Importer:
             self._onnx_shapes()
         for i, node in enumerate(self._sorted_nodes()):
             self._node(i, node)
-        verdict = getattr(self, "onnx_verdict", None)
-        if verdict and {n.op_type for n in m.graph.node} >= set(re.findall(r"op_type:(\w+)", verdict)):
-            # (an error inside an op's function body, an op the file does not contain, is onnx's own:
-            # its strict inference fails on the MeanVarianceNormalization node test)
-            raise self.err(f"onnx's strict shape / type inference rejects this file (as onnx.checker's full "
-                           f"check does): {self.onnx_verdict}")
         outs = []
         for o in m.graph.output:
             if o.name not in self.g.tensors:
@@ -211,20 +205,51 @@ class _Importer:
                 self._add_const(o.name, role=None)
             self.g.tensors[o.name].kind = "output" if self.g.tensors[o.name].producer \
                 else self.g.tensors[o.name].kind
+            self._check_declared(o, self.g.tensors[o.name].shape)
             outs.append(o.name)
+        verdict = getattr(self, "onnx_verdict", None)
+        if verdict and {n.op_type for n in m.graph.node} >= set(re.findall(r"op_type:(\w+)", verdict)):
+            # (an error inside an op's function body, an op the file does not contain, is onnx's own:
+            # its strict inference fails on the MeanVarianceNormalization node test)
+            raise self.err(f"onnx's strict shape / type inference rejects this file (as onnx.checker's full "
+                           f"check does): {self.onnx_verdict}")
         self.g.outputs = outs
         return self.g
+
+    def _check_declared(self, vi, shape):
+        """A graph output's declared shape against the one computed: the rank and every fixed
+        dim but the batch dim (a file may declare batch 1 where another batch is applied)."""
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            return
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        bad = len(dims) != len(shape) or any(d is not None and (d < 0 or (d != s and k > 0))
+                                             for k, (d, s) in enumerate(zip(dims, shape)))
+        if bad:
+            raise self.err(f"graph output {vi.name!r} is declared of shape "
+                           f"{[d if d is not None else '?' for d in dims]}, but its node computes {list(shape)}")
 
     def _inputs(self):
         batches = set()
         for vi in self.model.graph.input:
-            if vi.name in self.env:
-                continue   # old files list initializers among the inputs
+            if vi.name in self.env:    # old files list initializers among the inputs
+                tt = vi.type.tensor_type
+                if tt.HasField("shape"):
+                    declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+                    have = self.env[vi.name].shape
+                    if len(declared) != len(have) or any(d is not None and d != h for d, h in zip(declared, have)):
+                        raise self.err(f"graph input {vi.name!r} is declared of shape "
+                                       f"{[d if d is not None else '?' for d in declared]}, but its initializer "
+                                       f"has shape {list(have)}")
+                continue
             tt = vi.type.tensor_type
             if not vi.type.HasField("tensor_type"):
                 raise self.err(f"graph input {vi.name!r} is not a tensor")
             shape = []
             for k, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value") and d.dim_value <= 0:    # (0 is not "unknown": that is no value)
+                    raise self.err(f"graph input {vi.name!r} has dim {k} of size {d.dim_value}; empty or "
+                                   f"negative tensors are not simulated")
                 if d.HasField("dim_value") and d.dim_value > 0:
                     if k == 0 and self.batch and d.dim_value != self.batch:
                         raise self.err(f"graph input {vi.name!r} has a fixed batch of "

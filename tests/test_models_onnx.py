@@ -514,14 +514,39 @@ def test_a_layer_norm_scale_that_does_not_fit_the_normalized_dims_is_refused_by_
 
 
 def test_a_declared_shape_onnx_strict_inference_contradicts_is_refused(tmp_path):
-    # issue 15 (fuzzing): models whose declared output / value_info shapes contradict the ops'
-    # (a rank-3 output of a rank-2 Relu) imported and compiled; onnx.checker's full check rejects them
-    relu = helper.make_node("Relu", ["x"], ["y"], name="r")
-    p = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c"])])
+    # issue 15 (fuzzing): models whose declared value_info shapes contradict the ops' (a rank-3
+    # intermediate of rank-2 Relus) imported and compiled; onnx.checker's full check rejects them
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="r1"), helper.make_node("Relu", ["h"], ["y"], name="r2")]
+    io = ([helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    p = _save(tmp_path, nodes, *io)
+    m = onnx.load(p)
+    m.graph.value_info.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, ["a", "b", "c"]))
+    onnx.save(m, p)
     with pytest.raises(ModelError, match=r"net.onnx: onnx's strict shape / type inference rejects this file .*"
                                          r"differ in rank"):
         load_onnx(p)
-    ok = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])], name="ok.onnx")
-    assert load_onnx(ok).name
+    assert load_onnx(_save(tmp_path, nodes, *io, name="ok.onnx")).name
+
+
+def test_declared_shapes_that_contradict_the_file_are_refused(tmp_path):
+    # issue 15 (bench/fuzz.py findings, kept in tests/fuzz_corpus/): a graph input of dim 0 was
+    # silently imported as batch 1; an initializer listed among the inputs with another declared
+    # shape, and an output declared [-1, 4], were accepted; onnx's full check rejects all three
+    relu = helper.make_node("Relu", ["x"], ["y"], name="r")
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])]
+    p = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [0, 4])], out)
+    with pytest.raises(ModelError, match=r"graph input 'x' has dim 0 of size 0"):
+        load_onnx(p)
+    add = helper.make_node("Add", ["x", "w"], ["y"], name="a")
+    p = _save(tmp_path, [add], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                                helper.make_tensor_value_info("w", TensorProto.FLOAT, [1, 3])], out, [_zeros("w", 1, 4)],
+              name="w.onnx")
+    with pytest.raises(ModelError, match=r"graph input 'w' is declared of shape \[1, 3\], but its initializer has "
+                                         r"shape \[1, 4\]"):
+        load_onnx(p)
+    p = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4])], name="o.onnx")
+    with pytest.raises(ModelError, match=r"graph output 'y' is declared of shape \[-1, 4\], but its node computes "
+                                         r"\[1, 4\]"):
+        load_onnx(p)
