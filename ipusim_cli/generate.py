@@ -2,15 +2,18 @@
 
     ipusim generate MODEL --prompt-len P --new-tokens N [--batch B] [--chip ...] [--dtype fp16]
                           [--ipus K --mode tensor|pipeline|pipeline+tensor [--tensor-parallel T]]
-                          [--kv-cache sram|streaming] [--samples K] [--no-suggestions] [--json F]
+                          [--kv-cache sram|streaming] [--samples K] [--no-suggestions]
+                          [--estimate-layers A,B] [--json F]
 
 MODEL is a decoder: a built-in (gpt2..., llama-7b, mixtral-8x7b...) or a decoder config.json.
+``--estimate-layers A,B``: a model too big to compile whole here, estimated from A and B of its
+layers (:func:`simulator.generate.generate_by_layers`).
 """
 from __future__ import annotations
 
 import json
 
-from simulator.generate import format_generate, generate
+from simulator.generate import GenerateError, format_estimate, format_generate, generate, generate_by_layers
 
 from .commands import help_of
 from .options import add_run_options, check_output_path, config_from_args
@@ -23,13 +26,33 @@ def cmd_generate(args):
     if args.no_suggestions:
         cfg = cfg.replace(suggest=False)
     check_output_path(args.json)
-    rep = generate(cfg, args.prompt_len, args.new_tokens, samples=args.samples, kv_cache=args.kv_cache)
-    print(format_generate(rep))
+    if args.estimate_layers is not None:
+        layers = _layer_counts(args.estimate_layers)
+        try:
+            rep = generate_by_layers(cfg, args.prompt_len, args.new_tokens, layers=layers, samples=args.samples,
+                                     kv_cache=args.kv_cache)
+        except GenerateError as e:
+            msg = str(e)
+            raise GenerateError("--estimate-layers" + msg[len("layers"):] if msg.startswith("layers:") else msg) \
+                from None
+        print(format_estimate(rep))
+    else:
+        rep = generate(cfg, args.prompt_len, args.new_tokens, samples=args.samples, kv_cache=args.kv_cache)
+        print(format_generate(rep))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rep, f, indent=1)
         print(f"report    {args.json}")
     return 0
+
+
+def _layer_counts(text):
+    parts = str(text).split(",")
+    try:
+        a, b = (int(x) for x in parts)
+    except ValueError:
+        raise GenerateError(f"--estimate-layers: two layer counts A,B (e.g. 1,2), got {text!r}") from None
+    return a, b
 
 
 def add_parser(sub):
@@ -46,5 +69,8 @@ def add_parser(sub):
     p.add_argument("--no-suggestions", action="store_true",
                    help="out of memory: do not recompile the variants that might fit (fewer tokens, smaller "
                         "batch, cache in streaming memory, more chips)")
+    p.add_argument("--estimate-layers", metavar="A,B",
+                   help="estimate a model too big to compile whole: generate with A and with B of its layers "
+                        "(a pipeline: multiples of its stages) and extend every figure linearly to all")
     p.add_argument("--json", help="write the report here")
     return {"generate": cmd_generate}

@@ -385,6 +385,26 @@ def generate_by_layers(cfg: RunConfig, prompt_len: int, new_tokens: int, layers=
             "method": "linear in the layers, from two compiled layer counts"}
 
 
+def format_estimate(r: dict) -> str:
+    """A :func:`generate_by_layers` result as the command line prints it."""
+    A, B = r["layers"]
+    e = r["estimate"]
+    lines = [f"estimate  {r['model']}: all {r['layers_total']} layers, extended linearly from {A} and {B} "
+             f"compiled (an estimate)"]
+    for n, f in r["at"].items():
+        lines.append(f"layers    {n}: first token {_t(f['time_to_first_token_s'])}, "
+                     f"{_t(f['time_per_output_token_s'])} per token, peak tile prefill "
+                     f"{f['prefill_peak_tile_bytes']:,} B, decode {f['decode_peak_tile_bytes']:,} B")
+    tps = e.get("tokens_per_s")
+    lines += [f"fits      {'yes' if e['fits'] else 'NO'} (peak tile: prefill {e['prefill_peak_tile_bytes']:,.0f} B, "
+              f"decode {e['decode_peak_tile_bytes']:,.0f} B)",
+              f"KV cache  {_b(e['kv_cache_bytes'])}",
+              f"prefill   {_t(e['time_to_first_token_s'])} = time to first token",
+              f"tokens    {_t(e['time_per_output_token_s'])} per output token"
+              + (f", {tps:,.1f} tokens/s decoding ({e['tokens_per_s_per_chip']:,.1f} per chip)" if tps else "")]
+    return "\n".join(lines)
+
+
 #: halvings of --new-tokens / --batch tried at most by :func:`suggestions`
 MAX_HALVINGS = 3
 
@@ -523,4 +543,4 @@ def format_generate(rep: dict) -> str:
 
 
 __all__ = ["generate", "format_generate", "GenerateError", "sram_bandwidth", "bytes_read", "SRAM_BYTES_PER_S",
-           "ConfigError", "suggestions", "generate_by_layers", "model_layers"]
+           "ConfigError", "suggestions", "generate_by_layers", "model_layers", "format_estimate"]

@@ -149,3 +149,20 @@ def test_generate_by_layers_extends_two_layer_counts_to_all():
                                                         rel=0.1)
     with pytest.raises(GenerateError, match="gpt2 has 4 layers, fewer than 6"):
         generate_by_layers(cfg, 8, 4, layers=(2, 6))
+
+
+def test_command_line_estimate_layers(tmp_path, capsys):
+    chip = tmp_path / "small.toml"
+    chip.write_text('base = "gc200"\ntiles = 64\n')
+    out = tmp_path / "est.json"
+    args = ["generate", "gpt2", "--prompt-len", "8", "--new-tokens", "3", "--chip", str(chip), "--dtype", "fp16",
+            "--samples", "2", "--json", str(out)]
+    assert ipusim_cli.main(args + ["--estimate-layers", "1,2"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["layers_total"] == 12 and rep["layers"] == [1, 2] and sorted(rep["at"]) == ["1", "2"]
+    text = capsys.readouterr().out
+    assert "all 12 layers, extended linearly from 1 and 2 compiled (an estimate)" in text
+    assert ipusim_cli.main(args + ["--estimate-layers", "2,40"]) == 2
+    assert capsys.readouterr().err.strip() == "ipusim: error: --estimate-layers: gpt2 has 12 layers, fewer than 40"
+    assert ipusim_cli.main(args + ["--estimate-layers", "one"]) == 2
+    assert "--estimate-layers: two layer counts A,B (e.g. 1,2), got 'one'" in capsys.readouterr().err
