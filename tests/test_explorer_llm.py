@@ -72,7 +72,7 @@ def test_chart_values_and_drawing():
     assert [v for v, _ in sweep_values("batch", p)][:3] == [1, 2, 4]
     ok = llm_point(llm_params("llama-tiny", "gc200", "fp16", 2, 16, 6, 1, "tensor"))
     fig = llm_chart("chips", 4, [(1, ok), (8, {"error": "ValueError: too many stages"})], 7)
-    assert "1 failed" in fig.layout.title.text and list(fig.data[0].x) == [1]
+    assert "1 refused: too many stages" in fig.layout.title.text and list(fig.data[0].x) == [1]
 
 
 def test_the_app_builds_with_its_own_work():

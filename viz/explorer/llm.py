@@ -226,7 +226,8 @@ def llm_chart(axis: str, current, rows: list, total: int):
         fig.add_vline(x=current, line=dict(color="#263238", width=1, dash="dot"))
     sub = f"{len(rows)} of {total} points" + ("" if len(rows) >= total else " (computing the rest…)")
     if bad:
-        sub += f"; {len(bad)} failed: {bad[0][1][:70]}"
+        why = bad[0][1].split(": ", 1)[-1]           # without the error's type
+        sub += f"; {len(bad)} refused: {why[:55] + ('…' if len(why) > 55 else '')}"
     fig.update_layout(template="plotly_white", height=360, hovermode="closest",
                       title=dict(text=f"tokens/s vs {'batch' if axis == 'batch' else 'chips'}<br><sup>{sub}</sup>",
                                  x=0.01, xanchor="left", font=dict(size=15)),
