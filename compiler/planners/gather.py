@@ -73,7 +73,10 @@ class GatherPlanner(Planner):
         tiles = ctx.graph.tile_of_elements(t_s)
         tiles = np.where(tiles < 0, spread(V, ctx.tiles), tiles)
         o_s = y.start + (oi * N + ri) * Cin + bi * cb
-        ctx.graph.map_intervals(o_s, cols, tiles)
+        # the output spread evenly over the tiles, as PopLibs' createSliceTensor maps it (on the
+        # table blocks' tiles it piled N rows onto the few tiles where the column blocks start:
+        # 128 KiB of BERT-Large's embedding output on each of 16 tiles)
+        ctx.graph.map_intervals(o_s, cols, spread(V, ctx.tiles))
         idx_t = ctx.int_index(index)
         cs = ctx.compute_set(op, "gather")
         ctx.graph.add_vertices(cs, "DynamicSlice", tiles, {
