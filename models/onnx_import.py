@@ -176,6 +176,7 @@ class _Importer:
         if self.opset and self.opset < 7:
             raise self.err(f"opset {self.opset} is older than the oldest supported (7)")
         self._check()
+        self._check_names()
         for node in m.graph.node:
             if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED | FOLD_ONLY:
                 op = node.op_type if node.domain in ("", "ai.onnx") else \
@@ -215,6 +216,17 @@ class _Importer:
                            f"check does): {self.onnx_verdict}")
         self.g.outputs = outs
         return self.g
+
+    def _check_names(self):
+        """Every name is text: protobuf hands a string field that is not valid UTF-8 over as bytes
+        (a corrupt file), which would reach the report and break its JSON."""
+        g = self.model.graph
+        named = [("graph name", g.name)] + [("node name", n.name) for n in g.node] + \
+            [("tensor name", t) for n in g.node for t in list(n.input) + list(n.output)] + \
+            [("tensor name", v.name) for v in list(g.input) + list(g.output) + list(g.initializer)]
+        for what, v in named:
+            if not isinstance(v, str):
+                raise self.err(f"not a valid ONNX file (truncated or corrupt): a {what} is not UTF-8 text ({v[:40]!r})")
 
     def _check_declared(self, vi, shape):
         """A graph output's declared shape against the one computed: the rank and every fixed
@@ -280,7 +292,7 @@ class _Importer:
         import onnx
         from onnx import helper
         m = onnx.ModelProto()
-        m.ir_version = self.model.ir_version
+        m.ir_version = max(self.model.ir_version, 4)     # below 4 onnx reads no initializer's shape
         m.opset_import.extend(self.model.opset_import)
         g = m.graph
         src = self.model.graph
@@ -420,6 +432,10 @@ class _Importer:
             if not t:
                 continue
             if t in self.inferred:
+                if mine is not None and k < len(mine) and tuple(mine[k][0]) != tuple(self.inferred[t][0]):
+                    # onnx's lenient inference keeps a declared shape that contradicts the op's
+                    raise ModelError(f"output {t!r} is declared of shape {list(self.inferred[t][0])}, but the "
+                                     f"op computes {list(mine[k][0])}")
                 shapes.append(self.inferred[t])
             elif mine is not None and k < len(mine):
                 shapes.append(mine[k])

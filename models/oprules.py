@@ -311,8 +311,11 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
     if op == "Reshape":
         return [(reshape_target(xs, _const(ins, 1, "Reshape shape"),
                                 attrs.get("allowzero", 0)), dt)]
-    if op == "Flatten":
-        ax = _axis(attrs.get("axis", 1), len(xs) + 1)
+    if op == "Flatten":     # axis in [-rank, rank]; a negative one counts from the back of the rank
+        ax = int(attrs.get("axis", 1))
+        if not -len(xs) <= ax <= len(xs):
+            raise ModelError(f"Flatten axis {ax} out of range for rank {len(xs)}")
+        ax = ax + len(xs) if ax < 0 else ax
         return [((prod(xs[:ax]), prod(xs[ax:])), dt)]
     if op == "Transpose":
         perm = _perm(attrs, len(xs))

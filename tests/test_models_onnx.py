@@ -550,3 +550,36 @@ def test_declared_shapes_that_contradict_the_file_are_refused(tmp_path):
     with pytest.raises(ModelError, match=r"graph output 'y' is declared of shape \[-1, 4\], but its node computes "
                                          r"\[1, 4\]"):
         load_onnx(p)
+
+
+def test_a_declared_shape_onnx_kept_but_the_op_contradicts_is_refused(tmp_path):
+    # issue 15 (fuzzing): pads [1, 1, 2, 1] give a 7 x 6 output; the file declared 6 x 6, onnx's
+    # lenient inference kept the declared shape, and the import took it
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 2, 1])
+    p = _save(tmp_path, [conv], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])], [_zeros("w", 2, 1, 3, 3)])
+    with pytest.raises(ModelError, match=r"node 'c' \(Conv\): output 'y' is declared of shape \[1, 2, 6, 6\], "
+                                         r"but the op computes \[1, 2, 7, 6\]"):
+        load_onnx(p)
+
+
+def test_flatten_counts_a_negative_axis_from_the_back_of_the_rank(tmp_path):
+    # axis -1 of a (2, 3, 4, 5) tensor is (24, 5); the rule gave (120, 1), hidden by onnx's shapes
+    fl = helper.make_node("Flatten", ["x"], ["y"], name="f", axis=-1)
+    p = _save(tmp_path, [fl], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 60])])
+    with pytest.raises(ModelError, match=r"output 'y' is declared of shape \[2, 60\], but the op computes \[24, 5\]"):
+        load_onnx(p, batch=2)
+
+
+def test_a_name_that_is_not_utf8_is_refused_as_a_corrupt_file(tmp_path):
+    # a flipped byte in the graph name: protobuf hands it over as bytes, the report's JSON broke
+    relu = helper.make_node("Relu", ["x"], ["y"], name="r")
+    p = _save(tmp_path, [relu], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    data = p.read_bytes() if hasattr(p, "read_bytes") else open(p, "rb").read()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(data.replace(b"\x12\x03net", b"\x12\x03n\xa7t"))
+    with pytest.raises(ModelError, match=r"bad.onnx: not a valid ONNX file \(truncated or corrupt\): a graph name "
+                                         r"is not UTF-8"):
+        load_onnx(str(bad))
