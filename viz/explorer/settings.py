@@ -56,7 +56,8 @@ def mode_uses(mode: str, field: str) -> bool:
     if mode not in MODES or mode == "spread":
         return False
     base = _layout(mode)
-    return any(_layout(mode, **{field: v}) != base for v in (1, 2, 4))
+    # a value the mode refuses (shard: micro-batches) is not one it reads
+    return any((lay := _layout(mode, **{field: v})) is not None and lay != base for v in (1, 2, 4))
 
 
 def _count(v):
