@@ -68,8 +68,9 @@ def _clean_errors():
     from hardware.chips import ChipError
     from models.errors import ModelError
     from simulator.config import ConfigError
+    from simulator.report import ReportError
     from simulator.sweep import SweepError
-    return (ModelError, ConfigError, ChipError, SweepError, LoweringError, GraphError, HostMemoryError)
+    return (ModelError, ConfigError, ChipError, SweepError, LoweringError, GraphError, HostMemoryError, ReportError)
 
 
 # -- targets: bytes in, a message (the classification) out --------------------------------------
@@ -81,8 +82,10 @@ def _tmpfile(data: bytes, suffix: str) -> str:
 
 
 def _json_ok(report):
-    from simulator.report import jsonable
-    json.dumps(jsonable(report), allow_nan=False)     # ValueError on NaN / Infinity: not JSON
+    """The report as --json writes it: ReportError (refused, naming the value) on NaN / Infinity;
+    any other failure to serialise is a bug."""
+    from simulator.report import json_text
+    json.loads(json_text(report))
 
 
 def target_onnx(data: bytes, send):
@@ -183,6 +186,9 @@ def run_one(target: str, data: bytes, timeout: float = 60.0) -> dict:
             faulthandler.disable()
             resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
             os.environ["IPUSIM_HOST_MEMORY"] = CHILD_HOST_MEMORY
+            null = os.open(os.devnull, os.O_WRONLY)     # native code's messages too (an abort's assertion)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
             sys.stdout = sys.stderr = open(os.devnull, "w")
             out = os.fdopen(wfd, "w")
 

@@ -6,6 +6,7 @@ user sees can be traced to one function.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,41 @@ def jsonable(v):
     if isinstance(v, (list, tuple)):
         return [jsonable(x) for x in v]
     return v
+
+
+class ReportError(ValueError):
+    """A report that JSON cannot hold (a non-finite number)."""
+
+
+def json_text(report, indent=2) -> str:
+    """``report`` as JSON text; :class:`ReportError` naming the first non-finite value (JSON has no
+    Infinity / NaN: a file with them is not JSON) instead of writing it.
+
+    >>> json_text({"sim": {"cycles": float("inf")}})
+    Traceback (most recent call last):
+    ...
+    simulator.report.ReportError: report: sim.cycles is inf, which JSON cannot hold (a chip value out of any physical range, e.g. a rate near 0, makes times overflow)
+    """
+    v = jsonable(report)
+    try:
+        return json.dumps(v, indent=indent, allow_nan=False)
+    except ValueError:
+        path = _non_finite(v, "")
+        chip = v.get("chip", {}).get("name") if isinstance(v, dict) and isinstance(v.get("chip"), dict) else None
+        raise ReportError(f"report: {path[0]} is {path[1]}, which JSON cannot hold (a "
+                          f"{f'value of chip {chip!r}' if chip else 'chip value'} out of any physical range, e.g. "
+                          f"a rate near 0, makes times overflow)") from None
+
+
+def _non_finite(v, where):
+    if isinstance(v, float) and not math.isfinite(v):
+        return where, v
+    items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+    for k, x in items:
+        found = _non_finite(x, f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
 
 
 @dataclass

@@ -17,7 +17,6 @@ fit (:mod:`simulator.advisor`).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -37,7 +36,7 @@ from .advisor import suggestions
 from .config import RunConfig
 from .engine import Engine
 from .multichip import run_multichip
-from .report import jsonable
+from .report import json_text
 
 
 @dataclass
@@ -72,7 +71,7 @@ class Run:
 
     def to_json(self, path=None, indent=2) -> str:
         """The report as JSON (numpy values made plain); written to ``path`` when given."""
-        text = json.dumps(jsonable(self.report), indent=indent)
+        text = json_text(self.report, indent=indent)    # ReportError on Infinity / NaN: not JSON
         if path is not None:
             with open(path, "w") as f:
                 f.write(text)

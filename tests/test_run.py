@@ -6,6 +6,7 @@ import pytest
 import ipusim_cli
 from hardware.chips import gc200
 from models import published_graph
+from simulator.config import RunConfig
 from simulator.run import build, run
 
 
@@ -199,3 +200,14 @@ def test_amp_pads_small_channel_groups_and_planners_weigh_vector_macs():
     assert "MatMulPartialMAC" in codelets and "MatMulPartial" not in codelets
     assert contraction_cycles({"method": "mac"}, 10, 3, "fp32", weak) < contraction_cycles({"method": "amp"}, 10, 3, "fp32", weak)
     assert ConvPlanner.family == "conv"
+
+
+def test_a_report_json_cannot_hold_is_refused_naming_the_value(tmp_path):
+    # issue 15: a chip with a host link of 1e-300 B/s wrote "cycles": Infinity, which is not JSON
+    from simulator.report import ReportError
+    r = run(RunConfig(model="mnist-mlp", chip=gc200.replace(name="slow", host_link_bytes_per_s=1e-300), suggest=False))
+    with pytest.raises(ReportError, match=r"^report: sim\.cycles is inf, which JSON cannot hold \(a value of chip "
+                                          r"'slow'"):
+        r.to_json(tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()
+    json.loads(run(RunConfig(model="mnist-mlp", suggest=False)).to_json())
