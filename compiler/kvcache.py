@@ -32,6 +32,7 @@ from hardware.dtypes import DTYPE_BYTES
 from .graph import GraphError
 from .program import Call, Copy, Execute, Repeat, Sequence
 from .tensor import Tensor
+from .transforms import _uses
 
 def streamed_caches(opgraph) -> list:
     """``[(cache tensor, KVCacheWrite attrs)]`` of the writes the model marks ``streaming``."""
@@ -61,7 +62,6 @@ def _positions(t, axis, a, b) -> Tensor:
 
 def _touches(graph, children) -> dict:
     """{var id: [positions in ``children`` of the steps that read or write it]}."""
-    from .transforms import _uses        # the edges' variables per compute set
     uses = _uses(graph)
     out = {}
     for i, c in enumerate(children):
