@@ -932,6 +932,18 @@ def _batchnorm_map(a, p):
             * a["scale"] + a["bias"]}
 
 
+def _targets(a, p, shape, k):
+    """(target class per row, 0 where ignored; whether each row counts) of a loss codelet:
+    ``target`` reshaped to ``shape``, ``ignore_index`` honoured, a class outside [0, k) refused."""
+    t = np.asarray(a["target"], np.float64).reshape(shape).astype(np.int64)
+    ign = p.get("ignore_index")
+    valid = np.ones(t.shape, bool) if ign is None else t != int(ign)
+    tt = np.where(valid, t, 0)
+    if np.any((tt < 0) | (tt >= k)):
+        raise ValueError(f"a target class outside [0, {k})")
+    return tt, valid
+
+
 def _nll_rows(a, p):
     """Negative log-likelihood of each row of ``k`` log-probabilities at its target class:
     out = -in[target] * weight[target] (0 where target == ignore_index), wout = the weight
@@ -939,12 +951,7 @@ def _nll_rows(a, p):
     k = int(p["k"])
     x = np.asarray(_rows(a, "in", k), np.float64)
     w = np.asarray(_rows(a, "weight", k), np.float64)
-    t = np.asarray(a["target"], np.float64).reshape(x.shape[:2]).astype(np.int64)
-    ign = p.get("ignore_index")
-    valid = np.ones(t.shape, bool) if ign is None else t != int(ign)
-    tt = np.where(valid, t, 0)
-    if np.any((tt < 0) | (tt >= k)):
-        raise ValueError(f"a target class outside [0, {k})")
+    tt, valid = _targets(a, p, x.shape[:2], k)
     xi = np.take_along_axis(x, tt[:, :, None], axis=2)[:, :, 0]
     wi = np.take_along_axis(w, tt[:, :, None], axis=2)[:, :, 0] * valid
     return {"out": (-xi * wi).reshape(x.shape[0], -1), "wout": wi.reshape(x.shape[0], -1)}
@@ -955,12 +962,7 @@ def _xent_grad_rows(a, p):
     ``k`` classes, (exp(in) - onehot(target)) * scale (0 where target == ignore_index)."""
     k = int(p["k"])
     x = np.asarray(_rows(a, "in", k), np.float64)
-    t = np.asarray(a["target"], np.float64).reshape(x.shape[:2]).astype(np.int64)
-    ign = p.get("ignore_index")
-    valid = np.ones(t.shape, bool) if ign is None else t != int(ign)
-    tt = np.where(valid, t, 0)
-    if np.any((tt < 0) | (tt >= k)):
-        raise ValueError(f"a target class outside [0, {k})")
+    tt, valid = _targets(a, p, x.shape[:2], k)
     g = np.exp(x)
     np.put_along_axis(g, tt[:, :, None], np.take_along_axis(g, tt[:, :, None], axis=2) - 1.0, axis=2)
     g = g * valid[:, :, None] * float(p.get("scale", 1.0))

@@ -32,7 +32,7 @@ from hardware.dtypes import DTYPE_BYTES
 from .graph import GraphError
 from .program import Call, Copy, Execute, Repeat, Sequence
 from .tensor import Tensor
-from .transforms import _uses
+from .transforms import _uses, splice
 
 def streamed_caches(opgraph) -> list:
     """``[(cache tensor, KVCacheWrite attrs)]`` of the writes the model marks ``streaming``."""
@@ -128,12 +128,7 @@ def stream_kv_cache(low) -> dict | None:
         after[steps[-1]].append(cp2)
         stored += dst.numel * eb
         copies += 1
-    new = []
-    for i, c in enumerate(children):
-        new += before[i]
-        new.append(c)
-        new += after[i]
-    prog.children = new
+    prog.children = splice(children, before, after)
     return {"placement": "streaming", "variables": len(caches), "cache_bytes": int(held),
             "bytes_loaded": int(loaded), "bytes_stored": int(stored), "copies": copies}
 

@@ -506,7 +506,6 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
     total = sum(by_cat.values())
     peak_tile = int(np.argmax(total))
     oom = np.flatnonzero(total > sram)
-    worst = np.argsort(-total, kind="stable")[:top]
     peak_step = int(np.argmax(curve)) if curve.size else 0
     order = execute_order(exe.program)
     # tensors live at the peak step, largest first
@@ -530,10 +529,6 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
     no_reuse = float(no_reuse_tile.sum()) + (float(ib[temp_items].sum()) if temp_items.size else 0.0)
     with_reuse = always_sum + float(not_always.sum())
 
-    def dominant(t):
-        cat = max(by_cat, key=lambda k: by_cat[k][t])
-        return cat
-
     rep = {
         "fits": bool(oom.size == 0),
         "sram_bytes_per_tile": int(sram),
@@ -554,8 +549,7 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
         "peak_step_tensors": peak_tensors,
         "steps": len(order),
         "oom_tiles": int(oom.size),
-        "worst_tiles": [{"tile": int(t), "bytes": int(total[t]), "dominant": dominant(t),
-                         **{k: int(by_cat[k][t]) for k in CATEGORIES}} for t in worst],
+        "worst_tiles": worst_tiles(by_cat, total, top),
         "offloaded_variables": len(offloaded),
         "offloaded_bytes": int(sum(v.size * DTYPE_BYTES[v.dtype] for v in offloaded)),
         "per_tile": dict(by_cat) | {"total": total, "not_always_live_lower_bound": live_peak_tile,
@@ -651,6 +645,16 @@ def vertex_state(g, arr) -> np.ndarray:
                 new[1:] = ~same | (st[1:] > run_end[:-1])
             state += np.bincount(hi[new] // len(c.fields), weights=eb[hi[new] % len(c.fields)], minlength=T)
     return state
+
+
+def worst_tiles(by_cat, total, top=10, extra=None) -> list:
+    """The ``top`` tiles with the most bytes, each with its bytes per category, the category
+    that dominates it, and ``extra`` ({name: per-tile array}) beside them."""
+    extra = extra or {}
+    return [{"tile": int(t), "bytes": int(total[t]),
+             "dominant": max((k for k in CATEGORIES if k in by_cat), key=lambda k: by_cat[k][t]),
+             **{k: int(by_cat[k][t]) for k in CATEGORIES if k in by_cat}, **{k: int(v[t]) for k, v in extra.items()}}
+            for t in np.argsort(-total, kind="stable")[:top]]
 
 
 def _tile_runs(g):

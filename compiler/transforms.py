@@ -167,13 +167,18 @@ def offload(low, what=("optimizer",)) -> dict:
                 stores += 1
         var.offloaded = True
         moved += var.size * _bytes(var.dtype)
+    prog.children = splice(children, before, after)
+    return {"offload": list(what), "variables": len(targets), "bytes": moved, "loads": loads, "stores": stores}
+
+
+def splice(children, before, after) -> list:
+    """``children`` with ``before[i]`` inserted ahead of step ``i`` and ``after[i]`` behind it."""
     new = []
     for i, c in enumerate(children):
         new += before[i]
         new.append(c)
         new += after[i]
-    prog.children = new
-    return {"offload": list(what), "variables": len(targets), "bytes": moved, "loads": loads, "stores": stores}
+    return new
 
 
 def _bytes(dtype):

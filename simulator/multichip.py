@@ -75,7 +75,7 @@ from compiler import transforms
 from compiler.executable import compile_program
 from compiler.kvcache import stream_kv_cache
 from compiler.lower import lower
-from compiler.memory import CATEGORIES, execute_order, memory_report, step_names
+from compiler.memory import execute_order, memory_report, step_names, worst_tiles
 from compiler.partition import even_vs_auto, partition
 from compiler.recompute import layer_names, unknown_layer
 from compiler.recompute import recompute as apply_recompute
@@ -173,14 +173,10 @@ def _add_stash(m, extra):
     pt["pipeline_stash"] = extra
     tot = pt["total"] = pt["total"] + extra
     sram = m["sram_bytes_per_tile"]
-    worst = np.argsort(-tot, kind="stable")[:5]
-    m["worst_tiles"] = [{"tile": int(t), "bytes": int(tot[t]),
-                         "dominant": max((k for k in CATEGORIES if k in pt), key=lambda k: pt[k][t]),
-                         **{k: int(pt[k][t]) for k in CATEGORIES if k in pt}, "pipeline_stash": int(extra[t])}
-                        for t in worst]
+    m["worst_tiles"] = worst_tiles(pt, tot, 5, {"pipeline_stash": extra})
     m["by_category"][nal] = int(round(pt[nal].sum()))
     m["total_bytes"] = int(tot.sum())
-    m["peak_tile"] = int(worst[0])
+    m["peak_tile"] = int(np.argmax(tot))
     m["peak_tile_bytes"] = int(tot.max())
     m["fits"] = bool(tot.max() <= sram)
     m["oom_tiles"] = int((tot > sram).sum())

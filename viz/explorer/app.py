@@ -20,7 +20,7 @@ from simulator.sweep import point_config
 from viz.views import PHASE_COLOURS, RED
 
 from .cards import CSS, card_for, empty_figure, error_box, progress
-from .jobs import Jobs, message
+from .jobs import Jobs, message, serve_app
 from .settings import (AXES, CHIP_FIELDS, CHIP_MODES, DEFAULT, RECOMPUTE_MODES, choices, field_values,
                        layout_note, mode_uses, settings_to_params, tradeoff_values, with_value)
 
@@ -308,9 +308,4 @@ def make_app(jobs: Jobs | None = None, *, default_model: str | None = None, poll
 
 
 def serve(host: str = "127.0.0.1", port: int = 8050, *, debug: bool = False):
-    app = make_app()
-    print(f"ipusim explorer: http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
-    try:
-        app.run(host=host, port=port, debug=debug)
-    finally:
-        app.jobs.shutdown()
+    serve_app(make_app(), "ipusim explorer", host, port, debug)

@@ -155,3 +155,12 @@ class Jobs:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
             self._futures.clear()
+
+
+def serve_app(app, title: str, host: str, port: int, debug: bool = False):
+    """Run a Dash explorer app until Ctrl+C, then stop its compile workers."""
+    print(f"{title}: http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
+    try:
+        app.run(host=host, port=port, debug=debug)
+    finally:
+        app.jobs.shutdown()

@@ -39,7 +39,7 @@ from simulator.generate import generate, generate_by_layers, key_figures, model_
 from viz.views import PHASE_COLOURS, RED, fmt_bytes
 
 from .cards import CSS, empty_figure, error_box, progress
-from .jobs import Jobs, message
+from .jobs import Jobs, message, serve_app
 
 __all__ = ["llm_params", "llm_point", "llm_status_card", "llm_chart", "sweep_values", "make_llm_app",
            "serve_llm", "LLM_MODES", "decoder_models"]
@@ -366,9 +366,4 @@ def make_llm_app(jobs: Jobs | None = None, *, default_model: str = "gpt2", defau
 
 
 def serve_llm(host: str = "127.0.0.1", port: int = 8050, *, debug: bool = False):
-    app = make_llm_app()
-    print(f"ipusim explorer (LLM inference): http://{host}:{port}/  (Ctrl+C to stop)", flush=True)
-    try:
-        app.run(host=host, port=port, debug=debug)
-    finally:
-        app.jobs.shutdown()
+    serve_app(make_llm_app(), "ipusim explorer (LLM inference)", host, port, debug)
