@@ -65,6 +65,16 @@ def cmd_multichip(r):
               f"params on each chip of stage 0; per micro-batch {n['fwd']} all-reduces forward ({b['fwd']:,} B), "
               f"{n['bwd']} backward ({b['bwd']:,} B); {tp['link_bytes_per_step']:,} B over the links and "
               f"{tp['allreduce_seconds_per_step'] * 1e3:.3f} ms of all-reduce per step")
+    ep = mc.get("expert_parallel")
+    if ep:
+        print(f"experts   {ep['degree']} chips per stage, {ep['experts_per_chip']} of {ep['experts']} experts and "
+              f"{ep['sequences_per_chip_per_micro_batch']} sequences per micro-batch on each; "
+              f"{ep['params_per_chip'][0]:,} of {ep['params_full_model']:,} params on each chip of stage 0; per "
+              f"micro-batch {ep['all_to_alls_per_micro_batch']['fwd']} all-to-alls (dispatch, combine) of "
+              f"{', '.join(f'{b:,}' for b in ep['all_to_all_bytes_per_chip'])} B per chip, "
+              f"{ep['link_bytes_sent_per_chip_per_micro_batch']:,.0f} B sent by each chip; "
+              f"{ep['link_bytes_per_step']:,} B over the links and {ep['all_to_all_seconds_per_step'] * 1e3:.3f} ms "
+              f"of all-to-all per step")
     print(f"time      {s['step_seconds'] * 1e3:.3f} ms per step, {s['samples_per_second']:,.1f} samples/s "
           f"({s['samples_per_second_per_replica']:,.1f} per replica, {s['samples_per_second_per_chip']:,.1f} per chip), "
           f"bubble {s['bubble_fraction']:.0%}, link bytes {s['link_bytes']:,}, "

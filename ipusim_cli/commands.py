@@ -16,7 +16,7 @@ COMMANDS = {
     "explore": ("explore", "interactive trade-off explorer in the browser (local Dash app)"),
     "render": ("render", "draw a model's whole compute graph (every vertex) as PNG / SVG"),
     "generate": ("generate", "LLM inference on one chip or several (--ipus N --mode tensor / pipeline / "
-                             "pipeline+tensor): prefill + decode steps with a KV cache (time to first token, time "
+                             "pipeline+tensor / expert / pipeline+expert): prefill + decode steps with a KV cache (time to first token, time "
                              "per token, tokens/s, the physical bound)"),
     "train": ("train", "train a model functionally on the simulated chip (mnist-mlp on scikit-learn's digits): "
                        "the loss per step, the held-out accuracy, the simulated time per step"),

@@ -1,7 +1,8 @@
 """``ipusim generate``: LLM generation on one chip or several (simulator/generate.py).
 
     ipusim generate MODEL --prompt-len P --new-tokens N [--batch B] [--chip ...] [--dtype fp16]
-                          [--ipus K --mode tensor|pipeline|pipeline+tensor [--tensor-parallel T]]
+                          [--ipus K --mode tensor|pipeline|pipeline+tensor|expert|pipeline+expert
+                                    [--tensor-parallel T | --expert-parallel X]]
                           [--kv-cache sram|streaming] [--samples K] [--no-suggestions]
                           [--estimate-layers A,B] [--json F]
 

@@ -56,6 +56,7 @@ import numpy as np
 
 from .builder import GraphBuilder
 from .errors import ModelError
+from .expert_parallel import check as expert_parallel_check
 from .tensor_parallel import check as tensor_parallel_check
 from .tensor_parallel import vocab_rows
 
@@ -99,9 +100,11 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
             intermediate=None, vocab=50257, max_position=1024, seq_len=128, tie_word_embeddings=None,
             dropout=None, eps=None, rope_theta=10000.0, experts=0, experts_per_tok=2, capacity_factor=1.25,
             cache_len=0, past=0, last_logits=False, tensor_parallel=1, uneven_heads=False, kv_cache="sram",
-            name=None):
+            expert_parallel=1, name=None):
     """A decoder-only transformer of ``style`` gpt2, llama or mixtral (see the module doc);
-    ``tensor_parallel=K``: one chip's slice of it (:mod:`models.tensor_parallel`)."""
+    ``tensor_parallel=K``: one chip's slice of it (:mod:`models.tensor_parallel`);
+    ``expert_parallel=K`` (mixtral): one chip of an expert-parallel group, ``experts / K`` whole
+    experts and the all-to-alls (:mod:`models.expert_parallel`); ``batch`` is then that chip's."""
     if style not in STYLES:
         raise ModelError(f"decoder style {style!r} is not one of {', '.join(STYLES)}")
     name = name or style
@@ -116,6 +119,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
                  experts=experts if moe else 0, experts_per_tok=experts_per_tok)
     tp, heads_tp, kv_tp, inter_tp = tensor_parallel_check(name, tensor_parallel, heads=heads, kv_heads=kv_heads,
                                                           intermediate=inter, uneven=uneven_heads)
+    ep = expert_parallel_check(name, expert_parallel, experts=experts if moe else 0, tensor_parallel=tensor_parallel)
     tie = gpt if tie_word_embeddings is None else bool(tie_word_embeddings)
     drop = (0.1 if gpt else 0.0) if dropout is None else float(dropout)
     eps = (1e-5 if gpt else 1e-6) if eps is None else float(eps)
@@ -173,7 +177,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
                 m = _gelu_mlp(b, n2, f"{p}.mlp", hidden, inter_tp, drop)
             elif moe:
                 m = _moe_mlp(b, n2, f"{p}.block_sparse_moe", hidden, inter_tp, experts, experts_per_tok,
-                             capacity_factor, batch * S)
+                             capacity_factor, batch * S, ep)
             else:
                 m = _swiglu_mlp(b, n2, f"{p}.mlp", hidden, inter_tp)
             x = b.op("Add", [m, x], name=f"{p}.mlp_residual", layer=f"{p}.residual")
@@ -294,8 +298,10 @@ def _swiglu_mlp(b, x, m, hidden, inter):
     return b.linear(h, f"{m}.down_proj", hidden, bias=False)
 
 
-def _moe_mlp(b, x, m, d, inter, E, k, cf, T):
-    """Mixtral's sparse MoE block with the op types of :mod:`models.sparse`."""
+def _moe_mlp(b, x, m, d, inter, E, k, cf, T, ep=1):
+    """Mixtral's sparse MoE block with the op types of :mod:`models.sparse`; ``ep > 1``: this
+    chip's ``E / ep`` experts between the dispatch and the combine all-to-alls
+    (:mod:`models.expert_parallel`)."""
     C = max(1, math.ceil(cf * T * k / E))
     dt = b.dtype
     r = b.linear(x, f"{m}.gate", E, bias=False)
@@ -303,15 +309,23 @@ def _moe_mlp(b, x, m, d, inter, E, k, cf, T):
                           name=f"{m}.topk", family="gather", flops=T * E * k, layer=f"{m}.gate")
     xe = b.custom("MoEDispatch", [x, idx], [((E, C, d), dt)], {"capacity": C}, name=f"{m}.dispatch",
                   family="gather", flops=0, layer=f"{m}.experts")
-    w1 = b.param(f"{m}.experts.w1", (E, d, inter))
-    w3 = b.param(f"{m}.experts.w3", (E, d, inter))
-    w2 = b.param(f"{m}.experts.w2", (E, inter, d))
     lay = f"{m}.experts"
+    if ep > 1:    # buffer block j -> chip j; this chip receives ep blocks of its E / ep experts
+        xe = b.op("Identity", [xe], dict(expert_parallel=ep), name=f"{m}.dispatch_all_to_all", layer=lay)
+        xe = b.reshape(xe, f"{m}.dispatch_all_to_all.view", (E // ep, ep * C, d), layer=lay)
+    El = E // ep
+    w1 = b.param(f"{m}.experts.w1", (El, d, inter))
+    w3 = b.param(f"{m}.experts.w3", (El, d, inter))
+    w2 = b.param(f"{m}.experts.w2", (El, inter, d))
     g = b.op("MatMul", [xe, w1], name=f"{m}.experts.gate_proj", layer=lay)
     g = b.op("Swish", [g], name=f"{m}.experts.act_fn", layer=lay)
     u = b.op("MatMul", [xe, w3], name=f"{m}.experts.up_proj", layer=lay)
     h = b.op("Mul", [g, u], name=f"{m}.experts.gate_mul", layer=lay)
     ye = b.op("MatMul", [h, w2], name=f"{m}.experts.down_proj", layer=lay)
+    if ep > 1:    # the results back to the chips whose tokens they are
+        ye = b.op("Identity", [ye], dict(expert_parallel=ep), name=f"{m}.combine_all_to_all",
+                  layer=f"{m}.combine")
+        ye = b.reshape(ye, f"{m}.combine_all_to_all.view", (E, C, d), layer=f"{m}.combine")
     return b.custom("MoECombine", [ye, idx, gates], [((T, d), dt)], {"k": k}, name=f"{m}.combine",
                     family="gather", flops=T * k * d, layer=f"{m}.combine")
 
@@ -337,7 +351,7 @@ def _preset(style, name, **shape):
 OPTIONS = {"layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "max_position", "seq_len",
            "tie_word_embeddings", "dropout", "eps", "rope_theta", "experts", "experts_per_tok",
            "capacity_factor", "cache_len", "past", "last_logits", "tensor_parallel",
-           "uneven_heads", "kv_cache"}
+           "uneven_heads", "kv_cache", "expert_parallel"}
 
 _GPT2 = dict(vocab=50257, max_position=1024)
 _LLAMA2_7B = dict(layers=32, hidden=4096, heads=32, kv_heads=32, intermediate=11008, vocab=32000,

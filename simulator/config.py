@@ -25,9 +25,12 @@ from typing import Any, Mapping
 
 from hardware.chips import VALUE_FIELDS, Chip, get_chip
 
-MODES = ("shard", "pipeline", "replicate", "pipeline+replicate", "tensor", "pipeline+tensor", "spread")
+MODES = ("shard", "pipeline", "replicate", "pipeline+replicate", "tensor", "pipeline+tensor", "expert",
+         "pipeline+expert", "spread")
 #: the modes that split each layer over a tensor-parallel group of chips (--tensor-parallel)
 TENSOR_MODES = ("tensor", "pipeline+tensor")
+#: the modes that spread a mixture of experts' experts over a group of chips (--expert-parallel)
+EXPERT_MODES = ("expert", "pipeline+expert")
 RECOMPUTE_MODES = ("none", "blocks", "sqrt", "all")
 OFFLOADABLE = ("optimizer", "weights")
 #: run configurations shipped with the package (``ipusim presets``), one TOML file each
@@ -69,11 +72,16 @@ class RunConfig:
     ipus: int = _opt(1, "number of chips")
     mode: str = _opt("shard", "how --ipus N chips are used: shard (layers split over the chips, run in turn), "
                      "pipeline, replicate, pipeline+replicate, tensor (transformers: heads and MLP features "
-                     "split over the chips, Megatron-style), pipeline+tensor, or spread (one graph over all "
-                     "their tiles)", choices=MODES)
+                     "split over the chips, Megatron-style), pipeline+tensor, expert (mixtures of experts: experts / N "
+                     "whole experts per chip, tokens dispatched and combined by all-to-alls over the links, the "
+                     "rest replicated with batch / N sequences per chip), pipeline+expert, or spread (one graph "
+                     "over all their tiles)", choices=MODES)
     tensor_parallel: int | None = _opt(None, "tensor / pipeline+tensor: chips per tensor-parallel group (tensor: "
                                        "all --ipus; pipeline+tensor: default 2, --ipus / T pipeline stages)",
                                        metavar="T")
+    expert_parallel: int | None = _opt(None, "expert / pipeline+expert: chips per expert-parallel group, each "
+                                       "holding experts / X whole experts (expert: all --ipus; pipeline+expert: "
+                                       "default 2, --ipus / X pipeline stages)", metavar="X")
     replicas: int | None = _opt(None, "replication: data-parallel copies (each all-reduces once per weight update)")
     micro_batches: int | None = _opt(None, "micro-batches each --batch is split into: on one chip, gradient "
                                      "accumulation over M micro-batches of batch/M; in a pipeline, M micro-batches "
@@ -121,7 +129,7 @@ class RunConfig:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - normalising a frozen value
         for name in ("batch", "ipus", "accumulate"):
             set_(name, _int(name, getattr(self, name), 1))
-        for name in ("replicas", "micro_batches", "seq_len", "tensor_parallel"):
+        for name in ("replicas", "micro_batches", "seq_len", "tensor_parallel", "expert_parallel"):
             if getattr(self, name) is not None:
                 set_(name, _int(name, getattr(self, name), 1))
         for name, hi in (("accumulate", MAX_MICRO_BATCHES), ("micro_batches", MAX_MICRO_BATCHES),
@@ -217,12 +225,35 @@ class RunConfig:
             return self.tensor_parallel or self.ipus
         return self.tensor_parallel or 2
 
+    @property
+    def expert_degree(self) -> int:
+        """Chips per expert-parallel group: X of --mode expert / pipeline+expert, else 1."""
+        if not self.multichip or self.mode not in EXPERT_MODES:
+            return 1
+        if self.mode == "expert":
+            return self.expert_parallel or self.ipus
+        return self.expert_parallel or 2
+
     def layout(self) -> tuple[int, int, int]:
         """``(stages, replicas, micro-batches)``: the chips of one replica in turn, the data-parallel
         copies, and the micro-batches each replica's ``batch`` is split into (one graph: ``(1, 1, M)``).
         Raises ConfigError for an impossible combination.  Cheap: nothing is loaded."""
         mode, ipus, batch = self.mode, self.ipus, self.batch
         T = self.tensor_degree
+        X = self.expert_degree
+        if self.expert_parallel is not None and (not self.multichip or mode not in EXPERT_MODES):
+            raise ConfigError(f"expert_parallel: needs --ipus N with --mode expert or pipeline+expert, "
+                              f"got --ipus {ipus} --mode {mode}")
+        if mode in EXPERT_MODES and self.multichip:
+            if self.replicas is not None:
+                raise ConfigError(f"replicas: --mode {mode} has no replicas (expert parallelism with "
+                                  f"replication is not supported yet)")
+            if mode == "expert" and X != ipus:
+                raise ConfigError(f"expert_parallel: --mode expert spreads the experts over all --ipus {ipus} "
+                                  f"chips, got --expert-parallel {X} (use --mode pipeline+expert for stages of "
+                                  f"{X} chips)")
+            if ipus % X:
+                raise ConfigError(f"expert_parallel: {X} chips per group do not divide --ipus {ipus}")
         if self.tensor_parallel is not None and (not self.multichip or mode not in TENSOR_MODES):
             raise ConfigError(f"tensor_parallel: needs --ipus N with --mode tensor or pipeline+tensor, "
                               f"got --ipus {ipus} --mode {mode}")
@@ -255,6 +286,11 @@ class RunConfig:
         elif mode == "pipeline+tensor":
             S, R = ipus // T, 1
             M = self.micro_batches or _divisor_up_to(batch, 2 * S)
+        elif mode == "expert":
+            S, R, M = 1, 1, self.micro_batches or 1
+        elif mode == "pipeline+expert":
+            S, R = ipus // X, 1
+            M = self.micro_batches or _divisor_up_to(batch // X if batch % X == 0 else batch, 2 * S)
         elif mode == "replicate":
             R = self.replicas or ipus
             S = ipus // R
@@ -263,12 +299,16 @@ class RunConfig:
             R = self.replicas or 2
             S = ipus // R
             M = self.micro_batches or _divisor_up_to(batch, 2 * S)
-        if self.multichip and (S < 1 or S * R * T != ipus):
+        if self.multichip and (S < 1 or S * R * T * X != ipus):
             raise ConfigError(f"replicas: --ipus {ipus} cannot hold {R} replicas of whole stages "
                               f"(the replicas must divide the {ipus} chips)")
         if batch % M:
             raise ConfigError(f"batch: {batch} samples per replica cannot be split into {M} micro-batches "
                               f"(--micro-batches must divide --batch)")
+        if X > 1 and (batch // M) % X:
+            raise ConfigError(f"batch: --mode {mode} gives each of its {X} chips per group its own sequences (the "
+                              f"experts' all-to-alls exchange their tokens): a micro-batch of {batch // M} "
+                              f"(--batch {batch} / {M} micro-batches) is not a multiple of --expert-parallel {X}")
         staged = self.multichip and S > 1
         for name, n, want in (("layers_per_chip", len(self.layers_per_chip), S),
                               ("pipeline_splits", len(self.pipeline_splits), S - 1)):
@@ -298,6 +338,7 @@ class RunConfig:
         """The same run on one chip: one replica, its samples per update in the same micro-batches
         (accumulated), the first stage's memory proportion."""
         return self.replace(ipus=1, mode="shard", replicas=None, replicated_tensor_sharding=False, tensor_parallel=None,
+                            expert_parallel=None,
                             uneven_heads=False,
                             layers_per_chip=(), pipeline_splits=(),
                             available_memory_proportion=self.proportion_of_stage(0),

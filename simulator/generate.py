@@ -19,10 +19,13 @@ the others are interpolated linearly; ``new_tokens - 1`` decode steps follow the
 output token the mean decode step; tokens per second ``batch x (new_tokens - 1)`` over the
 decode time (and over prefill + decode, end to end).
 
-On several chips (``ipus`` > 1, mode ``tensor``, ``pipeline`` or ``pipeline+tensor``) both
-programs run through :func:`simulator.multichip.run_multichip`: with tensor parallelism each chip
-compiles its slice (``heads / T`` of the attention, so ``kv_heads / T`` of the KV cache) and
-every layer's two all-reduces are timed on the links inside the step; a program's time is
+On several chips (``ipus`` > 1, mode ``tensor``, ``pipeline``, ``pipeline+tensor``, ``expert``
+or ``pipeline+expert``) both programs run through :func:`simulator.multichip.run_multichip`:
+with tensor parallelism each chip compiles its slice (``heads / T`` of the attention, so
+``kv_heads / T`` of the KV cache) and every layer's two all-reduces are timed on the links
+inside the step; with expert parallelism (a mixture of experts) each chip holds ``experts / X``
+whole experts and ``batch / X`` of the sequences (their KV cache), and every MoE layer's
+dispatch and combine all-to-alls are timed on the links inside the step; a program's time is
 the multi-chip step (host I/O overlapped, as measured), and the report says per chip what it
 holds.
 
@@ -37,7 +40,9 @@ Beside every prediction, a physical lower bound: a program cannot be faster than
 it must read from SRAM over the chip's SRAM bandwidth, nor than its FLOPs over the chip's
 peak; ``x_bound`` is the prediction as a multiple of ``max`` of the two.  The bytes: every
 weight once (of a mixture of experts, only the experts that ``batch x k`` tokens can reach:
-``min(E, tokens x k) / E`` of the experts' weights), plus, for a decode step, the cache it
+``min(E, tokens x k) / E`` of the experts' weights; a chip of an expert-parallel group of ``X``
+holds ``E / X`` experts, which the ``X x tokens x k`` choices of the group's tokens reach), plus,
+for a decode step, the cache it
 attends to.  The SRAM bandwidth per tile per cycle is each preset's published aggregate
 (:data:`SRAM_BYTES_PER_S`) over its tiles and clock, times this chip's tiles and clock.  On
 several chips each stage's chips read their slices at once (``M`` micro-batches: at least
@@ -51,6 +56,7 @@ import numpy as np
 
 import models
 from hardware.dtypes import DTYPE_BYTES
+from models.expert_parallel import degree as expert_degree
 from models.transformers import KV_CACHE_PLACEMENTS
 
 from .config import ConfigError, RunConfig
@@ -99,7 +105,8 @@ def bytes_read(og, dtype) -> dict:
     reach = 1.0
     if routes:
         T, E = og.tensors[routes[0]["inputs"][0]].shape
-        reach = min(E, T * int(routes[0]["attrs"]["k"])) / E
+        X = expert_degree(og)          # expert parallelism: E / X experts here, the group's tokens
+        reach = min(E // X, X * T * int(routes[0]["attrs"]["k"])) / (E // X)
     weights = cache = 0.0
     for t in og.tensors.values():
         if t.kind == "param" and not t.inplace_of:
@@ -182,6 +189,7 @@ def _bound_multichip(r, chip, dtype, bw, cache_read: bool) -> dict:
     s = rep["sim"]["step_seconds"]
     stages = rep["multichip"]["per_stage"]
     tp = rep["multichip"].get("tensor_parallel", {})
+    ep = rep["multichip"].get("expert_parallel", {})
     return {"seconds": s, "cycles": rep["sim"]["step_cycles"], "flops": flops, "bytes_read": nbytes,
             "link_bytes": link_b, "streamed_bytes": M * sum(p[2] for p in per) * rep["chip"]["ipus"] / max(len(per), 1),
             "bound_seconds": bound,
@@ -190,6 +198,8 @@ def _bound_multichip(r, chip, dtype, bw, cache_read: bool) -> dict:
             "x_bound": s / bound if bound > 0 else None,
             "allreduce_seconds": tp.get("allreduce_seconds_per_step", 0.0),
             "allreduces_per_layer": 2 if tp else 0,
+            "all_to_all_seconds": ep.get("all_to_all_seconds_per_step", 0.0),
+            "all_to_alls_per_layer": 2 if ep else 0,
             "fits": bool(rep["memory"]["fits"]), "peak_tile_bytes": int(rep["memory"]["peak_tile_bytes"]),
             "vertices": int(sum(st["vertices"] for st in stages)),
             "per_chip": [dict(st["memory"].get("holds", {}), stage=st["stage"], ipus=st["ipus"]) for st in stages]}
@@ -207,7 +217,7 @@ def cache_bytes_per_tile(compiled) -> np.ndarray:
 
 
 #: the modes generate runs on several chips
-GENERATE_MODES = ("tensor", "pipeline", "pipeline+tensor")
+GENERATE_MODES = ("tensor", "pipeline", "pipeline+tensor", "expert", "pipeline+expert")
 
 
 def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DEFAULT_SAMPLES,
@@ -236,9 +246,10 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
     bw, bw_src = sram_bandwidth(chip)
     C = P + N
     T = cfg.tensor_degree
+    X = cfg.expert_degree
     try:       # what the model allows: a decoder, prompt and new tokens within its positions
         probe = models.load(cfg.model, batch=1, model_kw=kw | dict(seq_len=1, cache_len=C, past=C - 1)
-                            | ({"tensor_parallel": T} if T > 1 else {}))
+                            | ({"tensor_parallel": T} if T > 1 else {}) | ({"expert_parallel": X} if X > 1 else {}))
     except models.ModelError as e:
         msg = str(e)
         if "unknown option" in msg:
@@ -248,6 +259,8 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
             raise GenerateError(f"--prompt-len {P} + --new-tokens {N}: {msg}") from None
         if "tensor_parallel" in msg:
             raise GenerateError(f"--ipus {cfg.ipus}: {msg}") from None
+        if "expert_parallel" in msg:
+            raise GenerateError(f"--mode {cfg.mode} --ipus {cfg.ipus}: {msg}") from None
         raise
     if "wpe.weight" in probe.tensors or any(t.endswith("attn_dropout.out") for t in probe.tensors):
         kw["dropout"] = 0.0        # eval mode: no dropout in generation
@@ -297,8 +310,7 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
     total = prefill["seconds"] + decode_s
     rep = {
         "model": str(pre.report["model"].get("name", cfg.model)), "chip": chip.name, "dtype": dtype,
-        "batch": B, "prompt_len": P, "new_tokens": N, "params": int(pre.report.get("multichip", {}).get("tensor_parallel", {}).get("params_full_model",
-                                                                                     pre.report["model"]["params"])),
+        "batch": B, "prompt_len": P, "new_tokens": N, "params": _params_full(pre.report),
         "fits": bool(fits),
         "time_to_first_token_s": prefill["seconds"],
         "time_per_output_token_s": decode_s / steps if steps else None,
@@ -317,7 +329,7 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         "limits": {"sram_bytes_per_s": bw, "sram_source": bw_src, "peak_flops": chip.peak_flops(_peak_dtype(dtype))},
     }
     if multi:
-        rep["chips"] = {"ipus": cfg.ipus, "mode": cfg.mode, "tensor_parallel": T,
+        rep["chips"] = {"ipus": cfg.ipus, "mode": cfg.mode, "tensor_parallel": T, "expert_parallel": X,
                         "stages": pre.report["multichip"]["stages"],
                         "micro_batches": pre.report["multichip"]["micro_batches"],
                         "per_chip": prefill.pop("per_chip"),
@@ -334,6 +346,15 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
                          "over_by_bytes": {n: int(peaks[n] - sram) for n in failing},
                          "suggestions": suggestions(cfg, base, kw, P, N, kv_cache, failing) if cfg.suggest else []}
     return rep
+
+
+def _params_full(report) -> int:
+    """The whole model's parameters (a chip of a tensor- or expert-parallel group holds a slice)."""
+    mc = report.get("multichip", {})
+    for key in ("tensor_parallel", "expert_parallel"):
+        if key in mc:
+            return int(mc[key]["params_full_model"])
+    return int(report["model"]["params"])
 
 
 def model_layers(model, model_kw=None) -> int:
@@ -435,10 +456,13 @@ def _more_chips(cfg) -> list:
                 o = cfg.replace(ipus=n, mode="tensor")
             elif cfg.mode == "tensor":
                 o = cfg.replace(ipus=n, tensor_parallel=None)
+            elif cfg.mode == "expert":
+                o = cfg.replace(ipus=n, expert_parallel=None)
             else:
                 o = cfg.replace(ipus=n)
             label = f"--ipus {n} --mode {o.mode}" + (f" --tensor-parallel {o.tensor_parallel}"
-                                                      if o.tensor_parallel else "")
+                                                      if o.tensor_parallel else "") + \
+                (f" --expert-parallel {o.expert_parallel}" if o.expert_parallel else "")
         except ConfigError:
             continue
         out.append((label, o))
@@ -513,14 +537,18 @@ def format_generate(rep: dict) -> str:
     ]
     ch = rep.get("chips")
     if ch:
+        X = ch.get("expert_parallel", 1)
         lines.insert(1, f"chips     {ch['ipus']} x {rep['chip']}, mode {ch['mode']}: {ch['stages']} stage(s) of "
-                        f"{ch['tensor_parallel']} chip(s), {ch['micro_batches']} micro-batch(es)")
+                        f"{ch['tensor_parallel'] * X} chip(s), {ch['micro_batches']} micro-batch(es)"
+                        + (f"; {X} expert-parallel chips, each with experts / {X} whole experts and "
+                           f"{rep['batch'] // X} of the {rep['batch']} sequences" if X > 1 else ""))
         for i, h in enumerate(ch["per_chip"]):
             lines.insert(2 + i, f"chip      IPUs {h['ipus']} each hold weights {_b(h.get('weights_bytes', 0))}, KV cache "
                             f"{_b(h.get('kv_cache_bytes', 0))}, activations {_b(h.get('activations_bytes', 0))}, "
                             f"code {_b(h.get('code_bytes', 0))}")
     for s in d["sampled"]:
         extra = (f", all-reduces {_t(s['allreduce_seconds'])}" if s.get("allreduces_per_layer") else "") + \
+            (f", all-to-alls {_t(s['all_to_all_seconds'])}" if s.get("all_to_alls_per_layer") else "") + \
             (f", links {_b(s['link_bytes'])}" if "link_bytes" in s else "")
         lines.append(f"decode    step at {s['past'] + 1} cached tokens: {_t(s['seconds'])} "
                      f"({s['x_bound']:.1f}x its bound {_t(s['bound_seconds'])}, {s['bound_by']}{extra})")

@@ -17,7 +17,10 @@ rounds add the received chunk on the vector units.  Its two halves run alone
 for replicated tensor sharding: :meth:`Network.reduce_scatter` (the first
 ``R - 1`` rounds: each chip ends with the sum of its ``1/R`` of the gradients)
 and :meth:`Network.all_gather` (the last ``R - 1``: each chip's updated ``1/R``
-of the weights reaches every chip).
+of the weights reaches every chip).  :meth:`Network.all_to_all` is the exchange of expert
+parallelism (a mixture of experts' token dispatch and combine): every chip sends ``1/K`` of
+its buffer to each of the other ``K - 1`` chips of its group, all at once over the direct
+links between them.
 
 :class:`HostLink` is one chip's connection to the host (one transfer at a time:
 ``host_link_latency_s + bytes / host_link_bytes_per_s``, as in the engine).
@@ -169,6 +172,41 @@ class Network:
             yield env.timeout(sync)
             sync_c += sync
         return link_c, sync_c, red_c
+
+    def all_to_all(self, group, nbytes, label="all-to-all"):
+        """SimPy generator: all-to-all of ``nbytes`` on every chip of ``group`` (``K`` chips): block
+        ``j`` of chip ``i``'s buffer (``nbytes / K``) goes to chip ``j``; each chip keeps its own block.
+
+        The pairwise exchange of MPICH's ``MPI_Alltoall`` for long messages (Thakur, Rabenseifner
+        and Gropp, "Optimization of Collective Communication Operations in MPICH", IJHPCA 19(1),
+        2005: each process sends ``n / p`` to each of the ``p - 1`` others), with
+        the ``K - 1`` sends of a chip at once rather than one partner per step, since each pair
+        of the group has its own links here (every pair exchanges data, so the topology is the
+        group's full mesh and a chip's ``links_per_chip`` are shared by its ``K - 1`` peers; the
+        caller refuses a group larger than ``links_per_chip + 1``).  So it takes
+        ``nbytes / K / (lanes x link_bytes_per_s)`` on every link at once, then the link latency,
+        then one cross-chip sync: with ``lanes = links_per_chip // (K - 1)``, about
+        ``nbytes (K - 1) / K / (links_per_chip x link_bytes_per_s)``, the time to push the
+        ``(K - 1) / K`` of the buffer that leaves the chip through all its links.
+
+        Returns (link cycles, sync cycles)."""
+        env = self.env
+        K = len(group)
+        if K < 2 or nbytes <= 0:
+            return 0.0, 0.0
+        chunk = nbytes / K
+        t0 = env.now
+        yield env.all_of([env.process(self.send(a, b, chunk, label)) for a in group for b in group if a != b])
+        link_c = env.now - t0
+        sync = self.chip.sync_cycles_multi_chip
+        yield env.timeout(sync)
+        return link_c, sync
+
+    @staticmethod
+    def all_to_all_bytes_per_chip(nbytes, K) -> float:
+        """Bytes each chip sends in an all-to-all of ``nbytes`` per chip over ``K`` chips:
+        ``(K - 1) / K x nbytes`` (its own block stays)."""
+        return (K - 1) / K * nbytes if K > 1 else 0.0
 
     @staticmethod
     def allreduce_bytes_per_chip(nbytes, R) -> float:

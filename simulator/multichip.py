@@ -20,6 +20,13 @@ more training (or inference) steps:
   weight update, before the update.
 * ``mode="pipeline+replicate"``: ``replicas`` pipelines of ``ipus / replicas``
   stages; stage ``s`` of every replica all-reduces with its peers.
+* ``mode="tensor"`` / ``"pipeline+tensor"``: every stage is a group of chips that each compile
+  their slice of a transformer (:mod:`models.tensor_parallel`), all-reducing partial sums.
+* ``mode="expert"`` / ``"pipeline+expert"`` (inference): every stage is a group of ``X``
+  chips that each hold ``experts / X`` whole experts of a mixture of experts and run
+  ``micro-batch / X`` of the sequences (:mod:`models.expert_parallel`); each MoE layer's
+  dispatch and combine are all-to-alls over the group's links
+  (:meth:`~simulator.links.Network.all_to_all`).
 * ``replicated_tensor_sharding``: instead of the all-reduce, a reduce-scatter of
   the gradients, the update of each replica's ``1/R`` of the weights (its
   ``1/R`` of the optimizer state, in streaming memory with ``offload``), then an
@@ -81,6 +88,7 @@ from compiler.recompute import layer_names, unknown_layer
 from compiler.recompute import recompute as apply_recompute
 from hardware.dtypes import DTYPE_BYTES
 from models.opgraph import OpGraph
+from models.expert_parallel import all_to_all_ops
 from models.tensor_parallel import allreduce_ops, head_ops
 
 from .config import MODES as _ALL_MODES
@@ -409,19 +417,28 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
     mode, batch, dtype = cfg.mode, cfg.batch, cfg.dtype
     S, R, M = cfg.layout()
     T = cfg.tensor_degree
+    X = cfg.expert_degree
     micro = batch // M
     model = cfg.model
-    if T > 1 and (isinstance(model, OpGraph) or callable(model)):
+    if T * X > 1 and (isinstance(model, OpGraph) or callable(model)):
         raise ValueError(f"mode: --mode {mode} builds each chip's slice of a transformer by name or config.json; "
                          f"got an op graph or a builder")
+    if X > 1 and X - 1 > chip.links_per_chip:
+        raise ValueError(f"expert_parallel: the all-to-all of --expert-parallel {X} sends from every chip to the "
+                         f"{X - 1} others over direct links, more than a {chip.name}'s links_per_chip "
+                         f"{chip.links_per_chip} (at most {chip.links_per_chip + 1} chips per expert-parallel group)")
     if isinstance(model, OpGraph):
         if model.batch != micro:
             raise ValueError(f"an OpGraph is one micro-batch: its batch {model.batch} != batch / "
                              f"micro-batches = {micro}")
         og = model
     else:
-        og = _load(cfg, micro, T)
+        og = _load(cfg, micro, T, X)
     training = any(og.op(n)["phase"] != "fwd" for n in og.graph)
+    if training and X > 1:
+        raise ValueError(f"train: --mode {mode} is built for inference only (expert parallelism's training step, "
+                         f"with the all-reduce of the replicated weights' gradients over the group, is not built); "
+                         f"use --mode tensor or pipeline+tensor to train a mixture of experts on several chips")
     if not training:
         for name, bad in (("recompute", cfg.recompute_mode != "none"), ("offload", "optimizer" in cfg.offload),
                           ("micro_batches", M > 1 and mode == "replicate")):
@@ -429,7 +446,7 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
                 raise ValueError(f"{name}: needs a training graph (--train)")
     if cfg.recompute_mode != "none":
         og = apply_recompute(og, cfg.recompute_mode, cfg.recompute_checkpoints)
-    pipelined = mode in ("pipeline", "pipeline+replicate", "pipeline+tensor")
+    pipelined = mode in ("pipeline", "pipeline+replicate", "pipeline+tensor", "pipeline+expert")
     if cuts is None:
         cuts = stage_cuts(og, S, cfg.layers_per_chip, cfg.pipeline_splits)
     part = partition(og, S, chip, placement=cfg.placement, dtype=dtype, pipelined=pipelined, micro_batches=M,
@@ -455,10 +472,11 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
             _shard_update(tm, rts)
     t2 = time.perf_counter()
     schedule = cfg.schedule
-    coll = tensor_collectives(og, part, T, dtype, training)
+    coll = tensor_collectives(og, part, T, dtype, training) if T > 1 else \
+        expert_collectives(og, part, X, dtype, training)
     sim = _MultiChipSim(part, timings, chip, S=S, R=R, M=M, training=training, steps=int(steps),
                         schedule=schedule if pipelined else "1f1b", host_buffers=host_buffers, dtype=dtype,
-                        sharded=rts > 1, T=T, collectives=coll)
+                        sharded=rts > 1, T=T * X, collectives=coll, mesh=X > 1)
     sim.run()
     t3 = time.perf_counter()
     report = _report(og, part, timings, sim, chip, mode=mode, S=S, R=R, M=M, batch=batch, micro=micro,
@@ -466,6 +484,8 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
     report["multichip"]["stages_requested"] = S_asked
     if T > 1:
         report["multichip"]["tensor_parallel"] = _tensor_report(cfg, og, part, coll, T, M, int(steps), sim)
+    if X > 1:
+        report["multichip"]["expert_parallel"] = _expert_report(cfg, og, part, coll, X, M, micro, int(steps), sim)
     report["multichip"]["replicated_tensor_sharding"] = rts > 1
     report["model"].update(recompute=cfg.recompute_mode, offload=list(cfg.offload), optimizer=cfg.optimizer)
     if stage_detail:
@@ -495,9 +515,21 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
     return report
 
 
-def _load(cfg, micro, T):
+def _load(cfg, micro, T, X=1):
     """The op graph one chip compiles: the model, or with ``T`` tensor-parallel chips its 1/T slice
-    (the builder option ``tensor_parallel``, :mod:`models.tensor_parallel`)."""
+    (the builder option ``tensor_parallel``, :mod:`models.tensor_parallel`), or with ``X``
+    expert-parallel chips its ``experts / X`` experts and ``micro / X`` sequences (the builder
+    option ``expert_parallel``, :mod:`models.expert_parallel`)."""
+    if X > 1:
+        kw = dict(cfg.model_kw or {}) | {"expert_parallel": X}
+        try:
+            return models.load(cfg.model, batch=micro // X, train=cfg.train, optimizer=cfg.optimizer, model_kw=kw)
+        except models.ModelError as e:
+            if "unknown" in str(e) and "expert_parallel" in str(e):
+                raise ValueError(f"mode: --mode {cfg.mode} spreads a mixture of experts' experts over the chips; "
+                                 f"{cfg.model} is not a decoder with experts (Mixtral, or a config.json with "
+                                 f"num_local_experts)") from None
+            raise ValueError(f"expert_parallel: {e}") from None
     if T == 1:
         return models.load(cfg.model, batch=micro, train=cfg.train, optimizer=cfg.optimizer, model_kw=cfg.model_kw)
     kw = dict(cfg.model_kw or {}) | {"tensor_parallel": T}
@@ -539,6 +571,50 @@ def tensor_collectives(og, part, T, dtype, training) -> dict:
         if loss and head_ops(og):
             out[stage_of[loss[0]]]["fwd"].append(3 * 4 * tokens)
     return out
+
+
+def expert_collectives(og, part, X, dtype, training) -> dict:
+    """Per stage and phase, the collectives an expert-parallel group of ``X`` chips runs per
+    micro-batch, in order: ``{stage: {"fwd": [("all-to-all", bytes)...], "bwd": []}}`` (empty for
+    X = 1): every op of :func:`models.expert_parallel.all_to_all_ops` (a MoE layer's dispatch and
+    combine), ``bytes`` the buffer each chip holds (``experts x capacity x hidden`` elements),
+    of which each chip sends ``(X - 1) / X``."""
+    if X <= 1:
+        return {}
+    eb = DTYPE_BYTES.get(dtype, 4)
+    stage_of = {o: st.index for st in part.stages for o in st.ops}
+    out = {st.index: {"fwd": [], "bwd": []} for st in part.stages}
+    for n in all_to_all_ops(og):
+        t = og.tensors[og.op(n)["outputs"][0]]
+        out[stage_of[n]]["fwd"].append(("all-to-all", t.size * eb))
+    return out
+
+
+def _expert_report(cfg, og, part, coll, X, M, micro, steps, sim) -> dict:
+    """The expert-parallel section of the report: the group, the model's size beside one chip's,
+    and the all-to-alls per micro-batch and per step."""
+    full = models.load(cfg.model, batch=1, model_kw=cfg.model_kw)
+    routes = [full.op(n) for n in full.ops() if full.op(n)["op"] == "TopKRoute"]
+    experts = int(full.tensors[routes[0]["inputs"][0]].shape[-1]) if routes else 0
+    items = [b for c in coll.values() for ph in ("fwd", "bwd") for _, b in c[ph]]
+    n_fwd = sum(len(c["fwd"]) for c in coll.values())
+    per_chip = sum(Network.all_to_all_bytes_per_chip(b, X) for b in items)
+    return {"degree": X, "groups": len(part.stages), "experts": experts, "experts_per_chip": experts // X,
+            "sequences_per_chip_per_micro_batch": micro // X,
+            "params_full_model": int(full.params()),
+            "params_per_chip": [int(st.params) for st in part.stages],
+            "attention": "replicated (data-parallel: each chip runs micro-batch / X sequences and holds their "
+                         "KV cache)",
+            "router": "replicated (each chip routes its own tokens)",
+            "all_to_alls_per_micro_batch": {"fwd": n_fwd, "bwd": 0},
+            "all_to_all_bytes_per_chip": sorted({int(b) for b in items}),
+            "link_bytes_sent_per_chip_per_micro_batch": per_chip,
+            "link_bytes_per_step": int(sim.expert_bytes / steps) if steps else 0,
+            "all_to_all_cycles_per_step": sim.expert_cycles / steps if steps else 0.0,
+            "all_to_all_seconds_per_step": sim.chip.seconds(sim.expert_cycles / steps) if steps else 0.0,
+            "formula": "each all-to-all: every chip sends (X - 1) / X of its buffer, 1 / X to each other chip "
+                       "of the group at once (links.Network.all_to_all)",
+            "micro_batches": M}
 
 
 def _tensor_report(cfg, og, part, coll, T, M, steps, sim) -> dict:
@@ -632,9 +708,13 @@ class _MultiChipSim:
     """The SimPy model of several chips (one process per chip)."""
 
     def __init__(self, part, timings, chip, *, S, R, M, training, steps, schedule, host_buffers, dtype,
-                 sharded=False, T=1, collectives=None):
+                 sharded=False, T=1, collectives=None, mesh=False):
         self.part, self.timings, self.chip = part, timings, chip
         self.sharded = sharded
+        # expert parallelism: the group's chips exchange all-to-all (every pair linked), not in a ring
+        self.mesh = bool(mesh)
+        self.expert_bytes = 0.0
+        self.expert_cycles = 0.0
         # tensor parallelism: every stage is a group of T identical chips (ids chip_id .. chip_id + T - 1);
         # one process per group runs the stage, its all-reduces run on the group's ring of links
         self.T, self.collectives = int(T), collectives or {}
@@ -679,7 +759,10 @@ class _MultiChipSim:
             for s in range(S if T > 1 else 0):
                 c = self.chip_id(r, s)
                 for t in range(T):
-                    pairs.add((c + t, c + (t + 1) % T))
+                    if self.mesh:
+                        pairs.update((c + t, c + u) for u in range(T) if u != t)
+                    else:
+                        pairs.add((c + t, c + (t + 1) % T))
         if R > 1:
             for s in range(S):
                 for r in range(R):
@@ -758,13 +841,23 @@ class _MultiChipSim:
         for i, nb in enumerate(coll):
             yield env.timeout(seg)
             t0 = env.now
-            yield env.process(self.net.allreduce(ring, nb, f"tensor all-reduce s{s} {label} {i}", self.elem_bytes))
-            d = env.now - t0
-            self.chip_events[c].append((t0, d, f"{label} tensor all-reduce {i}", "link"))
-            self.stat[c]["tensor_allreduce"] += d
-            self.tensor_cycles += d
-            self.tensor_stage_cycles[s] += d
-            self.tensor_bytes += Network.allreduce_bytes_per_chip(nb, self.T) * self.T
+            if isinstance(nb, tuple):        # ("all-to-all", bytes): expert parallelism
+                nb = nb[1]
+                yield env.process(self.net.all_to_all(ring, nb, f"expert all-to-all s{s} {label} {i}"))
+                d = env.now - t0
+                self.chip_events[c].append((t0, d, f"{label} expert all-to-all {i}", "link"))
+                self.stat[c]["expert_all_to_all"] += d
+                self.expert_cycles += d
+                self.expert_bytes += Network.all_to_all_bytes_per_chip(nb, self.T) * self.T
+            else:
+                yield env.process(self.net.allreduce(ring, nb, f"tensor all-reduce s{s} {label} {i}",
+                                                     self.elem_bytes))
+                d = env.now - t0
+                self.chip_events[c].append((t0, d, f"{label} tensor all-reduce {i}", "link"))
+                self.stat[c]["tensor_allreduce"] += d
+                self.tensor_cycles += d
+                self.tensor_bytes += Network.allreduce_bytes_per_chip(nb, self.T) * self.T
+            self.tensor_stage_cycles[s] += d       # a group's collectives (all-reduces, all-to-alls)
             shift.append(shift[-1] + d)
         yield env.timeout(seg)
         for name, kind, rel, d in tm.steps[ph]:
@@ -899,7 +992,7 @@ class _MultiChipSim:
                 c = self.chip_id(r, s)
                 st = self.stat[c]
                 busy = st["compute"] + st["sync"] + st["exchange"] + st["link"] + st["allreduce"] + \
-                    st["tensor_allreduce"]
+                    st["tensor_allreduce"] + st["expert_all_to_all"]
                 row = {"ipu": c, "stage": s, "replica": r,
                        "cycles": self.cycles,
                        "compute_cycles": st["compute"], "sync_cycles": st["sync"],
@@ -911,9 +1004,12 @@ class _MultiChipSim:
                 if self.T == 1:
                     out.append(row)
                     continue
-                row["tensor_allreduce_cycles"] = st["tensor_allreduce"]
+                if self.mesh:
+                    row["all_to_all_cycles"] = st["expert_all_to_all"]
+                else:
+                    row["tensor_allreduce_cycles"] = st["tensor_allreduce"]
                 for t in range(self.T):     # the chips of a group run alike
-                    out.append(row | {"ipu": c + t, "tensor_rank": t})
+                    out.append(row | {"ipu": c + t, ("expert_rank" if self.mesh else "tensor_rank"): t})
         return out
 
     def link_stats(self):
@@ -934,7 +1030,8 @@ class _MultiChipSim:
         for c in range(n):
             g, t = divmod(c, self.T)
             r, s = divmod(g, self.S)
-            name = f"IPU {c} (stage {s}, replica {r})" if self.T == 1 else f"IPU {c} (stage {s}, tensor rank {t})"
+            name = f"IPU {c} (stage {s}, replica {r})" if self.T == 1 else \
+                f"IPU {c} (stage {s}, {'expert' if self.mesh else 'tensor'} rank {t})"
             ev.append({"ph": "M", "name": "process_name", "pid": c, "args": {"name": name}})
             for tid, k in enumerate(kinds):
                 ev.append({"ph": "M", "name": "thread_name", "pid": c, "tid": tid, "args": {"name": k}})

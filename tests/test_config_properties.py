@@ -76,7 +76,7 @@ def test_a_built_layout_uses_every_chip_and_splits_the_batch_exactly(ipus, batch
     assert 1 <= out.ipus <= MAX_CHIPS and 1 <= M <= MAX_MICRO_BATCHES
     assert out.batch % M == 0 and out.micro_batch * M == out.batch
     if out.multichip:
-        assert S * R * out.tensor_degree == out.ipus
+        assert S * R * out.tensor_degree * out.expert_degree == out.ipus
         if mode == "shard":
             assert M == 1 and (micro_batches in (None, 1)) and accumulate == 1    # never dropped silently
     else:

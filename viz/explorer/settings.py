@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from hardware.chips import get_chip
-from simulator.config import MODES, RECOMPUTE_MODES, TENSOR_MODES, ConfigError, RunConfig
+from simulator.config import EXPERT_MODES, MODES, RECOMPUTE_MODES, TENSOR_MODES, ConfigError, RunConfig
 from simulator.sweep import point_config
 
 __all__ = ["CHIP_FIELDS", "AXES", "CHIP_MODES", "DEFAULT", "RECOMPUTE_MODES", "choices", "mode_uses",
@@ -34,8 +34,8 @@ _MODE_NOTES = {"spread": "one graph over all the chips' tiles",
 #: how several chips are used: (value, label, what it does); the values are simulator.config.MODES,
 #: "spread" (one graph, simulator.run.build) first
 CHIP_MODES = tuple((m, m.replace("+", " + "), _MODE_NOTES.get(m, ""))
-                   for m in ("spread",) + tuple(m for m in MODES if m != "spread" and m not in TENSOR_MODES))
-# (the tensor-parallel modes need a transformer: not offered until the explorer has its LLM mode)
+                   for m in ("spread",) + tuple(m for m in MODES if m != "spread" and m not in TENSOR_MODES + EXPERT_MODES))
+# (the tensor- and expert-parallel modes need a transformer: the explorer's LLM mode offers the tensor ones)
 
 
 def choices(name: str) -> tuple:
