@@ -56,11 +56,15 @@ class Lowered:
 
 class Lowering:
     def __init__(self, opg, chip, *, dtype="fp32", partials=None, available_memory_proportion=0.6,
-                 ipus=1, use_functions=True, fuse=True, exact=False):
+                 ipus=1, use_functions=True, fuse=True, exact=False, functional=False):
         self.opg = opg
         # exact=True (functional training): every op through the index-mapped lowering, whose
         # vertices compute the op's values; an op it does not compute exactly is refused by name
         self.exact = bool(exact)
+        # functional=True (simulator/onnx_backend.py: a program run for its values): the ops whose
+        # family planner stands in for their cost without computing their values
+        # (RMSNormalization's norm planner) take the index-mapped lowering, which does
+        self.functional = bool(functional) or self.exact
         self.chip = chip
         self.dtype = canonical(dtype) if dtype != "int8" else "int8"
         self.partials = canonical(partials or ("fp32" if self.dtype != "fp32" else "fp32"))

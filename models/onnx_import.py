@@ -30,7 +30,7 @@ import numpy as np
 
 from hardware.dtypes import FLOAT_DTYPES
 
-from . import oprules
+from . import onnx_expand, oprules
 from .errors import ModelError
 from .isolated import call_forked
 from .opgraph import OpGraph
@@ -43,8 +43,8 @@ SUPPORTED = frozenset({
     "Concat", "Sum", "Add", "Sub", "Mul", "Div", "Transpose", "Unsqueeze", "Squeeze",
     "Gather", "Shape", "Constant", "ConstantOfShape", "Identity", "Pad", "ReduceMean",
     "ReduceSum", "Erf", "Gelu", "Pow", "Sqrt", "Cast", "Slice", "Exp", "Log", "Neg",
-    "Max", "Min", "Reciprocal", "Abs",
-}) | frozenset(oprules.INDEXED) | frozenset({"Floor", "Ceil", "Softplus", "Elu", "HardSigmoid"})
+    "Max", "Min", "Reciprocal", "Abs", "RMSNormalization",
+}) | frozenset(oprules.INDEXED) | onnx_expand.EXPANDED | frozenset({"Floor", "Ceil", "Softplus", "Elu", "HardSigmoid"})
 #: op types accepted only when their inputs are constants (they fold away)
 FOLD_ONLY = frozenset({"Range", "Size"})
 _FOLDABLE = frozenset({
@@ -52,7 +52,7 @@ _FOLDABLE = frozenset({
     "Transpose", "Identity", "Constant", "ConstantOfShape", "Add", "Sub", "Mul", "Div",
     "Pow", "Sqrt", "Neg", "Slice", "Min", "Max", "Abs", "Reciprocal", "Exp", "Log",
     "Equal", "Where", "Expand", "Less", "Greater", "Not", "ReduceProd", "Floor", "Ceil", "Size",
-    "And", "Or", "Xor", "Mod", "LessOrEqual", "GreaterOrEqual",
+    "And", "Or", "Xor", "Mod", "LessOrEqual", "GreaterOrEqual", "CastLike", "ReduceMax",
 }) | FOLD_ONLY
 
 
@@ -162,6 +162,8 @@ class _Importer:
         self.env = {}          # tensor name -> _T
         self.inferred = {}     # tensor name -> (shape, dtype) from onnx shape inference
         self.op_names = set()
+        self.derived = set()   # float constants an expansion computed from its own constants (a mask)
+        self.expanding = False
 
     def err(self, msg, node=None):
         where = f"node {node.name!r} ({node.op_type}): " if node is not None else ""
@@ -407,13 +409,23 @@ class _Importer:
         attrs = _attrs(node, self.path)
         ins = [self.env[t] if t else None for t in node.input]
         if op == "Constant":
-            return self._set_const(node.output[0], self._constant_value(attrs, node))
-        if op in _FOLDABLE and self._can_fold(op, ins):
+            self._set_const(node.output[0], self._constant_value(attrs, node))
+            if self.expanding:
+                self.derived.add(node.output[0])
+            return
+        if op in onnx_expand.EXPANDED:
+            return self._expand(idx, node, ins)
+        if op in _FOLDABLE and self._can_fold(op, ins, node):
             vals = self._fold(op, ins, attrs)
             for t, v in zip(node.output, vals):
                 if t:
                     self._set_const(t, v)
+                    if self.expanding:
+                        self.derived.add(t)
             return
+        if op == "RMSNormalization" and int(attrs.get("stash_type", 1)) != 1:
+            raise ModelError(f"attribute stash_type={attrs['stash_type']} is not supported (only 1: the "
+                             "statistics in float32)")
         if op not in SUPPORTED or op in ("Shape", "Size", "ConstantOfShape"):
             raise ModelError(f"op type {op!r} is supported only on constant inputs "
                              "(shape computations)")
@@ -489,6 +501,83 @@ class _Importer:
             return out
         return {}
 
+    def _expand(self, idx, node, ins):
+        """Import ``node`` (Attention, RotaryEmbedding: :mod:`models.onnx_expand`) as the nodes
+        that compute it, named ``<node>/<k>_<op>``, in the node's layer; the ones that do nothing
+        at these shapes are dropped (their output read from their input)."""
+        base = node.name or f"{node.op_type}_{idx}"
+        sub = onnx_expand.expand(node, ins, self.opset, prefix=f"{base}/")
+        outs = {t for t in node.output if t}
+        made = {y for n in sub for y in n.output}
+        # an Identity writing one of the node's outputs from a tensor a sub-node computes: that
+        # sub-node writes the output itself
+        for n in list(sub):
+            if n.op_type == "Identity" and n.output[0] in outs and n.input[0] in made and n.input[0] not in outs:
+                a, y = n.input[0], n.output[0]
+                sub.remove(n)
+                for m in sub:
+                    m.input[:] = [y if x == a else x for x in m.input]
+                    m.output[:] = [y if x == a else x for x in m.output]
+        meta = self._meta(node)
+        layer = meta.get("layer") or _layer_from_name(base)
+        doc = json.dumps({"ipusim": {**meta, "layer": layer}})
+        ren = {}
+        self.expanding = True
+        try:
+            for k, n in enumerate(sub):
+                n.input[:] = [ren.get(x, x) for x in n.input]
+                n.name = f"{base}/{k}_{n.op_type}"
+                n.doc_string = doc
+                try:
+                    same = self._no_op(n)
+                    if same is not None and n.output[0] not in outs:
+                        ren[n.output[0]] = same
+                        continue
+                    self._node_inner(idx, n)
+                except ModelError as e:
+                    raise ModelError(f"in its expansion, node {n.name!r} ({n.op_type}): {e}") from None
+        finally:
+            self.expanding = False
+        missing = [t for t in outs if t not in self.env]
+        if missing:
+            raise ModelError(f"output {missing[0]!r} is not computed by its expansion")
+
+    def _no_op(self, n):
+        """The input whose value ``n`` (a node of an expansion) passes on unchanged at these
+        shapes and types, or None: Identity, Cast / CastLike to the same type, Expand or
+        Reshape to the same shape, a Where whose constant condition picks one side everywhere,
+        an Add of constant zeros."""
+        op = n.op_type
+        if not n.input or any(x and x not in self.env for x in n.input) or len(n.output) != 1:
+            return None
+        ins = [self.env[x] if x else None for x in n.input]
+        a = _attrs(n, self.path)
+        x = ins[0]
+        if op == "Identity":
+            return n.input[0]
+        if op == "Cast" and "to" in a and oprules.onnx_dtype_name(a["to"]) == x.dtype:
+            return n.input[0]
+        if op == "CastLike" and len(ins) == 2 and ins[1] is not None and ins[1].dtype == x.dtype:
+            return n.input[0]
+        if op in ("Expand", "Reshape") and len(ins) == 2 and ins[1] is not None and ins[1].data is not None:
+            if tuple(oprules.infer(op, ins, a)[0][0]) == x.shape:
+                return n.input[0]
+            return None
+        if op == "Where" and len(ins) == 3 and x.data is not None and x.dtype == "bool":
+            cond = np.asarray(x.data)
+            out = oprules.broadcast(oprules.broadcast(x.shape, ins[1].shape), ins[2].shape)
+            pick = 1 if cond.all() else 2 if not cond.any() else None
+            if pick and ins[pick].shape == out and ins[3 - pick].dtype == ins[pick].dtype:
+                return n.input[pick]
+            return None
+        if op == "Add" and len(ins) == 2:
+            for i in (0, 1):
+                z, other = ins[i], ins[1 - i]
+                if z.data is not None and z.dtype == other.dtype and not np.any(np.asarray(z.data)) \
+                        and oprules.broadcast(z.shape, other.shape) == other.shape:
+                    return n.input[1 - i]
+        return None
+
     def _normalise(self, op, ins, attrs, node):
         """Complete attrs with ONNX defaults; constant optional inputs -> attrs."""
         if op == "Conv":
@@ -541,15 +630,19 @@ class _Importer:
             kind = "constant"
         self.g.add_tensor(name, t.shape, t.dtype, kind=kind, data=t.data)
 
-    def _can_fold(self, op, ins):
+    def _can_fold(self, op, ins, node=None):
         if op in ("Shape", "Size"):
             return True      # static shapes: known at import
+        if op == "CastLike" and len(ins) == 2 and ins[1] is not None:
+            ins = ins[:1]    # only the type of its second input matters (a mask's, known at import)
         present = [x for x in ins if x is not None]
         if not present or any(x.data is None for x in present):
             return False
-        # float tensors with more than one element are weights: ops on them stay ops
-        return all(x.dtype not in FLOAT_DTYPES or x.data.size <= 1
-                   for x in present)
+        # float tensors with more than one element are weights: ops on them stay ops (but not
+        # the ones an expansion computed from its own constants: Attention's causal bias)
+        names = list(node.input) if node is not None else [""] * len(ins)
+        return all(x is None or x.dtype not in FLOAT_DTYPES or x.data.size <= 1 or (self.expanding and t in self.derived)
+                   for t, x in zip(names, ins))
 
     def _fold(self, op, ins, attrs):
         d = [None if x is None else x.data for x in ins]
@@ -561,6 +654,16 @@ class _Importer:
             return [np.array(prod(ins[0].shape), dtype=np.int64)]
         if op in ("Identity",):
             return [x]
+        if op == "CastLike":
+            return [x.astype(oprules.numpy_dtype(ins[1].dtype))]
+        if op == "ReduceMax":
+            axes = attrs.get("axes")
+            if axes is None and len(d) > 1 and d[1] is not None:
+                axes = list(d[1].reshape(-1))
+            if not axes and attrs.get("noop_with_empty_axes"):
+                return [x]
+            return [np.max(x, axis=tuple(int(a) for a in axes) if axes else None,
+                           keepdims=bool(attrs.get("keepdims", 1))).astype(x.dtype)]
         if op == "Cast":
             return [x.astype(oprules.numpy_dtype(oprules.onnx_dtype_name(attrs["to"])))]
         if op == "ConstantOfShape":

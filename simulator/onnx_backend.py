@@ -28,6 +28,7 @@ import onnx
 from onnx.backend.base import Backend, BackendRep
 
 import models
+from models.onnx_expand import EXPANDED
 from compiler.executable import compile_program
 from compiler.lower import lower
 from compiler.planners.indexed import OPS as INDEXED_OPS
@@ -38,7 +39,8 @@ from .functional import FunctionalState
 
 EXACT_OPS = {"Conv", "Gemm", "MatMul", "Relu", "MaxPool", "GlobalAveragePool", "BatchNormalization",
              "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity",
-             "Dropout", "Softmax", "Sigmoid", "Tanh", "Exp", "Sqrt", "AveragePool"} | set(INDEXED_OPS)
+             "Dropout", "Softmax", "Sigmoid", "Tanh", "Exp", "Sqrt", "AveragePool"} | set(INDEXED_OPS) \
+    | set(EXPANDED)    # imported as the exact ops above (models/onnx_expand.py)
 
 #: ONNX element types the chip computes exactly: float32, and integers / booleans held as
 #: float32 values (exact below 2^24 in magnitude, which ``run`` checks)
@@ -185,7 +187,7 @@ class SimBackendRep(BackendRep):
         self.model_inputs = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
         self.chip = get_chip(chip)
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
-                             use_functions=options.pop("use_functions", True))
+                             use_functions=options.pop("use_functions", True), functional=True)
         self.exe = compile_program(self.lowered.graph, self.lowered.program)
         # the functional gather plans depend on the graph only: built once, here, and kept
         # with the executable for every run

@@ -132,8 +132,13 @@ def takes(op, ctx) -> bool:
     if len(op["outputs"]) > 1 and t not in ("Split",):
         return True
 
-    if t in ("Swish", "RMSNormalization"):
-        return False     # their family planners (elementwise, norm) compute them
+    if t == "Swish":
+        return False     # the elementwise planner computes it
+    if t == "RMSNormalization":
+        # the norm planner times it (a reduction, then a per-channel map: the built-in Llama
+        # figures of docs/transformers.md) but does not compute its values (it scales by the
+        # weight alone, without the RMS); a program run for its values takes the exact NormRows lowering
+        return bool(getattr(ctx, "functional", False))
     if t in _LEGACY_ELEMENTWISE:
         if t == "Dropout" or t == "Identity":
             return False
