@@ -52,13 +52,33 @@ class Executable:
     arrays: object
     program: object
     compute: dict                 # cs id -> ComputeWork
-    exchange_in: dict             # cs id -> exchange.ExchangePlan (remote inputs, before compute)
-    exchange_out: dict            # cs id -> exchange.ExchangePlan (remote outputs, after compute)
+    # exchange_in / exchange_out (properties): cs id -> exchange.ExchangePlan of the remote
+    # inputs (before compute) and outputs (after compute); planned by ``plan_exchange``
+    # (a callable returning both) at first use when compile_program(exchange="lazy")
+    plan_exchange: object = field(repr=False, compare=False)
     copies: dict                  # id(Copy node) -> exchange.ExchangePlan | exchange.StreamCopy
     vertex_cycles: list           # per batch: (n,) cycle estimates
     tiles_per_chip: int
     # what functional runs derive from the graph alone (gather plans), kept between runs
     functional_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _exchange: tuple = field(default=None, repr=False, compare=False)
+
+    def _planned(self):
+        if self._exchange is None:
+            self._exchange = self.plan_exchange()
+        return self._exchange
+
+    @property
+    def exchange_in(self) -> dict:
+        return self._planned()[0]
+
+    @property
+    def exchange_out(self) -> dict:
+        return self._planned()[1]
+
+    @property
+    def exchange_planned(self) -> bool:
+        return self._exchange is not None
 
     @property
     def num_vertices(self):
@@ -69,8 +89,15 @@ class Executable:
         return self.graph.num_edges
 
 
-def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable:
-    """Finalize the graph, cost every compute set and plan every exchange."""
+def compile_program(graph: Graph, program, *, check_exchange=True, exchange="eager") -> Executable:
+    """Finalize the graph, cost every compute set and plan every exchange.
+
+    ``exchange="lazy"`` plans the compute sets' exchange (which tile sends which bytes: the
+    timing's, not the values') when ``exe.exchange_in`` / ``exchange_out`` is first read, so
+    a functional run that reads no timing does not pay for it (simulator/onnx_backend.py);
+    the plans are the same either way.  Copies are planned (and checked) at once."""
+    if exchange not in ("eager", "lazy"):
+        raise ValueError(f"compile_program: exchange must be 'eager' or 'lazy', not {exchange!r}")
     arrays = graph.finalize()
     chip = graph.target
     tiles_per_chip = int(chip.tiles)
@@ -130,7 +157,10 @@ def compile_program(graph: Graph, program, *, check_exchange=True) -> Executable
         compute.setdefault(csid, ComputeWork(*(np.zeros(0),) * 4, 0, 0.0))
     # -- exchange implied by the mappings, and the copies (compiler/exchange.py) -------
     run_starts, run_tiles = runs_of_mapping(graph)
-    exchange_in, exchange_out = plan_compute_exchange(graph, arrays, run_starts, run_tiles, tiles_per_chip)
     copies = plan_copies(graph, program, run_starts, run_tiles, tiles_per_chip)
-    return Executable(graph, arrays, program, compute, exchange_in, exchange_out, copies,
-                      vertex_cycles, tiles_per_chip)
+    exe = Executable(graph, arrays, program, compute,
+                     lambda: plan_compute_exchange(graph, arrays, run_starts, run_tiles, tiles_per_chip),
+                     copies, vertex_cycles, tiles_per_chip)
+    if exchange == "eager":
+        exe._planned()
+    return exe

@@ -102,6 +102,46 @@ def load_onnx_model(model, batch=None, dim_values=None, *, source="<in-memory mo
         raise ModelError(f"{source}: cannot import: {type(e).__name__}: {e}") from e
 
 
+FULL_CHECK_BYTES = 16 << 20
+
+
+def check_model(model):
+    """``onnx.checker.check_model``, as ``Backend.prepare`` does.  Above FULL_CHECK_BYTES of
+    weights the checker runs on a light copy (large initializers as typed graph inputs):
+    the same nodes, attributes, opsets and graph structure are checked without
+    serializing the weights (the importer reads and checks those itself: a file's 100 MB of
+    weights took the full check 0.2 s)."""
+    import onnx
+    src = model.graph
+    if sum(len(t.raw_data) for t in src.initializer) <= FULL_CHECK_BYTES:
+        onnx.checker.check_model(model)
+        return
+    from onnx import helper
+    light = onnx.ModelProto()
+    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        if model.HasField(f):
+            setattr(light, f, getattr(model, f))
+    light.opset_import.extend(model.opset_import)
+    light.metadata_props.extend(model.metadata_props)
+    light.functions.extend(model.functions)
+    g = light.graph
+    for f in ("name", "doc_string"):
+        if src.HasField(f):
+            setattr(g, f, getattr(src, f))
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    inputs = {i.name for i in src.input}
+    for t in src.initializer:
+        if t.ByteSize() <= 4096:
+            g.initializer.append(t)
+        elif t.name not in inputs:
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    onnx.checker.check_model(light)
+
+
 def _read(path):
     import onnx
     try:
@@ -331,7 +371,7 @@ class _Importer:
         opset): a file it rejects is refused with its message instead of being simulated."""
         import onnx
         try:
-            onnx.checker.check_model(self.model)
+            check_model(self.model)
         except onnx.checker.ValidationError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise self.err(f"not a valid ONNX model (onnx.checker): {first}") from None

@@ -18,6 +18,8 @@ import numpy as np
 from compiler import intervals
 from compiler.checks import field_size_matrix
 from compiler.codelets import CODELETS, apply_post
+from compiler.exchange import StreamCopy
+from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync
 
 
 class FunctionalError(RuntimeError):
@@ -330,6 +332,30 @@ class FunctionalState:
                         mem[idx.sl] = val.reshape(-1)
                     else:
                         mem[idx] = val
+
+    def run_program(self, program=None):
+        """Run ``program`` (default: the executable's) for its values alone: its compute sets,
+        copies and host streams in program order, as :class:`~simulator.engine.Engine` runs
+        them, without the timing (no exchange plans, no SimPy events)."""
+        p = self.exe.program if program is None else program
+        if isinstance(p, Sequence):
+            for c in p.children:
+                self.run_program(c)
+        elif isinstance(p, Repeat):
+            for _ in range(int(p.count)):
+                self.run_program(p.body)
+        elif isinstance(p, Call):
+            self.run_program(p.function.program)
+        elif isinstance(p, Execute):
+            self.execute(p.compute_set.id)
+        elif isinstance(p, Copy):
+            plan = self.exe.copies[id(p)]
+            if isinstance(plan, StreamCopy):
+                self.stream_copy(plan)
+            else:
+                self.copy(p.src, p.dst)
+        elif not isinstance(p, Sync):
+            raise TypeError(f"unknown program node {p!r}")
 
     def _copy_plan(self, src, dst):
         key = (id(src), id(dst))

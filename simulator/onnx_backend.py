@@ -10,7 +10,9 @@ drive it::
 
 ``prepare`` imports the model (models/), lowers it with the same planners as
 ``ipusim compile`` (compiler/), and ``run`` executes the codelets' numpy
-semantics on the tiles' data (simulator/functional.py).  Host arrays are
+semantics on the tiles' data (simulator/functional.py).  The timing (the
+exchange plans and the simulated run behind ``rep.report``) does not change the
+values: it is computed when ``rep.report`` is first read.  Host arrays are
 converted to and from the storage layouts the planners chose (channel-grouped
 images, blocked weights); folded batch-norm parameters are computed on the
 host, as a deployment flow would.
@@ -29,6 +31,7 @@ from onnx.backend.base import Backend, BackendRep
 
 import models
 from models.onnx_expand import EXPANDED
+from models.onnx_import import check_model as _check_model
 from compiler.executable import compile_program
 from compiler.lower import lower
 from compiler.planners.indexed import OPS as INDEXED_OPS
@@ -162,10 +165,6 @@ def _check_exact(og, name, d):
         fail("a float16 reduction / contraction")
     if d["op"] == "BatchNormalization" and a.get("training_mode"):
         fail("training_mode")
-    if d["op"] == "Gather" and og.tensors[d["inputs"][1]].data is None and \
-            og.tensors[d["inputs"][0]].kind in ("param", "constant", "state"):
-        # the gather planner's DynamicSlice vertices read the part of a weight table on their tile
-        fail("indices given at run time into a weight table")
     if d["op"] == "GatherND" and int(a.get("batch_dims", 0)):
         fail("batch_dims")
     slots = d.get("slots") or d["inputs"]
@@ -188,12 +187,23 @@ class SimBackendRep(BackendRep):
         self.chip = get_chip(chip)
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
                              use_functions=options.pop("use_functions", True), functional=True)
-        self.exe = compile_program(self.lowered.graph, self.lowered.program)
+        # the exchange plans (which tile sends which bytes) are the timing's: planned when
+        # ``report`` is first read, not for the values
+        self.exe = compile_program(self.lowered.graph, self.lowered.program, exchange="lazy")
         # the functional gather plans depend on the graph only: built once, here, and kept
         # with the executable for every run
         FunctionalState(self.exe).prepare()
         self._weights = self._host_weights()
-        self.report = None
+        self._report, self._ran = None, False
+
+    @property
+    def report(self):
+        """The compiled program's simulated run (cycles, vertices, memory): None before the
+        first ``run``; the timing simulation runs when this is first read (``run`` computes
+        the values alone; the timing does not depend on them)."""
+        if self._report is None and self._ran:
+            self._report = Engine(self.exe, self.chip).run()
+        return self._report
 
     _check_exact = staticmethod(lambda og, name, d: _check_exact(og, name, d))
 
@@ -240,14 +250,15 @@ class SimBackendRep(BackendRep):
                     raise BackendError(f"input {n!r}: integer values of magnitude 2^24 or more are not exact in the "
                                        "chip's float32 words (the functional backend computes integers in float32)")
             feeds[n] = [_grouped(x, low.acts[n])]
-        eng = Engine(self.exe, self.chip, functional=True, inputs=feeds)
+        state = FunctionalState(self.exe, inputs=feeds)
         for n, flat in self._weights.items():
-            eng.write(low.acts[n].tensor, flat)
-        self.report = eng.run()
-        self._check_integers(eng)
+            state.write(low.acts[n].tensor, flat)
+        state.run_program()
+        self._ran = True
+        self._check_integers(state)
         outs = []
         for n in og.outputs:
-            flat = np.asarray(eng.outputs[n][0], np.float64)
+            flat = np.asarray(state.outputs[n][0], np.float64)
             code = self.model_outputs.get(n)
             if code is not None:
                 dt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(code))
@@ -312,7 +323,7 @@ class SpecializingRep(BackendRep):
         inits = {t.name for t in model.graph.initializer}
         self.names = [v.name for v in model.graph.input if v.name not in inits]
         self.compiled = {}
-        self.report = None
+        self._last = None
 
     def run(self, inputs, **kwargs):
         from onnx import numpy_helper
@@ -335,46 +346,13 @@ class SpecializingRep(BackendRep):
                 m.graph.initializer.append(numpy_helper.from_array(np.asarray(given[n]), n))
             rep = self.compiled[key] = SimBackendRep(m, **dict(self.options))
         out = rep.run([given[n] for n in self.names if n not in self.static])
-        self.report = rep.report
+        self._last = rep
         return out
 
-
-FULL_CHECK_BYTES = 16 << 20
-
-
-def _check_model(model):
-    """``onnx.checker.check_model``, as ``Backend.prepare`` does.  Above FULL_CHECK_BYTES of
-    weights the checker runs on a light copy (large initializers as typed graph inputs):
-    the same nodes, attributes, opsets and graph structure are checked without
-    serializing the weights (the importer reads and checks those itself)."""
-    src = model.graph
-    if sum(len(t.raw_data) for t in src.initializer) <= FULL_CHECK_BYTES:
-        onnx.checker.check_model(model)
-        return
-    from onnx import helper
-    light = onnx.ModelProto()
-    for f in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
-        if model.HasField(f):
-            setattr(light, f, getattr(model, f))
-    light.opset_import.extend(model.opset_import)
-    light.metadata_props.extend(model.metadata_props)
-    light.functions.extend(model.functions)
-    g = light.graph
-    for f in ("name", "doc_string"):
-        if src.HasField(f):
-            setattr(g, f, getattr(src, f))
-    g.node.extend(src.node)
-    g.input.extend(src.input)
-    g.output.extend(src.output)
-    g.value_info.extend(src.value_info)
-    g.sparse_initializer.extend(src.sparse_initializer)
-    inputs = {i.name for i in src.input}
-    for t in src.initializer:
-        if t.ByteSize() <= 4096:
-            g.initializer.append(t)
-        elif t.name not in inputs:
-            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    onnx.checker.check_model(light)
+    @property
+    def report(self):
+        """The last run's compiled program's simulated run (see :attr:`SimBackendRep.report`)."""
+        return self._last.report if self._last is not None else None
 
 
 class SimBackend(Backend):

@@ -69,6 +69,31 @@ def test_run_reports_simulated_cycles(tiny):
     assert rep.report.cycles > 0 and rep.report.vertices_executed > 0
 
 
+def test_report_is_the_timing_of_the_same_program_planned_when_first_read():
+    """``run`` computes the values without the exchange plans; ``report`` then plans them and
+    simulates: the same report as an eagerly compiled program run functionally by the Engine."""
+    from compiler.executable import compile_program
+    from simulator.engine import Engine
+    m = _tiny_model()
+    rep = backend.prepare(m, chip="gc2")
+    x = np.random.default_rng(4).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    got = rep.run([x])
+    assert not rep.exe.exchange_planned
+    lazy = rep.report
+    assert rep.exe.exchange_planned
+    low = rep.lowered
+    exe = compile_program(low.graph, low.program)
+    eng = Engine(exe, rep.chip, functional=True,
+                 inputs={"x": [backend._grouped(x, low.acts["x"])]})
+    for n, flat in rep._weights.items():
+        eng.write(low.acts[n].tensor, flat)
+    eager = eng.run()
+    assert lazy.cycles == eager.cycles and lazy.vertices_executed == eager.vertices_executed
+    assert lazy.exchange_cycles == eager.exchange_cycles and lazy.compute_cycles == eager.compute_cycles
+    want = backend._ungrouped(np.asarray(eng.outputs["prob"][0], np.float64), low.acts["prob"])
+    np.testing.assert_array_equal(got[0], want.astype(np.float32))
+
+
 def test_run_model_and_supports_device():
     m = _tiny_model()
     x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
