@@ -195,6 +195,27 @@ def _pad_window(x, p, fill=0.0):
     return np.pad(x, width, constant_values=fill)
 
 
+# random odd multipliers: a row's hash is a wrapping dot product with them
+_ROW_HASH = np.random.default_rng(2024).integers(1, 2**62, size=4096, dtype=np.int64) | 1
+
+
+def _unique_rows(rows):
+    """(distinct rows, which distinct row each row is) of a 2-D int64 array, like
+    ``np.unique(rows, axis=0, return_inverse=True)`` (the distinct rows in no particular
+    order), through one hash per row: checked exactly, the row-wise unique (a sort of
+    the rows as bytes, ten times slower) when two rows collide or rows are too long."""
+    n, k = rows.shape
+    if 0 < k <= _ROW_HASH.size:
+        h = rows @ _ROW_HASH[:k]      # wraps: a hash
+        _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+        inv = inv.ravel()
+        u = rows[first]
+        if np.array_equal(u[inv], rows):
+            return u, inv
+    u, inv = np.unique(rows, axis=0, return_inverse=True)
+    return u, inv.ravel()
+
+
 def _conv_partial(a, p):
     """out[w, co] (+)= sum_{g, kh, kw, ci} in[g, kh, w*stride + kw, ci] * weights[g, kh, kw, ci, co].
 
@@ -238,16 +259,18 @@ def _conv_partial(a, p):
         if np.all(wsets == wsets[:1]):
             sets, sinv = wsets[:1], np.zeros(nu, np.int64)
         else:
-            sets, sinv = np.unique(wsets, axis=0, return_inverse=True)
-            sinv = sinv.ravel()
-        out = np.empty((nv, wout, cog), np.result_type(cols, w))
+            sets, sinv = _unique_rows(wsets)
+        out = np.empty((nv, wout * cog), np.result_type(cols, w))
+        wt = w.transpose(1, 0, 2)
         for si in range(sets.shape[0]):
             us = np.flatnonzero(sinv == si) if sets.shape[0] > 1 else None
             c = cols if us is None else cols[us]
-            W = w[sets[si]].transpose(1, 0, 2).reshape(K, m * cog)
+            W = wt[:, sets[si], :].reshape(K, m * cog)
             r = np.matmul(c.reshape(-1, K), W).reshape(-1, wout, m, cog)
-            out[order if us is None else order[us]] = r.transpose(0, 2, 1, 3)
-        out = out.reshape(nv, wout * cog)
+            # rows made contiguous first: a fancy-index write from the transposed view
+            # was ten times slower than the copy and the write
+            r = np.ascontiguousarray(r.transpose(0, 2, 1, 3)).reshape(-1, wout * cog)
+            out[(order if us is None else order[us]).ravel()] = r
     else:
         out = np.matmul(cols[iu], w[iw]).reshape(nv, wout * cog)
     if p.get("accumulate"):

@@ -82,19 +82,43 @@ class _Rows:
         self.starts, self.L, self.shape = starts, L, (rows, size)
 
 
+class _Grid:
+    """A field's elements as regions of one length ``L`` each whose starts lie on a grid
+    ``base + step * i`` with ``step >= L`` (no two overlap): rows of a strided view of
+    memory, read and written with one index per region (not per element)."""
+    __slots__ = ("base", "step", "count", "rows", "L", "shape")
+
+    def __init__(self, base, step, rows, L, nrows, size):
+        self.base, self.step, self.L = base, step, L
+        self.rows = rows
+        self.count = int(rows.max()) + 1
+        self.shape = (nrows, size)
+
+    def view(self, mem):
+        return np.lib.stride_tricks.as_strided(mem[self.base:], shape=(self.count, self.L),
+                                               strides=(self.step * mem.itemsize, mem.itemsize))
+
+
 ROWS_MIN_LEN = 4     # regions at least this long are gathered as rows
 
 
 def _index(starts, lens, rows, size, itype, write=False):
     """What a field's regions (in order, ``rows`` x ``size`` elements) gather: a
     :class:`_Span` when they follow each other in memory, :class:`_Rows` when they are
-    read only and all of one length, else an index array."""
+    read only and all of one length, a :class:`_Grid` when they are written and all of
+    one length on a grid, else an index array."""
     starts = np.asarray(starts, np.int64)
     lens = np.asarray(lens, np.int64)
     if starts.size and np.array_equal(starts[1:], starts[:-1] + lens[:-1]):
         return _Span(int(starts[0]), rows, size)
-    if not write and starts.size and int(lens[0]) >= ROWS_MIN_LEN and np.all(lens == lens[0]):
-        return _Rows(starts.astype(itype), int(lens[0]), rows, size)
+    if starts.size and int(lens[0]) >= ROWS_MIN_LEN and np.all(lens == lens[0]):
+        L = int(lens[0])
+        if not write:
+            return _Rows(starts.astype(itype), L, rows, size)
+        base = int(starts.min())
+        step = int(np.gcd.reduce(starts - base))
+        if step >= L:
+            return _Grid(base, step, ((starts - base) // step).astype(itype), L, rows, size)
     return intervals.expand(starts, lens, dtype=itype).reshape(rows, size)
 
 
@@ -108,6 +132,8 @@ def _gather(mem, idx, windows):
         if w is None:
             w = windows[idx.L] = np.lib.stride_tricks.sliding_window_view(mem, idx.L)
         return w[idx.starts].reshape(idx.shape)
+    if isinstance(idx, _Grid):
+        return idx.view(mem)[idx.rows].reshape(idx.shape)
     return mem[idx]
 
 
@@ -330,6 +356,8 @@ class FunctionalState:
                         val = val.copy()
                     if isinstance(idx, _Span):
                         mem[idx.sl] = val.reshape(-1)
+                    elif isinstance(idx, _Grid):     # whole rows: far faster than element by element
+                        idx.view(mem)[idx.rows] = np.ascontiguousarray(val).reshape(-1, idx.L)
                     else:
                         mem[idx] = val
 

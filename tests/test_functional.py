@@ -429,3 +429,31 @@ def test_transpose_codelet_matches_numpy():
     g.add_vertex(cs, "Transpose", {"in": X, "out": Y}, tile=0, params={"rows": 3, "cols": 5})
     x = RNG.standard_normal((3, 5))
     assert run(g, Execute(cs), {X: x}).read(Y) == pytest.approx(x.T)
+
+
+def test_conv_row_unique_is_exact_and_falls_back_when_hashes_collide(monkeypatch):
+    """The weight sets a conv's windows meet are told apart by one hash per row, checked
+    exactly: rows that collide fall back to numpy's row-wise unique."""
+    from compiler import codelets
+    rows = np.random.default_rng(5).integers(0, 4, (500, 6))
+    for table in (codelets._ROW_HASH, np.zeros_like(codelets._ROW_HASH)):   # the second: every row collides
+        monkeypatch.setattr(codelets, "_ROW_HASH", table)
+        u, inv = codelets._unique_rows(rows)
+        np.testing.assert_array_equal(u[inv], rows)
+        assert len(u) == len(np.unique(rows, axis=0))
+
+
+def test_written_regions_on_a_grid_are_written_as_rows():
+    """Output regions of one length on a grid (not contiguous) are written through a strided
+    view, one index per region; the values land where element-by-element writes put them."""
+    from simulator.functional import _Grid, _index
+    starts, lens = np.array([40, 8, 24, 72]), np.array([5, 5, 5, 5])
+    idx = _index(starts, lens, 2, 10, np.int64, write=True)
+    assert isinstance(idx, _Grid) and idx.step == 16
+    mem = np.zeros(100, np.float32)
+    val = np.arange(20, dtype=np.float32).reshape(2, 10)
+    idx.view(mem)[idx.rows] = val.reshape(-1, idx.L)
+    want = np.zeros(100, np.float32)
+    want[np.concatenate([np.arange(s, s + 5) for s in starts])] = val.ravel()
+    np.testing.assert_array_equal(mem, want)
+    np.testing.assert_array_equal(idx.view(mem)[idx.rows].reshape(idx.shape), val)
