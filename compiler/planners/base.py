@@ -30,6 +30,12 @@ class Planner:
     def estimate(self, op, opt, ctx):
         return 0.0, 0.0
 
+    def choice_key(self, op, ctx):
+        """A hashable key such that two ops of one lowering with equal keys have the same
+        options and estimates (so :func:`choose` picks the same option for both, once), or
+        None: chosen op by op."""
+        return None
+
     def lower(self, op, opt, ctx):
         raise NotImplementedError
 
@@ -46,6 +52,17 @@ def choose(planner, op, ctx):
     bound is doubled (up to twice the tile's bytes) and tried again; when still none
     fits, the fewest cycles.  Ties go to the least memory.  Only convolutions and
     matmuls are bounded; other families take their fewest-cycles option."""
+    key = planner.choice_key(op, ctx)
+    if key is not None:
+        cache = ctx.__dict__.setdefault("_choices", {})
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = _choose(planner, op, ctx)
+        return dict(hit)
+    return _choose(planner, op, ctx)
+
+
+def _choose(planner, op, ctx):
     costed = []
     for opt in planner.options(op, ctx):
         cyc, mem = planner.estimate(op, opt, ctx)

@@ -117,6 +117,16 @@ class ConvPlanner(Planner):
         opts += [dict(o, serial=k) for o in opts for k in (2, 4, 8) if q % k == 0]
         return opts
 
+    def choice_key(self, op, ctx):
+        """The geometry: options and estimates read the :class:`ConvShape` (the input's
+        channels, rows, pixels and grouping, not its name) and the lowering's chip, tiles and
+        dtypes, nothing else (ResNet-50's 53 convolutions have 23 geometries)."""
+        sh = self.shape(op, ctx)
+        x = sh.x
+        return ("conv", op["op"], x.N, x.C, x.H, x.W, x.g, x.dtype, sh.N, sh.Co, sh.Ho, sh.Wo, sh.go, sh.kh,
+                sh.kw, sh.stride, sh.pad_top, sh.pad_left, sh.groups, ctx.dtype, ctx.partials, ctx.tiles,
+                id(ctx.chip), ctx.available_memory_proportion)
+
     def vertex_cycles(self, sh: ConvShape, opt, ctx) -> float:
         """One full-width conv vertex's cycles: the ConvPartial(MAC) codelet's cost."""
         return codelet_cycles(CONV_CODELET[opt.get("method", "amp")], {"out": sh.wseg * sh.go}, ctx.dtype,
@@ -131,15 +141,27 @@ class ConvPlanner(Planner):
         what PopLibs' planner bounds: the received inputs and weights, and the partials
         (with what the reducing tile receives) of a split contraction; the output itself
         is not temporary."""
-        sh = self.shape(op, ctx, opt)
+        # the options of one op share their shapes and vertex costs: computed once each
+        memo = ctx.__dict__.setdefault("_conv_memo", {})
+        key = (id(op), opt.get("wseg"), opt.get("parts"))
+        hit = memo.get(key)
+        if hit is None or hit[0] is not op:
+            hit = memo[key] = (op, self.shape(op, ctx, opt))
+        sh = hit[1]
         P, wseg, go, cipp = sh.parts, sh.wseg, sh.go, sh.cipp
         chip, T, b = ctx.chip, ctx.tiles, DTYPE_BYTES[ctx.dtype]
         x = sh.x
         serial = int(opt.get("serial", 1))
         per_tile = -(-sh.vertices // (serial * T))     # in one serial step
-        passes = codelet_passes(CONV_CODELET[opt.get("method", "amp")], {"out": sh.wseg * sh.go}, ctx.dtype,
-                                sh.vertex_params())
-        compute = supervisor_phase_cycles(per_tile, self.vertex_cycles(sh, opt, ctx), chip, passes)
+        vp = sh.vertex_params()
+        method = opt.get("method", "amp")
+        vkey = ("vertex", method, sh.wseg * sh.go, tuple(vp.items()))
+        costs = memo.get(vkey)
+        if costs is None:
+            costs = memo[vkey] = (codelet_passes(CONV_CODELET[method], {"out": sh.wseg * sh.go}, ctx.dtype, vp),
+                                  self.vertex_cycles(sh, opt, ctx))
+        passes, vcyc = costs
+        compute = supervisor_phase_cycles(per_tile, vcyc, chip, passes)
         segs = sh.segments
         row_block = sh.Ho * segs                     # vertices of one (image, channel group)
         if per_tile <= row_block:
@@ -161,8 +183,12 @@ class ConvPlanner(Planner):
             rpt = -(-sh.reductions // (serial * T))
             red_in = rpt * P * wseg * go * pb
             red = exchange_cycles(red_in, chip, messages_per_tile=rpt * (P + 1))
-            red += compute_phase_cycles(rpt, codelet_cycles("ReducePartials", {"in": P * wseg * go}, ctx.dtype,
-                                                            {"k": P, "partials": ctx.partials}, chip), chip)
+            rkey = ("reduce", P * wseg * go, P)
+            rcyc = memo.get(rkey)
+            if rcyc is None:
+                rcyc = memo[rkey] = codelet_cycles("ReducePartials", {"in": P * wseg * go}, ctx.dtype,
+                                                   {"k": P, "partials": ctx.partials}, chip)
+            red += compute_phase_cycles(rpt, rcyc, chip)
             cyc += serial * (red + chip.sync_cycles)
             temp += per_tile * wseg * go * pb + red_in
         return cyc, temp
