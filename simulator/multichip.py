@@ -22,11 +22,12 @@ more training (or inference) steps:
   stages; stage ``s`` of every replica all-reduces with its peers.
 * ``mode="tensor"`` / ``"pipeline+tensor"``: every stage is a group of chips that each compile
   their slice of a transformer (:mod:`models.tensor_parallel`), all-reducing partial sums.
-* ``mode="expert"`` / ``"pipeline+expert"`` (inference): every stage is a group of ``X``
+* ``mode="expert"`` / ``"pipeline+expert"``: every stage is a group of ``X``
   chips that each hold ``experts / X`` whole experts of a mixture of experts and run
   ``micro-batch / X`` of the sequences (:mod:`models.expert_parallel`); each MoE layer's
   dispatch and combine are all-to-alls over the group's links
-  (:meth:`~simulator.links.Network.all_to_all`).
+  (:meth:`~simulator.links.Network.all_to_all`); training mirrors them backward and
+  all-reduces the gradients of the weights the group's chips all hold before the update.
 * ``replicated_tensor_sharding``: instead of the all-reduce, a reduce-scatter of
   the gradients, the update of each replica's ``1/R`` of the weights (its
   ``1/R`` of the optimizer state, in streaming memory with ``offload``), then an
@@ -435,10 +436,6 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
     else:
         og = _load(cfg, micro, T, X)
     training = any(og.op(n)["phase"] != "fwd" for n in og.graph)
-    if training and X > 1:
-        raise ValueError(f"train: --mode {mode} is built for inference only (expert parallelism's training step, "
-                         f"with the all-reduce of the replicated weights' gradients over the group, is not built); "
-                         f"use --mode tensor or pipeline+tensor to train a mixture of experts on several chips")
     if not training:
         for name, bad in (("recompute", cfg.recompute_mode != "none"), ("offload", "optimizer" in cfg.offload),
                           ("micro_batches", M > 1 and mode == "replicate")):
@@ -575,10 +572,12 @@ def tensor_collectives(og, part, T, dtype, training) -> dict:
 
 def expert_collectives(og, part, X, dtype, training) -> dict:
     """Per stage and phase, the collectives an expert-parallel group of ``X`` chips runs per
-    micro-batch, in order: ``{stage: {"fwd": [("all-to-all", bytes)...], "bwd": []}}`` (empty for
-    X = 1): every op of :func:`models.expert_parallel.all_to_all_ops` (a MoE layer's dispatch and
-    combine), ``bytes`` the buffer each chip holds (``experts x capacity x hidden`` elements),
-    of which each chip sends ``(X - 1) / X``."""
+    micro-batch, in order: ``{stage: {"fwd": [("all-to-all", bytes)...], "bwd": [...]}}`` (empty
+    for X = 1): every op of :func:`models.expert_parallel.all_to_all_ops` (a MoE layer's dispatch
+    and combine), ``bytes`` the buffer each chip holds (``experts x capacity x hidden``
+    elements), of which each chip sends ``(X - 1) / X``.  Training mirrors them backward (the
+    combine's gradient goes back to the experts' chips, the dispatch's to the tokens' chips), in
+    reverse order."""
     if X <= 1:
         return {}
     eb = DTYPE_BYTES.get(dtype, 4)
@@ -587,6 +586,8 @@ def expert_collectives(og, part, X, dtype, training) -> dict:
     for n in all_to_all_ops(og):
         t = og.tensors[og.op(n)["outputs"][0]]
         out[stage_of[n]]["fwd"].append(("all-to-all", t.size * eb))
+        if training:
+            out[stage_of[n]]["bwd"].insert(0, ("all-to-all", t.size * eb))
     return out
 
 
@@ -598,6 +599,7 @@ def _expert_report(cfg, og, part, coll, X, M, micro, steps, sim) -> dict:
     experts = int(full.tensors[routes[0]["inputs"][0]].shape[-1]) if routes else 0
     items = [b for c in coll.values() for ph in ("fwd", "bwd") for _, b in c[ph]]
     n_fwd = sum(len(c["fwd"]) for c in coll.values())
+    n_bwd = sum(len(c["bwd"]) for c in coll.values())
     per_chip = sum(Network.all_to_all_bytes_per_chip(b, X) for b in items)
     return {"degree": X, "groups": len(part.stages), "experts": experts, "experts_per_chip": experts // X,
             "sequences_per_chip_per_micro_batch": micro // X,
@@ -606,7 +608,7 @@ def _expert_report(cfg, og, part, coll, X, M, micro, steps, sim) -> dict:
             "attention": "replicated (data-parallel: each chip runs micro-batch / X sequences and holds their "
                          "KV cache)",
             "router": "replicated (each chip routes its own tokens)",
-            "all_to_alls_per_micro_batch": {"fwd": n_fwd, "bwd": 0},
+            "all_to_alls_per_micro_batch": {"fwd": n_fwd, "bwd": n_bwd},
             "all_to_all_bytes_per_chip": sorted({int(b) for b in items}),
             "link_bytes_sent_per_chip_per_micro_batch": per_chip,
             "link_bytes_per_step": int(sim.expert_bytes / steps) if steps else 0,
@@ -614,6 +616,9 @@ def _expert_report(cfg, og, part, coll, X, M, micro, steps, sim) -> dict:
             "all_to_all_seconds_per_step": sim.chip.seconds(sim.expert_cycles / steps) if steps else 0.0,
             "formula": "each all-to-all: every chip sends (X - 1) / X of its buffer, 1 / X to each other chip "
                        "of the group at once (links.Network.all_to_all)",
+            "replicated_gradient_bytes": [int(b) for b in sim.group_grad_bytes],
+            "gradient_allreduce_bytes_per_step": int(sim.group_grad_sent / steps) if steps else 0,
+            "gradient_allreduce_seconds_per_step": sim.chip.seconds(sim.group_grad_cycles / steps) if steps else 0.0,
             "micro_batches": M}
 
 
@@ -742,6 +747,16 @@ class _MultiChipSim:
                     ti = src.tensors[t]
                     self.host_out[st.index] += ti.size * (self.elem_bytes if ti.dtype.startswith(("fp", "bf")) else 4)
         self.grad_bytes = [st.params * self.elem_bytes for st in part.stages]
+        # expert parallelism, training: the weights every chip of a group holds (all but its experts)
+        # are data-parallel over the group, their gradients all-reduced before each update
+        self.group_grad_bytes = [0] * S
+        if self.mesh and training:
+            for st in part.stages:
+                experts = sum(t.size for t in st.graph.tensors.values()
+                              if t.kind == "param" and t.inplace_of is None and ".experts." in t.name)
+                self.group_grad_bytes[st.index] = (st.params - experts) * self.elem_bytes
+        self.group_grad_sent = 0.0
+        self.group_grad_cycles = 0.0
 
     def chip_id(self, r, s):
         return (r * self.S + s) * self.T
@@ -970,6 +985,21 @@ class _MultiChipSim:
         self.chip_events[c].append((t, link_c + sync_c + red_c, kind.replace("_", "-"), "link"))
         self.stat[c]["allreduce"] += link_c + sync_c + red_c
 
+    def _group_allreduce(self, r, s, step):
+        """Expert parallelism, training: the ring all-reduce of the replicated weights' gradients
+        over the group's chips (data-parallel outside the experts), before the update."""
+        env = self.env
+        c = self.chip_id(r, s)
+        nb = self.group_grad_bytes[s]
+        t0 = env.now
+        yield env.process(self.net.allreduce([c + t for t in range(self.T)], nb, f"expert-group all-reduce s{s} "
+                                             f"step {step}", self.elem_bytes))
+        d = env.now - t0
+        self.chip_events[c].append((t0, d, "group gradient all-reduce", "link"))
+        self.stat[c]["allreduce"] += d
+        self.group_grad_cycles += d
+        self.group_grad_sent += Network.allreduce_bytes_per_chip(nb, self.T) * self.T
+
     def _chip(self, r, s):
         for step in range(self.steps):
             for kind, m in self._order(s):
@@ -978,6 +1008,8 @@ class _MultiChipSim:
                 else:
                     yield from self._bwd(r, s, step, m)
             if self.training:       # once per weight update, after all the micro-batches
+                if self.mesh and self.group_grad_bytes[s]:
+                    yield from self._group_allreduce(r, s, step)
                 if self.R > 1:
                     yield from self._allreduce(r, s, step, "reduce_scatter" if self.sharded else "allreduce")
                 yield from self._phase(self.chip_id(r, s), s, "update", f"U{step}")

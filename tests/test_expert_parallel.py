@@ -69,8 +69,6 @@ def test_bad_input_names_the_option_and_values():
     with pytest.raises(ValueError, match="links_per_chip 1 .at most 2 chips per expert-parallel group"):
         run(RunConfig(model="mixtral-tiny", ipus=4, mode="expert", batch=4, seq_len=S,
                       chip=gc200.replace(links_per_chip=1)))
-    with pytest.raises(ValueError, match="train: --mode expert is built for inference only"):
-        run(RunConfig(model="mixtral-tiny", ipus=2, mode="expert", batch=2, seq_len=S, train=True))
     with pytest.raises(GenerateError, match="--mode expert --ipus 2: llama-tiny: expert_parallel 2: the model has "
                                             "no experts"):
         generate(RunConfig(model="llama-tiny", ipus=2, mode="expert", batch=2), 4, 2)
@@ -155,3 +153,26 @@ def test_generate_expert_parallel_caches_its_own_sequences():
     buf = _buffer_bytes(B // 2, tokens_per_seq=1)
     assert step["link_bytes"] == pytest.approx(2 * TINY["layers"] * buf / 2 * 2)
     assert step["seconds"] >= step["bound_seconds"] and two["prefill"]["seconds"] >= two["prefill"]["bound_seconds"]
+
+
+def test_training_mirrors_the_all_to_alls_and_all_reduces_the_replicated_gradients():
+    X, batch = 2, 4
+    rep = run(RunConfig(model="mixtral-tiny", ipus=X, mode="expert", batch=batch, seq_len=S, train=True,
+                        optimizer="adam")).report
+    ep = rep["multichip"]["expert_parallel"]
+    steps = rep["multichip"]["steps"]
+    assert ep["all_to_alls_per_micro_batch"] == {"fwd": 2 * TINY["layers"], "bwd": 2 * TINY["layers"]}
+    buf = _buffer_bytes(batch // X, dtype="fp32")
+    a2a = 4 * TINY["layers"] * (X - 1) / X * buf * X
+    assert ep["link_bytes_per_step"] == pytest.approx(a2a)
+    # everything but the chip's experts is data-parallel over the group: its gradients are all-reduced
+    g = get_model("mixtral-tiny", expert_parallel=X, seq_len=S)
+    local_experts = sum(t.size for t in g.tensors.values() if t.kind == "param" and ".experts." in t.name)
+    assert ep["replicated_gradient_bytes"] == [(g.params() - local_experts) * 4]
+    grads = Network.allreduce_bytes_per_chip((g.params() - local_experts) * 4, X) * X
+    assert ep["gradient_allreduce_bytes_per_step"] == pytest.approx(grads)
+    assert ep["gradient_allreduce_seconds_per_step"] > 0
+    assert rep["sim"]["link_bytes"] == pytest.approx(steps * (a2a + grads))
+    st = rep["multichip"]["per_stage"][0]
+    assert rep["sim"]["step_cycles"] >= st["fwd_cycles"] + st["bwd_cycles"] + st["update_cycles"] + \
+        ep["all_to_all_cycles_per_step"]
