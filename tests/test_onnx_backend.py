@@ -6,6 +6,8 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import models
+from compiler.lower import lower
+from hardware.chips import get_chip
 import simulator.onnx_backend as backend
 
 
@@ -258,13 +260,19 @@ def test_serial_split_convolutions_give_the_same_values(monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_runtime_indices_into_a_weight_table_are_refused():
-    # the gather planner's vertices read the part of a table on their tile: not exact, so refused
-    table = numpy_helper.from_array(np.ones((50, 4), np.float32), "t")
-    m = _one_node(helper.make_node("Gather", ["t", "i"], ["y"], name="emb"), [("i", TensorProto.INT64, [3])],
-                  [("y", TensorProto.FLOAT, [3, 4])], inits=[table])
-    with pytest.raises(backend.BackendError, match="emb.*weight table"):
-        backend.prepare(m)
+def test_runtime_indices_into_a_weight_table_equal_the_reference():
+    # timed by the gather planner (its vertices read the part of the table on their tile), run
+    # for values through the exact SelectRows lowering (an embedding, rotary cos / sin at position ids)
+    rng = np.random.default_rng(4)
+    table = numpy_helper.from_array(rng.standard_normal((50, 4)).astype(np.float32), "t")
+    m = _one_node(helper.make_node("Gather", ["t", "i"], ["y"], name="emb"), [("i", TensorProto.INT64, [2, 3])],
+                  [("y", TensorProto.FLOAT, [2, 3, 4])], inits=[table])
+    rep = backend.prepare(m)
+    i = rng.integers(-50, 50, (2, 3)).astype(np.int64)
+    np.testing.assert_array_equal(rep.run([i])[0], ReferenceEvaluator(m).run(None, {"i": i})[0])
+    og = models.load_onnx_model(m)
+    codelets = {f: {b.codelet for b in lower(og, get_chip("gc200"), functional=f).graph.batches} for f in (False, True)}
+    assert "DynamicSlice" in codelets[False] and "DynamicSlice" not in codelets[True]
 
 
 def test_softmax_cross_entropy_with_ignored_targets_equals_the_reference():

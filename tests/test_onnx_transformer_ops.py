@@ -89,12 +89,16 @@ def test_decoder_block_imports_as_existing_ops_and_times():
     assert sim["cycles"] > 0 and sim["flops_executed"] >= 2 * B * S * HID * (H * D + 2 * KVH * D + HID + 3 * FF)
 
 
-@pytest.mark.parametrize("mask", [False, True])
-def test_decoder_block_equals_the_reference_evaluator(mask):
+@pytest.mark.parametrize("mask, position_ids_input", [(False, False), (True, True)])
+def test_decoder_block_equals_the_reference_evaluator(mask, position_ids_input):
+    """Causal attention with the position ids folded at import; or a boolean mask and the
+    position ids given at run time (the cos / sin rows gathered from their tables on the chip)."""
     rng = np.random.default_rng(1)
-    m = _decoder_block(rng, mask=mask)
+    m = _decoder_block(rng, position_ids_input=position_ids_input, mask=mask)
     x = rng.standard_normal((B, S, HID)).astype(np.float32)
     feeds = {"x": x}
+    if position_ids_input:
+        feeds["position_ids"] = np.stack([np.arange(S), np.arange(S) + 7]).astype(np.int64)
     if mask:   # causal, and batch 1 sees only its last 5 positions (left padding)
         am = np.tril(np.ones((S, S), bool))[None, None].repeat(B, 0)
         am[1, :, :, :3] = False

@@ -125,7 +125,10 @@ def takes(op, ctx) -> bool:
     shapes = [tuple(opg.tensors[x].shape) for x in ins]
     out = tuple(opg.tensors[op["outputs"][0]].shape)
     if t == "Gather" and opg.tensors[ins[1]].data is None and opg.tensors[ins[0]].kind in ("param", "constant"):
-        return False     # an embedding table, indices known at run time: the gather planner's DynamicSlice
+        # an embedding table, indices known at run time: timed by the gather planner (DynamicSlice
+        # vertices read the part of the table on their tile, not the values); a program run for its
+        # values takes the exact SelectRows lowering
+        return bool(getattr(ctx, "functional", False))
     dts = [opg.tensors[x].dtype for x in ins] + [opg.tensors[op["outputs"][0]].dtype]
     if any(d not in FLOAT_DTYPES for d in dts) or (ctx.dtype == "fp32" and any(d == "fp16" for d in dts)):
         return True      # integers, booleans, half-precision tensors of an fp32 graph
