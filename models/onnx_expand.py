@@ -64,6 +64,7 @@ def _attention(node, ins, opset, prefix):
         raise ModelError(f"attribute softmax_precision={helper.get_attribute_value(sp)} "
                          f"({onnx.TensorProto.DataType.Name(helper.get_attribute_value(sp))}) is not supported "
                          "(only 1, FLOAT: the softmax in float32)")
+    _check_attention(node, ins)
     full = onnx.NodeProto()
     full.CopyFrom(node)
     for name, a in schema.attributes.items():      # the schema's defaults, as the body expects
@@ -81,6 +82,37 @@ def _attention(node, ins, opset, prefix):
     fn = onnx.FunctionProto()
     fn.ParseFromString(body)
     return _inline(full, fn, prefix)
+
+
+def _check_attention(node, ins):
+    """Q, K, V shapes and head attributes the standard requires, refused naming the input or
+    attribute (the body would otherwise fail on one of its own nodes)."""
+    from onnx import helper
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    if len(ins) < 3 or any(t is None for t in ins[:3]):
+        raise ModelError("inputs Q, K and V are required")
+    q, k, v = (tuple(t.shape) for t in ins[:3])
+    if not (len(q) == len(k) == len(v)) or len(q) not in (3, 4):
+        raise ModelError(f"Q {list(q)}, K {list(k)}, V {list(v)}: all rank 3 or all rank 4")
+    if len(q) == 3:
+        qh, kvh = int(a.get("q_num_heads", 0)), int(a.get("kv_num_heads", 0))
+        if qh <= 0 or kvh <= 0:
+            raise ModelError(f"3-D inputs need attributes q_num_heads and kv_num_heads (got {qh}, {kvh})")
+        for nm, s, h in (("Q", q, qh), ("K", k, kvh), ("V", v, kvh)):
+            if s[2] % h:
+                raise ModelError(f"input {nm} {list(s)}: its hidden size {s[2]} is not a multiple of "
+                                 f"{'q' if nm == 'Q' else 'kv'}_num_heads={h}")
+        dq, dk = q[2] // qh, k[2] // kvh
+    else:
+        qh, kvh, dq, dk = q[1], k[1], q[3], k[3]
+        if v[1] != kvh:
+            raise ModelError(f"K {list(k)} and V {list(v)} have different head counts")
+    if kvh <= 0 or qh % kvh:
+        raise ModelError(f"{qh} query heads are not a multiple of {kvh} key-value heads")
+    if dq != dk:
+        raise ModelError(f"Q's head size {dq} differs from K's {dk}")
+    if q[0] != k[0] or k[0] != v[0] or k[-2 if len(k) == 4 else 1] != v[-2 if len(v) == 4 else 1]:
+        raise ModelError(f"Q {list(q)}, K {list(k)}, V {list(v)}: batch or key / value lengths differ")
 
 
 def _inline(node, fn, prefix):

@@ -156,3 +156,16 @@ def test_rms_normalization_stash_type_other_than_float_is_refused():
              [("x", TensorProto.FLOAT, [2, 8]), ("s", TensorProto.FLOAT, [8])], [("y", [2, 8])])
     with pytest.raises(models.ModelError, match=r"node 'n' \(RMSNormalization\): attribute stash_type=11"):
         models.load_onnx_model(m)
+
+
+@pytest.mark.parametrize("shapes, attrs, msg", [
+    ([[4, 8]] * 3, {}, r"all rank 3 or all rank 4"),
+    ([[1, 4, 8]] * 3, {}, r"need attributes q_num_heads and kv_num_heads"),
+    ([[1, 3, 4, 8], [1, 2, 4, 8], [1, 2, 4, 8]], {}, r"3 query heads are not a multiple of 2 key-value heads"),
+    ([[1, 4, 8]] * 3, dict(q_num_heads=3, kv_num_heads=3), r"input Q \[1, 4, 8\].*q_num_heads=3"),
+])
+def test_attention_bad_shapes_are_refused_naming_the_input_or_attribute(shapes, attrs, msg):
+    m = _one(helper.make_node("Attention", ["q", "k", "v"], ["y"], name="att", **attrs),
+             [(n, TensorProto.FLOAT, s) for n, s in zip("qkv", shapes)], [("y", [f"d{i}" for i in range(len(shapes[0]))])])
+    with pytest.raises(models.ModelError, match=r"node 'att' \(Attention\): .*" + msg):
+        models.load_onnx_model(m)
