@@ -455,6 +455,16 @@ class _Importer:
             return
         if op in onnx_expand.EXPANDED:
             return self._expand(idx, node, ins)
+        if op == "Concat" and any(x is not None and prod(x.shape) == 0 for x in ins) and \
+                any(x is not None and prod(x.shape) > 0 for x in ins):
+            # an empty piece (a Split's empty part, as in RotaryEmbedding's ONNX body) adds nothing
+            import onnx
+            keep = [(t, x) for t, x in zip(node.input, ins) if x is None or prod(x.shape) > 0]
+            node2 = onnx.NodeProto()
+            node2.CopyFrom(node)
+            del node2.input[:]
+            node2.input.extend(t for t, _ in keep)
+            node, ins = node2, [x for _, x in keep]
         if op in _FOLDABLE and self._can_fold(op, ins, node):
             vals = self._fold(op, ins, attrs)
             for t, v in zip(node.output, vals):
@@ -494,6 +504,14 @@ class _Importer:
             else:
                 oprules.infer(op, ins, attrs, n_out)  # raises the reason
                 raise ModelError(f"cannot infer the shape of output {t!r}")
+        empty = [t for t, (shape, _) in zip(outs, shapes) if prod(shape) == 0] if op == "Split" else []
+        if empty and len(empty) < len(outs):
+            # an empty piece of a Split is no tensor of the graph: an empty constant (a Concat drops it)
+            for t, (shape, dt) in zip(outs, shapes):
+                if t in empty:
+                    self.env[t] = _T(shape, dt, np.zeros(shape, oprules.numpy_dtype(dt)))
+            shapes = [sd for t, sd in zip(outs, shapes) if t not in empty]
+            outs = [t for t in outs if t not in empty]
         for t, x in present:
             if t not in self.g.tensors:
                 self._add_const(t, role=(op, list(node.input).index(t)))
@@ -516,7 +534,7 @@ class _Importer:
         if len(present) != len(node.input) or len(outs) != len(node.output):
             # an optional input / output left out: the op's inputs by ONNX position ("" where omitted)
             self.g.graph.nodes[name]["slots"] = list(node.input)
-            self.g.graph.nodes[name]["out_slots"] = list(node.output)
+            self.g.graph.nodes[name]["out_slots"] = [t for t in node.output if t not in empty]
 
     def _meta(self, node):
         """``layer`` / ``block`` / ``block_type`` from the node's doc_string (JSON): each a

@@ -395,9 +395,34 @@ def infer(op: str, ins: list, attrs: dict, n_out: int = 1) -> list:
         return [(broadcast(xs, tuple(int(v) for v in np.asarray(ins[1].data).reshape(-1))), dt)]
     if op in INDEXED_UNARY:
         return [(xs, "bool" if op in _PREDICATES else dt)]
+    if op == "Split":
+        return _split(xs, dt, ins, attrs, n_out)
     if FAMILY.get(op) == "indexed":
         return None      # onnx's shape inference gives these
     raise ModelError(f"no shape rule for op type {op!r}")
+
+
+def _split(xs, dt, ins, attrs, n_out):
+    """Split's outputs: sizes from the ``split`` input (constant; None when given at run
+    time) or attribute, else ``num_outputs`` (or the outputs) pieces of ceil(dim / n), the
+    last the rest.  A piece may be empty (0)."""
+    ax = _axis(attrs.get("axis", 0), len(xs))
+    sizes = attrs.get("split")
+    if sizes is None and len(ins) > 1 and ins[1] is not None:
+        if ins[1].data is None:
+            return None
+        sizes = np.asarray(ins[1].data).reshape(-1)
+    if sizes is None:
+        k = int(attrs.get("num_outputs", n_out))
+        if k < 1:
+            raise ModelError(f"Split num_outputs {k} must be at least 1")
+        chunk = -(-xs[ax] // k)
+        sizes = [chunk] * (k - 1) + [xs[ax] - chunk * (k - 1)]
+    sizes = [int(v) for v in sizes]
+    if len(sizes) != n_out or min(sizes) < 0 or sum(sizes) != xs[ax]:
+        raise ModelError(f"Split sizes {sizes} of axis {ax} ({xs[ax]}) for {n_out} outputs: they must be "
+                         f"{n_out}, non-negative, and sum to {xs[ax]}")
+    return [(xs[:ax] + (v,) + xs[ax + 1:], dt) for v in sizes]
 
 
 # -- FLOPs --------------------------------------------------------------------
