@@ -51,34 +51,46 @@ class Executable:
     graph: Graph
     arrays: object
     program: object
-    compute: dict                 # cs id -> ComputeWork
-    # exchange_in / exchange_out (properties): cs id -> exchange.ExchangePlan of the remote
-    # inputs (before compute) and outputs (after compute); planned by ``plan_exchange``
-    # (a callable returning both) at first use when compile_program(exchange="lazy")
-    plan_exchange: object = field(repr=False, compare=False)
+    # compute, vertex_cycles, exchange_in, exchange_out (properties): the timing's part,
+    # computed by ``plan_timing`` (a callable returning the four) at first use when
+    # compile_program(timing="lazy"):
+    #   compute: cs id -> ComputeWork
+    #   vertex_cycles: per batch, (n,) cycle estimates
+    #   exchange_in / exchange_out: cs id -> exchange.ExchangePlan of the remote inputs
+    #   (before compute) and outputs (after compute)
+    plan_timing: object = field(repr=False, compare=False)
     copies: dict                  # id(Copy node) -> exchange.ExchangePlan | exchange.StreamCopy
-    vertex_cycles: list           # per batch: (n,) cycle estimates
     tiles_per_chip: int
     # what functional runs derive from the graph alone (gather plans), kept between runs
     functional_cache: dict = field(default_factory=dict, repr=False, compare=False)
-    _exchange: tuple = field(default=None, repr=False, compare=False)
+    _timing: tuple = field(default=None, repr=False, compare=False)
 
     def _planned(self):
-        if self._exchange is None:
-            self._exchange = self.plan_exchange()
-        return self._exchange
+        if self._timing is None:
+            self._timing = self.plan_timing()
+        return self._timing
 
     @property
-    def exchange_in(self) -> dict:
+    def compute(self) -> dict:
         return self._planned()[0]
 
     @property
-    def exchange_out(self) -> dict:
+    def vertex_cycles(self) -> list:
         return self._planned()[1]
 
     @property
-    def exchange_planned(self) -> bool:
-        return self._exchange is not None
+    def exchange_in(self) -> dict:
+        return self._planned()[2]
+
+    @property
+    def exchange_out(self) -> dict:
+        return self._planned()[3]
+
+    @property
+    def timing_planned(self) -> bool:
+        """Whether the compute costs and exchange plans are computed (see compile_program's
+        ``timing``)."""
+        return self._timing is not None
 
     @property
     def num_vertices(self):
@@ -89,15 +101,17 @@ class Executable:
         return self.graph.num_edges
 
 
-def compile_program(graph: Graph, program, *, check_exchange=True, exchange="eager") -> Executable:
+def compile_program(graph: Graph, program, *, check_exchange=True, timing="eager") -> Executable:
     """Finalize the graph, cost every compute set and plan every exchange.
 
-    ``exchange="lazy"`` plans the compute sets' exchange (which tile sends which bytes: the
-    timing's, not the values') when ``exe.exchange_in`` / ``exchange_out`` is first read, so
-    a functional run that reads no timing does not pay for it (simulator/onnx_backend.py);
-    the plans are the same either way.  Copies are planned (and checked) at once."""
-    if exchange not in ("eager", "lazy"):
-        raise ValueError(f"compile_program: exchange must be 'eager' or 'lazy', not {exchange!r}")
+    ``timing="lazy"`` costs the compute sets (cycles per tile) and plans their exchange
+    (which tile sends which bytes) when ``exe.compute``, ``vertex_cycles``, ``exchange_in``
+    or ``exchange_out`` is first read: the timing's work, not the values', so a functional
+    run that reads no timing does not pay for it (simulator/onnx_backend.py); the results
+    are the same either way.  The graph is finalized and checked, and copies are planned
+    (and checked), at once."""
+    if timing not in ("eager", "lazy"):
+        raise ValueError(f"compile_program: timing must be 'eager' or 'lazy', not {timing!r}")
     arrays = graph.finalize()
     chip = graph.target
     tiles_per_chip = int(chip.tiles)
@@ -110,57 +124,64 @@ def compile_program(graph: Graph, program, *, check_exchange=True, exchange="eag
             if cs.id >= ncs or graph.compute_sets[cs.id] is not cs:
                 raise GraphError(f"program executes compute set {cs.name!r}, which is not in this graph")
             used_cs.add(cs.id)
-    # -- vertex cycles and per tile work --------------------------------------
-    vertex_cycles = []
-    vt = arrays.vertex_tile
-    cyc = np.zeros(graph.num_vertices, np.float64)
-    # the part of a vertex no worker can share: all of it, except for supervisor codelets,
-    # whose partitions the tile's workers share (PopLibs' worklists, one per worker context)
-    whole = np.zeros(graph.num_vertices, np.float64)
-    # matrix-unit passes: what a pass costs the whole tile (codelets.tile_pass_cycles), once
-    # per tile for the tile's vertex with the most passes (a tile's vertices of one op are
-    # consecutive rows that share their passes, as one PopLibs supervisor vertex's worklists)
-    pass_cyc = np.zeros(graph.num_vertices, np.float64)
-    flops = np.zeros(ncs, np.float64)
-    for b, sizes in zip(graph.batches, sizes_all):
-        c = CODELETS[b.codelet]
-        cy = np.broadcast_to(np.asarray(c.cycles(sizes, b.dtype, b.params, chip), np.float64)
-                             + post_cycles(c, sizes, b.dtype, b.params, chip), (b.v1 - b.v0,))
-        cyc[b.v0:b.v1] = cy
-        if not c.supervisor:
-            whole[b.v0:b.v1] = cy
-        if c.passes is not None:
-            pass_cyc[b.v0:b.v1] = tile_pass_cycles(c.passes(sizes, b.dtype, b.params), chip)
-        vertex_cycles.append(cy)
-        if c.flops is not None:
-            flops[b.cs] += float(np.sum(c.flops(sizes, b.dtype, b.params)))
-    vcs = np.repeat(np.array([b.cs for b in graph.batches], np.int64),
-                    [b.v1 - b.v0 for b in graph.batches]) if graph.batches else np.zeros(0, np.int64)
-    compute = {}
-    if vcs.size:
-        key = vcs * (1 << 32) + vt
-        o = np.argsort(key, kind="stable")
-        k, cy_sorted = key[o], cyc[o]
-        u, first = np.unique(k, return_index=True)
-        sums = np.add.reduceat(cy_sorted, first)
-        # the tile's pass cost, as if every worker spent it (the phase is sum / workers)
-        sums += np.maximum.reduceat(pass_cyc[o], first) * chip.workers_per_tile
-        maxs = np.maximum.reduceat(whole[o], first)
-        counts = np.diff(np.append(first, k.size))
-        ucs = u >> 32
-        bounds = np.searchsorted(ucs, np.arange(ncs + 1))
+
+    def costs():
+        # -- vertex cycles and per tile work --------------------------------------
+        vertex_cycles = []
+        vt = arrays.vertex_tile
+        cyc = np.zeros(graph.num_vertices, np.float64)
+        # the part of a vertex no worker can share: all of it, except for supervisor codelets,
+        # whose partitions the tile's workers share (PopLibs' worklists, one per worker context)
+        whole = np.zeros(graph.num_vertices, np.float64)
+        # matrix-unit passes: what a pass costs the whole tile (codelets.tile_pass_cycles), once
+        # per tile for the tile's vertex with the most passes (a tile's vertices of one op are
+        # consecutive rows that share their passes, as one PopLibs supervisor vertex's worklists)
+        pass_cyc = np.zeros(graph.num_vertices, np.float64)
+        flops = np.zeros(ncs, np.float64)
+        for b, sizes in zip(graph.batches, sizes_all):
+            c = CODELETS[b.codelet]
+            cy = np.broadcast_to(np.asarray(c.cycles(sizes, b.dtype, b.params, chip), np.float64)
+                                 + post_cycles(c, sizes, b.dtype, b.params, chip), (b.v1 - b.v0,))
+            cyc[b.v0:b.v1] = cy
+            if not c.supervisor:
+                whole[b.v0:b.v1] = cy
+            if c.passes is not None:
+                pass_cyc[b.v0:b.v1] = tile_pass_cycles(c.passes(sizes, b.dtype, b.params), chip)
+            vertex_cycles.append(cy)
+            if c.flops is not None:
+                flops[b.cs] += float(np.sum(c.flops(sizes, b.dtype, b.params)))
+        vcs = np.repeat(np.array([b.cs for b in graph.batches], np.int64),
+                        [b.v1 - b.v0 for b in graph.batches]) if graph.batches else np.zeros(0, np.int64)
+        compute = {}
+        if vcs.size:
+            key = vcs * (1 << 32) + vt
+            o = np.argsort(key, kind="stable")
+            k, cy_sorted = key[o], cyc[o]
+            u, first = np.unique(k, return_index=True)
+            sums = np.add.reduceat(cy_sorted, first)
+            # the tile's pass cost, as if every worker spent it (the phase is sum / workers)
+            sums += np.maximum.reduceat(pass_cyc[o], first) * chip.workers_per_tile
+            maxs = np.maximum.reduceat(whole[o], first)
+            counts = np.diff(np.append(first, k.size))
+            ucs = u >> 32
+            bounds = np.searchsorted(ucs, np.arange(ncs + 1))
+            for csid in range(ncs):
+                a, bnd = bounds[csid], bounds[csid + 1]
+                compute[csid] = ComputeWork((u[a:bnd] & 0xFFFFFFFF).astype(np.int64), sums[a:bnd], maxs[a:bnd],
+                                            counts[a:bnd], int(counts[a:bnd].sum()), float(flops[csid]))
         for csid in range(ncs):
-            a, bnd = bounds[csid], bounds[csid + 1]
-            compute[csid] = ComputeWork((u[a:bnd] & 0xFFFFFFFF).astype(np.int64), sums[a:bnd], maxs[a:bnd],
-                                        counts[a:bnd], int(counts[a:bnd].sum()), float(flops[csid]))
-    for csid in range(ncs):
-        compute.setdefault(csid, ComputeWork(*(np.zeros(0),) * 4, 0, 0.0))
+            compute.setdefault(csid, ComputeWork(*(np.zeros(0),) * 4, 0, 0.0))
+        return compute, vertex_cycles
+
     # -- exchange implied by the mappings, and the copies (compiler/exchange.py) -------
     run_starts, run_tiles = runs_of_mapping(graph)
     copies = plan_copies(graph, program, run_starts, run_tiles, tiles_per_chip)
-    exe = Executable(graph, arrays, program, compute,
-                     lambda: plan_compute_exchange(graph, arrays, run_starts, run_tiles, tiles_per_chip),
-                     copies, vertex_cycles, tiles_per_chip)
-    if exchange == "eager":
+
+    def plan_timing():
+        compute, vertex_cycles = costs()
+        return (compute, vertex_cycles) + plan_compute_exchange(graph, arrays, run_starts, run_tiles, tiles_per_chip)
+
+    exe = Executable(graph, arrays, program, plan_timing, copies, tiles_per_chip)
+    if timing == "eager":
         exe._planned()
     return exe

@@ -187,9 +187,9 @@ class SimBackendRep(BackendRep):
         self.chip = get_chip(chip)
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
                              use_functions=options.pop("use_functions", True), functional=True)
-        # the exchange plans (which tile sends which bytes) are the timing's: planned when
-        # ``report`` is first read, not for the values
-        self.exe = compile_program(self.lowered.graph, self.lowered.program, exchange="lazy")
+        # the compute costs and exchange plans (which tile sends which bytes) are the timing's:
+        # computed when ``report`` is first read, not for the values
+        self.exe = compile_program(self.lowered.graph, self.lowered.program, timing="lazy")
         # the functional gather plans depend on the graph only: built once, here, and kept
         # with the executable for every run
         FunctionalState(self.exe).prepare()

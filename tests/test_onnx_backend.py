@@ -72,17 +72,17 @@ def test_run_reports_simulated_cycles(tiny):
 
 
 def test_report_is_the_timing_of_the_same_program_planned_when_first_read():
-    """``run`` computes the values without the exchange plans; ``report`` then plans them and
-    simulates: the same report as an eagerly compiled program run functionally by the Engine."""
+    """``run`` computes the values without the compute costs and exchange plans; ``report``
+    then computes them and simulates: the same report as an eagerly compiled program run functionally by the Engine."""
     from compiler.executable import compile_program
     from simulator.engine import Engine
     m = _tiny_model()
     rep = backend.prepare(m, chip="gc2")
     x = np.random.default_rng(4).standard_normal((2, 3, 16, 16)).astype(np.float32)
     got = rep.run([x])
-    assert not rep.exe.exchange_planned
+    assert not rep.exe.timing_planned
     lazy = rep.report
-    assert rep.exe.exchange_planned
+    assert rep.exe.timing_planned
     low = rep.lowered
     exe = compile_program(low.graph, low.program)
     eng = Engine(exe, rep.chip, functional=True,
