@@ -260,7 +260,12 @@ def _conv_partial(a, p):
             sets, sinv = wsets[:1], np.zeros(nu, np.int64)
         else:
             sets, sinv = _unique_rows(wsets)
-        out = np.empty((nv, wout * cog), np.result_type(cols, w))
+        dest = None if p.get("accumulate") or not hasattr(a, "dest") else a.dest("out")
+        dtype = np.result_type(cols, w)
+        # the tiles' memory itself when the executor offers it (simulator/functional.py):
+        # 61 M output floats of ResNet-50 not written to a temporary and copied again
+        out = dest if dest is not None and dest.dtype == dtype and dest.shape == (nv, wout * cog) else \
+            np.empty((nv, wout * cog), dtype)
         wt = w.transpose(1, 0, 2)
         for si in range(sets.shape[0]):
             us = np.flatnonzero(sinv == si) if sets.shape[0] > 1 else None

@@ -175,7 +175,19 @@ def _distinct_rows(S, L=None):
 class _Args(dict):
     """A vertex batch's fields, gathered from memory when the semantics first use them
     (an in-out field only read under some parameters costs nothing otherwise)."""
-    __slots__ = ("mem", "idx", "rows", "windows")
+    __slots__ = ("mem", "idx", "rows", "windows", "dests", "given")
+
+    def dest(self, name):
+        """Where output ``name`` goes, as a writable [vertices, elements] view of memory,
+        when it is one contiguous range that no other field of the batch reads (so writing
+        it early changes no input), in a float32 batch: semantics that do not read ``name``
+        itself may compute into it and return it (then it is not copied again).  None
+        otherwise."""
+        sl = self.dests.get(name) if self.dests else None
+        if sl is None:
+            return None
+        v = self.given[name] = self.mem[sl.sl].reshape(sl.shape)
+        return v
 
     def __missing__(self, name):
         idx = self.idx.get(name)
@@ -197,13 +209,25 @@ class _Args(dict):
 
 class _Group:
     """Vertices of one batch with equal field sizes: what to gather, compute and scatter."""
-    __slots__ = ("gather", "rows", "shared", "outs")
+    __slots__ = ("gather", "rows", "shared", "outs", "dests")
 
     def __init__(self):
         self.gather = {}     # field -> index array [rows, elements]
         self.rows = {}       # field -> which gathered row each vertex reads (expanded when gathered)
         self.shared = {}     # field -> which row each vertex reads: given to the semantics as f"{f}__rows"
         self.outs = {}       # field -> index array [vertices, elements]
+        self.dests = {}      # write-only field -> its _Span, when no field of the group reads there
+
+
+def _extent(idx):
+    """[first, last + 1) of the memory an index reads or writes."""
+    if isinstance(idx, _Span):
+        return idx.sl.start, idx.sl.stop
+    if isinstance(idx, _Rows):
+        return int(idx.starts.min()), int(idx.starts.max()) + idx.L
+    if isinstance(idx, _Grid):
+        return idx.base, idx.base + (idx.count - 1) * idx.step + idx.L
+    return (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
 
 
 class FunctionalState:
@@ -319,6 +343,13 @@ class FunctionalState:
                     grp.gather[f.name] = idx
                 if f.writes:
                     grp.outs[f.name] = idx
+            if b.dtype != "fp16":
+                for name, idx in grp.outs.items():
+                    if isinstance(idx, _Span):
+                        a, z = idx.sl.start, idx.sl.stop
+                        if all(e[1] <= a or e[0] >= z for e in map(_extent, (i for n, i in grp.gather.items()
+                                                                              if n != name))):
+                            grp.dests[name] = idx
             plans.append(grp)
         return plans
 
@@ -343,12 +374,15 @@ class FunctionalState:
                 # float32 in, as the chip computes (fp16 values are stored rounded)
                 args = _Args(grp.shared)
                 args.mem, args.idx, args.rows, args.windows = mem, grp.gather, grp.rows, self._windows
+                args.dests, args.given = grp.dests, {}
                 try:
                     outs = apply_post(c, dict(c.compute(args, b.params)), b.params)
                 except Exception as e:  # a codelet's semantics failed: say which
                     raise FunctionalError(f"codelet {b.codelet} in compute set "
                                           f"{g.compute_sets[b.cs].name!r} failed: {e}") from e
                 for name, val in outs.items():
+                    if val is args.given.get(name):    # computed in place (_Args.dest)
+                        continue
                     idx = grp.outs[name]
                     val = np.asarray(val).reshape(idx.shape)
                     if b.dtype == "fp16":

@@ -96,6 +96,23 @@ def test_report_is_the_timing_of_the_same_program_planned_when_first_read():
     np.testing.assert_array_equal(got[0], want.astype(np.float32))
 
 
+def test_outputs_computed_in_place_equal_the_copied_ones(monkeypatch):
+    """Convolutions write their results straight into the tiles' memory where the executor
+    offers it (a contiguous output no other field reads): the same values, bit for bit, as
+    computed into a temporary and copied."""
+    import simulator.functional as functional
+    m = _tiny_model()
+    rep = backend.prepare(m, chip="gc2")
+    plans = rep.exe.functional_cache["plans"]
+    assert any(grp.dests for groups in plans.values() for grp in groups)
+    x = np.random.default_rng(6).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    in_place = rep.run([x])
+    monkeypatch.setattr(functional._Args, "dest", lambda self, name: None)
+    copied = rep.run([x])
+    for a, b in zip(in_place, copied):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_run_model_and_supports_device():
     m = _tiny_model()
     x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
