@@ -176,3 +176,17 @@ def test_training_mirrors_the_all_to_alls_and_all_reduces_the_replicated_gradien
     st = rep["multichip"]["per_stage"][0]
     assert rep["sim"]["step_cycles"] >= st["fwd_cycles"] + st["bwd_cycles"] + st["update_cycles"] + \
         ep["all_to_all_cycles_per_step"]
+
+
+def test_pipeline_of_expert_groups_trains():
+    X = 2
+    rep = run(RunConfig(model="mixtral-tiny", ipus=2 * X, mode="pipeline+expert", expert_parallel=X, batch=8,
+                        seq_len=S, train=True)).report
+    ep = rep["multichip"]["expert_parallel"]
+    assert ep["groups"] == 2 and ep["all_to_alls_per_micro_batch"] == {"fwd": 4, "bwd": 4}
+    # one MoE layer per stage: its E / X experts are the chip's own, the rest is all-reduced over the group
+    local = TINY["E"] // X * 3 * TINY["hidden"] * TINY["inter"]
+    assert ep["replicated_gradient_bytes"] == [(p - local) * 4 for p in ep["params_per_chip"]]
+    assert ep["gradient_allreduce_bytes_per_step"] == pytest.approx(
+        sum(Network.allreduce_bytes_per_chip(b, X) * X for b in ep["replicated_gradient_bytes"]))
+    assert rep["memory"]["fits"]
