@@ -194,9 +194,10 @@ _UPDATABLE = {"ReducePartials": None, "MatMulPartial": "accumulate", "MatMulPart
 
 
 def _fusable(g, uses, vids) -> dict:
-    """{gradient var id: [its writer batches]} for the gradients whose one writing compute set
-    writes them with :data:`_UPDATABLE` vertices only (no other variable, not already
-    accumulating), read by nothing but the update."""
+    """{gradient var id: [its writer batches]} for the gradients whose writing compute sets
+    (one, or the serial steps of one matmul, each writing its own part) write them with
+    :data:`_UPDATABLE` vertices only (no other variable, not already accumulating, no
+    element twice), read by nothing but the update."""
     ups = {cs.id for cs in g.compute_sets if cs.phase == "update"}
     users = {}
     for cs, d in uses.items():
@@ -210,17 +211,18 @@ def _fusable(g, uses, vids) -> dict:
     out = {}
     for vid in vids:
         us = users.get(vid, [])
-        wcs = [cs for cs, w in us if w]
-        if len(wcs) != 1 or any(cs not in ups for cs, w in us if cs != wcs[0]):
+        wcs = {cs for cs, w in us if w}
+        if not wcs or any(cs not in ups for cs, w in us if cs not in wcs):
             continue
         v = g.variables[vid]
-        mine, ok = [], True
-        for b in by_cs[wcs[0]]:
+        mine, ok, written = [], True, 0
+        for b in (b for cs in sorted(wcs) for b in by_cs[cs]):
             c = CODELETS[b.codelet]
             outs = [i for i, f in enumerate(c.fields) if f.writes]
             e0, e1 = int(off[b.v0]), int(off[b.v1])
             ef = arr.edge_field[e0:e1]
-            est = arr.edge_start[e0:e1][np.isin(ef, outs)]
+            w = np.isin(ef, outs)
+            est = arr.edge_start[e0:e1][w]
             hit = (est >= v.start) & (est < v.start + v.size)
             if not hit.any():
                 continue
@@ -228,8 +230,11 @@ def _fusable(g, uses, vids) -> dict:
                     (_UPDATABLE[b.codelet] and b.params.get(_UPDATABLE[b.codelet])):
                 ok = False
                 break
+            written += int(arr.edge_len[e0:e1][w].sum())
             mine.append(b)
-        if ok and mine:
+        # each element written once (by one vertex of one step): a sum over the writes equal
+        # to the gradient's size, with every write inside it
+        if ok and mine and written == v.size:
             out[vid] = mine
     return out
 

@@ -419,7 +419,6 @@ def test_transposed_activation_operand_is_rearranged_with_transpose_vertices(mon
     # edges O(rows): each matmul vertex reads one region of the rearranged operand, each
     # Transpose vertex one per source row of its piece; never one per element (32 K here)
     assert low.graph.num_edges < 2 * (2 * 8 + 2 * 32) * 4 + 2 * 4 * 2 * 4
-    op = dict(ctx.opg.op("mm"), name="mm")
     from compiler.planners.matmul import MatMulPlanner
     exe = compile_program(low.graph, low.program)
     css = set(low.op_compute_sets["mm"])
@@ -427,3 +426,63 @@ def test_transposed_activation_operand_is_rearranged_with_transpose_vertices(mon
                            if b.cs in css and b.codelet == "Transpose"])
     sk = MatMulPlanner.transpose_pieces(64, 2 * 2, CHIP, CHIP.tiles)
     assert np.all(tcyc == codelet_cycles("Transpose", {"in": (64 // sk) * 16}, ctx.dtype, {}, CHIP))
+
+
+@pytest.mark.parametrize("opt", [{"mseg": 2, "nb": 16, "parts": 2, "method": "amp"},
+                                 {"mseg": 4, "nb": 8, "parts": 1, "method": "amp"},
+                                 {"mseg": 2, "nb": 8, "parts": 4, "method": "amp", "serial": 2},
+                                 {"mseg": 1, "nb": 8, "parts": 2, "method": "mac"}])
+def test_matmul_estimate_bounds_the_worst_tiles_temporaries(opt, monkeypatch):
+    # 12 x 64 x 24 over 16 tiles: the grid does not divide the tiles, so a tile's vertices
+    # straddle row blocks of a; the estimate (what available_memory_proportion bounds) must
+    # cover the worst tile's received operands and partials, and be reached within one block
+    from compiler.memory import _exchange_temp, variable_tile_bytes
+
+    def odd(g):
+        g.add_tensor("a0", (12, 64), kind="input")
+        g.add_tensor("a", (12, 64), kind="activation")
+        g.add_op("relu", "Relu", ["a0"], ["a"], family="elementwise", flops=12 * 64)
+        g.add_tensor("b", (64, 24), kind="param")
+        g.add_tensor("y", (12, 24), kind="output")
+        g.add_op("mm", "MatMul", ["a", "b"], ["y"], family="matmul", flops=2 * 12 * 64 * 24)
+        g.outputs.append("y")
+    ctx, low = lowered_with(odd, opt, monkeypatch)
+    op = dict(ctx.opg.op("mm"), name="mm")
+    _, est = PLANNERS["matmul"].step_estimate(op, opt, ctx)
+    exe = compile_program(low.graph, low.program)
+    graph = low.graph
+    pv, pt, pb = variable_tile_bytes(graph)
+    worst = 0
+    for cs in low.op_compute_sets["mm"]:
+        name = graph.compute_sets[cs].name.split("/")
+        if name[-1 if "serial" not in opt else -2] != "matmul":
+            continue
+        held = np.zeros(CHIP.tiles)
+        t, b = _exchange_temp(exe, cs)
+        held[t] += b
+        step = "partials" + ("_" + name[-1] if "serial" in opt else "")
+        part = [v.id for v in graph.variables if v.name == f"mm/{step}"]
+        sel = np.isin(pv, part)
+        np.add.at(held, pt[sel], pb[sel])
+        worst = max(worst, int(held.max()))
+    assert worst <= est
+    # reached within one block of a and one of b
+    assert est - worst <= (opt["mseg"] * (64 // opt["parts"]) + (64 // opt["parts"]) * opt["nb"]) * 4
+
+
+@pytest.mark.parametrize("V,T,run,section", [(24, 16, 2, 12), (8192, 1472, 64, 512), (700, 64, 8, 7 * 8 * 5),
+                                             (64, 64, 4, 16), (10, 16, 3, 10), (4096, 100, 16, 64)])
+def test_worst_tile_blocks_counts_what_spread_deals_to_each_tile(V, T, run, section):
+    # brute force over spread's dealing: per tile, the row blocks (runs of ``run`` points)
+    # and the distinct (section, column block) pairs (a point's column block = its index in
+    # the section mod ``run``) its points touch
+    from compiler.planners.base import spread
+    from compiler.planners.matmul import worst_tile_blocks
+    tiles = spread(V, T)
+    i = np.arange(V)
+    a = [np.unique(i[tiles == t] // run).size for t in np.unique(tiles)]
+    b = [np.unique((i[tiles == t] // section) * run + (i[tiles == t] % section) % run).size
+         for t in np.unique(tiles)]
+    n = [int((tiles == t).sum()) for t in np.unique(tiles)]
+    wa, wb, wn = worst_tile_blocks(V, T, run, section, run)
+    assert wa.tolist() == a and wb.tolist() == b and wn.tolist() == n

@@ -2,6 +2,8 @@
 window (gradients of matmuls, ConvGradWeight)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from hardware.dtypes import DTYPE_BYTES
@@ -120,12 +122,17 @@ class MatMulPlanner(Planner):
                                           chip, passes)
         pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
         # a tile's vertices are consecutive in the grid (part, batch, row block, column
-        # block): they share row blocks of a and column blocks of b
-        nnb = -(-N // nb)
-        a_blocks = 1 + (per_tile - 1) // nnb
-        b_blocks = min(nnb, per_tile) * (1 + (per_tile - 1) // (nnb * -(-M // mseg)))
-        bytes_in = (a_blocks * mseg * kpp + b_blocks * kpp * nb) * b
-        out_b = per_tile * mseg * nb * pb if P > 1 else 0   # partials; the output is not temporary
+        # block): they share row blocks of a and column blocks of b.  The temporaries are
+        # the worst tile's, as PopLibs' planner sizes them: its window of the grid may
+        # straddle a row block or a part (``spread`` deals vertices without aligning them)
+        nnb, nmb = -(-N // nb), -(-M // mseg)
+        batched_b = ctx.numel(op["inputs"][1]) == batch * K * N
+        section = nmb * nnb if batched_b else max(V // P, 1)
+        a_blocks, b_blocks, verts = worst_tile_blocks(V, T, nnb, section, nnb)
+        tile_in = (a_blocks * mseg * kpp + b_blocks * kpp * nb) * b
+        out_b = verts * mseg * nb * pb if P > 1 else np.zeros_like(verts)   # partials; the output is not temporary
+        worst = int(np.argmax(tile_in + out_b))
+        bytes_in, out_b = int(tile_in[worst]), int(out_b[worst])
         # the bytes, then the messages (two terms, so that the sum rounds as it always has)
         cyc = compute + exchange_cycles(bytes_in, chip) + exchange_cycles(0, chip, messages_per_tile=V / T * 2)
         if P > 1:   # the reduction, in pieces of ``chunk`` outputs spread over all tiles
@@ -284,6 +291,28 @@ class MatMulPlanner(Planner):
                          {"in": (ii, i_s, i_l), "out": (np.arange(bi.size), o_s, o_l)},
                          lambda u: {"rows": int(u[0]), "cols": int(u[1])})
         return (tmp._start, boff[blk_of_v]), cs
+
+
+@functools.lru_cache(maxsize=4096)
+def worst_tile_blocks(V, T, run, section, distinct):
+    """Per tile (tiles holding vertices only), for ``V`` grid points dealt over ``T`` tiles
+    by :func:`spread`: how many runs of ``run`` consecutive points its window touches (the
+    row blocks of ``a`` it reads), how many distinct column blocks (``distinct`` per
+    section of ``section`` points, a point's column block cycling within its section) it
+    reads, and how many points it holds."""
+    t = np.arange(T, dtype=np.int64)
+    s, e = -(-(t * V) // T), -(-((t + 1) * V) // T)
+    s, e = s[e > s], e[e > s]
+    a = (e - 1) // run - s // run + 1
+    fs, ls = s // section, (e - 1) // section
+    first = np.minimum(e, (fs + 1) * section) - s
+    last = e - ls * section
+    mid = np.maximum(ls - fs - 1, 0)
+    b = np.where(ls == fs, np.minimum(distinct, e - s),
+                 np.minimum(distinct, first) + np.minimum(distinct, last) + mid * min(distinct, section))
+    for x in (a, b, e - s):
+        x.flags.writeable = False
+    return a, b, e - s
 
 
 def row_intervals(first, nrows, rowlen, stride):
