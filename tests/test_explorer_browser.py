@@ -6,7 +6,6 @@ Debian Chromium is driven by Playwright. mnist-mlp keeps every compile under a s
 import os
 import socket
 import threading
-import time
 
 import pytest
 
