@@ -234,6 +234,23 @@ class RunConfig:
             return self.expert_parallel or self.ipus
         return self.expert_parallel or 2
 
+    def _check_group(self, option, given, degree, modes, mode_names, single, verb, what):
+        """The chip-group options (``tensor_parallel``, ``expert_parallel``): given only with their
+        modes; in the single-group mode the group is every chip; groups divide the chips; no replicas."""
+        mode, ipus = self.mode, self.ipus
+        flag = "--" + option.replace("_", "-")
+        if given is not None and (not self.multichip or mode not in modes):
+            raise ConfigError(f"{option}: needs --ipus N with --mode {mode_names}, got --ipus {ipus} --mode {mode}")
+        if mode in modes and self.multichip:
+            if self.replicas is not None:
+                raise ConfigError(f"replicas: --mode {mode} has no replicas ({what} with "
+                                  f"replication is not supported yet)")
+            if mode == single and degree != ipus:
+                raise ConfigError(f"{option}: --mode {single} {verb} all --ipus {ipus} chips, got {flag} "
+                                  f"{degree} (use --mode pipeline+{single} for stages of {degree} chips)")
+            if ipus % degree:
+                raise ConfigError(f"{option}: {degree} chips per group do not divide --ipus {ipus}")
+
     def layout(self) -> tuple[int, int, int]:
         """``(stages, replicas, micro-batches)``: the chips of one replica in turn, the data-parallel
         copies, and the micro-batches each replica's ``batch`` is split into (one graph: ``(1, 1, M)``).
@@ -241,35 +258,13 @@ class RunConfig:
         mode, ipus, batch = self.mode, self.ipus, self.batch
         T = self.tensor_degree
         X = self.expert_degree
-        if self.expert_parallel is not None and (not self.multichip or mode not in EXPERT_MODES):
-            raise ConfigError(f"expert_parallel: needs --ipus N with --mode expert or pipeline+expert, "
-                              f"got --ipus {ipus} --mode {mode}")
-        if mode in EXPERT_MODES and self.multichip:
-            if self.replicas is not None:
-                raise ConfigError(f"replicas: --mode {mode} has no replicas (expert parallelism with "
-                                  f"replication is not supported yet)")
-            if mode == "expert" and X != ipus:
-                raise ConfigError(f"expert_parallel: --mode expert spreads the experts over all --ipus {ipus} "
-                                  f"chips, got --expert-parallel {X} (use --mode pipeline+expert for stages of "
-                                  f"{X} chips)")
-            if ipus % X:
-                raise ConfigError(f"expert_parallel: {X} chips per group do not divide --ipus {ipus}")
-        if self.tensor_parallel is not None and (not self.multichip or mode not in TENSOR_MODES):
-            raise ConfigError(f"tensor_parallel: needs --ipus N with --mode tensor or pipeline+tensor, "
-                              f"got --ipus {ipus} --mode {mode}")
+        self._check_group("expert_parallel", self.expert_parallel, X, EXPERT_MODES, "expert or pipeline+expert",
+                          "expert", "spreads the experts over", "expert parallelism")
+        self._check_group("tensor_parallel", self.tensor_parallel, T, TENSOR_MODES, "tensor or pipeline+tensor",
+                          "tensor", "splits every layer over", "tensor parallelism")
         if self.uneven_heads and (not self.multichip or mode not in TENSOR_MODES):
             raise ConfigError(f"uneven_heads: splits heads over tensor-parallel chips; needs --ipus N with --mode "
                               f"tensor or pipeline+tensor, got --ipus {ipus} --mode {mode}")
-        if mode in TENSOR_MODES and self.multichip:
-            if self.replicas is not None:
-                raise ConfigError(f"replicas: --mode {mode} has no replicas (tensor parallelism with "
-                                  f"replication is not supported yet)")
-            if mode == "tensor" and T != ipus:
-                raise ConfigError(f"tensor_parallel: --mode tensor splits every layer over all --ipus {ipus} "
-                                  f"chips, got --tensor-parallel {T} (use --mode pipeline+tensor for stages of "
-                                  f"{T} chips)")
-            if ipus % T:
-                raise ConfigError(f"tensor_parallel: {T} chips per group do not divide --ipus {ipus}")
         if not self.multichip:     # one graph (over all the chips' tiles): M micro-batches accumulated
             S, R, M = 1, 1, self.micro_batches or 1
         elif mode == "shard":      # the whole batch through the chips in turn
