@@ -1113,7 +1113,9 @@ def _report(og, part, timings, sim, chip, *, mode, S, R, M, batch, micro, traini
     ideal_step = M * (timings[busiest].cycles["fwd"] + timings[busiest].cycles["bwd"]) + \
         timings[busiest].cycles["update"] + sim.tensor_stage_cycles[busiest] / (steps * R)
     step_cycles = cycles / steps
-    flops = sum(t.flops for t in timings) * M * R * steps
+    # every chip of a tensor- or expert-parallel group (sim.T of them) runs its own slice: a stage's
+    # timing is one chip's, so its FLOPs count once per chip of the group
+    flops = sum(t.flops for t in timings) * M * R * sim.T * steps
     fits = all(t.memory.get("fits", True) for t in timings)
     return {
         "model": {"name": og.name, "params": int(og.params()), "flops_per_micro_batch": int(og.flops()),

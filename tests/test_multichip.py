@@ -367,3 +367,20 @@ def test_pipeline_stages_hold_accumulators_and_the_micro_batches_in_flight():
     for a, b in zip(one, four):
         assert b["peak_tile_bytes"] > a["peak_tile_bytes"]
         assert b["total_bytes"] > a["total_bytes"]
+
+
+@pytest.mark.parametrize("model,mode,ipus,kw", [("llama-tiny", "tensor", 2, {}),
+                                                ("llama-tiny", "pipeline+tensor", 4, dict(tensor_parallel=2)),
+                                                ("mixtral-tiny", "expert", 4, {}),
+                                                ("mixtral-tiny", "pipeline+expert", 4, dict(expert_parallel=2))])
+def test_flops_executed_counts_every_chip_of_a_group(model, mode, ipus, kw):
+    """Each chip of a tensor- or expert-parallel group runs its own slice of the work: the group
+    executes the one-chip run's FLOPs per step, plus only what the split repeats (the replicated
+    norms, the padded vocabulary, the experts' capacity rounded up per chip): not 1 / group."""
+    base = dict(model=model, batch=4, dtype="fp16", seq_len=16)
+    one = run(RunConfig(**base)).report["sim"]["flops_executed"]
+    rep = run(RunConfig(ipus=ipus, mode=mode, **base, **kw)).report
+    per_step = rep["sim"]["flops_executed"] / rep["multichip"]["steps"]
+    assert one <= per_step <= 1.04 * one
+    assert rep["sim"]["achieved_flops_per_second"] == pytest.approx(rep["sim"]["flops_executed"] /
+                                                                     rep["sim"]["seconds"])
