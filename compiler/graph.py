@@ -55,7 +55,15 @@ class _Grow:
 
     def _reserve(self, k):
         if self.n + k > self.a.size:
-            new = np.empty(max(self.a.size * 2, self.n + k), self.a.dtype)
+            self._resize(max(self.a.size * 2, self.n + k))
+
+    def _resize(self, size):
+        """Capacity ``size``: in place (``realloc``: a large block's pages are remapped, not
+        copied) where no view of the buffer is alive (numpy's reference check), else a copy."""
+        try:
+            self.a.resize(size, refcheck=True)
+        except ValueError:
+            new = np.empty(size, self.a.dtype)
             new[: self.n] = self.a[: self.n]
             self.a = new
 
@@ -572,6 +580,7 @@ class Graph:
             return
         C = self.SORT_CHUNK
         if all(bool(np.all(ev[a + 1:min(a + C, n - 1) + 1] >= ev[a:min(a + C, n - 1)])) for a in range(0, n - 1, C)):
+            del ev                  # no view of the buffers alive: they shrink in place
             self._trim(grows)
             return
         v0s = np.array([b.v0 for b in self.batches], np.int64)
@@ -605,13 +614,14 @@ class Graph:
             o = np.argsort(ev, kind="stable")
             for gr in grows:
                 gr.a = gr.a[:gr.n][o]
+        ev = seg = evc = a = None      # no view of the buffers alive: they shrink in place
         self._trim(grows)
 
     @staticmethod
     def _trim(grows):
-        for gr in grows:     # give back the growth slack (one array copied at a time)
+        for gr in grows:     # give back the growth slack (in place, or one array copied at a time)
             if gr.a.size > gr.n + (gr.n >> 4) + 16:
-                gr.a = gr.a[:gr.n].copy()
+                gr._resize(gr.n)
 
     def finalize(self) -> "GraphArrays":
         """Freeze the graph into arrays (CSR edges sorted by vertex) and check it."""

@@ -44,6 +44,7 @@ import numpy as np
 from .allocator import ALIGN, _ranges, allocate
 from .codelets import CODELETS
 from hardware.dtypes import DTYPE_BYTES, FLOAT_DTYPES as FLOATS
+from . import intervals
 from .intervals import merge_per_key
 from .program import Call, Copy, Execute, Repeat, Sequence, walk
 
@@ -615,6 +616,7 @@ def vertex_state(g, arr) -> np.ndarray:
     if arr.edge_start.size:
         off = arr.vertex_edge_offsets
         runs = _tile_runs(g)
+        lookup = intervals.Lookup(runs[0], max(g.num_elements, 1)) if runs[0].size else None
         for (_cs, name), bs in groups.items():
             c = CODELETS[name]
             eb = np.array([WRITE_REGION_BYTES if f.writes else READ_REGION_BYTES for f in c.fields], np.int64)
@@ -624,7 +626,7 @@ def vertex_state(g, arr) -> np.ndarray:
                 continue
             t = arr.vertex_tile[arr.edge_vertex[e]].astype(np.int64)
             f = arr.edge_field[e].astype(np.int64)
-            st = _tile_address(runs, arr.edge_start[e].astype(np.int64), t, g.num_elements)
+            st = _tile_address(runs, arr.edge_start[e].astype(np.int64), t, g.num_elements, lookup)
             en = st + arr.edge_len[e]
             hi = t * len(c.fields) + f
             # sorted by (tile, field), then start: one stable argsort of the packed pair where it
@@ -685,14 +687,18 @@ def _tile_runs(g):
     return gst, gtl, loc
 
 
-def _tile_address(runs, a, tiles, num_elements):
+def _tile_address(runs, a, tiles, num_elements, lookup=None):
     """Addresses ``a`` as the vertices on ``tiles`` see them: an element on the vertex's own
     tile at its address in that tile's copy of its variable (offset past every global
-    address), any other at its global address (exchanged into a buffer of its own)."""
+    address), any other at its global address (exchanged into a buffer of its own).
+    ``lookup``: an :class:`intervals.Lookup` of the runs' starts, for many addresses."""
     gst, gtl, loc = runs
     if gst.size == 0 or a.size == 0:
         return a
-    r = np.searchsorted(gst, a, side="right") - 1
+    if lookup is not None and lookup.covers(a):
+        r = lookup(a)
+    else:
+        r = np.searchsorted(gst, a, side="right") - 1
     rc = np.clip(r, 0, None)
     here = (r >= 0) & (gtl[rc] == tiles)
     return np.where(here, num_elements + loc[rc] + (a - gst[rc]), a)

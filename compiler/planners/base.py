@@ -30,6 +30,11 @@ class Planner:
     def estimate(self, op, opt, ctx):
         return 0.0, 0.0
 
+    def estimates(self, op, opts, ctx):
+        """:meth:`estimate` of every option in ``opts`` (a planner whose options share work,
+        e.g. the op's dimensions, overrides this to do that work once per op)."""
+        return [self.estimate(op, opt, ctx) for opt in opts]
+
     def choice_key(self, op, ctx):
         """A hashable key such that two ops of one lowering with equal keys have the same
         options and estimates (so :func:`choose` picks the same option for both, once), or
@@ -63,10 +68,8 @@ def choose(planner, op, ctx):
 
 
 def _choose(planner, op, ctx):
-    costed = []
-    for opt in planner.options(op, ctx):
-        cyc, mem = planner.estimate(op, opt, ctx)
-        costed.append((cyc, mem, opt))
+    opts = planner.options(op, ctx)
+    costed = [(cyc, mem, opt) for (cyc, mem), opt in zip(planner.estimates(op, opts, ctx), opts)]
     if not costed:
         raise LoweringError(f"op {op['name']!r} ({op['op']}): no way to split it over the tiles")
     sram = ctx.chip.sram_bytes_per_tile

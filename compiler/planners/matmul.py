@@ -3,6 +3,7 @@ window (gradients of matmuls, ConvGradWeight)."""
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -32,18 +33,18 @@ class MatMulPlanner(Planner):
         flops = max(op.get("flops", 0), 1)
         if op["op"] in ("Gemm", "MatMul") and len(sa) >= 2:
             K = sa[-1] if not op["attrs"].get("transA") else sa[-2]
-            M = int(np.prod(sy[:-1]))
+            M = int(math.prod(sy[:-1]))
             N = sy[-1]
             batch = 1
             if op["op"] == "MatMul" and len(sa) > 2 and len(ctx.shape(b)) > 2:
-                batch = int(np.prod(sy[:-2]))
+                batch = int(math.prod(sy[:-2]))
                 M = sy[-2]
             return batch, M, int(K), N
         # gradient contractions: output (M, N) flattened, K from the FLOPs
-        out = int(np.prod(sy))
+        out = int(math.prod(sy))
         N = sy[-1] if len(sy) > 1 else 1
         if len(sy) == 4:   # weight gradient (Co, Ci, kh, kw)
-            N = int(np.prod(sy[1:]))
+            N = int(math.prod(sy[1:]))
         M = max(out // max(N, 1), 1)
         K = max(int(round(flops / 2 / max(out, 1))), 1)
         return 1, M, K, N
@@ -65,11 +66,12 @@ class MatMulPlanner(Planner):
                                  for k in SERIAL if q % k == 0]
         return opts
 
-    def transposes(self, op, ctx) -> bool:
+    def transposes(self, op, ctx, dims=None) -> bool:
         """Whether the op reads a transposed activation operand (``transB``, e.g. attention's
         Q x K^T): it is rearranged first (a Transpose compute set into a temporary), as
-        PopLibs does, so that the matmul reads contiguous rows of it."""
-        batch, M, K, N = self.dims(op, ctx)
+        PopLibs does, so that the matmul reads contiguous rows of it.  ``dims``: the op's
+        :meth:`dims`, where the caller has them."""
+        batch, M, K, N = dims or self.dims(op, ctx)
         b = op["inputs"][1]
         return (bool(op["attrs"].get("transB")) and ctx.opg.tensors[b].kind not in ("param", "constant", "state")
                 and self._exact(op, ctx, batch, M, K, N))
@@ -86,13 +88,13 @@ class MatMulPlanner(Planner):
         want = -(-T * chip.workers_per_tile // max(blocks, 1))
         return int(max(1, min(want, K // 16)))
 
-    def step_blocks(self, op, opt, ctx):
+    def step_blocks(self, op, opt, ctx, shared=None):
         """(batch, row block, column block) blocks of the grid in one serial step, and the
-        distinct (operand batch, column block) blocks of ``b`` that step reads."""
-        batch, M, K, N = self.dims(op, ctx)
+        distinct (operand batch, column block) blocks of ``b`` that step reads.  ``shared``:
+        :meth:`_shared` of ``op``, where the caller has it."""
+        (batch, M, K, N), batched_b, _ = shared or self._shared(op, ctx)
         nmb, nnb = -(-M // opt["mseg"]), -(-N // opt["nb"])
         s = batch * nmb * nnb // int(opt.get("serial", 1))
-        batched_b = ctx.numel(op["inputs"][1]) == batch * K * N
         if s >= nmb * nnb:
             b_blocks = (-(-s // (nmb * nnb)) if batched_b else 1) * nnb
         else:
@@ -102,31 +104,54 @@ class MatMulPlanner(Planner):
     def estimate(self, op, opt, ctx):
         """k serial steps cost k times one step plus a sync between steps; the temporaries
         are one step's (PopLibs' planner, and ConvPlanner's rule)."""
-        serial = int(opt.get("serial", 1))
-        cyc, temp = self.step_estimate(op, opt, ctx)
-        return serial * cyc + (serial - 1) * ctx.chip.sync_cycles, temp
+        return self.estimates(op, [opt], ctx)[0]
 
-    def step_estimate(self, op, opt, ctx):
+    def estimates(self, op, opts, ctx):
+        """:meth:`estimate` of every option: the op's dimensions, operands and the codelet
+        costs that options share are worked out once (thousands of options per op)."""
+        shared = self._shared(op, ctx)
+        memo = {}
+        out = []
+        for opt in opts:
+            serial = int(opt.get("serial", 1))
+            cyc, temp = self.step_estimate(op, opt, ctx, shared, memo)
+            out.append((serial * cyc + (serial - 1) * ctx.chip.sync_cycles, temp))
+        return out
+
+    def _shared(self, op, ctx):
+        """What every option's estimate of ``op`` reads: its dimensions, whether ``b`` is
+        batched, whether it is transposed first."""
+        batch, M, K, N = dims = self.dims(op, ctx)
+        batched_b = ctx.numel(op["inputs"][1]) == batch * K * N
+        return dims, batched_b, self.transposes(op, ctx, dims)
+
+    def step_estimate(self, op, opt, ctx, shared=None, memo=None):
         """(cycles, temporary bytes per tile) of one serial step (of the whole op without
-        serial splits): its vertices spread over all tiles."""
-        batch, M, K, N = self.dims(op, ctx)
+        serial splits): its vertices spread over all tiles.  ``shared``: :meth:`_shared`
+        of ``op``; ``memo``: a dict of codelet costs shared by options of the same op."""
+        (batch, M, K, N), batched_b, transposes = shared or self._shared(op, ctx)
+        memo = {} if memo is None else memo
         chip, T, b = ctx.chip, ctx.tiles, DTYPE_BYTES[ctx.dtype]
         mseg, nb, P = opt["mseg"], opt["nb"], opt["parts"]
         serial = int(opt.get("serial", 1))
+        method = opt.get("method", "amp")
         kpp = -(-K // P)
         V = P * batch * (-(-M // mseg)) * (-(-N // nb)) // serial     # vertices of one serial step
         per_tile = -(-V // T)
-        passes = codelet_passes(MATMUL_CODELET[opt.get("method", "amp")], {"out": mseg * nb}, ctx.dtype,
-                                {"k": kpp, "n": nb})
-        compute = supervisor_phase_cycles(per_tile, contraction_cycles(opt, mseg * nb, kpp, ctx.dtype, chip, n=nb),
-                                          chip, passes)
+        key = ("vertex", method, mseg, nb, kpp)
+        vc = memo.get(key)
+        if vc is None:
+            vc = memo[key] = (codelet_passes(MATMUL_CODELET[method], {"out": mseg * nb}, ctx.dtype,
+                                             {"k": kpp, "n": nb}),
+                              contraction_cycles(opt, mseg * nb, kpp, ctx.dtype, chip, n=nb))
+        passes, vertex_cyc = vc
+        compute = supervisor_phase_cycles(per_tile, vertex_cyc, chip, passes)
         pb = DTYPE_BYTES[ctx.partials] if P > 1 else b
         # a tile's vertices are consecutive in the grid (part, batch, row block, column
         # block): they share row blocks of a and column blocks of b.  The temporaries are
         # the worst tile's, as PopLibs' planner sizes them: its window of the grid may
         # straddle a row block or a part (``spread`` deals vertices without aligning them)
         nnb, nmb = -(-N // nb), -(-M // mseg)
-        batched_b = ctx.numel(op["inputs"][1]) == batch * K * N
         section = nmb * nnb if batched_b else max(V // P, 1)
         a_blocks, b_blocks, verts = worst_tile_blocks(V, T, nnb, section, nnb)
         tile_in = (a_blocks * mseg * kpp + b_blocks * kpp * nb) * b
@@ -140,17 +165,25 @@ class MatMulPlanner(Planner):
             chunk = reduction_chunk(S, T)
             rpt = -(-(-(-S // chunk)) // T)
             cyc += exchange_cycles(rpt * P * chunk * pb, chip, messages_per_tile=rpt * P)
-            cyc += compute_phase_cycles(rpt, codelet_cycles("ReducePartials", {"in": P * chunk}, ctx.dtype,
-                                                            {"k": P, "partials": ctx.partials}, chip), chip)
+            key = ("reduce", P, chunk)
+            rc = memo.get(key)
+            if rc is None:
+                rc = memo[key] = codelet_cycles("ReducePartials", {"in": P * chunk}, ctx.dtype,
+                                                {"k": P, "partials": ctx.partials}, chip)
+            cyc += compute_phase_cycles(rpt, rc, chip)
             cyc += chip.sync_cycles
         temp = bytes_in + out_b
-        if self.transposes(op, ctx):
+        if transposes:
             # the rearrangement: each [K][nb] block of b the step reads, in pieces of kr rows
-            _, blocks = self.step_blocks(op, opt, ctx)
+            _, blocks = self.step_blocks(op, opt, ctx, shared)
             sk = self.transpose_pieces(K, blocks, chip, T)
             kr = -(-K // sk)
             tpt = -(-(blocks * sk) // T)
-            cyc += compute_phase_cycles(tpt, codelet_cycles("Transpose", {"in": kr * nb}, ctx.dtype, {}, chip), chip)
+            key = ("transpose", kr * nb)
+            tc = memo.get(key)
+            if tc is None:
+                tc = memo[key] = codelet_cycles("Transpose", {"in": kr * nb}, ctx.dtype, {}, chip)
+            cyc += compute_phase_cycles(tpt, tc, chip)
             cyc += exchange_cycles(tpt * kr * nb * b, chip, messages_per_tile=tpt * nb) + chip.sync_cycles
             temp += tpt * kr * nb * b
         return cyc, temp
