@@ -267,15 +267,28 @@ def _conv_partial(a, p):
         out = dest if dest is not None and dest.dtype == dtype and dest.shape == (nv, wout * cog) else \
             np.empty((nv, wout * cog), dtype)
         wt = w.transpose(1, 0, 2)
+        flat_out = out.flags.c_contiguous
         for si in range(sets.shape[0]):
             us = np.flatnonzero(sinv == si) if sets.shape[0] > 1 else None
+            pos = order if us is None else order[us]      # [windows, m]: vertex of (window, weights)
+            nus = pos.shape[0]
+            ws = sets[si]
+            v0 = int(pos[0, 0])
+            if flat_out and np.array_equal(pos, v0 + np.arange(m) * nus + np.arange(nus)[:, None]):
+                # the set's vertices are one block of rows, weights-major (as the conv planner
+                # lays them out): one product per weights into its rows of ``out``, no scatter
+                c = cols if us is None else (cols[int(us[0]): int(us[-1]) + 1]
+                                             if int(us[-1]) - int(us[0]) == nus - 1 else cols[us])
+                Wb = w[int(ws[0]): int(ws[-1]) + 1] if int(ws[-1]) - int(ws[0]) == m - 1 else w[ws]
+                np.matmul(c.reshape(-1, K), Wb, out=out[v0: v0 + m * nus].reshape(m, nus * wout, cog))
+                continue
             c = cols if us is None else cols[us]
-            W = wt[:, sets[si], :].reshape(K, m * cog)
+            W = wt[:, ws, :].reshape(K, m * cog)
             r = np.matmul(c.reshape(-1, K), W).reshape(-1, wout, m, cog)
             # rows made contiguous first: a fancy-index write from the transposed view
             # was ten times slower than the copy and the write
             r = np.ascontiguousarray(r.transpose(0, 2, 1, 3)).reshape(-1, wout * cog)
-            out[(order if us is None else order[us]).ravel()] = r
+            out[pos.ravel()] = r
     else:
         out = np.matmul(cols[iu], w[iw]).reshape(nv, wout * cog)
     if p.get("accumulate"):
