@@ -330,6 +330,7 @@ def partition(og: OpGraph, stages: int, chip, *, placement="auto", dtype="fp32",
         unit_stage[bounds[s]:bounds[s + 1]] = s
     op_stage = {n: int(unit_stage[of[n]]) if units else 0 for n in og.graph}
     ops = og.ops()
+    _check_forward_order(og, ops, op_stage, units, of)
     consumers = {}
     for n in ops:
         for t in og.op(n)["inputs"]:
@@ -387,6 +388,27 @@ def partition(og: OpGraph, stages: int, chip, *, placement="auto", dtype="fp32",
         st_objs.append(stage)
     return Partition(og, st_objs, transfers, placement if cuts is not None else "given", cuts, units,
                      cyc.tolist(), (par + act).tolist(), source_ops=len(og))
+
+
+def _check_forward_order(og, ops, op_stage, units, of):
+    """Every transfer between stages runs with the pipeline: a forward tensor to a later stage, a
+    backward one (a gradient) to an earlier stage.  The stages run in turn, so a read against
+    that flow would wait for ever (a simulated pipeline would stop short and time too little).  It
+    happens only when a layer name's ops are not adjacent in forward order (one unit, placed
+    where the name first appears): ValueError naming the op, its layer and the tensor."""
+    for n in ops:
+        s = op_stage[n]
+        for t in og.op(n)["inputs"]:
+            prod = og.tensors[t].producer
+            if prod is None or op_stage[prod] == s:
+                continue
+            fwd = og.op(prod)["phase"] == "fwd"
+            if fwd != (op_stage[prod] < s):
+                lay = units[of[n]] if units and of[n] is not None else None
+                raise ValueError(f"{og.name}: the op {n!r} (layer {lay!r}, stage {s}) reads {t!r}, made on stage "
+                                 f"{op_stage[prod]} by {prod!r}, against the pipeline's "
+                                 f"{'forward' if fwd else 'backward'} flow: the ops of layer {lay!r} are not "
+                                 f"adjacent in forward order (give them their own layer names)")
 
 
 def even_vs_auto(og: OpGraph, stages: int, chip, *, dtype="fp32", micro_batches=1, pipelined=True) -> dict:

@@ -155,7 +155,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
         x = b.op("Add", [x, p], name="embeddings.add", layer="wpe")
         if drop:
             x = b.op("Dropout", [x], dict(ratio=drop), name="drop")
-    x = b.reshape(x, "embeddings.flatten_tokens", (-1, hidden), layer=emb)
+    x = b.reshape(x, "embeddings.flatten_tokens", (-1, hidden), layer="embeddings.flatten_tokens")
     ctx = dict(S=S, B=batch, hidden=hidden, H=heads_tp, KV=kv_tp, hd=hd, drop=drop, eps=eps, bias=gpt,
                cache_len=cache_len, past=past, kv_cache=kv_cache,
                scale=b.const("attention_scale", np.array(np.sqrt(hd), dtype=np.float32)))
@@ -171,7 +171,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
         with b.block(p, kind):
             n1 = _norm(b, x, f"{p}.ln_1" if gpt else f"{p}.input_layernorm", gpt, eps)
             a = _attention(b, n1, f"{p}.attn" if gpt else f"{p}.self_attn", ctx)
-            x = b.op("Add", [a, x], name=f"{p}.attn_residual", layer=f"{p}.residual")
+            x = b.op("Add", [a, x], name=f"{p}.attn_residual", layer=f"{p}.attn_residual")
             n2 = _norm(b, x, f"{p}.ln_2" if gpt else f"{p}.post_attention_layernorm", gpt, eps)
             if gpt:
                 m = _gelu_mlp(b, n2, f"{p}.mlp", hidden, inter_tp, drop)
@@ -180,7 +180,7 @@ def decoder(batch=1, dtype="fp32", *, style="gpt2", layers=12, hidden=768, heads
                              capacity_factor, batch * S, ep)
             else:
                 m = _swiglu_mlp(b, n2, f"{p}.mlp", hidden, inter_tp)
-            x = b.op("Add", [m, x], name=f"{p}.mlp_residual", layer=f"{p}.residual")
+            x = b.op("Add", [m, x], name=f"{p}.mlp_residual", layer=f"{p}.mlp_residual")
     if last_logits:     # generation: only each sequence's last token is sampled from
         x = b.reshape(x, "last_token.unflatten", (-1, S, hidden), layer="last_token")
         last = b.const("last_token_index", np.array(S - 1, dtype=np.int64))

@@ -187,9 +187,9 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
     te = b.param(f"{e}.token_type_embeddings.weight", (type_vocab, hidden))
     x = b.op("Gather", [we, ids], dict(axis=0), name=f"{e}.word_embeddings")
     t = b.op("Gather", [te, types], dict(axis=0), name=f"{e}.token_type_embeddings")
-    x = b.op("Add", [x, t], name=f"{e}.add_token_type", layer=f"{e}.add")
+    x = b.op("Add", [x, t], name=f"{e}.add_token_type", layer=f"{e}.add_token_type")
     p = b.op("Gather", [pe, pos], dict(axis=0), name=f"{e}.position_embeddings")
-    x = b.op("Add", [x, p], name=f"{e}.add_position", layer=f"{e}.add")
+    x = b.op("Add", [x, p], name=f"{e}.add_position", layer=f"{e}.add_position")
     x = b.layernorm(x, f"{e}.LayerNorm")
     if dropout:
         x = b.op("Dropout", [x], dict(ratio=float(dropout)), name=f"{e}.dropout")

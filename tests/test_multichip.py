@@ -384,3 +384,20 @@ def test_flops_executed_counts_every_chip_of_a_group(model, mode, ipus, kw):
     assert one <= per_step <= 1.04 * one
     assert rep["sim"]["achieved_flops_per_second"] == pytest.approx(rep["sim"]["flops_executed"] /
                                                                      rep["sim"]["seconds"])
+
+
+def test_a_decoder_pipelined_deep_runs_every_stage_and_a_split_layer_is_refused():
+    """More stages than blocks cut inside a layer: each residual add is its own unit, so every
+    transfer runs with the pipeline and every chip runs its micro-batches (a unit that spanned
+    the MoE once sent the combine's output back a stage and the pipeline stopped short)."""
+    for model, n in (("mixtral-tiny", 4), ("llama-tiny", 8), ("mixtral-tiny", 8)):
+        r = run(RunConfig(model=model, ipus=n, mode="pipeline", batch=8, dtype="fp16", seq_len=16))
+        assert all(t["src"] < t["dst"] for t in r.report["multichip"]["transfers"])
+        assert len(r.report["sim"]["per_ipu"]) == n and all(p["compute_cycles"] > 0
+                                                               for p in r.report["sim"]["per_ipu"])
+    # a layer name whose ops are apart (as both residual adds once were): a clear error, not a stall
+    og = get_model("mixtral-tiny", seq_len=16)
+    og.op("layers.1.mlp_residual")["layer"] = "layers.1.attn_residual"
+    with pytest.raises(ValueError, match=r"the op 'layers.1.mlp_residual' \(layer 'layers.1.attn_residual', stage "
+                                         r"2\) reads 'layers.1.block_sparse_moe.combine.out', made on stage 3"):
+        partition(og, 4, gc200)
