@@ -308,14 +308,21 @@ def _matmul_partial(a, p):
 
 
 def _reduce_partials(a, p):
-    nv = a["in"].shape[0]
-    k = p.get("k") or a["in"].shape[1] // a["out"].shape[1]
-    r = a["in"].reshape(nv, k, -1)
+    # the partials in place where the executor offers them as [vertices, k, elements]
+    # (simulator/functional.py: a strided view of the tiles' memory, no gathered copy)
+    k = p.get("k")
+    r = a.regions("in") if k and hasattr(a, "regions") else None
+    if r is None or r.shape[1] != k:
+        nv = a["in"].shape[0]
+        k = k or a["in"].shape[1] // a["out"].shape[1]
+        r = a["in"].reshape(nv, k, -1)
     op = p.get("op", "add")
     res = r.max(axis=1) if op == "max" else r.sum(axis=1)
     if op == "mean":
         res = res / k
-    res = res * p.get("scale", 1.0)
+    scale = p.get("scale", 1.0)
+    if scale != 1.0:     # x * 1.0 is x: a pass over the sums saved
+        res = res * scale
     return {"out": res}
 
 
@@ -346,9 +353,14 @@ def _affine(a, p):
     nv = a["in"].shape[0]
     c = a["scale"].shape[1]
     x = a["in"].reshape(nv, -1, c)
-    out = x * a["scale"][:, None, :] + a["shift"][:, None, :]
+    out = x * a["scale"][:, None, :]
+    shift = a["shift"][:, None, :]
+    if np.result_type(out, shift) == out.dtype:
+        np.add(out, shift, out=out)     # in place: no second temporary
+    else:
+        out = out + shift
     if p.get("relu"):
-        out = np.maximum(out, 0)
+        np.maximum(out, 0, out=out)
     return {"out": out.reshape(nv, -1)}
 
 

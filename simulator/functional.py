@@ -99,27 +99,74 @@ class _Grid:
                                                strides=(self.step * mem.itemsize, mem.itemsize))
 
 
+class _Strided:
+    """A read-only field whose ``k`` regions per vertex, all of length ``L``, start at
+    ``base + v * vstep + j * kstep`` (vertex ``v``, region ``j``): a strided view of memory
+    [vertices, k, L], no index at all (a reduction's partials: one row per partial)."""
+    __slots__ = ("base", "dims", "steps", "shape")
+
+    def __init__(self, base, vstep, kstep, nv, k, L, size):
+        self.base, self.dims, self.steps = base, (nv, k, L), (vstep, kstep, 1)
+        self.shape = (nv, size)
+
+    def view(self, mem):
+        """[vertices, k, L] (read only: rows may overlap)."""
+        v = np.lib.stride_tricks.as_strided(mem[self.base:], shape=self.dims,
+                                            strides=tuple(s * mem.itemsize for s in self.steps))
+        v.flags.writeable = False
+        return v
+
+
 ROWS_MIN_LEN = 4     # regions at least this long are gathered as rows
 
 
-def _index(starts, lens, rows, size, itype, write=False):
-    """What a field's regions (in order, ``rows`` x ``size`` elements) gather: a
-    :class:`_Span` when they follow each other in memory, :class:`_Rows` when they are
-    read only and all of one length, a :class:`_Grid` when they are written and all of
-    one length on a grid, else an index array."""
+def _index(starts, lens, rows, size, itype, write=False, k=None):
+    """What a field's regions (in order, ``rows`` x ``size`` elements; ``k`` per row when
+    every row has as many) gather: a :class:`_Span` when they follow each other in memory,
+    a :class:`_Strided` view when they are read only, all of one length and evenly spaced
+    along both vertices and each vertex's regions, :class:`_Rows` when they are read only
+    and all of one length, a :class:`_Grid` when they are written and all of one length
+    on a grid, else an index array."""
     starts = np.asarray(starts, np.int64)
     lens = np.asarray(lens, np.int64)
     if starts.size and np.array_equal(starts[1:], starts[:-1] + lens[:-1]):
         return _Span(int(starts[0]), rows, size)
+    if not write and k and rows > 1 and starts.size == rows * k and np.all(lens == lens[0]):
+        S = starts.reshape(rows, k)
+        vstep = int(S[1, 0] - S[0, 0])
+        kstep = int(S[0, 1] - S[0, 0]) if k > 1 else 0
+        if vstep >= 0 and kstep >= 0 and np.array_equal(
+                S, S[0, 0] + vstep * np.arange(rows)[:, None] + kstep * np.arange(k)):
+            return _Strided(int(S[0, 0]), vstep, kstep, rows, k, int(lens[0]), size)
     if starts.size and int(lens[0]) >= ROWS_MIN_LEN and np.all(lens == lens[0]):
-        L = int(lens[0])
+        cs, L = _coalesce(starts, int(lens[0]))
         if not write:
-            return _Rows(starts.astype(itype), L, rows, size)
-        base = int(starts.min())
-        step = int(np.gcd.reduce(starts - base))
+            return _Rows(cs.astype(itype), L, rows, size)
+        base = int(cs.min())
+        step = int(np.gcd.reduce(cs - base))
         if step >= L:
-            return _Grid(base, step, ((starts - base) // step).astype(itype), L, rows, size)
+            return _Grid(base, step, ((cs - base) // step).astype(itype), L, rows, size)
+        if L != int(lens[0]):   # the longer regions overlap on no grid: the regions as they are
+            base = int(starts.min())
+            step = int(np.gcd.reduce(starts - base))
+            if step >= int(lens[0]):
+                return _Grid(base, step, ((starts - base) // step).astype(itype), int(lens[0]), rows, size)
     return intervals.expand(starts, lens, dtype=itype).reshape(rows, size)
+
+
+def _coalesce(starts, L):
+    """Regions of length ``L`` at ``starts`` (in order) as fewer, longer ones: where every run
+    of regions that follow each other in memory is a multiple of ``g`` regions long, ``g``
+    consecutive regions are one region of ``g * L`` (one index per ``g`` regions: a gather or
+    scatter by rows pays per row)."""
+    brk = np.flatnonzero(starts[1:] != starts[:-1] + L) + 1
+    if brk.size + 1 == starts.size:
+        return starts, L
+    runs = np.diff(brk, prepend=0, append=starts.size)
+    g = int(np.gcd.reduce(runs))
+    if g <= 1:
+        return starts, L
+    return starts[::g], L * g
 
 
 def _gather(mem, idx, windows):
@@ -134,6 +181,8 @@ def _gather(mem, idx, windows):
         return w[idx.starts].reshape(idx.shape)
     if isinstance(idx, _Grid):
         return idx.view(mem)[idx.rows].reshape(idx.shape)
+    if isinstance(idx, _Strided):
+        return idx.view(mem).reshape(idx.shape)    # a view where the steps allow, else one strided copy
     return mem[idx]
 
 
@@ -189,6 +238,15 @@ class _Args(dict):
         v = self.given[name] = self.mem[sl.sl].reshape(sl.shape)
         return v
 
+    def regions(self, name):
+        """Read-only field ``name`` as a [vertices, regions, region length] view of memory
+        when its regions are evenly spaced (:class:`_Strided`), else None: semantics that
+        combine a vertex's regions (a reduction's partials) read them in place, uncopied."""
+        idx = self.idx.get(name)
+        if not isinstance(idx, _Strided) or name in self.rows:
+            return None
+        return idx.view(self.mem)
+
     def __missing__(self, name):
         idx = self.idx.get(name)
         if idx is None:
@@ -227,6 +285,8 @@ def _extent(idx):
         return int(idx.starts.min()), int(idx.starts.max()) + idx.L
     if isinstance(idx, _Grid):
         return idx.base, idx.base + (idx.count - 1) * idx.step + idx.L
+    if isinstance(idx, _Strided):
+        return idx.base, idx.base + sum((n - 1) * s for n, s in zip(idx.dims, idx.steps)) + 1
     return (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
 
 
@@ -338,7 +398,8 @@ class FunctionalState:
                     else:
                         grp.rows[f.name] = inv
                     continue
-                idx = _index(s, ln, nv, size, itype, write=f.writes)
+                idx = _index(s, ln, nv, size, itype, write=f.writes,
+                             k=sel.size // nv if nv and sel.size % nv == 0 else None)
                 if f.reads or f.name == "out":
                     grp.gather[f.name] = idx
                 if f.writes:
