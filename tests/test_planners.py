@@ -383,11 +383,10 @@ def test_matmul_estimate_charges_the_codelet_tables_cost_of_its_vertices(serial,
         if b.cs in css:
             cyc.setdefault(b.codelet, []).append(c)
     assert np.all(np.concatenate(cyc["MatMulPartial"]) == contraction_cycles(opt, 2 * 16, 32, ctx.dtype, CHIP, n=16))
-    # the reduction is spread over all tiles in pieces of reduction_chunk outputs (16-column
-    # rows here, cut into pieces), each reading its piece of both parts
-    from compiler.planners.chunking import reduction_chunk
-    chunk = reduction_chunk(8 * 32 // serial, CHIP.tiles)
-    red = codelet_cycles("ReducePartials", {"in": 2 * chunk}, ctx.dtype, {"k": 2, "partials": ctx.partials}, CHIP)
+    # the reduction runs where the partials are: each 2 x 16 block is cut in halves of 16
+    # outputs, one per part's tile, and cut again in grains of 8 for the tile's workers (one
+    # matmul vertex per tile here); each piece reads its piece of both parts
+    red = codelet_cycles("ReducePartials", {"in": 2 * 8}, ctx.dtype, {"k": 2, "partials": ctx.partials}, CHIP)
     assert np.all(np.concatenate(cyc["ReducePartials"]) == red)
     planner = MatMulPlanner()
     step, step_mem = planner.step_estimate(op, opt, ctx)

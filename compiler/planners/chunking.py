@@ -73,40 +73,63 @@ def per_channel(y: Act, b: Act, st, ln, ui):
     return b.start + np.minimum(col % max(b.numel, 1), b.numel - bl), bl
 
 
-def reduction_chunk(total_out, tiles, grain=8):
-    """Elements per ReducePartials vertex so that a reduction of ``total_out`` outputs
-    gives every tile work (at least one chunk per tile), aligned to ``grain``."""
-    c = -(-int(total_out) // max(int(tiles), 1))
-    return max(grain, -(-c // grain) * grain)
+def reduce_partials(ctx, op, tag, out_first, rows, ncols, stride, part_s, part_tiles, grain=8):
+    """Sum the partials of a split contraction where they are, as PopLibs' convolution
+    reduction does (``poplin/ConvReduce.cpp``: the outputs that one set of tiles holds
+    partials of are split among those tiles, and each tile reduces its share, reading its own
+    partial in place and receiving the others).
 
-
-def reduce_partials(ctx, op, tag, out_s, out_l, src_s, chunk):
-    """Sum the partials of a split contraction, spread over all tiles (PopLibs reduces
-    the partials of a split over every tile, not one tile per output block).
-
-    ``out_s, out_l``: the R output regions (absolute starts, lengths); ``src_s``:
-    (R, P) starts of each region's P partials (each as long as its region).  Every
-    region is cut into pieces of ``chunk`` elements; each piece is one ReducePartials
-    vertex reading its P partial pieces, and its output piece is mapped to the
-    vertex's tile.  Returns the compute set."""
+    ``R`` output blocks, each ``rows[r]`` rows of ``ncols[r]`` elements, ``stride`` apart in
+    the output, the first at ``out_first[r]``; ``part_s`` (P, R): where part ``p``'s
+    contiguous [rows][ncols] block of block ``r`` starts; ``part_tiles`` (P, R): the tile that
+    holds it.  Each block is cut into P pieces (at multiples of ``grain`` elements of the
+    block), piece ``p`` reduced on the tile of part ``p``; a tile with fewer pieces than
+    workers cuts them further.  A piece reads one region of each part (a message from each
+    other tile of the group) and writes the output rows it covers, mapped to its tile.
+    Returns the compute set."""
     g = ctx.graph
-    out_s = np.asarray(out_s, np.int64)
-    out_l = np.asarray(out_l, np.int64)
-    src_s = np.asarray(src_s, np.int64).reshape(out_s.size, -1)
-    P = src_s.shape[1]
-    npc = -(-out_l // chunk)                         # pieces per region
-    r = np.repeat(np.arange(out_s.size), npc)
-    j = np.arange(r.size) - np.repeat(np.cumsum(npc) - npc, npc)
-    off = j * chunk
-    ln = np.minimum(chunk, out_l[r] - off)
-    V = r.size
-    tiles = spread(V, ctx.tiles)
-    o_s = out_s[r] + off
-    g.map_intervals(o_s, ln, tiles)
+    out_first, rows, ncols = (np.asarray(x, np.int64) for x in (out_first, rows, ncols))
+    part_s = np.asarray(part_s, np.int64)
+    part_tiles = np.asarray(part_tiles, np.int64)
+    P, R = part_s.shape
+    bsz = rows * ncols
+    # P pieces per block, cut at multiples of grain; piece p on the tile of part p
+    cut = (np.arange(P + 1)[None, :] * bsz[:, None]) // P // grain * grain
+    cut[:, -1] = bsz
+    lo, hi = cut[:, :-1].ravel(), cut[:, 1:].ravel()
+    blk = np.repeat(np.arange(R), P)
+    tl = part_tiles.T.ravel()
+    keep = hi > lo
+    lo, hi, blk, tl = lo[keep], hi[keep], blk[keep], tl[keep]
+    # at least one piece per worker on each tile that reduces (grain-aligned cuts)
+    W = int(getattr(ctx.chip, "workers_per_tile", 6) or 6)
+    per_tile = np.bincount(tl, minlength=ctx.tiles)[tl]
+    units = -(-(hi - lo) // grain)
+    k = np.clip(-(-W // per_tile), 1, np.maximum(units, 1))
+    pi = np.repeat(np.arange(lo.size), k)
+    j = np.arange(pi.size) - np.repeat(np.cumsum(k) - k, k)
+    s_lo = lo[pi] + (j * units[pi]) // k[pi] * grain
+    s_hi = np.where(j == k[pi] - 1, hi[pi], lo[pi] + ((j + 1) * units[pi]) // k[pi] * grain)
+    blk, tiles = blk[pi], tl[pi].astype(np.int32)
+    V = blk.size
+    # inputs: the piece of each part's block (one region each)
     vi = np.repeat(np.arange(V), P)
     pp = np.tile(np.arange(P), V)
-    i_s = src_s[r[vi], pp] + off[vi]
+    i_s = part_s[pp, blk[vi]] + s_lo[vi]
+    i_l = (s_hi - s_lo)[vi]
+    # outputs: the rows of the block the piece covers (one region when rows are contiguous)
+    nc = ncols[blk]
+    contig = nc == stride
+    r0 = np.where(contig, 0, s_lo // nc)
+    cnt = np.where(contig, 1, (s_hi - 1) // nc - r0 + 1)
+    ev = np.repeat(np.arange(V), cnt)
+    row = r0[ev] + np.arange(ev.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    seg_lo = np.where(contig[ev], s_lo[ev], np.maximum(s_lo[ev], row * nc[ev]))
+    seg_hi = np.where(contig[ev], s_hi[ev], np.minimum(s_hi[ev], (row + 1) * nc[ev]))
+    o_s = out_first[blk[ev]] + np.where(contig[ev], seg_lo, row * stride + seg_lo - row * nc[ev])
+    o_l = seg_hi - seg_lo
+    g.map_intervals(o_s, o_l, tiles[ev])
     cs = ctx.compute_set(op, "reduce" + tag)
-    g.add_vertices(cs, "ReducePartials", tiles, {"in": (vi, i_s, ln[vi]), "out": (np.arange(V), o_s, ln)},
+    g.add_vertices(cs, "ReducePartials", tiles, {"in": (vi, i_s, i_l), "out": (ev, o_s, o_l)},
                    dtype=ctx.dtype, params={"k": P, "partials": ctx.partials})
     return cs

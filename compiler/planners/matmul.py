@@ -9,7 +9,7 @@ import numpy as np
 
 from hardware.dtypes import DTYPE_BYTES
 from .base import Planner, add_by_signature, pow2_upto, spread
-from .chunking import reduce_partials, reduction_chunk
+from .chunking import reduce_partials
 from .cost import (MATMUL_CODELET, METHODS, codelet_cycles, codelet_passes, compute_phase_cycles, contraction_cycles,
                    exchange_cycles, supervisor_phase_cycles)
 from .elementwise import ElementwisePlanner
@@ -160,15 +160,19 @@ class MatMulPlanner(Planner):
         bytes_in, out_b = int(tile_in[worst]), int(out_b[worst])
         # the bytes, then the messages (two terms, so that the sum rounds as it always has)
         cyc = compute + exchange_cycles(bytes_in, chip) + exchange_cycles(0, chip, messages_per_tile=V / T * 2)
-        if P > 1:   # the reduction, in pieces of ``chunk`` outputs spread over all tiles
-            S = batch * M * N // serial
-            chunk = reduction_chunk(S, T)
-            rpt = -(-(-(-S // chunk)) // T)
-            cyc += exchange_cycles(rpt * P * chunk * pb, chip, messages_per_tile=rpt * P)
-            key = ("reduce", P, chunk)
+        if P > 1:   # the reduction where the partials are: a tile reduces 1/P of each block it
+            # holds a part of, receiving the other P - 1 parts' pieces (chunking.reduce_partials)
+            vpt = int(verts[worst])
+            whole = -(-mseg * nb // P)                 # a block's piece, cut in grains of 8
+            units = -(-whole // 8)
+            k = min(max(1, -(-chip.workers_per_tile // max(vpt, 1))), units)
+            piece = min(whole, -(-units // k) * 8)
+            rpt = vpt * k
+            cyc += exchange_cycles(rpt * (P - 1) * piece * pb, chip, messages_per_tile=rpt * (P - 1))
+            key = ("reduce", P, piece)
             rc = memo.get(key)
             if rc is None:
-                rc = memo[key] = codelet_cycles("ReducePartials", {"in": P * chunk}, ctx.dtype,
+                rc = memo[key] = codelet_cycles("ReducePartials", {"in": P * piece}, ctx.dtype,
                                                 {"k": P, "partials": ctx.partials}, chip)
             cyc += compute_phase_cycles(rpt, rc, chip)
             cyc += chip.sync_cycles
@@ -275,14 +279,11 @@ class MatMulPlanner(Planner):
             add_by_signature(ctx, cs, codelet, tiles, sig, {"a": (ai, a_s, a_l), "b": b_f,
                                                             "out": (np.arange(V), ps, bsz[r])},
                              lambda u: {"m": int(u[0]), "k": int(u[1]), "n": int(u[2]), "partials": ctx.partials})
-            # reduction over all tiles: every output interval of a block, in pieces of
-            # ``chunk``, reads the same piece of each part's [rows][columns] block
+            # the reduction, on the tiles that hold each block's partials (PopLibs' grouped
+            # reduction): part p's vertex of block r is vertex p * R + r
             base = y.start + (bt[:R] * M + m0[:R]) * N + n0[:R]
-            oi, o_s, o_l = row_intervals(base, rows[:R], ncols[:R], N)
-            local = o_s - base[oi]
-            poff = boff[oi] + (local // N) * ncols[oi] + local % N
-            src = part._start + poff[:, None] + np.arange(P)[None, :] * S
-            out += [cs, reduce_partials(ctx, op, tag, o_s, o_l, src, reduction_chunk(S, T))]
+            src = part._start + np.arange(P)[:, None] * S + boff[None, :]
+            out += [cs, reduce_partials(ctx, op, tag, base, rows[:R], ncols[:R], N, src, tiles.reshape(P, R))]
         return out
 
     def _transpose(self, op, ctx, B, bbase, nb, jb, n0, n1, tiles, tag):
