@@ -60,7 +60,7 @@ _REQUIRED["mixtral"] = dict(_REQUIRED["llama"], experts="num_local_experts", exp
 
 #: the model options a BERT config takes (those of :func:`models.zoo.bert`)
 _BERT_OPTIONS = {"layers", "hidden", "heads", "intermediate", "vocab", "max_position", "type_vocab", "num_labels",
-                 "tensor_parallel", "uneven_heads"}
+                 "tensor_parallel", "uneven_heads", "dropout", "attention_dropout"}
 
 
 def is_config_path(model) -> bool:
@@ -135,6 +135,8 @@ def config_options(path, cfg: dict) -> tuple[str, dict]:
     elif mt == "bert":
         o["type_vocab"] = _int(path, cfg, "type_vocab_size") if "type_vocab_size" in cfg else 2
         o["num_labels"] = _int(path, cfg, "num_labels") if "num_labels" in cfg else 0
+        o["dropout"] = _num(path, cfg, "hidden_dropout_prob", 0.1)
+        o["attention_dropout"] = _num(path, cfg, "attention_probs_dropout_prob", o["dropout"])
         heads_key = "num_attention_heads"
     else:
         o["kv_heads"] = _int(path, cfg, "num_key_value_heads") if cfg.get("num_key_value_heads") is not None \

@@ -157,7 +157,7 @@ def _bottleneck(b, x, p, cin, width, stride):
 
 def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=None,
          seq_len=128, vocab=30522, max_position=512, type_vocab=2, num_labels=2, tensor_parallel=1,
-         uneven_heads=False, dropout=0.1, name="bert-base"):
+         uneven_heads=False, dropout=0.1, attention_dropout=None, name="bert-base"):
     """BERT encoder (HF ``BertForSequenceClassification`` layout).
 
     Inputs ``input_ids`` and ``token_type_ids`` (batch, seq_len) int64; no
@@ -167,7 +167,9 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
     ``encoder.layer.i`` of kind ``bert_layer``. ``num_labels=0`` drops the
     classifier and outputs the pooled (batch, hidden) tensor.  ``tensor_parallel=K``: one
     chip's slice of the encoder (:mod:`models.tensor_parallel`).  ``dropout``: the ratio of
-    every Dropout (HF's hidden and attention dropout, 0.1); 0 leaves them out.
+    every Dropout (HF's ``hidden_dropout_prob``, 0.1); 0 leaves them out.  ``attention_dropout``:
+    the ratio of the Dropout on the attention probabilities (HF's ``attention_probs_dropout_prob``;
+    None: ``dropout``); 0 leaves it out (MLPerf's Graphcore BERT ran ``no_attn_dropout``).
     """
     if hidden % heads:
         raise ModelError(f"{name}: hidden {hidden} is not a multiple of heads {heads}")
@@ -198,7 +200,8 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
     for i in range(layers):
         p = f"encoder.layer.{i}"
         with b.block(p, "bert_layer"):
-            x = _bert_layer(b, x, p, seq_len, hidden, heads_tp, hd, inter_tp, scale, float(dropout))
+            x = _bert_layer(b, x, p, seq_len, hidden, heads_tp, hd, inter_tp, scale, float(dropout),
+                            float(dropout if attention_dropout is None else attention_dropout))
     x = b.reshape(x, "pooler.unflatten_tokens", (-1, seq_len, hidden), layer="pooler")
     first = b.const("first_token", np.array(0, dtype=np.int64))
     x = b.op("Gather", [x, first], dict(axis=1), name="pooler.first_token", layer="pooler")
@@ -211,7 +214,7 @@ def bert(batch=1, dtype="fp32", layers=12, hidden=768, heads=12, intermediate=No
     return b.finish([x])
 
 
-def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale, drop=0.1):
+def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale, drop=0.1, attn_drop=0.1):
     a = f"{p}.attention.self"
     q = b.linear(x, f"{a}.query", heads * hd)
     k = b.linear(x, f"{a}.key", heads * hd)
@@ -226,8 +229,8 @@ def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale, drop=0.1):
     s = b.op("MatMul", [q, k], name=f"{a}.scores", layer=a)
     s = b.op("Div", [s, scale], name=f"{a}.scale", layer=a)
     s = b.op("Softmax", [s], dict(axis=-1), name=f"{a}.softmax", layer=a)
-    if drop:
-        s = b.op("Dropout", [s], dict(ratio=drop), name=f"{a}.dropout", layer=a)
+    if attn_drop:
+        s = b.op("Dropout", [s], dict(ratio=attn_drop), name=f"{a}.dropout", layer=a)
     c = b.op("MatMul", [s, v], name=f"{a}.context", layer=a)
     c = b.op("Transpose", [c], dict(perm=[0, 2, 1, 3]), name=f"{a}.transpose_context",
              layer=a)
@@ -250,13 +253,14 @@ def _bert_layer(b, x, p, seq, hidden, heads, hd, inter, scale, drop=0.1):
 
 def bert_large(batch=1, dtype="fp32", layers=24, hidden=1024, heads=16, intermediate=4096,
                seq_len=512, vocab=30400, max_position=512, type_vocab=2, num_labels=2, tensor_parallel=1,
-               uneven_heads=False, dropout=0.1):
+               uneven_heads=False, dropout=0.1, attention_dropout=None):
     """BERT-large as in MLPerf's Graphcore configuration (see the module docstring); the
     layout of :func:`bert`, with 512-token sequences by default."""
     return bert(batch=batch, dtype=dtype, layers=layers, hidden=hidden, heads=heads,
                 intermediate=intermediate, seq_len=seq_len, vocab=vocab, max_position=max_position,
                 type_vocab=type_vocab, num_labels=num_labels, tensor_parallel=tensor_parallel,
-                uneven_heads=uneven_heads, dropout=dropout, name="bert-large")
+                uneven_heads=uneven_heads, dropout=dropout, attention_dropout=attention_dropout,
+                name="bert-large")
 
 
 #: name -> builder function

@@ -98,3 +98,22 @@ def test_a_sequence_longer_than_the_positions_is_refused(tmp_path):
     p = _write(tmp_path, SMALL_LLAMA)
     with pytest.raises(ModelError, match="seq_len 65 exceeds max_position_embeddings 64"):
         get_model(p, seq_len=65)
+
+
+def test_bert_config_dropouts_are_read_apart(tmp_path):
+    # HF's attention_probs_dropout_prob drops the attention probabilities, hidden_dropout_prob
+    # the rest; 0 leaves a Dropout out (MLPerf's Graphcore BERT ran without attention dropout)
+    base = {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 64}
+
+    def dropouts(cfg, name):
+        g = load(_write(tmp_path, cfg, name), model_kw={"seq_len": 16})
+        return sorted(n for n in g.ops() if g.op(n)["op"] == "Dropout")
+
+    both = dropouts(base, "a.json")
+    no_attn = dropouts(dict(base, attention_probs_dropout_prob=0.0), "b.json")
+    none = dropouts(dict(base, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0), "c.json")
+    attn = [n for n in both if n.endswith("attention.self.dropout")]
+    assert len(attn) == 2 and sorted(set(both) - set(attn)) == no_attn and none == []
+    assert get_model("bert-large", layers=1, seq_len=16, attention_dropout=0.0).params() == \
+        get_model("bert-large", layers=1, seq_len=16).params()
