@@ -268,13 +268,30 @@ def _conv_partial(a, p):
             np.empty((nv, wout * cog), dtype)
         wt = w.transpose(1, 0, 2)
         flat_out = out.flags.c_contiguous
-        for si in range(sets.shape[0]):
-            us = np.flatnonzero(sinv == si) if sets.shape[0] > 1 else None
-            pos = order if us is None else order[us]      # [windows, m]: vertex of (window, weights)
-            nus = pos.shape[0]
+        ns = sets.shape[0]
+        # the windows of each set, in order: [bounds[si], bounds[si + 1]) of by_set
+        by_set = np.argsort(sinv, kind="stable") if ns > 1 else None
+        nus_all = np.bincount(sinv, minlength=ns)
+        bounds = np.concatenate(([0], np.cumsum(nus_all)))
+        blocked = False
+        if flat_out:
+            # is every set's vertices one block of rows, weights-major (as the conv planner lays
+            # them out)?  Checked for all sets at once: vertex of (window i of the set, weights j)
+            # = the block's first + j * windows + i
+            po = order if by_set is None else order[by_set]
+            setof = sinv if by_set is None else sinv[by_set]
+            rank = np.arange(nu) - bounds[:-1][setof]
+            blocked = np.array_equal(po, (po[bounds[:-1], 0][setof] + rank)[:, None]
+                                     + np.arange(m) * nus_all[setof][:, None])
+        for si in range(ns):
+            us = None if by_set is None else by_set[bounds[si]: bounds[si + 1]]
+            nus = nu if us is None else us.size
             ws = sets[si]
-            v0 = int(pos[0, 0])
-            if flat_out and np.array_equal(pos, v0 + np.arange(m) * nus + np.arange(nus)[:, None]):
+            v0 = int(order[0 if us is None else us[0], 0])
+            pos = None
+            if not blocked and flat_out:
+                pos = order if us is None else order[us]      # [windows, m]: vertex of (window, weights)
+            if blocked or (pos is not None and np.array_equal(pos, v0 + np.arange(m) * nus + np.arange(nus)[:, None])):
                 # the set's vertices are one block of rows, weights-major (as the conv planner
                 # lays them out): one product per weights into its rows of ``out``, no scatter
                 c = cols if us is None else (cols[int(us[0]): int(us[-1]) + 1]
@@ -282,6 +299,8 @@ def _conv_partial(a, p):
                 Wb = w[int(ws[0]): int(ws[-1]) + 1] if int(ws[-1]) - int(ws[0]) == m - 1 else w[ws]
                 np.matmul(c.reshape(-1, K), Wb, out=out[v0: v0 + m * nus].reshape(m, nus * wout, cog))
                 continue
+            if pos is None:
+                pos = order if us is None else order[us]
             c = cols if us is None else cols[us]
             W = wt[:, ws, :].reshape(K, m * cog)
             r = np.matmul(c.reshape(-1, K), W).reshape(-1, wout, m, cog)
