@@ -195,6 +195,10 @@ def _distinct_rows(S, L=None):
     (index of each distinct row's first vertex, which distinct row each vertex reads),
     distinct rows in order of first appearance.  None if ``k`` is too large."""
     n, k = S.shape
+    if L is not None and n > 1 and k:
+        hit = _distinct_by_first(S, L)
+        if hit is not None:
+            return hit
     if k > _HASH.shape[1]:
         if L is not None:
             return None
@@ -219,6 +223,32 @@ def _distinct_rows(S, L=None):
         rank[perm] = np.arange(perm.size)
         first, inv = first[perm], rank[inv]
     return first, inv
+
+
+def _distinct_by_first(S, L):
+    """:func:`_distinct_rows` without a sort, where rows that start at the same element are
+    the same row (checked exactly) and the first starts span a range of at most a few times
+    the rows: each row's first vertex from a table over that range.  None otherwise."""
+    n = S.shape[0]
+    s0 = S[:, 0]
+    lo = int(s0.min())
+    key = s0 - lo
+    span = int(key.max()) + 1
+    if span > 8 * n + 4096:
+        q = int(np.gcd.reduce(key))      # starts on a grid: one table entry per grid point
+        if q <= 1 or span // q > 8 * n + 4096:
+            return None
+        key = key // q
+        span = span // q + 1
+    table = np.full(span, n, np.int64)
+    np.minimum.at(table, key, np.arange(n, dtype=np.int64))
+    firstof = table[key]         # the first vertex whose rows start where this one's do
+    if not (np.array_equal(S, S[firstof]) and np.array_equal(L, L[firstof])):
+        return None
+    isfirst = firstof == np.arange(n)
+    first = np.flatnonzero(isfirst)          # in order of first appearance
+    rank = np.cumsum(isfirst) - 1
+    return first, rank[firstof]
 
 
 class _Args(dict):
