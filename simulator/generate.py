@@ -365,13 +365,16 @@ def model_layers(model, model_kw=None) -> int:
 
 
 def key_figures(rep) -> dict:
-    """The figures of a generate report that :func:`generate_by_layers` extends."""
+    """The figures of a generate report that :func:`generate_by_layers` extends (the decode
+    step's all-reduce and all-to-all seconds: the mean of its sampled steps; 0 on one chip)."""
     d = rep["decode"]["sampled"]
+    mean = lambda k: float(np.mean([s.get(k, 0.0) for s in d])) if d else 0.0   # noqa: E731
     return {"time_to_first_token_s": rep["time_to_first_token_s"],
             "time_per_output_token_s": rep["time_per_output_token_s"] or 0.0,
             "prefill_peak_tile_bytes": rep["prefill"]["peak_tile_bytes"],
             "decode_peak_tile_bytes": max((s["peak_tile_bytes"] for s in d), default=0),
-            "kv_cache_bytes": rep["kv_cache"]["bytes"]}
+            "kv_cache_bytes": rep["kv_cache"]["bytes"],
+            "decode_allreduce_s": mean("allreduce_seconds"), "decode_all_to_all_s": mean("all_to_all_seconds")}
 
 
 def generate_by_layers(cfg: RunConfig, prompt_len: int, new_tokens: int, layers=(1, 2),

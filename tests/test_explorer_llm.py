@@ -88,3 +88,47 @@ def test_the_app_builds_with_its_own_work():
     assert "'value': 8" in str(app.layout) or "value=8" in str(app.layout)
     with pytest.raises(ValueError, match="defaults: unknown control 'layers'"):
         make_llm_app(Jobs(workers=1, kind="thread", fn=llm_point), defaults={"layers": 2})
+
+
+def test_expert_parallel_modes_are_controls_with_their_own_errors():
+    p = llm_params("mixtral-tiny", "gc200", "fp16", 4, 16, 6, 4, "pipeline+expert", expert_parallel=2)
+    assert p["mode"] == "pipeline+expert" and p["expert_parallel"] == 2 and p["tensor_parallel"] is None
+    e = llm_params("mixtral-tiny", "gc200", "fp16", 4, 16, 6, 2, "expert", tensor_parallel=2, expert_parallel=8)
+    assert e["mode"] == "expert" and e["expert_parallel"] is None      # expert: the group is all the chips
+    with pytest.raises(ValueError, match="expert_parallel: 4 chips per group do not divide --ipus 6"):
+        llm_params("mixtral-tiny", "gc200", "fp16", 4, 16, 6, 6, "pipeline+expert", expert_parallel=4)
+    with pytest.raises(ValueError, match="batch: --mode expert gives each of its 4 chips per group its own"):
+        llm_params("mixtral-tiny", "gc200", "fp16", 2, 16, 6, 4, "expert")
+    # the chips chart keeps to the settings the batch allows: 4 sequences, at most 4 chips
+    assert [v for v, _ in sweep_values("chips", e)] == [1, 2, 4]
+    # a dense model refuses expert parallelism by name, in the point (the page shows it)
+    res = llm_point(llm_params("llama-tiny", "gc200", "fp16", 2, 8, 3, 2, "expert"))
+    assert "the model has no experts" in res["error"]
+
+
+def test_an_expert_parallel_point_shows_its_experts_and_all_to_alls():
+    one = llm_point(llm_params("mixtral-tiny", "gc200", "fp16", 4, 16, 6, 1, "expert"))
+    assert "report" in one, one.get("error")
+    one = one["report"]
+    res = llm_point(llm_params("mixtral-tiny", "gc200", "fp16", 4, 16, 6, 2, "expert"))
+    assert "report" in res, res.get("error")
+    rep = res["report"]
+    assert (rep["expert_parallel"], rep["experts"], rep["chips"]) == (2, 4, 2) and rep["fits"]
+    # each chip caches its own batch / 2 sequences: the cache in all is the one chip's
+    assert rep["kv_cache_bytes"] == one["kv_cache_bytes"]
+    assert one["decode_all_to_all_s"] == 0 and one["decode_allreduce_s"] == 0
+    assert 0 < rep["decode_all_to_all_s"] < rep["time_per_output_token_s"] and rep["decode_allreduce_s"] == 0
+    card = llm_status_card(rep, res["wall_s"], False)
+    assert "kpi-all-to-all" in _ids(card) and "kpi-allreduce" not in _ids(card)
+    assert "expert-parallel 2: 2 of 4 experts and batch / 2 sequences per chip" in _text(card)
+    assert "of a decode step" in _text(card)
+    # the chips chart draws the all-to-alls' part of a token beside the time per token
+    fig = llm_chart("chips", 2, [(1, {"report": one}), (2, res)], 3)
+    names = [t.name for t in fig.data]
+    assert "all-to-alls per token (ms)" in names
+    link = fig.data[names.index("all-to-alls per token (ms)")]
+    assert list(link.x) == [1, 2] and link.y[0] == 0 and link.y[1] == pytest.approx(rep["decode_all_to_all_s"] * 1e3)
+    # tensor parallelism: its all-reduces instead
+    tp = llm_point(llm_params("mixtral-tiny", "gc200", "fp16", 4, 16, 6, 2, "tensor"))["report"]
+    assert tp["decode_allreduce_s"] > 0 and tp["decode_all_to_all_s"] == 0
+    assert "kpi-allreduce" in _ids(llm_status_card(tp, 1.0, False))

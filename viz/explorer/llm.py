@@ -4,18 +4,21 @@
 
 Controls (left): a decoder (the built-ins, or a ``config.json`` of ``examples/configs``),
 chip preset, precision, batch, prompt length, new tokens, chips and how they are used (one
-chip, tensor, pipeline, pipeline + tensor with its tensor-parallel degree; uneven heads),
-where the KV cache lives (tile SRAM or streaming memory), and whether the model is compiled
+chip, tensor, pipeline, pipeline + tensor with its tensor-parallel degree; uneven heads; for a
+mixture of experts, expert parallelism over all the chips or pipeline + expert with its
+expert-parallel degree: experts / X whole experts per chip, batch / X sequences each, the
+tokens dispatched and combined by all-to-alls over the links), where the KV cache lives (tile SRAM or streaming memory), and whether the model is compiled
 whole or estimated from two layer counts (:func:`simulator.generate.generate_by_layers`:
 seconds instead of minutes for a big model).  The controls make a :class:`RunConfig` plus
 the prompt / new tokens / cache placement (:func:`llm_params`, validated there).
 
 Views (right): the status card (fits or out of memory and by how much on the worst tile,
 time to first token, time per output token, tokens/s in all and per chip, the KV cache,
-and, for a whole compile, the prediction as a multiple of its physical bound), and two
+the decode step's all-reduces or all-to-alls on the links, and, for a whole compile, the prediction as a multiple of its physical bound), and two
 charts around the current setting, computed in the background one point at a time and
 cached: tokens/s against the batch and against the chips (the same mode; 1 chip alone),
-out-of-memory points drawn as crosses.
+with the links' share of a decode step (all-reduce or all-to-all ms per token) where there
+is one, out-of-memory points drawn as crosses.
 
 Every point runs in the explorer's worker pool (:class:`viz.explorer.jobs.Jobs`, with
 :func:`llm_point` as its work), so the page stays responsive and a setting seen before
@@ -32,6 +35,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, dcc, html, no_update
 from plotly.subplots import make_subplots
 
+import models
 from hardware.chips import list_chips
 from models.transformers import DECODERS
 from simulator.config import RunConfig
@@ -45,9 +49,11 @@ __all__ = ["llm_params", "llm_point", "llm_status_card", "llm_chart", "sweep_val
            "serve_llm", "LLM_MODES", "decoder_models"]
 
 BLUE, ORANGE = PHASE_COLOURS["compute"], PHASE_COLOURS["exchange"]
+GREY = "#607d8b"
 
 #: how the chips are used: (value, label)
-LLM_MODES = (("tensor", "tensor parallel"), ("pipeline", "pipeline"), ("pipeline+tensor", "pipeline + tensor"))
+LLM_MODES = (("tensor", "tensor parallel"), ("pipeline", "pipeline"), ("pipeline+tensor", "pipeline + tensor"),
+             ("expert", "expert parallel (mixture of experts)"), ("pipeline+expert", "pipeline + expert"))
 #: the values of the two charts
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 CHIP_COUNTS = (1, 2, 4, 8, 16, 32, 64)
@@ -65,9 +71,11 @@ def decoder_models() -> list:
 
 
 def llm_params(model, chip, dtype, batch, prompt_len, new_tokens, chips, mode, tensor_parallel=None,
-               kv_cache="sram", uneven_heads=False, estimate=True) -> dict:
+               kv_cache="sram", uneven_heads=False, estimate=True, expert_parallel=None) -> dict:
     """Control values -> the point's parameters (plain values), validated by building the
-    :class:`RunConfig` (raises ValueError naming the control)."""
+    :class:`RunConfig` (raises ValueError naming the control).  ``tensor_parallel`` /
+    ``expert_parallel``: the group's chips of pipeline+tensor / pipeline+expert (ignored in the
+    other modes; tensor and expert use all the chips)."""
     if not model:
         raise ValueError("model: choose a decoder")
     for name, v in (("batch", batch), ("prompt length", prompt_len), ("new tokens", new_tokens), ("chips", chips)):
@@ -78,8 +86,9 @@ def llm_params(model, chip, dtype, batch, prompt_len, new_tokens, chips, mode, t
     if multi and mode not in dict(LLM_MODES):
         raise ValueError(f"mode: one of {', '.join(dict(LLM_MODES))}, got {mode!r}")
     T = int(tensor_parallel) if multi and mode == "pipeline+tensor" and tensor_parallel else None
+    X = int(expert_parallel) if multi and mode == "pipeline+expert" and expert_parallel else None
     p = {"model": model, "chip": chip, "dtype": dtype, "batch": int(batch), "ipus": chips,
-         "mode": mode if multi else "shard", "tensor_parallel": T,
+         "mode": mode if multi else "shard", "tensor_parallel": T, "expert_parallel": X,
          "uneven_heads": bool(uneven_heads) and multi and mode in ("tensor", "pipeline+tensor"),
          "prompt_len": int(prompt_len), "new_tokens": int(new_tokens), "kv_cache": kv_cache,
          "estimate": bool(estimate)}
@@ -89,8 +98,17 @@ def llm_params(model, chip, dtype, batch, prompt_len, new_tokens, chips, mode, t
 
 def _config(p) -> RunConfig:
     return RunConfig(model=p["model"], chip=p["chip"], dtype=p["dtype"], batch=p["batch"], ipus=p["ipus"],
-                     mode=p["mode"], tensor_parallel=p["tensor_parallel"], uneven_heads=p["uneven_heads"],
-                     suggest=False)
+                     mode=p["mode"], tensor_parallel=p["tensor_parallel"],
+                     expert_parallel=p.get("expert_parallel"), uneven_heads=p["uneven_heads"], suggest=False)
+
+
+def model_experts(model) -> int:
+    """A decoder's experts per MoE layer (0 for a dense one), from its op graph at one token."""
+    og = models.load(model, batch=1, model_kw={"seq_len": 1, "layers": 1})
+    for n in og.ops():
+        if og.op(n)["op"] == "TopKRoute":
+            return int(og.tensors[og.op(n)["inputs"][0]].shape[1])
+    return 0
 
 
 def llm_point(params: dict, figures: bool = False) -> dict:
@@ -103,7 +121,9 @@ def llm_point(params: dict, figures: bool = False) -> dict:
         P, N, kv = params["prompt_len"], params["new_tokens"], params["kv_cache"]
         S = cfg.layout()[0] if cfg.multichip and cfg.mode != "tensor" else 1
         L = model_layers(cfg.model)
+        X = cfg.expert_degree
         out = {"chips": cfg.ipus, "mode": cfg.mode, "tensor_parallel": cfg.tensor_degree, "stages": S,
+               "expert_parallel": X, "experts": model_experts(cfg.model) if X > 1 else None,
                "batch": cfg.batch, "prompt_len": P, "new_tokens": N, "kv_cache": kv, "layers": L,
                "model": os.path.basename(str(cfg.model)), "chip": cfg.get_chip().name,
                "sram_bytes_per_tile": cfg.get_chip().sram_bytes_per_tile}
@@ -133,8 +153,11 @@ def llm_status_card(rep: dict, wall_s: float, cached: bool):
     sram = rep["sram_bytes_per_tile"]
     fits = rep["fits"]
     peaks = {"prefill": rep["prefill_peak_tile_bytes"], "decode": rep["decode_peak_tile_bytes"]}
+    X = rep.get("expert_parallel", 1)
     how = (f"{rep['mode']}" + (f", {rep['stages']} stages" if rep["stages"] > 1 else "")
-           + (f", tensor-parallel {rep['tensor_parallel']}" if rep["tensor_parallel"] > 1 else "")) \
+           + (f", tensor-parallel {rep['tensor_parallel']}" if rep["tensor_parallel"] > 1 else "")
+           + (f", expert-parallel {X}: {rep['experts'] // X} of {rep['experts']} experts and batch / {X} "
+              f"sequences per chip" if X > 1 else "")) \
         if rep["chips"] > 1 else "one chip"
     est = rep.get("estimated_from")
     head = html.Div(className="status-head", children=[
@@ -158,6 +181,14 @@ def llm_status_card(rep: dict, wall_s: float, cached: bool):
                 f"prefill {peaks['prefill'] / sram:.0%}, decode {peaks['decode'] / sram:.0%} of SRAM"),
             kpi("KV cache", fmt_bytes(rep["kv_cache_bytes"]),
                 "in all" + (" (streaming memory)" if rep["kv_cache"] == "streaming" else ""))]
+    tpot = rep["time_per_output_token_s"]
+    for key, what, note, kid in (("decode_allreduce_s", "all-reduces per token", "the group's ring on the links",
+                                  "kpi-allreduce"),
+                                 ("decode_all_to_all_s", "all-to-alls per token", "dispatch + combine per MoE layer",
+                                  "kpi-all-to-all")):
+        if rep.get(key):
+            kpis.append(kpi(what, _t(rep[key]), f"{rep[key] / tpot:.0%} of a decode step; {note}" if tpot else note,
+                            kid=kid))
     if rep.get("decode_x_bound"):
         kpis.append(kpi("x physical bound", f"{rep['decode_x_bound']:,.1f}x",
                         f"decode ({rep.get('decode_bound_by')}); prefill {rep['prefill_x_bound']:,.1f}x"))
@@ -194,13 +225,13 @@ def with_llm_value(params: dict, axis: str, v: int) -> dict:
     else:
         p["ipus"] = v
         if v == 1:
-            p.update(mode="shard", tensor_parallel=None, uneven_heads=False)
+            p.update(mode="shard", tensor_parallel=None, expert_parallel=None, uneven_heads=False)
         elif p["mode"] == "shard":
             p["mode"] = "tensor"
     mode = p["mode"] if p["ipus"] > 1 else None
     return llm_params(p["model"], p["chip"], p["dtype"], p["batch"], p["prompt_len"], p["new_tokens"], p["ipus"],
                       mode, p["tensor_parallel"], p["kv_cache"], p["uneven_heads"] or params["uneven_heads"],
-                      p["estimate"])
+                      p["estimate"], p.get("expert_parallel"))
 
 
 def llm_chart(axis: str, current, rows: list, total: int):
@@ -213,8 +244,12 @@ def llm_chart(axis: str, current, rows: list, total: int):
     per = [r.get("tokens_per_s_per_chip") or 0.0 for _, r in ok]
     lat = [r["time_per_output_token_s"] * 1e3 for _, r in ok]
     fits = [bool(r["fits"]) for _, r in ok]
-    hover = [f"{axis} {x}<br>{t:,.0f} tokens/s ({p:,.1f} per chip)<br>{l:.3f} ms per token<br>"
-             f"<b>{'fits' if f else 'OUT OF MEMORY'}</b>" for x, t, p, l, f in zip(xs, tps, per, lat, fits)]
+    # the links' part of a decode step: the group's all-reduces (tensor) or all-to-alls (expert)
+    link = [(r.get("decode_allreduce_s") or 0.0) * 1e3 + (r.get("decode_all_to_all_s") or 0.0) * 1e3 for _, r in ok]
+    kind = "all-to-all" if any(r.get("decode_all_to_all_s") for _, r in ok) else "all-reduce"
+    hover = [f"{axis} {x}<br>{t:,.0f} tokens/s ({p:,.1f} per chip)<br>{l:.3f} ms per token"
+             + (f" ({k:.3f} ms {kind})" if k else "") + f"<br><b>{'fits' if f else 'OUT OF MEMORY'}</b>"
+             for x, t, p, l, k, f in zip(xs, tps, per, lat, link, fits)]
     fig.add_trace(go.Scatter(x=xs, y=tps, name="tokens/s", mode="lines+markers", hovertext=hover, hoverinfo="text",
                              line=dict(color=BLUE, width=2),
                              marker=dict(size=10, color=[BLUE if f else RED for f in fits],
@@ -222,16 +257,20 @@ def llm_chart(axis: str, current, rows: list, total: int):
     fig.add_trace(go.Scatter(x=xs, y=lat, name="time per output token (ms)", mode="lines+markers",
                              hovertext=hover, hoverinfo="text", line=dict(color=ORANGE, width=2, dash="dot"),
                              marker=dict(size=7, symbol="square")), secondary_y=True)
+    if any(link):
+        fig.add_trace(go.Scatter(x=xs, y=link, name=f"{kind}s per token (ms)", mode="lines+markers",
+                                 hovertext=hover, hoverinfo="text", line=dict(color=GREY, width=1.5, dash="dash"),
+                                 marker=dict(size=6, symbol="diamond")), secondary_y=True)
     if current is not None:
         fig.add_vline(x=current, line=dict(color="#263238", width=1, dash="dot"))
     sub = f"{len(rows)} of {total} points" + ("" if len(rows) >= total else " (computing the rest…)")
     if bad:
         why = bad[0][1].split(": ", 1)[-1]           # without the error's type
         sub += f"; {len(bad)} refused: {why[:55] + ('…' if len(why) > 55 else '')}"
-    fig.update_layout(template="plotly_white", height=360, hovermode="closest",
+    fig.update_layout(template="plotly_white", height=390, hovermode="closest",
                       title=dict(text=f"tokens/s vs {'batch' if axis == 'batch' else 'chips'}<br><sup>{sub}</sup>",
                                  x=0.01, xanchor="left", font=dict(size=15)),
-                      legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0), margin=dict(l=60, r=60, t=60, b=50))
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0), margin=dict(l=60, r=60, t=60, b=80))
     fig.update_xaxes(title_text="batch (sequences)" if axis == "batch" else "chips", type="log", dtick=0.30103)
     fig.update_yaxes(title_text="tokens/s", secondary_y=False, rangemode="tozero", color=BLUE)
     fig.update_yaxes(title_text="ms per token", secondary_y=True, rangemode="tozero", color=ORANGE, showgrid=False)
@@ -240,7 +279,7 @@ def llm_chart(axis: str, current, rows: list, total: int):
 
 #: the controls' starting values (``make_llm_app(defaults=...)`` overrides any of them)
 DEFAULTS = {"batch": 1, "prompt_len": 64, "new_tokens": 32, "chips": 1, "mode": "tensor", "tensor_parallel": 2,
-            "kv_cache": "sram"}
+            "expert_parallel": 2, "kv_cache": "sram"}
 
 
 def _controls(default_model, d):
@@ -265,8 +304,11 @@ def _controls(default_model, d):
         html.Label("how the chips are used", className="ctl", htmlFor="llm-mode"),
         dcc.RadioItems(id="llm-mode", options=[{"label": " " + lab, "value": v} for v, lab in LLM_MODES],
                        value=d["mode"], className="chip-mode", labelStyle={"display": "block"}),
-        html.Div([html.Label("tensor-parallel degree (pipeline + tensor)", className="ctl", htmlFor="llm-tp"),
-                  num("llm-tp", d["tensor_parallel"])]),
+        html.Div(className="grid2", children=[
+            html.Div([html.Label("tensor-parallel degree (pipeline + tensor)", className="ctl", htmlFor="llm-tp"),
+                      num("llm-tp", d["tensor_parallel"])]),
+            html.Div([html.Label("expert-parallel degree (pipeline + expert)", className="ctl", htmlFor="llm-ep"),
+                      num("llm-ep", d["expert_parallel"])])]),
         dcc.Checklist(id="llm-uneven", options=[{"label": " uneven heads (a degree not dividing them)",
                                                  "value": "uneven"}], value=[], style={"fontSize": "13px"}),
         html.H3("KV cache"),
@@ -304,9 +346,9 @@ def make_llm_app(jobs: Jobs | None = None, *, default_model: str = "gpt2", defau
                 html.Div(className="card", children=[html.Div(id="llm-progress"), html.Div(id="llm-status")]),
                 html.Div(className="row2", children=[
                     html.Div(className="card", children=[dcc.Graph(id="llm-fig-batch", config=cfg,
-                                                                   figure=empty_figure("waiting…", 360))]),
+                                                                   figure=empty_figure("waiting…", 390))]),
                     html.Div(className="card", children=[dcc.Graph(id="llm-fig-chips", config=cfg,
-                                                                   figure=empty_figure("waiting…", 360))])]),
+                                                                   figure=empty_figure("waiting…", 390))])]),
             ])]),
         dcc.Store(id="llm-current"),
         dcc.Interval(id="llm-poll", interval=poll_ms, disabled=True),
@@ -319,11 +361,11 @@ def make_llm_app(jobs: Jobs | None = None, *, default_model: str = "gpt2", defau
                   Input("llm-batch", "value"), Input("llm-prompt", "value"), Input("llm-new", "value"),
                   Input("llm-chips", "value"), Input("llm-mode", "value"), Input("llm-tp", "value"),
                   Input("llm-uneven", "value"), Input("llm-kv", "value"), Input("llm-estimate", "value"),
-                  Input("llm-poll", "n_intervals"))
-    def _run(model, chip, dtype, batch, prompt, new, chips, mode, tp, uneven, kv, estimate, _n):
+                  Input("llm-ep", "value"), Input("llm-poll", "n_intervals"))
+    def _run(model, chip, dtype, batch, prompt, new, chips, mode, tp, uneven, kv, estimate, ep, _n):
         try:
             params = llm_params(model, chip, dtype, batch, prompt, new, chips, mode, tp, kv, bool(uneven),
-                                bool(estimate))
+                                bool(estimate), ep)
         except Exception as e:  # noqa: BLE001
             return error_box(message(e), "impossible setting"), "", True, None
         try:
@@ -343,7 +385,7 @@ def make_llm_app(jobs: Jobs | None = None, *, default_model: str = "gpt2", defau
                   Input("llm-poll-charts", "n_intervals"))
     def _charts(params, _n):
         if not params:
-            blank = empty_figure("no chart: the current setting has no result", 360)
+            blank = empty_figure("no chart: the current setting has no result", 390)
             return blank, blank, True
         figs, missing_any = [], False
         for axis, current in (("batch", params["batch"]), ("chips", params["ipus"])):
