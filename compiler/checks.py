@@ -82,19 +82,28 @@ def check_graph(graph, arrays):
         var_first = np.array([v.start for v in graph.variables], np.int64)
         var_next = np.append(var_first[1:], np.iinfo(np.int64).max)
         step = 1 << 24
+        look = graph.variable_lookup() if arrays.edge_start.size >= graph.LOOKUP_MIN_QUERIES else None
         for c0 in range(0, arrays.edge_start.size, step):
             st = arrays.edge_start[c0:c0 + step]
-            end = st + arrays.edge_len[c0:c0 + step]
-            bad = np.flatnonzero((st < 0) | (end > graph.num_elements))
-            if bad.size:
+            ln = arrays.edge_len[c0:c0 + step]
+            end = st + ln
+            if int(st.min()) < 0 or int(end.max()) > graph.num_elements:
+                bad = np.flatnonzero((st < 0) | (end > graph.num_elements))
                 e = c0 + int(bad[0])
                 raise GraphError(f"{_where(graph, arrays.edge_vertex[e])}: edge to elements "
                                  f"[{arrays.edge_start[e]}, {end[bad[0]]}) outside the graph's "
                                  f"{graph.num_elements} elements")
-            vs = graph.variable_of(st)
             # the last element's variable is vs exactly when it lies in [start of vs, start of vs + 1):
-            # two gathers instead of a second lookup per edge
-            bad = np.flatnonzero((end - 1 >= var_next[vs]) | (end - 1 < var_first[vs]))
+            # the next variable's start comes with the lookup, no second lookup per edge
+            if look is not None:
+                vs, nxt = look.locate(st)
+            else:
+                vs = graph.variable_of(st)
+                nxt = var_next[vs]
+            bad = end > nxt
+            if int(ln.min()) <= 0:    # an empty edge ends before its variable where it starts at one
+                bad |= end - 1 < var_first[vs]
+            bad = np.flatnonzero(bad)
             if bad.size:
                 ve = graph.variable_of(end[bad] - 1)
                 e = c0 + int(bad[0])

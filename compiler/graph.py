@@ -327,13 +327,20 @@ class Graph:
         """Variable id of each global element index."""
         starts = self._var_starts.view()
         if np.size(elements) >= self.LOOKUP_MIN_QUERIES:
-            look = self._var_lookup
-            if look is None or look.bounds.size != starts.size or look.limit != max(self.num_elements, 1):
-                look = self._var_lookup = intervals.Lookup(starts, max(self.num_elements, 1))
+            look = self.variable_lookup()
             q = np.asarray(elements)
             if q.dtype.kind in "iu" and look.covers(q):
                 return look(q)
         return np.searchsorted(starts, elements, side="right") - 1
+
+    def variable_lookup(self) -> intervals.Lookup:
+        """The variable starts as an :class:`intervals.Lookup` over the element space (built
+        once, rebuilt when variables are added)."""
+        starts = self._var_starts.view()
+        look = self._var_lookup
+        if look is None or look.bounds.size != starts.size or look.limit != max(self.num_elements, 1):
+            look = self._var_lookup = intervals.Lookup(starts, max(self.num_elements, 1))
+        return look
 
     def variable(self, tensor_or_name) -> Variable:
         if isinstance(tensor_or_name, str):

@@ -149,6 +149,19 @@ class Lookup:
             todo = todo[self.after[r[todo]] <= q[todo]]
         return r
 
+    def locate(self, q):
+        """(``self(q)``, the next bound after each answer): the bound that ends each query's
+        interval comes with the search (``self.after``), not from a second gather."""
+        q = np.asarray(q, np.int64)
+        r = self.table[q >> self.shift]
+        nxt = self.after[r]
+        todo = np.flatnonzero(nxt <= q)
+        while todo.size:
+            r[todo] += 1
+            nxt[todo] = self.after[r[todo]]
+            todo = todo[nxt[todo] <= q[todo]]
+        return r, nxt
+
     def covers(self, q):
         """Whether every query lies in [0, limit) (where the table answers)."""
         return q.size == 0 or (int(q.min()) >= 0 and int(q.max()) < self.limit)
