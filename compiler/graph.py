@@ -542,17 +542,57 @@ class Graph:
         n = tiles.size
         self.batches.append(Batch(codelet, cs.id, canonical(dtype), dict(params or {}), v0, v0 + n))
         self.vertex_tile.extend(tiles)
+        items = []
         for name, (vi, st, ln) in fields.items():
             fi = c.field_index.get(name)
             if fi is None:
                 raise GraphError(f"codelet {codelet} has no field {name!r}")
-            vi = np.asarray(vi)
-            self.e_vertex.extend((vi + v0).astype(np.int32))
-            self.e_field.extend(np.full(vi.size, fi, np.int8))
-            self.e_start.extend(np.asarray(st, np.int64))
-            self.e_len.extend(np.asarray(ln, np.int32))
+            items.append((fi, np.asarray(vi), np.asarray(st), np.asarray(ln)))
+        if not self._extend_by_vertex(v0, n, items):
+            for fi, vi, st, ln in items:
+                self.e_vertex.extend((vi + v0).astype(np.int32))
+                self.e_field.extend(np.full(vi.size, fi, np.int8))
+                self.e_start.extend(np.asarray(st, np.int64))
+                self.e_len.extend(np.asarray(ln, np.int32))
         self._finalized = None
         return np.arange(v0, v0 + n)
+
+    def _extend_by_vertex(self, v0, n, items):
+        """Append the edges of ``items`` (field, vertex index, starts, lengths) already in
+        vertex order, as finalize's stable sort by vertex would leave them (each vertex's
+        edges field by field, in the order given), when every field gives every vertex the
+        same number of edges in vertex order: then finalize has nothing to sort.  False
+        (nothing appended) otherwise."""
+        if n == 0:
+            return False
+        ks = []
+        for fi, vi, st, ln in items:
+            k = vi.size // n
+            if (k * n != vi.size or st.shape != vi.shape or ln.shape != vi.shape
+                    or not np.array_equal(vi.ravel(), np.repeat(np.arange(n, dtype=vi.dtype), k))):
+                return False
+            ks.append(k)
+        K = sum(ks)
+        E = n * K
+        grows = (self.e_vertex, self.e_field, self.e_start, self.e_len)
+        for gr in grows:
+            gr._reserve(E)
+        base = self.e_vertex.n
+        self.e_vertex.a[base: base + E] = np.repeat(np.arange(v0, v0 + n, dtype=np.int32), K)
+        pattern = np.concatenate([np.full(k, fi, np.int8) for (fi, *_), k in zip(items, ks)]) if K else \
+            np.zeros(0, np.int8)
+        self.e_field.a[base: base + E] = np.tile(pattern, n)
+        es = self.e_start.a[base: base + E].reshape(n, K)
+        el = self.e_len.a[base: base + E].reshape(n, K)
+        a = 0
+        for (fi, vi, st, ln), k in zip(items, ks):
+            if k:
+                es[:, a: a + k] = st.reshape(n, k)
+                el[:, a: a + k] = ln.reshape(n, k)
+                a += k
+        for gr in grows:
+            gr.n += E
+        return True
 
     # -- functions and streams ----------------------------------------------------------
     def add_function(self, program, name="function") -> Function:
