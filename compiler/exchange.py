@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import intervals
+from .parallel import parallel_map
 from .codelets import CODELETS
 from hardware.dtypes import DTYPE_BYTES, DTYPE_NAMES
 from .graph import DataStream, GraphError
@@ -317,13 +318,20 @@ def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngro
 EXCHANGE_CHUNK_EDGES = 250_000   # small enough that the temporaries come from the heap, not fresh pages
 
 
-def _plan_edges(graph, arrays, ranges, vt, vcs, edge_bytes, run_starts, run_tiles, tiles_per_chip, ncs,
+def _plan_edges(graph, arrays, ranges, vt, edge_bytes, run_starts, run_tiles, tiles_per_chip, ncs,
                 run_lookup=None, run_next=None):
     """Exchange plans (in, out) for the edges in ``ranges`` [(e0, e1, batch)];
     ``edge_bytes``: edge ids -> their element size."""
-    idx = intervals.expand(np.array([r[0] for r in ranges]), np.array([r[1] - r[0] for r in ranges]))
-    reads = np.empty(idx.size, bool)
-    writes = np.empty(idx.size, bool)
+    lens = np.array([e1 - e0 for e0, e1, _ in ranges], np.int64)
+    contiguous = all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1))
+    if contiguous:      # one run of edges (as chunks of consecutive compute sets are): slices, not gathers
+        E0 = ranges[0][0]
+        sel = slice(E0, ranges[-1][1])
+    else:
+        sel = intervals.expand(np.array([r[0] for r in ranges]), lens)
+    n = int(lens.sum())
+    reads = np.empty(n, bool)
+    writes = np.empty(n, bool)
     pos = 0
     for e0, e1, b in ranges:
         c = CODELETS[b.codelet]
@@ -331,18 +339,20 @@ def _plan_edges(graph, arrays, ranges, vt, vcs, edge_bytes, run_starts, run_tile
         reads[pos:pos + e1 - e0] = np.array([x.reads for x in c.fields])[f]
         writes[pos:pos + e1 - e0] = np.array([x.writes for x in c.fields])[f]
         pos += e1 - e0
-    ps, pl, parent, ptile = _pieces(graph, arrays.edge_start[idx], arrays.edge_len[idx].astype(np.int64),
+    # the compute set and the tile of each edge's vertex
+    ecs = np.repeat(np.array([b.cs for _, _, b in ranges], np.int64), lens)
+    evt = vt[arrays.edge_vertex[sel]]
+    ps, pl, parent, ptile = _pieces(graph, arrays.edge_start[sel], arrays.edge_len[sel].astype(np.int64),
                                     run_starts, run_tiles, run_lookup, run_next)
-    pe = idx[parent]                      # the edge of each piece
-    pv = arrays.edge_vertex[pe]
-    pvt = vt[pv]
+    pvt = evt[parent]
     remote = ptile != pvt
-    pcs = vcs[pv]
+    pcs = ecs[parent]
     xs = []
     for rw, (src, dst) in ((reads, (ptile, pvt)), (writes, (pvt, ptile))):
         r = np.flatnonzero(remote & rw[parent])
+        pe = parent[r] + E0 if contiguous else sel[parent[r]]      # the edge of each piece
         xs.append(_plan(pcs[r], src[r], dst[r], ps[r], pl[r], None, tiles_per_chip, ncs,
-                        ebytes=edge_bytes(pe[r])))
+                        ebytes=edge_bytes(pe)))
     return tuple(xs)
 
 
@@ -371,8 +381,6 @@ def plan_compute_exchange(graph, arrays, run_starts, run_tiles, tiles_per_chip):
         return exchange_in, exchange_out
     ncs = len(graph.compute_sets)
     vt = arrays.vertex_tile
-    vcs = np.repeat(np.array([b.cs for b in graph.batches], np.int64),
-                    [b.v1 - b.v0 for b in graph.batches]) if graph.batches else np.zeros(0, np.int64)
     edge_bytes = _edge_bytes(graph, arrays)
     run_lookup = intervals.Lookup(run_starts, max(graph.num_elements, 1)) if run_starts.size else None
     run_next = np.append(run_starts, np.iinfo(np.int64).max)    # once, not per chunk
@@ -380,17 +388,23 @@ def plan_compute_exchange(graph, arrays, run_starts, run_tiles, tiles_per_chip):
     ranges = {}
     for b in graph.batches:
         ranges.setdefault(b.cs, []).append((int(off[b.v0]), int(off[b.v1]), b))
-    chunk, size = [], 0
+    chunks, chunk, size = [], [], 0
     items = list(ranges.items())
     for i, (csid, rs) in enumerate(items):
-        chunk.append(rs)
+        chunk += rs
         size += sum(e1 - e0 for e0, e1, _ in rs)
         if size >= EXCHANGE_CHUNK_EDGES or i == len(items) - 1:
-            xin, xout = _plan_edges(graph, arrays, [r for rs_ in chunk for r in rs_], vt, vcs, edge_bytes,
-                                    run_starts, run_tiles, tiles_per_chip, ncs, run_lookup, run_next)
-            exchange_in.update(xin)
-            exchange_out.update(xout)
+            chunks.append(chunk)
             chunk, size = [], 0
+
+    def plan(chunk):
+        return _plan_edges(graph, arrays, chunk, vt, edge_bytes, run_starts, run_tiles, tiles_per_chip, ncs,
+                           run_lookup, run_next)
+    # the chunks are independent and numpy releases the GIL in their sorts and gathers: planned
+    # on every core, merged in chunk order (the same dicts as one after another)
+    for xin, xout in parallel_map(plan, chunks):
+        exchange_in.update(xin)
+        exchange_out.update(xout)
     return exchange_in, exchange_out
 
 

@@ -371,7 +371,9 @@ class Graph:
             return
         vstarts = self._var_starts.view()
         ps, pl, parent = intervals.split_at(starts, lengths, vstarts[1:])
-        pvar = self.variable_of(ps)
+        # a binary search, not variable_of: its lookup table would be rebuilt for every
+        # variable added since the last call (planners add and map variables in turn)
+        pvar = np.searchsorted(vstarts, ps, side="right") - 1
         if pvar[0] == pvar[-1] and np.all(pvar == pvar[0]):
             groups = [(int(pvar[0]), None)]
         else:

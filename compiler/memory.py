@@ -44,8 +44,8 @@ import numpy as np
 from .allocator import ALIGN, _ranges, allocate
 from .codelets import CODELETS
 from hardware.dtypes import DTYPE_BYTES, FLOAT_DTYPES as FLOATS
-from . import intervals
 from .intervals import merge_per_key
+from .parallel import parallel_map
 from .program import Call, Copy, Execute, Repeat, Sequence, walk
 
 #: variable kinds that hold their bytes for the whole program
@@ -616,17 +616,18 @@ def vertex_state(g, arr) -> np.ndarray:
     if arr.edge_start.size:
         off = arr.vertex_edge_offsets
         runs = _tile_runs(g)
-        lookup = intervals.Lookup(runs[0], max(g.num_elements, 1)) if runs[0].size else None
-        for (_cs, name), bs in groups.items():
+
+        def regions(item):
+            (_cs, name), bs = item
             c = CODELETS[name]
             eb = np.array([WRITE_REGION_BYTES if f.writes else READ_REGION_BYTES for f in c.fields], np.int64)
             e = np.concatenate([np.arange(off[b.v0], off[b.v1]) for b in bs]) if len(bs) > 1 \
                 else np.arange(off[bs[0].v0], off[bs[0].v1])
             if e.size == 0:
-                continue
+                return None
             t = arr.vertex_tile[arr.edge_vertex[e]].astype(np.int64)
             f = arr.edge_field[e].astype(np.int64)
-            st = _tile_address(runs, arr.edge_start[e].astype(np.int64), t, g.num_elements, lookup)
+            st = _tile_address(runs, arr.edge_start[e].astype(np.int64), t, g.num_elements)
             en = st + arr.edge_len[e]
             hi = t * len(c.fields) + f
             # sorted by (tile, field), then start: one stable argsort of the packed pair where it
@@ -645,7 +646,11 @@ def vertex_state(g, arr) -> np.ndarray:
                 seg = np.cumsum(np.concatenate(([True], ~same)))
                 run_end = _segmented_cummax(en, seg)
                 new[1:] = ~same | (st[1:] > run_end[:-1])
-            state += np.bincount(hi[new] // len(c.fields), weights=eb[hi[new] % len(c.fields)], minlength=T)
+            return np.bincount(hi[new] // len(c.fields), weights=eb[hi[new] % len(c.fields)], minlength=T)
+        # the groups on every core (parallel_map); whole bytes, so the sum is exact in any order
+        for r in parallel_map(regions, groups.items()):
+            if r is not None:
+                state += r
     return state
 
 
@@ -687,18 +692,16 @@ def _tile_runs(g):
     return gst, gtl, loc
 
 
-def _tile_address(runs, a, tiles, num_elements, lookup=None):
+def _tile_address(runs, a, tiles, num_elements):
     """Addresses ``a`` as the vertices on ``tiles`` see them: an element on the vertex's own
     tile at its address in that tile's copy of its variable (offset past every global
-    address), any other at its global address (exchanged into a buffer of its own).
-    ``lookup``: an :class:`intervals.Lookup` of the runs' starts, for many addresses."""
+    address), any other at its global address (exchanged into a buffer of its own)."""
     gst, gtl, loc = runs
     if gst.size == 0 or a.size == 0:
         return a
-    if lookup is not None and lookup.covers(a):
-        r = lookup(a)
-    else:
-        r = np.searchsorted(gst, a, side="right") - 1
+    # (a binary search: the addresses come mostly in order, which numpy's search exploits;
+    # intervals.Lookup was no faster here)
+    r = np.searchsorted(gst, a, side="right") - 1
     rc = np.clip(r, 0, None)
     here = (r >= 0) & (gtl[rc] == tiles)
     return np.where(here, num_elements + loc[rc] + (a - gst[rc]), a)

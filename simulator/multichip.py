@@ -355,7 +355,9 @@ def _shard_memory(mem, m, state, shards, offloaded):
 
 
 def _time_one(args):
-    stage, chip, kw = args
+    stage, chip, kw, threads = args
+    # the processes share the CPUs: each compiles with its share of threads (compiler/parallel.py)
+    os.environ.setdefault("IPUSIM_THREADS", str(threads))
     return time_stage(stage, chip, **kw)
 
 
@@ -376,7 +378,8 @@ def _time_stages(stages, chip, kw, workers=None):
     # biggest stages first, so the pool stays busy
     order = sorted(range(n), key=lambda i: -len(stages[i].graph))
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        res = list(ex.map(_time_one, [(stages[i], chip, kws[i]) for i in order]))
+        per = max(1, (os.cpu_count() or 1) // workers)
+        res = list(ex.map(_time_one, [(stages[i], chip, kws[i], per) for i in order]))
     out = [None] * n
     for i, r in zip(order, res):
         out[i] = r

@@ -134,3 +134,69 @@ def test_a_streamed_tensor_is_counted_per_tile_on_its_mapping_runs():
         want = np.unique(tiles, return_counts=True)
         got = _elements_per_tile(g, view)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), view
+
+
+def _random_graph(seed, n_cs=6):
+    """Compute sets whose vertices read and write random regions of variables mapped in
+    random runs; compute sets added in interleaved order (their edges are not one run)."""
+    rng = np.random.default_rng(seed)
+    g = Graph(CHIP)
+    xs = []
+    for i in range(4):
+        x = g.add_variable("fp32" if i % 2 else "fp16", (int(rng.integers(40, 90)),), f"x{i}")
+        cuts = np.sort(rng.choice(np.arange(1, x.numel), 5, replace=False))
+        for a, b, t in zip(np.r_[0, cuts], np.r_[cuts, x.numel], rng.integers(0, CHIP.tiles, 6)):
+            g.set_tile_mapping(x[int(a):int(b)], int(t))
+        xs.append(x)
+    css = [g.add_compute_set(f"cs{i}") for i in range(n_cs)]
+    for k in range(3 * n_cs):
+        cs = css[k % n_cs]
+        src = xs[k % 4]
+        a = int(rng.integers(0, src.numel - 8)); n = int(rng.integers(2, 8))
+        dst = g.add_variable(src.dtype, (n,), f"y{k}")      # each vertex writes its own, in two runs
+        g.set_tile_mapping(dst[:n // 2], int(rng.integers(0, CHIP.tiles)))
+        g.set_tile_mapping(dst[n // 2:], int(rng.integers(0, CHIP.tiles)))
+        g.add_vertex(cs, "Copy", {"in": src[a:a + n], "out": dst}, tile=int(rng.integers(0, CHIP.tiles)))
+    return g
+
+
+def test_plans_are_the_same_in_chunks_on_several_threads_as_in_one_pass(monkeypatch):
+    import compiler.exchange as ex
+    for seed in range(5):
+        g = _random_graph(seed)
+        one = plans(g)
+        monkeypatch.setattr(ex, "EXCHANGE_CHUNK_EDGES", 3)     # many chunks, planned on 2 threads
+        monkeypatch.setenv("IPUSIM_THREADS", "2")
+        many = plans(g)
+        assert one[0] and one[1]
+        monkeypatch.undo()
+        for a, b in zip(one, many):
+            assert a.keys() == b.keys()
+            for k in a:
+                for f in ("send_tiles", "send_bytes", "send_messages", "recv_tiles", "recv_bytes"):
+                    assert getattr(a[k], f).tolist() == getattr(b[k], f).tolist(), (seed, k, f)
+                assert a[k].chip_bytes == b[k].chip_bytes
+
+
+def test_parallel_map_keeps_the_order_and_refuses_a_bad_thread_count(monkeypatch):
+    import pytest
+
+    from compiler.parallel import parallel_map, threads
+    assert list(parallel_map(lambda x: x * x, range(20), workers=3)) == [x * x for x in range(20)]
+    monkeypatch.setenv("IPUSIM_THREADS", "0")
+    with pytest.raises(ValueError, match="IPUSIM_THREADS"):
+        threads()
+    monkeypatch.setenv("IPUSIM_THREADS", "two")
+    with pytest.raises(ValueError, match="IPUSIM_THREADS"):
+        threads()
+
+
+def test_vertex_state_is_the_same_on_several_threads(monkeypatch):
+    from compiler.memory import vertex_state
+    for seed in range(3):
+        g = _random_graph(seed)
+        arrays = g.finalize()
+        monkeypatch.setenv("IPUSIM_THREADS", "1")
+        one = vertex_state(g, arrays)
+        monkeypatch.setenv("IPUSIM_THREADS", "2")
+        assert one.sum() > 0 and vertex_state(g, arrays).tolist() == one.tolist()
