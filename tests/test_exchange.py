@@ -200,3 +200,17 @@ def test_vertex_state_is_the_same_on_several_threads(monkeypatch):
         one = vertex_state(g, arrays)
         monkeypatch.setenv("IPUSIM_THREADS", "2")
         assert one.sum() > 0 and vertex_state(g, arrays).tolist() == one.tolist()
+
+
+def test_the_variables_each_compute_set_uses_are_kept_until_the_graph_grows():
+    from compiler.transforms import _uses
+    g = _random_graph(0)
+    first = _uses(g)
+    assert first and _uses(g) == first
+    first.clear()                                   # a caller's copy: the kept one is intact
+    assert _uses(g)
+    cs = g.add_compute_set("new")
+    x, y = g.add_variable("fp32", (4,), "nx"), g.add_variable("fp32", (4,), "ny")
+    g.set_tile_mapping(x, 0); g.set_tile_mapping(y, 1)
+    g.add_vertex(cs, "Copy", {"in": x, "out": y}, tile=1)
+    assert _uses(g)[cs.id] == {g.variable(x).id: False, g.variable(y).id: True}
