@@ -34,3 +34,48 @@ def test_moe_cost_scales_with_k():
     assert k1["sparse"]["cycles"] < k4["sparse"]["cycles"]
     assert k1["sparse"]["flops"] < k1["dense"]["flops"]
     assert k1["sparse"]["cycles"] < k1["dense"]["cycles"]
+
+
+def _per_tile(low, prefix):
+    """{variable name: {tile: bytes}} of the lowered graph's variables named ``prefix...``."""
+    from compiler.memory import variable_tile_bytes
+    g = low.graph
+    out = {}
+    for v, t, b in zip(*variable_tile_bytes(g)):
+        if g.variables[v].name.startswith(prefix):
+            out.setdefault(g.variables[v].name, {})[int(t)] = int(b)
+    return out
+
+
+def test_moe_combine_spreads_its_temporary_and_bounds_it_in_passes():
+    """MoECombine's (k, T, d) temporary and output over the tiles: fewer tokens than tiles, one
+    token's d / nf features per tile (not 8 whole tokens on each of T / 8 tiles); a tile's share
+    over available_memory_proportion of it, several passes each with its own temporary."""
+    from compiler.lower import lower
+    from hardware.chips import gc200
+    from models import get_model
+    from simulator.config import RunConfig
+    from simulator.run import run
+    T, d, k = 32, 128, 2                      # mixtral-tiny, 2 sequences of 16 tokens
+    low = lower(get_model("mixtral-tiny", batch=2, seq_len=16, dtype="fp16"), gc200, dtype="fp16")
+    tmp = _per_tile(low, "layers.0.block_sparse_moe.combine/choices")
+    (name, tiles), = tmp.items()
+    assert sum(tiles.values()) == k * T * d * 2
+    assert len(tiles) == T * (d // 64) and max(tiles.values()) == k * 64 * 2      # was 4 tiles of 4 KiB
+    out = _per_tile(low, "layers.0.block_sparse_moe.combine.out")["layers.0.block_sparse_moe.combine.out"]
+    assert len(out) == T * (d // 64) and max(out.values()) == 64 * 2
+
+    # 16 tiles, 64 tokens: 2 KiB of the temporary per tile; a bound of 0.002 x 624 KiB (1,278 B)
+    # takes two passes of 32 tokens, 1 KiB per tile each
+    chip = gc200.replace(tiles=16)
+    og = get_model("mixtral-tiny", batch=4, seq_len=16, dtype="fp16")
+    one = _per_tile(lower(og, chip, dtype="fp16"), "layers.0.block_sparse_moe.combine/choices")
+    assert [max(v.values()) for v in one.values()] == [2048]
+    amp = 0.002
+    two = _per_tile(lower(og, chip, dtype="fp16", available_memory_proportion=amp),
+                    "layers.0.block_sparse_moe.combine/choices")
+    assert len(two) == 2 and all(max(v.values()) <= amp * chip.sram_bytes_per_tile for v in two.values())
+    assert sum(sum(v.values()) for v in two.values()) == k * 64 * d * 2
+    r = run(RunConfig(model="mixtral-tiny", batch=4, seq_len=16, dtype="fp16", chip=chip,
+                      available_memory_proportion=amp)).report
+    assert r["sim"]["cycles"] > 0

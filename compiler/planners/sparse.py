@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hardware.dtypes import DTYPE_BYTES
+
 from ..layout import Act
 from .base import Planner, add_by_signature, spread
 from .cost import codelet_cycles
@@ -236,8 +238,43 @@ class MoEDispatchPlanner(Planner):
 
 
 class MoECombinePlanner(Planner):
+    """``ye (E, C, d), idx (T, k) -> y (T, d)``: each (token group, choice) a ``DynamicSlice``
+    into a ``(k, T, d)`` temporary on the group's tile, then a ``ReducePartials`` per group sums
+    the ``k`` choices there.  A group is ``ch`` tokens of all ``d`` features, or, when the
+    tokens are fewer than the tiles, one token's ``d / nf`` features, so the temporary and the
+    output spread over the tiles (a prefill of 32 tokens of 4,096 features on a GC200 once put
+    128 KiB of the temporary and 64 KiB of the output on each of 4 tiles).  Where a tile's share
+    of the temporary would still be over ``available_memory_proportion`` of the tile (as the
+    matmul planner bounds its partials), the tokens are combined in passes, each with its own
+    temporary (live only during its pass): :meth:`split`."""
     family = "gather"
-    CHUNK = 8           # tokens per vertex
+    CHUNK = 8           # tokens per vertex at most
+    MIN_FEATURES = 64   # features per vertex at least (a split of the features)
+
+    def _groups(self, T, d, tiles) -> tuple:
+        """``(ch, nf)`` for ``T`` tokens: as many tokens per group as leave every tile a group
+        (at most :attr:`CHUNK`); fewer tokens than tiles: one token per group, its features in
+        ``nf`` chunks (``nf`` divides ``d``, at least :attr:`MIN_FEATURES` each)."""
+        if T >= tiles:
+            return min(self.CHUNK, -(-T // tiles)), 1
+        most = max(1, min(tiles // T, d // self.MIN_FEATURES))
+        return 1, next(n for n in range(most, 0, -1) if d % n == 0)
+
+    def split(self, T, k, d, ctx) -> tuple:
+        """``(passes, ch, nf)``: the fewest passes over the tokens (``ceil(T / passes)`` each)
+        whose temporary puts at most ``available_memory_proportion`` of a tile on any tile (a
+        pass of one token's group per tile where none does), and each pass's groups."""
+        tiles = ctx.tiles
+        eb = DTYPE_BYTES[ctx.dtype]
+        budget = ctx.available_memory_proportion * ctx.chip.sram_bytes_per_tile
+        P = 1
+        while True:
+            Tp = -(-T // P)
+            ch, nf = self._groups(Tp, d, tiles)
+            per_tile = -(-(-(-Tp // ch) * nf) // tiles) * k * ch * (d // nf) * eb
+            if per_tile <= budget or Tp <= tiles:
+                return P, ch, nf
+            P = max(P + 1, -(-P * per_tile // budget))
 
     def lower(self, op, opt, ctx):
         ye = _act(ctx, op["inputs"][0])
@@ -245,35 +282,47 @@ class MoECombinePlanner(Planner):
         E, C, d = ctx.shape(op["inputs"][0])
         T, k = ctx.shape(op["inputs"][1])
         y = ctx.new_act(op, 0)
-        ch = min(self.CHUNK, T)
-        nch = -(-T // ch)
-        c, q = [a.ravel() for a in np.indices((nch, k))]
-        V = c.size
-        t0 = c * ch
-        cnt = np.minimum(ch, T - t0)
-        tiles = spread(nch, ctx.tiles)[c]
-        tmp = ctx.graph.add_variable(ctx.dtype, (k, T, d), f"{op['name']}/choices", kind="temporary", op=op["name"])
-        p_s = tmp._start + (q * T + t0) * d
-        ctx.graph.map_intervals(p_s, cnt * d, tiles)
-        src = ye.start + ((q * T + t0) * d) % max(ye.numel - ch * d + 1, 1)
-        idx = np.arange(V)
-        cs1 = ctx.compute_set(op, "combine_gather")
-        ctx.graph.add_vertices(cs1, "DynamicSlice", tiles, {
-            "table": (idx, src, cnt * d), "index": (idx, ids.start + t0 * k + q, cnt),
-            "out": (idx, p_s, cnt * d)}, dtype=ctx.dtype, params={"row": int(d)})
-        # sum of the k choices: one ReducePartials per token chunk, input ordered choice-major
-        r = np.arange(nch)
-        rt = spread(nch, ctx.tiles)
-        rc = np.minimum(ch, T - r * ch)
-        ri = np.repeat(r, k)
-        qq = np.tile(np.arange(k), nch)
-        o_s = y.start + r * ch * d
-        ctx.graph.map_intervals(o_s, rc * d, rt)
-        cs2 = ctx.compute_set(op, "combine_sum")
-        ctx.graph.add_vertices(cs2, "ReducePartials", rt, {
-            "in": (ri, tmp._start + (qq * T + ri * ch) * d, rc[ri] * d), "out": (r, o_s, rc * d)},
-            dtype=ctx.dtype, params={"k": int(k), "partials": ctx.dtype})
-        return [cs1, cs2]
+        P, ch, nf = self.split(T, k, d, ctx)
+        f = d // nf                     # features per group (all of them when ch > 1)
+        bounds = [T * p // P for p in range(P + 1)]
+        out = []
+        for p in range(P):
+            a, Tp = bounds[p], bounds[p + 1] - bounds[p]
+            nch = -(-Tp // ch)
+            G = nch * nf                # groups: (token chunk, feature chunk), chunk-major
+            gt, gf = np.divmod(np.arange(G), nf)
+            t0 = gt * ch                # within the pass
+            cnt = np.minimum(ch, Tp - t0)
+            gtiles = spread(G, ctx.tiles)
+            # this pass's (k, Tp, d) temporary: group (gt, gf)'s rows of choice q contiguous
+            tmp = ctx.graph.add_variable(ctx.dtype, (k, Tp, d), f"{op['name']}/choices" + (f"{p}" if P > 1 else ""),
+                                         kind="temporary", op=op["name"])
+            g, q = [x.ravel() for x in np.indices((G, k))]
+            V = g.size
+            off = (q * Tp + t0[g]) * d + gf[g] * f
+            n = cnt[g] * f
+            tiles = gtiles[g]
+            p_s = tmp._start + off
+            ctx.graph.map_intervals(p_s, n, tiles)
+            src = ye.start + ((q * T + a + t0[g]) * d + gf[g] * f) % max(ye.numel - ch * f + 1, 1)
+            idx = np.arange(V)
+            tag = f"_{p}" if P > 1 else ""
+            cs1 = ctx.compute_set(op, "combine_gather" + tag)
+            ctx.graph.add_vertices(cs1, "DynamicSlice", tiles, {
+                "table": (idx, src, n), "index": (idx, ids.start + (a + t0[g]) * k + q, cnt[g]),
+                "out": (idx, p_s, n)}, dtype=ctx.dtype, params={"row": int(f)})
+            # the sum of the k choices: one ReducePartials per group, its input choice-major
+            r = np.arange(G)
+            ri = np.repeat(r, k)
+            qq = np.tile(np.arange(k), G)
+            o_s = y.start + (a + t0) * d + gf * f
+            ctx.graph.map_intervals(o_s, cnt * f, gtiles)
+            cs2 = ctx.compute_set(op, "combine_sum" + tag)
+            ctx.graph.add_vertices(cs2, "ReducePartials", gtiles, {
+                "in": (ri, tmp._start + (qq * Tp + t0[ri]) * d + gf[ri] * f, cnt[ri] * f), "out": (r, o_s, cnt * f)},
+                dtype=ctx.dtype, params={"k": int(k), "partials": ctx.dtype})
+            out += [cs1, cs2]
+        return out
 
 
 class TopKRouteGradPlanner(Planner):
