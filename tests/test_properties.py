@@ -216,3 +216,20 @@ def test_segment_ids_label_each_element_with_its_interval(pairs):
     lengths = np.array([l for _, l in pairs], np.int64)
     ids = intervals.segment_ids(lengths)
     assert ids.tolist() == [i for i, l in enumerate(lengths.tolist()) for _ in range(l)]
+
+
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=300), st.lists(st.integers(0, 5999), max_size=300),
+       st.integers(0, 4))
+def test_lookup_answers_as_a_binary_search_however_dense_the_bounds(bounds, queries, max_steps):
+    """Bounds denser than the table's slots (several per slot, repeated ones) take the
+    fallback search after ``MAX_STEPS`` steps: the answers are the binary search's."""
+    b = np.sort(np.array(bounds, np.int64))
+    b[0] = 0
+    q = np.array(queries, np.int64)
+    look = intervals.Lookup(b, 6000)
+    look.MAX_STEPS = max_steps
+    want = np.searchsorted(b, q, side="right") - 1
+    assert look(q).tolist() == want.tolist()
+    r, nxt = look.locate(q)
+    assert r.tolist() == want.tolist()
+    assert nxt.tolist() == np.append(b[1:], np.iinfo(np.int64).max)[want].tolist()
