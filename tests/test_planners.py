@@ -485,3 +485,47 @@ def test_worst_tile_blocks_counts_what_spread_deals_to_each_tile(V, T, run, sect
     n = [int((tiles == t).sum()) for t in np.unique(tiles)]
     wa, wb, wn = worst_tile_blocks(V, T, run, section, run)
     assert wa.tolist() == a and wb.tolist() == b and wn.tolist() == n
+
+
+@pytest.mark.parametrize("tiles", [2, 4, 16])
+def test_matmul_partials_are_reduced_on_the_tiles_that_hold_them(tiles, monkeypatch):
+    # reduced where the partials are (PopLibs' ConvReduce): every output element is summed
+    # once, by a vertex on a tile that holds one of its parts (read in place), reading one
+    # region per part: one message per piece and part, not one per output row
+    from compiler.planners.matmul import MatMulPlanner
+    monkeypatch.setattr(MatMulPlanner, "options", lambda self, op, ctx: [{"mseg": 2, "nb": 8, "parts": 4,
+                                                                          "method": "amp"}])
+    og = OpGraph("t")
+    matmul(og)
+    low = Lowering(og, gc200.replace(tiles=tiles)).run()
+    g, arr = low.graph, low.graph.finalize()
+    css = set(low.op_compute_sets["mm"])
+    red = [b for b in g.batches if b.cs in css and b.codelet == "ReducePartials"]
+    mm = [b for b in g.batches if b.cs in css and b.codelet == "MatMulPartial"]
+    assert len(red) == 1 and len(mm) == 1
+    y = low.acts["y"]
+    out_f, in_f = (CODELETS["ReducePartials"].field_index[f] for f in ("out", "in"))
+    written = np.zeros(y.numel, np.int64)
+    part_tile = {}
+    me = np.arange(arr.vertex_edge_offsets[mm[0].v0], arr.vertex_edge_offsets[mm[0].v1])
+    for e in me[arr.edge_field[me] == CODELETS["MatMulPartial"].field_index["out"]]:
+        part_tile[int(arr.edge_start[e])] = (int(arr.edge_len[e]), int(arr.vertex_tile[arr.edge_vertex[e]]))
+    starts = np.array(sorted(part_tile))
+    b = red[0]
+    for v in range(b.v0, b.v1):
+        es = np.arange(arr.vertex_edge_offsets[v], arr.vertex_edge_offsets[v + 1])
+        t = int(arr.vertex_tile[v])
+        ins = es[arr.edge_field[es] == in_f]
+        assert ins.size == 4
+        holders = set()
+        for e in ins:   # each region lies in part blocks that one tile holds: that tile's
+            a, z = int(arr.edge_start[e]), int(arr.edge_start[e] + arr.edge_len[e])
+            blocks = starts[(starts < z) & (starts + np.array([part_tile[x][0] for x in starts]) > a)]
+            assert blocks[0] <= a and blocks[-1] + part_tile[int(blocks[-1])][0] >= z
+            assert len({part_tile[int(x)][1] for x in blocks}) == 1
+            holders.add(part_tile[int(blocks[0])][1])
+        assert t in holders
+        for e in es[arr.edge_field[es] == out_f]:
+            o = int(arr.edge_start[e]) - y.start
+            written[o:o + int(arr.edge_len[e])] += 1
+    assert np.all(written == 1)
