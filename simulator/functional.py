@@ -74,8 +74,9 @@ class _Span:
 
 
 class _Rows:
-    """A field's elements as regions of one length ``L`` each: gathered as rows of a
-    sliding-window view of memory, with one index per region (not per element)."""
+    """A field's elements as regions of one length ``L`` each: gathered (or, for an output,
+    written) as rows of a sliding-window view of memory, with one index per region (not
+    per element)."""
     __slots__ = ("starts", "L", "shape")
 
     def __init__(self, starts, L, rows, size):
@@ -124,9 +125,10 @@ def _index(starts, lens, rows, size, itype, write=False, k=None):
     """What a field's regions (in order, ``rows`` x ``size`` elements; ``k`` per row when
     every row has as many) gather: a :class:`_Span` when they follow each other in memory,
     a :class:`_Strided` view when they are read only, all of one length and evenly spaced
-    along both vertices and each vertex's regions, :class:`_Rows` when they are read only
-    and all of one length, a :class:`_Grid` when they are written and all of one length
-    on a grid, else an index array."""
+    along both vertices and each vertex's regions, a :class:`_Grid` when they are written
+    and all of one length on a grid, :class:`_Rows` when they are all of one length
+    otherwise (written through a writable sliding-window view: a compute set's written
+    regions never overlap), else an index array."""
     starts = np.asarray(starts, np.int64)
     lens = np.asarray(lens, np.int64)
     if starts.size and np.array_equal(starts[1:], starts[:-1] + lens[:-1]):
@@ -146,11 +148,9 @@ def _index(starts, lens, rows, size, itype, write=False, k=None):
         step = int(np.gcd.reduce(cs - base))
         if step >= L:
             return _Grid(base, step, ((cs - base) // step).astype(itype), L, rows, size)
-        if L != int(lens[0]):   # the longer regions overlap on no grid: the regions as they are
-            base = int(starts.min())
-            step = int(np.gcd.reduce(starts - base))
-            if step >= int(lens[0]):
-                return _Grid(base, step, ((starts - base) // step).astype(itype), int(lens[0]), rows, size)
+        # rows of a writable sliding-window view: the written regions never overlap (no two
+        # edges of a compute set write the same element: compiler/checks.py)
+        return _Rows(cs.astype(itype), L, rows, size)
     return intervals.expand(starts, lens, dtype=itype).reshape(rows, size)
 
 
@@ -338,6 +338,7 @@ class FunctionalState:
                 self.mem[v.start: v.start + v.size] = _as_dtype(np.asarray(v.constant).ravel(), v.dtype)
         self._itype = np.int32 if self.mem.size < 2**31 else np.int64
         self._windows = {}      # region length -> sliding-window view of mem
+        self._wwindows = {}     # the same, writable (for writes of disjoint regions)
         self.inputs = {k: list(np.asarray(x, np.float32).reshape(-1, g.streams[k].numel))
                        if k in g.streams else None for k, x in (inputs or {}).items()}
         for k in self.inputs:
@@ -484,6 +485,12 @@ class FunctionalState:
                         mem[idx.sl] = val.reshape(-1)
                     elif isinstance(idx, _Grid):     # whole rows: far faster than element by element
                         idx.view(mem)[idx.rows] = np.ascontiguousarray(val).reshape(-1, idx.L)
+                    elif isinstance(idx, _Rows):     # whole rows, at any starts (disjoint regions)
+                        w = self._wwindows.get(idx.L)
+                        if w is None:
+                            w = self._wwindows[idx.L] = np.lib.stride_tricks.sliding_window_view(
+                                mem, idx.L, writeable=True)
+                        w[idx.starts] = np.ascontiguousarray(val).reshape(-1, idx.L)
                     else:
                         mem[idx] = val
 
