@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .intervals import unique
+
 ALIGN = 8
 
 
@@ -98,7 +100,7 @@ def allocate(num_items, iv_item, iv_start, iv_end, pair_item, pair_tile, pair_by
             hit = np.zeros(i_s.size, bool)
             for k in range(ia, ib):
                 hit |= (i_s <= i_e[k]) & (i_e >= i_s[k])
-        conf = np.unique(i_item[hit])
+        conf = unique(i_item[hit])
         conf = conf[placed[conf]]
         off = np.zeros(b - a, np.int64)
         if conf.size:
@@ -142,7 +144,7 @@ def overlapping_pairs(alloc, pair_item, pair_tile, iv_item, iv_start, iv_end, li
     pair_item = np.asarray(pair_item)
     pair_tile = np.asarray(pair_tile)
     iv_item, iv_start, iv_end = (np.asarray(x) for x in (iv_item, iv_start, iv_end))
-    for t in np.unique(pair_tile).tolist():
+    for t in unique(pair_tile).tolist():
         sel = np.flatnonzero(pair_tile == t)
         for x in range(sel.size):
             for y in range(x + 1, sel.size):

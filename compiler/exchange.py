@@ -307,7 +307,7 @@ def _plan(group, src_tile, dst_tile, start, length, nbytes, tiles_per_chip, ngro
             chip_b.setdefault(k // (4096 * 4096), {})[((k // 4096) % 4096, k % 4096)] = b
     s_bounds = np.searchsorted(sg, np.arange(ngroups + 1))
     r_bounds = np.searchsorted(rg, np.arange(ngroups + 1))
-    for grp in np.unique(np.concatenate((sg, rg))).tolist():
+    for grp in intervals.unique(np.concatenate((sg, rg))).tolist():
         a, b = s_bounds[grp], s_bounds[grp + 1]
         c, d2 = r_bounds[grp], r_bounds[grp + 1]
         plans[grp] = ExchangePlan(sk[a:b] % T, sb[a:b], sm[a:b], rk[c:d2] % T, rb[c:d2],
@@ -499,7 +499,7 @@ def _copy_pieces(graph, p, run_starts, run_tiles, var_starts, mapped):
                 bi = intervals.expand(lo, k)
                 cuts.append(np.repeat(off - s, k) + bounds[bi])
         sides.append((s, off))
-    cut = np.unique(np.concatenate(cuts))
+    cut = intervals.unique(np.concatenate(cuts))
     pos, length = cut[:-1], np.diff(cut)
     addr = []
     for s, off in sides:

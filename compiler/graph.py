@@ -227,7 +227,7 @@ class TileMaps:
             self.set_runs(vid, st[keep], tl[keep])
             return
         ost, otl = old
-        bnd = np.unique(np.concatenate((ost, s, e)))
+        bnd = intervals.unique(np.concatenate((ost, s, e)))
         bnd = bnd[bnd < size]
         k = np.searchsorted(s, bnd, side="right") - 1
         kc = np.clip(k, 0, None)

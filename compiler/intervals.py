@@ -9,6 +9,24 @@ from __future__ import annotations
 import numpy as np
 
 
+def unique(values) -> np.ndarray:
+    """``np.unique(values)`` (sorted distinct values, same dtype) by one sort for integer arrays:
+    numpy 2.4's ``np.unique`` without ``return_*`` goes through a hash table that took 7 s for 5 M
+    random integers, 20 s for 5 M nearly sorted ones (a sort: 1.1 s and 0.08 s).
+
+    >>> unique(np.array([5, 3, 5, 1]))
+    array([1, 3, 5])
+    """
+    a = np.asarray(values).ravel()
+    if a.dtype.kind not in "iub":
+        return np.unique(a)
+    a = np.sort(a, kind="stable")
+    keep = np.empty(a.size, bool)
+    keep[:1] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
 def runs(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split a flat index array into maximal runs of consecutive values.
 
@@ -64,7 +82,7 @@ def split_at(starts, lengths, bounds):
     bounds = np.asarray(bounds, np.int64)
     # repeated bounds (e.g. the starts of empty variables) would give empty pieces
     if bounds.size > 1 and not np.all(bounds[1:] > bounds[:-1]):
-        bounds = np.unique(bounds)
+        bounds = unique(bounds)
     ends = starts + lengths
     lo = np.searchsorted(bounds, starts, side="right")
     hi = np.searchsorted(bounds, ends, side="left")

@@ -44,7 +44,7 @@ import numpy as np
 from .allocator import ALIGN, _ranges, allocate
 from .codelets import CODELETS
 from hardware.dtypes import DTYPE_BYTES, FLOAT_DTYPES as FLOATS
-from .intervals import merge_per_key
+from .intervals import merge_per_key, unique
 from .parallel import parallel_map
 from .program import Call, Copy, Execute, Repeat, Sequence, walk
 
@@ -229,7 +229,7 @@ class Liveness:
 
     def live_at(self, step) -> np.ndarray:
         """Item ids live at ``step``."""
-        return np.unique(self.iv_item[(self.iv_start <= step) & (self.iv_end >= step)])
+        return unique(self.iv_item[(self.iv_start <= step) & (self.iv_end >= step)])
 
 
 def _events(exe, steps, copies):
@@ -254,8 +254,8 @@ def _events(exe, steps, copies):
         for c0 in range(0, arr.edge_start.size, step_e):
             sl = slice(c0, c0 + step_e)
             code = g.variable_of(arr.edge_start[sl]).astype(np.int64) * 4 + rw[sl]
-            keys.append(np.unique(vcs[arr.edge_vertex[sl]].astype(np.int64) * span + code))
-        key = np.unique(np.concatenate(keys))
+            keys.append(unique(vcs[arr.edge_vertex[sl]].astype(np.int64) * span + code))
+        key = unique(np.concatenate(keys))
         pcs = key // span
         pcode = key % span
         # one row per (cs, var, direction); several directions of one var are combined below
@@ -399,7 +399,7 @@ def liveness(exe) -> Liveness:
                         free.remove(iv)
                         break
     root = np.array([find(x) for x in range(nvar)], np.int64) if nvar else np.zeros(0, np.int64)
-    roots = np.unique(root[s_var]) if s_var.size else np.zeros(0, np.int64)
+    roots = unique(root[s_var]) if s_var.size else np.zeros(0, np.int64)
     item_of_var = np.full(nvar, -1, np.int64)
     rid = np.full(nvar, -1, np.int64)
     rid[roots] = np.arange(roots.size)
@@ -489,7 +489,7 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
     names = list(CODELETS)
     if vb.size:
         codelet_id = np.array([names.index(b.codelet) for b in g.batches], np.int64)
-        pair = np.unique(arr.vertex_tile.astype(np.int64) * 1024 + codelet_id[vb])
+        pair = unique(arr.vertex_tile.astype(np.int64) * 1024 + codelet_id[vb])
         code_bytes = np.array([c.code_bytes for c in CODELETS.values()])
         np.add.at(code, pair // 1024, code_bytes[pair % 1024])
     xcode = np.zeros(T)

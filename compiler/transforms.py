@@ -28,6 +28,7 @@ import numpy as np
 from hardware.dtypes import DTYPE_BYTES
 
 from .codelets import CODELETS
+from .intervals import unique
 from .graph import GraphError
 from .program import Call, Copy, Execute, Repeat, Sequence
 from .tensor import Tensor
@@ -67,7 +68,7 @@ def _uses_of(graph, chunk):
         for lo in range(e0, e1, chunk):
             hi = min(lo + chunk, e1)
             evar = graph.variable_of(arr.edge_start[lo:hi])
-            key = np.unique(evar.astype(np.int64) * 2 + wf[arr.edge_field[lo:hi]])
+            key = unique(evar.astype(np.int64) * 2 + wf[arr.edge_field[lo:hi]])
             for k in key.tolist():
                 v, w = k >> 1, k & 1
                 d[v] = d.get(v, False) or bool(w)
@@ -286,10 +287,11 @@ def accumulate(low, n, loop=True) -> dict:
                     last_writer[v] = i
         elif isinstance(c, Copy) and hasattr(c.dst, "elements") and c.dst.numel:   # a function's result
             last_writer[g.variable(c.dst).id] = i
-    fused = _fusable(g, uses, np.unique(gvar).tolist())
+    grads = unique(gvar).tolist()
+    fused = _fusable(g, uses, grads)
     acc_cs = {}
     acc_of = {}
-    for vid in np.unique(gvar).tolist():
+    for vid in grads:
         v = g.variables[vid]
         t = g.add_variable(v.dtype, v.shape, f"{v.name}/accum", kind="accumulator", op="accumulate")
         a = g.variables[-1]

@@ -79,7 +79,7 @@ import numpy as np
 import simpy
 
 import models
-from compiler import transforms
+from compiler import intervals, transforms
 from compiler.executable import compile_program
 from compiler.kvcache import stream_kv_cache
 from compiler.lower import lower
@@ -167,7 +167,7 @@ def stash_bytes_per_tile(live, exe) -> np.ndarray:
     if not fwd or fwd[-1] + 1 >= live.nsteps:
         return out
     b = fwd[-1]
-    across = np.unique(live.iv_item[(live.iv_start <= b) & (live.iv_end > b)])
+    across = intervals.unique(live.iv_item[(live.iv_start <= b) & (live.iv_end > b)])
     sel = np.isin(live.pair_item, across)
     np.add.at(out, live.pair_tile[sel], live.pair_bytes[sel])
     return out

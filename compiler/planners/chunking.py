@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..intervals import unique
 from ..layout import Act
 from .base import spread
 
@@ -28,12 +29,12 @@ def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
     runs = tmaps.runs(like.var) if like is not None else None
     if runs is not None and ctx.graph.variables[like.var].size >= n:
         brk = runs[0][(runs[0] > 0) & (runs[0] < n)]
-        bounds = np.union1d(bounds, brk - brk % step)
+        bounds = unique(np.concatenate((bounds, brk - brk % step)))
         tmv = True
     else:
         tmv = None
         per = -(-(n // step) // T) * step
-        bounds = np.union1d(bounds, np.arange(per, n, per, dtype=np.int64))
+        bounds = unique(np.concatenate((bounds, np.arange(per, n, per, dtype=np.int64))))
     bounds = bounds[(bounds > 0) & (bounds < n)]
     st = np.concatenate(([0], bounds)).astype(np.int64)
     ln = np.diff(np.concatenate((st, [n]))).astype(np.int64)
