@@ -37,6 +37,7 @@ share one allocation (Poplar's in-place ops).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,7 +46,7 @@ from .allocator import ALIGN, _ranges, allocate
 from .codelets import CODELETS
 from hardware.dtypes import DTYPE_BYTES, FLOAT_DTYPES as FLOATS
 from .intervals import merge_per_key, unique
-from .parallel import parallel_map
+from .parallel import parallel_map, threads
 from .program import Call, Copy, Execute, Repeat, Sequence, walk
 
 #: variable kinds that hold their bytes for the whole program
@@ -476,14 +477,16 @@ def memory_report(exe, top=10, *, lowered=None) -> dict:
     # without reuse every not-always-live variable has its own (aligned) bytes
     nb = np.where(resident[pv], pb, -(-pb // ALIGN) * ALIGN) if pv.size else pb
     no_reuse_tile = np.bincount(pt, weights=nb, minlength=T) if pv.size else np.zeros(T)
-    # liveness and allocation of the rest
-    live = liveness(exe)
-    alloc = best_allocation(live)
-    not_always = alloc.peak.astype(np.float64)
-    live_peak_tile = live.tile_peaks()
-    curve = live.curve()
-    # vertex state and code
-    state = vertex_state(g, arr)
+    # vertex state (on other threads, meanwhile), liveness and allocation of the rest
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        state_f = pool.submit(vertex_state, g, arr) if threads() > 1 else None
+        live = liveness(exe)
+        alloc = best_allocation(live)
+        not_always = alloc.peak.astype(np.float64)
+        live_peak_tile = live.tile_peaks()
+        curve = live.curve()
+        # vertex state and code
+        state = state_f.result() if state_f is not None else vertex_state(g, arr)
     code = np.zeros(T)
     vb = arr.vertex_batch
     names = list(CODELETS)
@@ -731,14 +734,16 @@ def best_allocation(live):
     """
     args = (len(live.item_vars), live.iv_item, live.iv_start, live.iv_end,
             live.pair_item, live.pair_tile, live.pair_bytes)
-    a = allocate(*args, num_tiles=live.num_tiles)
     n = len(live.item_vars)
     if n < 2:
-        return a
+        return allocate(*args, num_tiles=live.num_tiles)
     size = np.bincount(live.pair_item, weights=live.pair_bytes, minlength=n)
     first = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(first, live.iv_item, live.iv_start)
-    b = allocate(*args, num_tiles=live.num_tiles, order=np.lexsort((first, -size)))
+    # the two orders on two threads: each item's work is numpy over the blocks it conflicts
+    # with (ResNet-50 b20: 2.55 s -> 1.74 s)
+    a, b = parallel_map(lambda order: allocate(*args, num_tiles=live.num_tiles, order=order),
+                        [None, np.lexsort((first, -size))])
     ka = (a.peak.max(), a.peak.sum())
     kb = (b.peak.max(), b.peak.sum())
     return b if kb < ka else a
