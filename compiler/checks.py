@@ -6,10 +6,13 @@ tile involved.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .codelets import CODELETS, field_dtype
 from hardware.dtypes import DTYPE_IDS, DTYPE_NAMES
+from .parallel import threads
 
 
 def _where(graph, vertex):
@@ -63,6 +66,24 @@ def field_sizes(arrays, batch, codelet):
 
 
 def check_graph(graph, arrays):
+    """Run the checks below; in a big graph the write-conflict check (5, a sort of every
+    written region) runs on another thread beside 2-4 (numpy releases the GIL), its error
+    raised after theirs."""
+    if threads() < 2 or arrays.edge_start.size < PARALLEL_CHECK_EDGES:
+        _check_graph(graph, arrays)
+        check_write_conflicts(graph, arrays)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        writes = pool.submit(check_write_conflicts, graph, arrays)
+        _check_graph(graph, arrays)
+        writes.result()
+
+
+#: edges from which check_graph checks write conflicts on a thread of their own
+PARALLEL_CHECK_EDGES = 1 << 20
+
+
+def _check_graph(graph, arrays):
     from .graph import GraphError
     nt = graph.num_tiles
     # 1. every vertex mapped to a tile in range
@@ -159,8 +180,7 @@ def check_graph(graph, arrays):
             nun = int(graph.tile_map.run_lengths(var.id)[un].sum())
             raise GraphError(f"tensor {var.name!r}: element {int(runs[0][un[0]])} (of {var.size}) is not mapped to a tile"
                              + (f" ({nun} unmapped elements)" if nun > 1 else ""))
-    # 5. no two vertices of one compute set write the same element
-    check_write_conflicts(graph, arrays)
+    # 5. no two vertices of one compute set write the same element: check_write_conflicts
 
 
 def check_write_conflicts(graph, arrays):

@@ -449,3 +449,20 @@ def test_remapping_vertex_after_finalize_is_seen_by_next_compile(g):
     assert compile_program(g, Execute(cs)).exchange_in.get(cs.id) is None
     g.set_tile_mapping(v, 1)
     assert compile_program(g, Execute(cs)).exchange_in[cs.id].total_bytes == 8
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_write_conflicts_checked_beside_the_other_checks_raise_after_theirs(g, monkeypatch, threads):
+    import compiler.checks as checks
+    monkeypatch.setattr(checks, "PARALLEL_CHECK_EDGES", 0)     # the threaded path on a small graph
+    monkeypatch.setenv("IPUSIM_THREADS", threads)
+    x = mapped(g, "fp32", (4,), "x")
+    y = mapped(g, "fp32", (4,), "shared_out", 3)
+    cs = g.add_compute_set("clash")
+    g.add_vertex(cs, "Relu", {"in": x[0:2], "out": y[0:2]}, tile=0)
+    g.add_vertex(cs, "Relu", {"in": x[2:4], "out": y[1:3]}, tile=2)
+    with pytest.raises(GraphError, match="both write tensor 'shared_out'"):
+        compile_program(g, Execute(cs))
+    g.add_vertex(cs, "Relu", {"in": x}, tile=1)                  # and an unconnected field: named first
+    with pytest.raises(GraphError, match="field 'out' is not connected"):
+        compile_program(g, Execute(cs))
