@@ -251,6 +251,22 @@ def _distinct_by_first(S, L):
     return first, rank[firstof]
 
 
+def _field_columns(arr, b, e0, e1, n, nf):
+    """Where every vertex of batch ``b`` has the same number of edges with the same fields
+    in the same order, fields ascending (the layout Graph.add_vertices writes): the column
+    bounds of each field in a vertex's edges ([nf + 1]); else None."""
+    K = (e1 - e0) // n
+    if not K or K * n != e1 - e0:
+        return None
+    ef = arr.edge_field[e0:e1].reshape(n, K)
+    pat = ef[0].astype(np.int64)
+    if (np.any(pat[1:] < pat[:-1]) or int(pat[-1]) >= nf
+            or not np.all(np.diff(arr.vertex_edge_offsets[b.v0: b.v1 + 1]) == K)
+            or not all(bool(np.all(ef[:, j] == pat[j])) for j in range(K))):
+        return None
+    return np.searchsorted(pat, np.arange(nf + 1))
+
+
 class _Args(dict):
     """A vertex batch's fields, gathered from memory when the semantics first use them
     (an in-out field only read under some parameters costs nothing otherwise)."""
@@ -380,8 +396,6 @@ class FunctionalState:
         nf = len(c.fields)
         if n == 0:
             return []
-        ev = arr.edge_vertex[e0:e1].astype(np.int64) - b.v0
-        ef = arr.edge_field[e0:e1].astype(np.int64)
         es, el = arr.edge_start[e0:e1], arr.edge_len[e0:e1].astype(np.int64)
         sizes, counts = field_size_matrix(arr, b, nf)     # elements / edges per vertex and field
         if np.all(sizes == sizes[0]):
@@ -390,13 +404,21 @@ class FunctionalState:
             first, group = _distinct_rows(sizes, None)
             sig = sizes[first]
         ng = sig.shape[0]
-        # edges ordered by (group, field), each vertex's edges in their order (a radix sort
-        # where the keys are small)
-        ekey = ef if ng == 1 else group[ev] * nf + ef
-        if ng * nf < 2**15:
-            ekey = ekey.astype(np.int16)
-        o = np.argsort(ekey, kind="stable")
-        bounds = np.searchsorted(ekey[o], np.arange(ng * nf + 1))
+        cuts = _field_columns(arr, b, e0, e1, n, nf)
+        if cuts is None:
+            # edges ordered by (group, field), each vertex's edges in their order (a radix sort
+            # where the keys are small)
+            ef = arr.edge_field[e0:e1].astype(np.int64)
+            ekey = ef if ng == 1 else group[arr.edge_vertex[e0:e1].astype(np.int64) - b.v0] * nf + ef
+            if ng * nf < 2**15:
+                ekey = ekey.astype(np.int16)
+            o = np.argsort(ekey, kind="stable")
+            bounds = np.searchsorted(ekey[o], np.arange(ng * nf + 1))
+        else:
+            # every vertex's edges are the same fields' in the same order: a field's edges are
+            # columns [cuts[f], cuts[f + 1]) of the [vertices, edges] rows, no sort
+            K = int(cuts[-1])
+            es2, el2 = es.reshape(n, K), el.reshape(n, K)
         itype = self._itype
         plans = []
         for gi in range(ng):
@@ -404,8 +426,13 @@ class FunctionalState:
             nv = n if ng == 1 else gverts.size
             grp = _Group()
             for fi, f in enumerate(c.fields):
-                sel = o[bounds[gi * nf + fi]: bounds[gi * nf + fi + 1]]
-                s, ln = es[sel], el[sel]
+                if cuts is None:
+                    sel = o[bounds[gi * nf + fi]: bounds[gi * nf + fi + 1]]
+                    s, ln = es[sel], el[sel]
+                else:
+                    s = es2[gverts, cuts[fi]: cuts[fi + 1]].reshape(-1)
+                    ln = el2[gverts, cuts[fi]: cuts[fi + 1]].reshape(-1)
+                    sel = s
                 size = int(sig[gi, fi])
                 dist = None
                 if f.reads and not f.writes and nv > 1 and sel.size % nv == 0:
