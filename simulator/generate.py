@@ -275,9 +275,10 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         cache_max = float(max(h.get("kv_cache_bytes_per_tile_max", 0) for h in per_chip))
         tiles = chip.tiles * pre.report["chip"]["ipus"]
         holding = None
-        if kv_cache == "streaming":      # none of it in SRAM: its size from the stages' graphs
-            T_of = pre.report["chip"]["ipus"] // max(len(pre.multichip.part.stages), 1)
-            cache_total = T_of * sum(cache_bytes(st.graph, dtype) for st in pre.multichip.part.stages)
+        if kv_cache == "streaming":      # none of it in SRAM: its size from the stages' graphs (one
+            T_of = pre.report["chip"]["ipus"] // max(len(pre.multichip.part.stages), 1)   # micro-batch's)
+            cache_total = T_of * pre.report["multichip"]["micro_batches"] * \
+                sum(cache_bytes(st.graph, dtype) for st in pre.multichip.part.stages)
     else:
         prefill = _bound(pre.compiled.opgraph, pre.report, chip, dtype, bw, cache_read=False)
         per_tile = cache_bytes_per_tile(pre.compiled)

@@ -191,6 +191,24 @@ def _add_stash(m, extra):
     m["oom_tiles"] = int((tot > sram).sum())
 
 
+def _add_kv_caches(m, extra):
+    """Add ``extra`` bytes per tile of KV cache (always live: the other micro-batches' caches of
+    an inference over several) to a memory report's per-tile figures and what derives from them."""
+    pt = m["per_tile"]
+    al = "always_live_variables"
+    pt[al] = pt[al] + extra
+    pt["other_micro_batches_kv_cache"] = extra
+    tot = pt["total"] = pt["total"] + extra
+    sram = m["sram_bytes_per_tile"]
+    m["worst_tiles"] = worst_tiles(pt, tot, 5, {"other_micro_batches_kv_cache": extra})
+    m["by_category"][al] = int(round(pt[al].sum()))
+    m["total_bytes"] = int(tot.sum())
+    m["peak_tile"] = int(np.argmax(tot))
+    m["peak_tile_bytes"] = int(tot.max())
+    m["fits"] = bool(tot.max() <= sram)
+    m["oom_tiles"] = int((tot > sram).sum())
+
+
 def _state_bytes_per_tile(graph) -> np.ndarray:
     """Bytes of optimizer state (variables of kind ``state``) on each tile of a lowered graph."""
     out = np.zeros(graph.num_tiles, np.int64)
@@ -248,6 +266,8 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
     ``micro_batches > 1`` (training): every weight gradient is added to an accumulator right
     after it is computed (:func:`compiler.transforms.accumulate` without its loop: the
     program stays one micro-batch), and the accumulators are memory the chip holds all along.
+    (Inference: each micro-batch's sequences have their own KV cache, held all along, so the
+    graph's cache counts ``micro_batches`` times in the memory figures.)
     ``in_flight``: micro-batches whose forward pass has run and backward pass has not, at
     most, in the schedule (1F1B: ``min(stages - s, M)``); each beyond the first holds what
     one micro-batch holds between its forward and its backward pass (:func:`stash_bytes_per_tile`).
@@ -271,13 +291,19 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
             m = memory_report(exe)
             if training and in_flight > 1:
                 _add_stash(m, stash_bytes_per_tile(m["liveness"], exe) * (in_flight - 1))
+            kv = kv_cache_bytes_per_tile(low.graph)
+            if not training and micro_batches > 1 and kv.any():
+                # inference over M micro-batches (generate's pipelines): each has its own sequences,
+                # so its own KV cache, all held at once; the graph holds one micro-batch's
+                _add_kv_caches(m, kv * (micro_batches - 1))
+                kv = kv * micro_batches
             mem = {"fits": bool(m["fits"]), "peak_tile_bytes": int(m["peak_tile_bytes"]),
                    "total_bytes": int(m.get("total_bytes", 0)),
                    "sram_bytes_per_tile": int(m["sram_bytes_per_tile"]), "oom_tiles": int(m.get("oom_tiles", 0)),
                    "worst_tiles": [{k: (int(v) if isinstance(v, (int, float)) else v) for k, v in w.items()}
                                    for w in m.get("worst_tiles", [])[:5]],
                    "optimizer_state_bytes": int(state.sum()), "optimizer_state_offloaded": "optimizer" in offload,
-                   "holds": _holds(stage, m, kv_cache_bytes_per_tile(low.graph), state, dtype)}
+                   "holds": _holds(stage, m, kv, state, dtype)}
             if shards > 1:
                 _shard_memory(mem, m, state, shards, "optimizer" in offload)
             if detail:

@@ -166,3 +166,25 @@ def test_command_line_estimate_layers(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "ipusim: error: --estimate-layers: gpt2 has 12 layers, fewer than 40"
     assert ipusim_cli.main(args + ["--estimate-layers", "one"]) == 2
     assert "--estimate-layers: two layer counts A,B (e.g. 1,2), got 'one'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode,kw", [("pipeline", {}), ("pipeline+tensor", dict(tensor_parallel=2))])
+def test_a_pipeline_holds_every_micro_batchs_kv_cache(mode, kw):
+    """Each micro-batch's sequences have their own KV cache, held on the stage all along: the
+    cache in all is the one chip's (it was 1 / M of it), and each stage's memory counts it M
+    times (the stage graph holds one micro-batch's)."""
+    from simulator.run import run
+    B, P, N = 8, 16, 4
+    one = generate(RunConfig(model="llama-tiny", batch=B, dtype="fp16"), P, N, samples=1)
+    ipus = 4 if kw else 2
+    cfg = RunConfig(model="llama-tiny", batch=B, dtype="fp16", ipus=ipus, mode=mode, **kw)
+    pipe = generate(cfg, P, N, samples=1)
+    M = pipe["chips"]["micro_batches"]
+    assert M == 4 and pipe["kv_cache"]["bytes"] == one["kv_cache"]["bytes"]
+    r = run(cfg.replace(model_kw=dict(seq_len=P, cache_len=P + N, last_logits=True)), simulate=False)
+    for st, stage in zip(r.report["multichip"]["per_stage"], r.multichip.part.stages):
+        own = sum(t.size for t in stage.graph.tensors.values() if t.kind == "state" and t.name.endswith("_cache")) * 2
+        assert st["memory"]["holds"]["kv_cache_bytes"] == M * own
+        assert "other_micro_batches_kv_cache" in st["memory"]["worst_tiles"][0]     # in the tiles' bytes
+    streaming = generate(cfg, P, N, samples=1, kv_cache="streaming")
+    assert streaming["kv_cache"]["bytes"] == one["kv_cache"]["bytes"]
