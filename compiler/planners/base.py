@@ -128,6 +128,11 @@ def add_by_signature(ctx, cs, codelet, tiles, sig, fields, params_of, dtype=None
     """
     sig = np.asarray(sig, np.int64).reshape(len(tiles), -1)
     u, inv = unique_rows(sig)
+    if len(u) == 1:     # one signature (no borders): one batch, the fields as they are
+        ctx.graph.add_vertices(cs, codelet, tiles, {name: (np.asarray(vi, np.int64), st, ln)
+                                                    for name, (vi, st, ln) in fields.items()},
+                               dtype=dtype or ctx.dtype, params=params_of(u[0]))
+        return
     order_v = np.argsort(inv, kind="stable")
     bounds_v = np.searchsorted(inv[order_v], np.arange(len(u) + 1))
     local = np.empty(len(tiles), np.int64)
