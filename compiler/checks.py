@@ -26,32 +26,47 @@ def _tensor_at(graph, element):
     return f"tensor {var.name!r} (element {int(element - var.start)})"
 
 
-def field_size_matrix(arrays, batch, nf):
-    """(elements, edges) connected to each of ``nf`` fields of each vertex of one batch,
-    as two [vertices, fields] int64 arrays."""
+def field_columns(arrays, batch, nf):
+    """The bulk layout (what Graph.add_vertices writes): when every vertex of ``batch`` has
+    the same number of edges with the same fields in the same order, fields ascending
+    (checked exactly), the column bounds of each field in a vertex's edges ([nf + 1]:
+    field ``f``'s edges are columns [cuts[f], cuts[f + 1]) of the [vertices, edges] rows);
+    else None."""
     off = arrays.vertex_edge_offsets
     e0, e1 = int(off[batch.v0]), int(off[batch.v1])
     n = batch.v1 - batch.v0
     k = (e1 - e0) // n if n else 0
-    if k and k * n == e1 - e0 and int(off[batch.v0 + 1]) - e0 == k:
-        # the usual bulk layout: every vertex has k edges with the same fields in the same
-        # order (checked exactly): sizes are sums of columns, counts one row, no bincount
-        ef = arrays.edge_field[e0:e1].reshape(n, k)
-        pat = ef[0]
-        if (np.all(pat[1:] >= pat[:-1]) and int(pat[-1]) < nf
-                and np.all(np.diff(off[batch.v0: batch.v1 + 1]) == k)
-                and all(bool(np.all(ef[:, j] == pat[j])) for j in range(k))):   # column by column: long loops
-            cnt_row = np.bincount(pat.astype(np.int64), minlength=nf)
-            el = arrays.edge_len[e0:e1].reshape(n, k)
-            sz = np.zeros((n, nf), np.int64)
-            cuts = np.concatenate(([0], np.cumsum(cnt_row)))
-            for fi in np.flatnonzero(cnt_row):
-                a, b = int(cuts[fi]), int(cuts[fi + 1])
+    if not k or k * n != e1 - e0 or int(off[batch.v0 + 1]) - e0 != k:
+        return None
+    ef = arrays.edge_field[e0:e1].reshape(n, k)
+    pat = ef[0].astype(np.int64)
+    if (np.any(pat[1:] < pat[:-1]) or int(pat[-1]) >= nf
+            or not np.all(np.diff(off[batch.v0: batch.v1 + 1]) == k)
+            or not all(bool(np.all(ef[:, j] == pat[j])) for j in range(k))):   # column by column: long loops
+        return None
+    return np.searchsorted(pat, np.arange(nf + 1))
+
+
+def field_size_matrix(arrays, batch, nf, cuts=None):
+    """(elements, edges) connected to each of ``nf`` fields of each vertex of one batch,
+    as two [vertices, fields] int64 arrays (``cuts``: :func:`field_columns`, when known)."""
+    off = arrays.vertex_edge_offsets
+    e0, e1 = int(off[batch.v0]), int(off[batch.v1])
+    n = batch.v1 - batch.v0
+    if cuts is None:
+        cuts = field_columns(arrays, batch, nf)
+    if cuts is not None:
+        # the bulk layout: sizes are sums of columns, counts one row, no bincount
+        el = arrays.edge_len[e0:e1].reshape(n, int(cuts[-1]))
+        sz = np.zeros((n, nf), np.int64)
+        for fi in range(nf):
+            a, b = int(cuts[fi]), int(cuts[fi + 1])
+            if b > a:
                 col = sz[:, fi]
                 col[:] = el[:, a]
                 for j in range(a + 1, b):
                     col += el[:, j]
-            return sz, np.broadcast_to(cnt_row, (n, nf))
+        return sz, np.broadcast_to(np.diff(cuts), (n, nf))
     key = (arrays.edge_vertex[e0:e1].astype(np.int64) - batch.v0) * nf + arrays.edge_field[e0:e1]
     sz = np.bincount(key, weights=arrays.edge_len[e0:e1], minlength=n * nf).astype(np.int64).reshape(n, nf)
     cnt = np.bincount(key, minlength=n * nf).reshape(n, nf)

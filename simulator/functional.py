@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler import intervals
-from compiler.checks import field_size_matrix
+from compiler.checks import field_columns, field_size_matrix
 from compiler.codelets import CODELETS, apply_post
 from compiler.exchange import StreamCopy
 from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync
@@ -251,22 +251,6 @@ def _distinct_by_first(S, L):
     return first, rank[firstof]
 
 
-def _field_columns(arr, b, e0, e1, n, nf):
-    """Where every vertex of batch ``b`` has the same number of edges with the same fields
-    in the same order, fields ascending (the layout Graph.add_vertices writes): the column
-    bounds of each field in a vertex's edges ([nf + 1]); else None."""
-    K = (e1 - e0) // n
-    if not K or K * n != e1 - e0:
-        return None
-    ef = arr.edge_field[e0:e1].reshape(n, K)
-    pat = ef[0].astype(np.int64)
-    if (np.any(pat[1:] < pat[:-1]) or int(pat[-1]) >= nf
-            or not np.all(np.diff(arr.vertex_edge_offsets[b.v0: b.v1 + 1]) == K)
-            or not all(bool(np.all(ef[:, j] == pat[j])) for j in range(K))):
-        return None
-    return np.searchsorted(pat, np.arange(nf + 1))
-
-
 class _Args(dict):
     """A vertex batch's fields, gathered from memory when the semantics first use them
     (an in-out field only read under some parameters costs nothing otherwise)."""
@@ -397,14 +381,14 @@ class FunctionalState:
         if n == 0:
             return []
         es, el = arr.edge_start[e0:e1], arr.edge_len[e0:e1].astype(np.int64)
-        sizes, counts = field_size_matrix(arr, b, nf)     # elements / edges per vertex and field
+        cuts = field_columns(arr, b, nf)
+        sizes, counts = field_size_matrix(arr, b, nf, cuts)     # elements / edges per vertex and field
         if np.all(sizes == sizes[0]):
             sig, group = sizes[:1], np.zeros(n, np.int64)
         else:
             first, group = _distinct_rows(sizes, None)
             sig = sizes[first]
         ng = sig.shape[0]
-        cuts = _field_columns(arr, b, e0, e1, n, nf)
         if cuts is None:
             # edges ordered by (group, field), each vertex's edges in their order (a radix sort
             # where the keys are small)
