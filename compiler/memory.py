@@ -624,13 +624,17 @@ def vertex_state(g, arr) -> np.ndarray:
             (_cs, name), bs = item
             c = CODELETS[name]
             eb = np.array([WRITE_REGION_BYTES if f.writes else READ_REGION_BYTES for f in c.fields], np.int64)
-            e = np.concatenate([np.arange(off[b.v0], off[b.v1]) for b in bs]) if len(bs) > 1 \
-                else np.arange(off[bs[0].v0], off[bs[0].v1])
-            if e.size == 0:
-                return None
+            if all(x.v1 == y.v0 for x, y in zip(bs, bs[1:])):     # one run of edges: slices
+                e = slice(int(off[bs[0].v0]), int(off[bs[-1].v1]))
+                if e.stop == e.start:
+                    return None
+            else:
+                e = np.concatenate([np.arange(off[b.v0], off[b.v1]) for b in bs])
+                if e.size == 0:
+                    return None
             t = arr.vertex_tile[arr.edge_vertex[e]].astype(np.int64)
             f = arr.edge_field[e].astype(np.int64)
-            st = _tile_address(runs, arr.edge_start[e].astype(np.int64), t, g.num_elements)
+            st = _tile_address(runs, arr.edge_start[e].astype(np.int64, copy=False), t, g.num_elements)
             en = st + arr.edge_len[e]
             hi = t * len(c.fields) + f
             # sorted by (tile, field), then start: one stable argsort of the packed pair where it
