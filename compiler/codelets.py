@@ -216,6 +216,25 @@ def _unique_rows(rows):
     return u, inv.ravel()
 
 
+def _im2col(x, p, kh, kw, s, wout):
+    """[nu, wout, g, kh, kw, cig]: for each output pixel the window it reads, from the rows
+    ``x`` [nu, g, rows inside the image, pixels inside, cig]; the padding (params ``ptop``,
+    ``pbot``, ``pleft``, ``pright``) zero.  One strided copy per kernel column, straight
+    into the columns (no padded copy of the rows first)."""
+    nu, g, rows, win, cig = x.shape
+    pt, pb, pl, pr = (int(p.get(k, 0)) for k in ("ptop", "pbot", "pleft", "pright"))
+    cols = (np.zeros if (pt or pb or pl or pr) else np.empty)((nu, wout, g, kh, kw, cig), x.dtype)
+    xt = x.transpose(0, 3, 1, 2, 4)          # [nu, pixels, g, rows, cig]
+    for j in range(kw):
+        # output pixel w reads input pixel w * s + j - pl: those inside the image
+        lo = max(0, -(-(pl - j) // s))
+        hi = min(wout, (win - 1 - j + pl) // s + 1)
+        if hi > lo:
+            c0 = lo * s + j - pl
+            cols[:, lo:hi, :, pt: pt + rows, j, :] = xt[:, c0: c0 + (hi - lo - 1) * s + 1: s]
+    return cols
+
+
 def _conv_partial(a, p):
     """out[w, co] (+)= sum_{g, kh, kw, ci} in[g, kh, w*stride + kw, ci] * weights[g, kh, kw, ci, co].
 
@@ -240,14 +259,13 @@ def _conv_partial(a, p):
     g, cig, cog, wout = p["groups"], p["cig"], p["cog"], p["wout"]
     rows = kh - p.get("ptop", 0) - p.get("pbot", 0)
     win = xin.shape[1] // (g * rows * cig)
-    x = _pad_window(xin.reshape(nu, g, rows, win, cig), p)
     # im2col once per distinct window: [nu, wout, g * kh * kw * cig]
     K = g * kh * kw * cig
-    if kh == 1 and kw == 1:
+    x = xin.reshape(nu, g, rows, win, cig)
+    if kh == 1 and kw == 1 and not any(p.get(k, 0) for k in ("ptop", "pbot", "pleft", "pright")):
         cols = x[:, :, 0, : (wout - 1) * s + 1: s, :].transpose(0, 2, 1, 3).reshape(nu, wout, K)
     else:
-        win_view = np.lib.stride_tricks.sliding_window_view(x, kw, axis=3)[:, :, :, : (wout - 1) * s + 1: s]
-        cols = win_view.transpose(0, 3, 1, 2, 5, 4).reshape(nu, wout, K)
+        cols = _im2col(x, p, kh, kw, s, wout).reshape(nu, wout, K)
     w = wts.reshape(nw, K, cog)
     cnt = np.bincount(iu, minlength=nu)
     m = int(cnt[0]) if nu else 0

@@ -127,3 +127,17 @@ def test_distinct_rows_without_a_sort_equal_the_hashed_ones():
     assert F._distinct_by_first(S2, L) is None
     f2, i2 = F._distinct_rows(S2, L)
     np.testing.assert_array_equal(S2[f2][i2], S2)
+
+
+def test_im2col_equals_the_padded_sliding_windows():
+    import itertools
+    from compiler.codelets import _im2col, _pad_window
+    for kh, kw, s, pt, pb, pl, pr, g in itertools.product((1, 3), (1, 3, 7), (1, 2), (0, 1), (0, 1), (0, 3), (0, 2), (1, 2)):
+        if pt + pb >= kh:
+            continue
+        for win in (kw, kw + 5):
+            wout = (win + pl + pr - kw) // s + 1
+            x = RNG.standard_normal((3, g, kh - pt - pb, win, 4)).astype(np.float32)
+            p = dict(ptop=pt, pbot=pb, pleft=pl, pright=pr)
+            ref = np.lib.stride_tricks.sliding_window_view(_pad_window(x, p), kw, axis=3)[:, :, :, : (wout - 1) * s + 1: s]
+            np.testing.assert_array_equal(_im2col(x, p, kh, kw, s, wout), ref.transpose(0, 3, 1, 2, 5, 4))
