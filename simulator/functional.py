@@ -243,7 +243,9 @@ def _distinct_by_first(S, L):
     table = np.full(span, n, np.int64)
     np.minimum.at(table, key, np.arange(n, dtype=np.int64))
     firstof = table[key]         # the first vertex whose rows start where this one's do
-    if not (np.array_equal(S, S[firstof]) and np.array_equal(L, L[firstof])):
+    if not np.array_equal(S, S[firstof]):
+        return None
+    if int(L.min()) != int(L.max()) and not np.array_equal(L, L[firstof]):    # equal lengths: nothing to compare
         return None
     isfirst = firstof == np.arange(n)
     first = np.flatnonzero(isfirst)          # in order of first appearance
@@ -425,7 +427,7 @@ class FunctionalState:
                     if np.all(s0[1:] > s0[:-1]) and f.name not in c.shared:
                         pass    # every vertex starts further on: no two read the same regions
                     elif np.all(counts[gverts, fi] == k):
-                        dist = _distinct_rows(s.reshape(nv, k).astype(np.int64), ln.reshape(nv, k))
+                        dist = _distinct_rows(s.reshape(nv, k).astype(np.int64, copy=False), ln.reshape(nv, k))
                         # sharing pays when rows repeat; the semantics that accept shared rows always want them
                         if dist is not None and dist[0].size * 2 > nv and f.name not in c.shared:
                             dist = None
