@@ -436,7 +436,7 @@ class FunctionalState:
                     k = sel.size // nv
                     S = s.reshape(nv, k)[first].ravel()
                     Ls = ln.reshape(nv, k)[first].ravel()
-                    grp.gather[f.name] = _index(S, Ls, first.size, size, itype)
+                    grp.gather[f.name] = _index(S, Ls, first.size, size, itype, k=k)
                     if f.name in c.shared:
                         grp.shared[f.name + "__rows"] = inv
                     else:
