@@ -111,12 +111,14 @@ def runs_of_mapping(graph):
 
 
 def _pieces(graph, starts, lengths, run_starts, run_tiles, lookup=None, nxt=None):
-    """Split regions at tile-mapping boundaries; return pieces with their tile.
+    """Split regions at tile-mapping boundaries; return pieces with their tile, and the
+    region of each piece.
 
-    Most regions lie on one tile: they are found with two lookups per region
-    (the run number of their first and last element) and only the others are
-    split, at the starts of the runs between those two.  ``nxt``: ``run_starts`` with
-    int64's maximum appended (given by a caller that splits many chunks).
+    Every region's first piece is in the region's place (most regions lie on one tile:
+    that piece is the region); the further pieces of the regions that reach into later
+    runs follow, cut at the starts of those runs.  Two lookups per region at most (the run
+    of its first element, and of its last where it reaches further).  ``nxt``:
+    ``run_starts`` with int64's maximum appended (given by a caller that splits many chunks).
     """
     if starts.size == 0 or run_starts.size == 0:
         z = np.zeros(0, np.int64)
@@ -126,24 +128,23 @@ def _pieces(graph, starts, lengths, run_starts, run_tiles, lookup=None, nxt=None
     last = starts + lengths - 1
     if nxt is None:
         nxt = np.append(run_starts, np.iinfo(np.int64).max)
-    beyond = np.flatnonzero(nxt[r0 + 1] <= last)      # regions that reach into a later run
-    if beyond.size == 0:
-        return starts, lengths, np.arange(starts.size), run_tiles[np.clip(r0, 0, None)]
-    multi = beyond
-    single = np.ones(starts.size, bool)
-    single[multi] = False
-    one = np.flatnonzero(single)
-    # piece k of region i covers run r0[i] + k, cut at that run's start / end
+    rc = np.clip(r0, 0, None)
+    end0 = nxt[r0 + 1]                                   # where each region's first run ends
+    multi = np.flatnonzero(end0 <= last)                 # regions that reach into a later run
+    tile0 = run_tiles[rc]
+    if multi.size == 0:
+        return starts, lengths, np.arange(starts.size), tile0
+    first_len = np.minimum(lengths, end0 - starts)
+    # piece k >= 1 of region i covers run r0[i] + k, from that run's start
     a, z = r0[multi], find(last[multi])
-    npieces = z - a + 1
-    parent = np.repeat(np.arange(multi.size), npieces)
-    k = np.arange(parent.size) - np.repeat(np.cumsum(npieces) - npieces, npieces)
-    run = a[parent] + k
-    ps = np.where(k == 0, starts[multi][parent], run_starts[np.clip(run, 0, None)])
-    pe = np.where(run == z[parent], last[multi][parent] + 1, nxt[run + 1])
-    return (np.concatenate((starts[one], ps)), np.concatenate((lengths[one], pe - ps)),
-            np.concatenate((one, multi[parent])),
-            np.concatenate((run_tiles[np.clip(r0[one], 0, None)], run_tiles[np.clip(run, 0, None)])))
+    nmore = z - a
+    parent = np.repeat(multi, nmore)
+    k = np.arange(parent.size) - np.repeat(np.cumsum(nmore) - nmore, nmore) + 1
+    run = np.repeat(a, nmore) + k
+    ps = run_starts[run]
+    pe = np.minimum(nxt[run + 1], last[parent] + 1)
+    return (np.concatenate((starts, ps)), np.concatenate((first_len, pe - ps)),
+            np.concatenate((np.arange(starts.size), parent)), np.concatenate((tile0, run_tiles[run])))
 
 
 def _aggregate(keys, values, *more):
