@@ -148,10 +148,14 @@ def _check_graph(graph, arrays):
             edge_dtype[c0:c0 + step] = var_dtype[vs]
         arrays.extra["edge_dtype"] = edge_dtype    # DTYPE_IDS of each edge's variable
     # 3. per batch: fields connected, sizes, dtypes
-    sizes_all = []
+    sizes_all, columns = [], []
     for b in graph.batches:
         c = CODELETS[b.codelet]
-        sizes, counts = field_sizes(arrays, b, c)
+        cuts = field_columns(arrays, b, len(c.fields))
+        columns.append(cuts)
+        sz, cnt = field_size_matrix(arrays, b, len(c.fields), cuts)
+        sizes = {f.name: sz[:, i] for i, f in enumerate(c.fields)}
+        counts = {f.name: cnt[:, i] for i, f in enumerate(c.fields)}
         for f in c.fields:
             missing = np.flatnonzero(counts[f.name] == 0)
             if missing.size:
@@ -182,6 +186,7 @@ def _check_graph(graph, arrays):
                                  f"{DTYPE_NAMES[edge_dtype[e]]}")
         sizes_all.append(sizes)
     arrays.extra["sizes"] = sizes_all
+    arrays.extra["field_columns"] = columns     # field_columns of each batch, in order (None: no bulk layout)
     # 4. every variable fully mapped
     for var in graph.variables:
         runs = graph.tile_map.runs(var.id)

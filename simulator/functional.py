@@ -373,6 +373,21 @@ class FunctionalState:
             plans = self._plans[key] = self._build_plan(b)
         return plans
 
+    def _columns(self, b, nf):
+        """checks.field_columns of batch ``b``: as the graph's checks found it at finalize
+        (``arrays.extra["field_columns"]``), else found here."""
+        arr = self.exe.arrays
+        cols = arr.extra.get("field_columns")
+        batches = self.exe.graph.batches
+        if cols is not None and len(cols) == len(batches):
+            where = self._cache.get("batch_index")
+            if where is None:
+                where = self._cache["batch_index"] = {id(x): i for i, x in enumerate(batches)}
+            i = where.get(id(b))
+            if i is not None:
+                return cols[i]
+        return field_columns(arr, b, nf)
+
     def _build_plan(self, b):
         arr = self.exe.arrays
         c = CODELETS[b.codelet]
@@ -383,7 +398,7 @@ class FunctionalState:
         if n == 0:
             return []
         es, el = arr.edge_start[e0:e1], arr.edge_len[e0:e1].astype(np.int64)
-        cuts = field_columns(arr, b, nf)
+        cuts = self._columns(b, nf)
         sizes, counts = field_size_matrix(arr, b, nf, cuts)     # elements / edges per vertex and field
         if np.all(sizes == sizes[0]):
             sig, group = sizes[:1], np.zeros(n, np.int64)
