@@ -55,7 +55,7 @@ def _uses(graph, chunk=1 << 22):
 
 
 def _uses_of(graph, chunk):
-    arr = graph.finalize()
+    arr = graph.finalize(check=False)   # checked when compiled (Graph.finalize)
     out = {}
     if not arr.edge_start.size:
         return out
@@ -218,7 +218,7 @@ def _fusable(g, uses, vids) -> dict:
     by_cs = {}
     for b in g.batches:
         by_cs.setdefault(b.cs, []).append(b)
-    arr = g.finalize()
+    arr = g.finalize(check=False)
     off = arr.vertex_edge_offsets
     out = {}
     for vid in vids:
@@ -263,7 +263,7 @@ def accumulate(low, n, loop=True) -> dict:
         return {"accumulate": 1, "accumulators": 0}
     prog = _flat(low, "accumulate")
     g = low.graph
-    g.finalize()
+    g.finalize(check=False)
     # weight gradients: what the update vertices read through their "grad" field
     upd = [b for b in g.batches if g.compute_sets[b.cs].phase == "update" and "grad" in CODELETS[b.codelet].field_index]
     if not upd:

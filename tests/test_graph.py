@@ -466,3 +466,15 @@ def test_write_conflicts_checked_beside_the_other_checks_raise_after_theirs(g, m
     g.add_vertex(cs, "Relu", {"in": x}, tile=1)                  # and an unconnected field: named first
     with pytest.raises(GraphError, match="field 'out' is not connected"):
         compile_program(g, Execute(cs))
+
+
+def test_arrays_finalized_without_checks_are_checked_when_finalized_again(g):
+    x = mapped(g, "fp32", (4,), "x")
+    cs = g.add_compute_set("cs")
+    g.add_vertex(cs, "Relu", {"in": x}, tile=0)                 # "out" not connected
+    arrays = g.finalize(check=False)                             # what a transform reads
+    assert arrays.edge_start.size == 1
+    with pytest.raises(GraphError, match="field 'out' is not connected"):
+        g.finalize()                                             # the same arrays, checked now
+    with pytest.raises(GraphError, match="field 'out' is not connected"):
+        compile_program(g, Execute(cs))
