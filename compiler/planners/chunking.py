@@ -7,7 +7,6 @@ import numpy as np
 
 from ..intervals import unique
 from ..layout import Act
-from .base import spread
 
 def chunks(ctx, y: Act, like: Act | None, max_chunk=None):
     """Split an output into vertex-sized chunks that follow a tensor's mapping.

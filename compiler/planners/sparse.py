@@ -427,7 +427,7 @@ class KVCacheWritePlanner(Planner):
             out_s = y.start + ((b[vo] * KV + h[vo]) * hd + d0[vo] + jj) * L + pos
             out_l = np.full(vo.size, S, np.int64)
             first = y.start + ((b * KV + h) * hd + d0) * L + pos
-            codelet, params = "Transpose", None
+            codelet = "Transpose"
         else:
             sc = min(self.CHUNK, S)
             b, h, j = [v.ravel() for v in np.indices((B, KV, -(-S // sc)))]
