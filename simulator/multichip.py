@@ -173,40 +173,32 @@ def stash_bytes_per_tile(live, exe) -> np.ndarray:
     return out
 
 
-def _add_stash(m, extra):
-    """Add ``extra`` bytes per tile (a pipeline's stash: activations, so not-always-live) to a
-    memory report's per-tile figures and everything derived from them."""
+def _add_per_tile(m, extra, category, label):
+    """Add ``extra`` bytes per tile to ``category`` of a memory report's per-tile figures (shown
+    as ``label`` too) and to everything derived from them."""
     pt = m["per_tile"]
-    nal = "not_always_live_variables"
-    pt[nal] = pt[nal] + extra
-    pt["pipeline_stash"] = extra
+    pt[category] = pt[category] + extra
+    pt[label] = extra
     tot = pt["total"] = pt["total"] + extra
     sram = m["sram_bytes_per_tile"]
-    m["worst_tiles"] = worst_tiles(pt, tot, 5, {"pipeline_stash": extra})
-    m["by_category"][nal] = int(round(pt[nal].sum()))
+    m["worst_tiles"] = worst_tiles(pt, tot, 5, {label: extra})
+    m["by_category"][category] = int(round(pt[category].sum()))
     m["total_bytes"] = int(tot.sum())
     m["peak_tile"] = int(np.argmax(tot))
     m["peak_tile_bytes"] = int(tot.max())
     m["fits"] = bool(tot.max() <= sram)
     m["oom_tiles"] = int((tot > sram).sum())
+
+
+def _add_stash(m, extra):
+    """A pipeline's stash (activations, so not-always-live), ``extra`` bytes per tile."""
+    _add_per_tile(m, extra, "not_always_live_variables", "pipeline_stash")
 
 
 def _add_kv_caches(m, extra):
-    """Add ``extra`` bytes per tile of KV cache (always live: the other micro-batches' caches of
-    an inference over several) to a memory report's per-tile figures and what derives from them."""
-    pt = m["per_tile"]
-    al = "always_live_variables"
-    pt[al] = pt[al] + extra
-    pt["other_micro_batches_kv_cache"] = extra
-    tot = pt["total"] = pt["total"] + extra
-    sram = m["sram_bytes_per_tile"]
-    m["worst_tiles"] = worst_tiles(pt, tot, 5, {"other_micro_batches_kv_cache": extra})
-    m["by_category"][al] = int(round(pt[al].sum()))
-    m["total_bytes"] = int(tot.sum())
-    m["peak_tile"] = int(np.argmax(tot))
-    m["peak_tile_bytes"] = int(tot.max())
-    m["fits"] = bool(tot.max() <= sram)
-    m["oom_tiles"] = int((tot > sram).sum())
+    """The other micro-batches' KV caches of an inference over several (always live), ``extra``
+    bytes per tile."""
+    _add_per_tile(m, extra, "always_live_variables", "other_micro_batches_kv_cache")
 
 
 def _state_bytes_per_tile(graph) -> np.ndarray:
