@@ -489,6 +489,16 @@ def _fill(a, p):
     return {"out": np.full(np.shape(a["out"]), p.get("value", 0.0))}
 
 
+def _zero_insert(a, p):
+    """One row of a zero-dilated image: the ``in`` row's pixels (``g`` channels each) at every
+    ``stride``-th pixel of the ``out`` row, zeros between and after."""
+    nv, g, s = a["in"].shape[0], int(p["g"]), int(p["stride"])
+    x = a["in"].reshape(nv, -1, g)
+    out = np.zeros((nv, a["out"].shape[1] // g, g), dtype=np.result_type(x.dtype, np.float32))
+    out[:, ::s][:, :x.shape[1]] = x[:, :out[:, ::s].shape[1]]
+    return {"out": out.reshape(nv, -1)}
+
+
 def _multi_update_add(a, p):
     """table[index[i]] += in[i] for the part of the rows the vertex holds: its ``table``
     region starts ``offset`` elements into a block of rows of ``params["row"]`` elements
@@ -608,10 +618,12 @@ _TABLE = [
     # matrix-unit (AMP) vertices
     Codelet("ConvPartial", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: amp_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]
-                                                 * amp_padded(p["cig"], d), d, c, conv_passes(d, p)),
+                                                 * amp_padded(p["cig"], d) / p.get("wdil", 1), d, c,
+                                                 conv_passes(d, p)),
             passes=lambda s, d, p: conv_passes(d, p),
             compute=_conv_partial, shared=("in", "weights"),
-            flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
+            flops=lambda s, d, p: (2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"]
+                                   / p.get("wdil", 1)),
             code_bytes=1024, state_bytes=48, supervisor=True, worklist_bytes=6,
             doc="one row segment of a convolution's output for one channel group, on the AMP "
                                  "(input channel groups padded to the AMP's width)"),
@@ -627,10 +639,12 @@ _TABLE = [
     # padding, a fraction of the AMP's rate; the planners choose per op
     Codelet("ConvPartialMAC", (Field("in", IN), Field("weights", IN), Field("out", INOUT, dtype="P")),
             cycles=lambda s, d, p, c: mac_cycles(np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]
-                                                 * p["cig"], d, c,
-                                                 np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]),
+                                                 * p["cig"] / p.get("wdil", 1), d, c,
+                                                 np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"]
+                                                 / p.get("wdil", 1)),
             compute=_conv_partial, shared=("in", "weights"),
-            flops=lambda s, d, p: 2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"],
+            flops=lambda s, d, p: (2.0 * np.asarray(s["out"], np.float64) * p["groups"] * p["kh"] * p["kw"] * p["cig"]
+                                   / p.get("wdil", 1)),
             code_bytes=768, state_bytes=48, supervisor=True, worklist_bytes=6,
             doc="ConvPartial with vector MACs instead of the AMP"),
     Codelet("MatMulPartialMAC", (Field("a", IN), Field("b", IN), Field("out", INOUT, dtype="P")),
@@ -687,6 +701,11 @@ _TABLE = [
             cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0),
             compute=_fill, flops=_zero_flops, code_bytes=96,
             doc="out = value (params['value'], default 0): zeroes a tensor before a scatter-add"),
+    Codelet("ZeroInsert", (Field("in", IN), Field("out", OUT)),
+            cycles=lambda s, d, p, c: vector_cycles(s["out"], d, c, 1.0),
+            compute=_zero_insert, flops=_zero_flops, code_bytes=160,
+            doc="one row of dX from a strided 1x1 convolution's deferred dilation (PopLibs' "
+                "activationsPostDilate): the undilated row's pixels at every stride-th pixel, zeros between"),
     Codelet("MultiUpdateAdd", (Field("in", IN), Field("index", IN, dtype="int32"),
                                 Field("offset", IN, dtype="int32", vector=False), Field("table", INOUT)),
             cycles=lambda s, d, p, c: (20 * np.asarray(s["index"], np.float64) + vector_cycles(

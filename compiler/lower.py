@@ -31,6 +31,7 @@ from hardware.dtypes import FLOAT_DTYPES as FLOAT, canonical
 from . import hostmem
 from .graph import Graph
 from .layout import Act, channel_group
+from .partition import legalise
 from .planners import PLANNERS, LoweringError, choose, indexed_takes
 from .program import Call, Copy, Execute, Sequence
 
@@ -593,4 +594,6 @@ def lower(opg, chip, **kw) -> Lowered:
     :class:`compiler.hostmem.HostMemoryError`, a graph whose estimated host memory exceeds the
     machine's (:mod:`compiler.hostmem`)."""
     hostmem.check(opg)
+    if not kw.get("exact"):     # the index-mapped lowering computes a strided dX itself
+        opg = legalise(opg)
     return Lowering(opg, chip, **kw).run()

@@ -96,44 +96,59 @@ class Partition:
 
 # -- legalisation -----------------------------------------------------------------------------
 def legalise(og: OpGraph) -> OpGraph:
-    """A copy of ``og`` that today's lowering accepts.
+    """A copy of ``og`` with the dilation of strided 1x1 ``ConvGradInput`` ops deferred until
+    after the convolution, as PopLibs does.
 
-    The conv planner lowers ``ConvGradInput`` as a stride-1 convolution of dY;
-    for a strided forward convolution dY is smaller than dX and some output
-    rows' windows would lie entirely in the padding (a ``LoweringError``).
-    Poplar lowers that case as a convolution of the zero-*dilated* dY, so we
-    insert a ``ZeroInsert`` op (family ``elementwise``: dY spread into a tensor of
-    dX's spatial size) before it.  It is lowered by the element-wise planner as a
-    ``Copy`` over the whole dilated tensor (the cost of writing it; the read of
-    the 1/s^2 smaller dY is not counted).  Graphs without strided ``ConvGradInput`` are
-    returned unchanged.
+    dX of a strided convolution is a convolution of dY zero-dilated by the stride.  When the
+    kernel is 1x1 and unpadded, PopLibs' planner defers that dilation (``ConvPlan.cpp``
+    ``getDilatePostConvDims``, ``ConvModel.cpp`` ``canDeferDilation``; applied in
+    ``Convolution.cpp`` as ``activationsPostDilate``): it convolves the undilated dY, a
+    1/s^2 of the work, and then copies the result into every s-th pixel of a new dX, zeros
+    elsewhere.  So here such an op becomes a stride-1 ``ConvGradInput`` of dY into
+    ``<op>.undilated_dx`` (dY's pixels, dX's channels) and a ``ZeroInsert`` (family
+    ``elementwise``) of that into dX.  Other strided ``ConvGradInput`` ops (3x3, padded) are
+    left to the conv planner, which places their windows on dY's grid.  Idempotent; graphs
+    without a strided 1x1 ``ConvGradInput`` are returned unchanged.
     """
-    strided = [n for n in og.graph if og.op(n)["op"] == "ConvGradInput"
-               and (list(og.op(n)["attrs"].get("strides") or [1]) + [1])[0] > 1]
-    if not strided:
+    def deferred(d):
+        if d["op"] != "ConvGradInput":
+            return False
+        a = d["attrs"]
+        s = [int(v) for v in (a.get("strides") or [1])]
+        k = [int(v) for v in (a.get("kernel_shape") or og.tensors[d["inputs"][1]].shape[2:])]
+        return (max(s) > 1 and all(v == 1 for v in k)
+                and not any(int(v) for v in (a.get("pads") or [])) and int(a.get("group", 1)) == 1
+                and all(int(v) == 1 for v in (a.get("dilations") or [1])))
+    todo = {n for n in og.graph if deferred(og.op(n))}
+    if not todo:
         return og
     out = OpGraph(og.name, batch=og.batch)
+    for k, v in vars(og).items():       # the graph's other attributes (an ONNX file's opset...)
+        if k not in ("graph", "tensors", "inputs", "outputs", "grads"):
+            setattr(out, k, v)
     out.grads = dict(og.grads)
     for t in og.tensors.values():
         out.add_tensor(t.name, t.shape, t.dtype, t.kind, data=t.data, inplace_of=t.inplace_of)
     out.inputs = list(og.inputs)
-    strided = set(strided)
     for n in og.ops():
         d = og.op(n)
-        ins = list(d["inputs"])
-        if n in strided:
-            s = (list(d["attrs"].get("strides") or [1]) + [1])[0]
-            dy, dx = ins[0], d["outputs"][0]
-            N, C = og.tensors[dy].shape[:2]
-            H, W = og.tensors[dx].shape[2:]
-            nm = f"{n}.dilated_dy"
-            out.add_tensor(nm, (N, C, H, W), og.tensors[dy].dtype, "grad")
-            out.add_op(f"{n}.zero_insert", "ZeroInsert", [dy], [nm], family="elementwise",
-                       attrs={"strides": [s, s]}, layer=d["layer"], block=d["block"],
-                       block_type=d["block_type"], phase=d["phase"], flops=0)
-            ins[0] = nm
-        out.add_op(n, d["op"], ins, d["outputs"], family=d["family"], attrs=d["attrs"], layer=d["layer"],
-                   block=d["block"], block_type=d["block_type"], phase=d["phase"], flops=d["flops"])
+        common = dict(layer=d["layer"], block=d["block"], block_type=d["block_type"], phase=d["phase"])
+        if n in todo:
+            a = dict(d["attrs"])
+            dy, dx = d["inputs"][0], d["outputs"][0]
+            N, _, Ho, Wo = og.tensors[dy].shape
+            C = og.tensors[dx].shape[1]
+            small = f"{n}.undilated_dx"
+            out.add_tensor(small, (N, C, Ho, Wo), og.tensors[dx].dtype, og.tensors[dx].kind)
+            strides = list(a.get("strides"))
+            a["strides"] = [1] * len(strides)
+            out.add_op(n, d["op"], list(d["inputs"]), [small], family=d["family"], attrs=a,
+                       flops=d["flops"], **common)
+            out.add_op(f"{n}.dilate", "ZeroInsert", [small], [dx], family="elementwise",
+                       attrs={"strides": strides}, flops=0, **common)
+            continue
+        out.add_op(n, d["op"], list(d["inputs"]), d["outputs"], family=d["family"], attrs=d["attrs"],
+                   flops=d["flops"], **common)
     out.outputs = list(og.outputs)
     return out
 

@@ -529,3 +529,58 @@ def test_matmul_partials_are_reduced_on_the_tiles_that_hold_them(tiles, monkeypa
             o = int(arr.edge_start[e]) - y.start
             written[o:o + int(arr.edge_len[e])] += 1
     assert np.all(written == 1)
+
+
+# -- dX of a strided convolution ------------------------------------------------------------------
+def strided_grad_input(kernel, pads, stride=2, cin=16, cout=16, size=8):
+    def build(g):
+        o = (size + 2 * pads - kernel) // stride + 1
+        g.add_tensor("dy", (1, cout, o, o), kind="input")
+        g.add_tensor("w", (cout, cin, kernel, kernel), kind="param")
+        g.add_tensor("dx", (1, cin, size, size), kind="output")
+        g.add_op("gi", "ConvGradInput", ["dy", "w"], ["dx"], family="conv", phase="bwd",
+                 attrs=dict(kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pads] * 4),
+                 flops=2 * o * o * cout * cin * kernel * kernel)
+        g.outputs.append("dx")
+    return build
+
+
+def op_vertex_flops(low, op):
+    exe = compile_program(low.graph, low.program)
+    return sum(exe.compute[cs].flops for cs in low.op_compute_sets[op])
+
+
+def test_strided_grad_input_skips_the_zeros_of_the_dilated_gradient():
+    # a 3x3 stride-2 convolution's dX: PopLibs' worklists skip the dilation's zeros, so the
+    # AMP does the useful MACs (each dY pixel meets each kernel tap once), not the 4x of a
+    # dense convolution over the dilated dY; every element of dX is still written once
+    ctx, low = lowered(strided_grad_input(3, 1))
+    useful = ctx.opg.op("gi")["flops"]
+    got = op_vertex_flops(low, "gi")
+    assert 0.9 * useful <= got <= 1.5 * useful, (got, useful)
+    assert (writes(low, "gi", "dx") == 1).all()
+
+
+def test_strided_1x1_grad_input_defers_its_dilation_as_poplibs_does():
+    # 1x1, unpadded: the convolution runs on dY's grid, then ZeroInsert / Fill vertices write dX
+    from compiler.lower import lower
+    from compiler.partition import legalise
+    g = OpGraph("t")
+    strided_grad_input(1, 0)(g)
+    og = legalise(g)
+    assert [og.op(n)["op"] for n in og.ops()] == ["ConvGradInput", "ZeroInsert"]
+    assert og.tensors["gi.undilated_dx"].shape == (1, 16, 4, 4)
+    assert legalise(og) is og                    # idempotent
+    low = lower(g, CHIP)
+    assert abs(op_vertex_flops(low, "gi") - g.op("gi")["flops"]) < 1e-6 * g.op("gi")["flops"]
+    assert {"ZeroInsert", "Fill"} <= set(codelets_of(low, "gi.dilate"))
+    assert (writes(low, "gi.dilate", "dx") == 1).all()
+
+
+def test_zero_insert_codelet_puts_the_row_on_every_stride_th_pixel():
+    g, s = 4, 2
+    row = np.arange(3 * g, dtype=np.float64).reshape(1, -1)
+    out = CODELETS["ZeroInsert"].compute({"in": row, "out": np.full((1, 6 * g), 7.0)}, {"stride": s, "g": g})["out"]
+    want = np.zeros((6, g))
+    want[::s] = row.reshape(3, g)
+    np.testing.assert_array_equal(out.reshape(6, g), want)

@@ -34,6 +34,8 @@ class ConvShape:
     groups: int         # the op's channel groups (1: dense, C: depthwise)
     wseg: int = 0       # output pixels per row segment (0: the whole row)
     parts: int = 1      # input-channel parts (partials summed by ReducePartials)
+    dil: int = 1        # ConvGradInput of a strided convolution: the forward stride, by which
+                        # dY is zero-dilated (pad_top / pad_left are then the forward padding)
 
     @property
     def Cog(self) -> int:
@@ -70,9 +72,16 @@ class ConvShape:
         return self.N * self.Cog * self.Ho * self.segments
 
     def vertex_params(self) -> dict:
-        """The params of a conv vertex away from the image border."""
-        return {"kh": self.kh, "kw": self.kw, "stride": self.stride, "groups": self.ncig, "cig": self.cig,
-                "cog": self.go}
+        """The params of a conv vertex away from the image border.  Over a zero-dilated dY
+        (``dil`` > 1) a vertex applies the kernel rows that land on dY's rows (at most
+        ceil(kh / dil)) and, per kernel column, the 1 / dil of the row's pixels that land on
+        dY's pixels (``wdil``): PopLibs' worklists skip the zeros of an input dilation
+        (``ConvUtil.cpp`` ``getOutputRangeForKernelIndex``)."""
+        p = {"kh": self.kh, "kw": self.kw, "stride": self.stride, "groups": self.ncig, "cig": self.cig,
+             "cog": self.go}
+        if self.dil > 1:
+            p.update(kh=-(-self.kh // self.dil), wdil=self.dil)
+        return p
 
 
 class ConvPlanner(Planner):
@@ -95,14 +104,18 @@ class ConvPlanner(Planner):
         s = (list(a.get("strides") or [1, 1]) + [1])[0]
         pads = list(a.get("pads") or [0, 0, 0, 0])
         groups = int(a.get("group", 1))
+        dil = 1
         if op["op"] == "ConvGradInput":   # a convolution of dY producing dX, stride 1 over dX
-            s, pads = 1, [kh // 2, kw // 2, kh // 2, kw // 2]
+            if s > 1:                     # over dY zero-dilated by the forward stride
+                dil, s = s, 1
+            else:
+                pads = [kh // 2, kw // 2, kh // 2, kw // 2]
         N, Co, Ho, Wo = y
         go = Act.dims(y) and ctx.group_for(Co)
         opt = opt or {}
         return ConvShape(x, N, Co, Ho, Wo, go, int(kh), int(kw), int(s), int(pads[0]),
                          int(pads[1] if len(pads) > 1 else pads[0]), groups,
-                         wseg=opt.get("wseg", Wo), parts=opt.get("parts", 1))
+                         wseg=opt.get("wseg", Wo), parts=opt.get("parts", 1), dil=dil)
 
     def options(self, op, ctx):
         sh = self.shape(op, ctx)
@@ -124,7 +137,7 @@ class ConvPlanner(Planner):
         sh = self.shape(op, ctx)
         x = sh.x
         return ("conv", op["op"], x.N, x.C, x.H, x.W, x.g, x.dtype, sh.N, sh.Co, sh.Ho, sh.Wo, sh.go, sh.kh,
-                sh.kw, sh.stride, sh.pad_top, sh.pad_left, sh.groups, ctx.dtype, ctx.partials, ctx.tiles,
+                sh.kw, sh.stride, sh.pad_top, sh.pad_left, sh.groups, sh.dil, ctx.dtype, ctx.partials, ctx.tiles,
                 id(ctx.chip), ctx.available_memory_proportion)
 
     def vertex_cycles(self, sh: ConvShape, opt, ctx) -> float:
@@ -164,17 +177,18 @@ class ConvPlanner(Planner):
         compute = supervisor_phase_cycles(per_tile, vcyc, chip, passes)
         segs = sh.segments
         row_block = sh.Ho * segs                     # vertices of one (image, channel group)
+        d = sh.dil                                   # dY rows and pixels advance 1 / d per output one
         if per_tile <= row_block:
-            in_rows = min(x.H, (-(-per_tile // segs) - 1) * sh.stride + sh.kh)
+            in_rows = min(x.H, ((-(-per_tile // segs) - 1) * sh.stride + sh.kh) // d + (d > 1))
             images = 1
         else:
             in_rows = x.H
             images = -(-per_tile // (sh.Cog * row_block))
-        in_w = x.W if per_tile >= segs else min(x.W, per_tile * wseg * sh.stride + sh.kw)
+        in_w = x.W if per_tile >= segs else min(x.W, (per_tile * wseg * sh.stride + sh.kw) // d + (d > 1))
         in_bytes = images * in_rows * in_w * cipp * b
         w_blocks = min(P * sh.Cog, 1 + (per_tile - 1) // row_block)
         w_bytes = w_blocks * go * cipp * sh.kh * sh.kw * b
-        messages = per_tile * (sh.ncig * sh.kh + 2)
+        messages = per_tile * (sh.ncig * vp["kh"] + 2)
         cyc = compute + exchange_cycles(in_bytes + w_bytes, chip, messages_per_tile=messages)
         cyc = serial * cyc + (serial - 1) * chip.sync_cycles
         temp = in_bytes + w_bytes
@@ -227,9 +241,19 @@ class ConvPlanner(Planner):
         w0 = ws * wseg
         w1 = np.minimum(Wo, w0 + wseg)
         # the window: kernel rows inside the image, pixels inside the image, padding outside
-        if op["op"] == "ConvGradInput":
-            # dX from dY: the transposed convolution reads dY zero-dilated by the forward
-            # stride; windows are placed on dY's (smaller) grid in proportion
+        khv = np.full(V, kh, np.int64)
+        if sh.dil > 1:
+            # dX from dY zero-dilated by the forward stride d: dX row oh takes kernel rows
+            # k = k0, k0 + d, ... (k0 = (oh + pad) mod d) from dY rows (oh + pad - k) / d, a run of
+            # consecutive rows; each pixel takes the kernel columns that land on dY's pixels
+            d = sh.dil
+            k0 = (oh + pt) % d
+            khv = np.maximum(-(-(kh - k0) // d), 1)
+            ih0 = (oh + pt - k0) // d - (khv - 1)
+            iws = -(-(w0 + pl - (kw - 1)) // d)
+            iwe = (w1 - 1 + pl) // d + 1
+        elif op["op"] == "ConvGradInput":
+            # stride 1: dY and dX have one grid (the padding keeps the size)
             ih0 = (oh * x.H) // Ho - pt
             iws = (w0 * x.W) // Wo - pl
             iwe = np.maximum(((w1 - 1) * x.W) // Wo - pl + kw, iws + 1)
@@ -237,8 +261,8 @@ class ConvPlanner(Planner):
             ih0 = oh * s - pt
             iws = w0 * s - pl
             iwe = (w1 - 1) * s - pl + kw
-        rt = np.clip(-ih0, 0, kh)
-        rb = np.clip(x.H - ih0, 0, kh)
+        rt = np.clip(-ih0, 0, khv)
+        rb = np.clip(x.H - ih0, 0, khv)
         nrows = rb - rt
         if np.any(nrows <= 0):
             raise LoweringError(f"op {op['name']!r}: a kernel window lies entirely in the padding")
@@ -266,9 +290,11 @@ class ConvPlanner(Planner):
             ctx.host_layout.setdefault(op["inputs"][1], ("conv", {"P": P, "Cog": Cog, "go": go, "ncig": ncig,
                                                                    "cig": cig_size, "kh": kh, "kw": kw}))
         base = sh.vertex_params()
-        sig = np.stack([rt, kh - rb, pleft, pright, w1 - w0], axis=1)
+        sig = np.stack([rt, khv - rb, pleft, pright, w1 - w0] + ([khv] if sh.dil > 1 else []), axis=1)
 
         def params_of(u, extra=None):
+            if sh.dil > 1:
+                extra = dict(extra or {}, kh=int(u[5]))
             return dict(base, ptop=int(u[0]), pbot=int(u[1]), pleft=int(u[2]), pright=int(u[3]), wout=int(u[4]),
                         **(extra or {}))
 

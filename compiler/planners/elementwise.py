@@ -16,7 +16,7 @@ class ElementwisePlanner(Planner):
                "Exp": "Exp", "Sqrt": "Sqrt", "Tanh": "Tanh", "Sigmoid": "Sigmoid", "Gelu": "Gelu",
                "Erf": "Tanh", "Max": "Max", "ReluGrad": "ReluGrad", "Dropout": "Copy",
                "Identity": "Copy", "Cast": "Cast", "Transpose": "Copy", "Concat": "Copy",
-               "Swish": "Swish", "SwishGrad": "Swish"}
+               "Swish": "Swish", "SwishGrad": "Swish", "ZeroInsert": "ZeroInsert"}
     ROTARY = ("RotaryEmbedding", "RotaryEmbeddingGrad")
 
     def estimate(self, op, opt, ctx):
@@ -34,6 +34,8 @@ class ElementwisePlanner(Planner):
     def lower(self, op, opt, ctx, codelet=None, inputs=None, out=None, params=None, suffix="map"):
         if op["op"] in self.ROTARY:
             return self._rotary(op, ctx)
+        if op["op"] == "ZeroInsert":
+            return self._zero_insert(op, ctx)
         ins = [t for t in (inputs or op["inputs"]) if t in ctx.acts or ctx.is_param(t)]
         y = out or ctx.new_act(op, 0)
         srcs = [ctx.act(t) if t in ctx.acts else ctx.weights_by_name(t) for t in ins]
@@ -62,6 +64,36 @@ class ElementwisePlanner(Planner):
             fields[fname] = (idx, (s.start + st) if s is not None else y_s, ln)
         fields[[f.name for f in c.fields if f.writes][0]] = (idx, y_s, ln)
         ctx.graph.add_vertices(cs, name, tiles, fields, dtype=ctx.dtype, params=dict(params or {}, **ctx.fused(op, out)))
+        return [cs]
+
+    def _zero_insert(self, op, ctx):
+        """The deferred dilation of a strided 1x1 ``ConvGradInput`` (:func:`compiler.partition.legalise`):
+        dX (N, C, H, W) from the undilated result (N, C, Ho, Wo), as PopLibs' ``activationsPostDilate``
+        copy.  One vertex per row of dX and channel group: a ``ZeroInsert`` reading the source row for
+        the rows on the stride, a ``Fill`` of zeros for the others; dX is laid out in the source's
+        channel groups and each row is mapped to the tile of its nearest source row (PopLibs maps the
+        new variable like the dilated view with each zero replaced by its nearest non-zero element)."""
+        src = ctx.act(op["inputs"][0])
+        s_h, s_w = (list(op["attrs"].get("strides") or [1, 1]) + [1])[:2]
+        y = ctx.new_act(op, 0, group=src.g)
+        N, Cg, H = y.N, y.Cg, y.H
+        n, cg, h = (a.ravel() for a in np.meshgrid(np.arange(N), np.arange(Cg), np.arange(H), indexing="ij"))
+        sh = np.minimum(h // s_h, src.H - 1)
+        on = (h % s_h == 0) & (h // s_h < src.H)
+        s_s, s_l = src.rows(n, cg, sh, np.zeros_like(h), np.full_like(h, src.W))
+        y_s, y_l = y.rows(n, cg, h, np.zeros_like(h), np.full_like(h, y.W))
+        tiles = ctx.graph.tile_of_elements(s_s)
+        tiles = np.where(tiles < 0, spread(tiles.size, ctx.tiles), tiles).astype(np.int32)
+        ctx.graph.map_intervals(y_s, y_l, tiles)
+        cs = ctx.compute_set(op, "dilate")
+        k = np.flatnonzero(on)
+        i = np.arange(k.size)
+        ctx.graph.add_vertices(cs, "ZeroInsert", tiles[k], {"in": (i, s_s[k], s_l[k]), "out": (i, y_s[k], y_l[k])},
+                               dtype=ctx.dtype, params={"stride": int(s_w), "g": int(src.g)})
+        z = np.flatnonzero(~on)
+        if z.size:
+            i = np.arange(z.size)
+            ctx.graph.add_vertices(cs, "Fill", tiles[z], {"out": (i, y_s[z], y_l[z])}, dtype=ctx.dtype)
         return [cs]
 
     def _rotary(self, op, ctx):
