@@ -4,7 +4,8 @@
     .venv/bin/python bench/bench_hostmem.py resnet50:16 vgg16:4:train
 
 Each run is a fresh process (``IPUSIM_HOST_MEMORY=off``) that loads the op graph, then builds
-and simulates it; its peak RSS (``ru_maxrss``) less the RSS before the build is what the
+and simulates it; its peak RSS (``VmHWM``: the child's own, not ``ru_maxrss``, which Linux
+carries over from the parent across a vfork + exec) less the RSS before the build is what the
 estimate must cover.  Prints one row per run: measured, estimated, estimate / measured.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ og = models.load(model, batch=batch, train=train)
 est = estimate_bytes(og)
 before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 build(RunConfig(model=model, batch=batch, train=train, suggest=False), simulate=True)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0] * 1024
 print(json.dumps({"estimate": est, "measured": peak - before}))
 """
 
