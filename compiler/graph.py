@@ -58,14 +58,19 @@ class _Grow:
             self._resize(max(self.a.size * 2, self.n + k))
 
     def _resize(self, size):
-        """Capacity ``size``: in place (``realloc``: a large block's pages are remapped, not
-        copied) where no view of the buffer is alive (numpy's reference check), else a copy."""
-        try:
-            self.a.resize(size, refcheck=True)
-        except ValueError:
-            new = np.empty(size, self.a.dtype)
-            new[: self.n] = self.a[: self.n]
-            self.a = new
+        """Capacity ``size``.  Growing: a new buffer holding the first ``n`` elements
+        (``ndarray.resize`` would zero-fill the growth, a pass over pages that the appends
+        write anyway).  Shrinking: in place (``realloc``) where no view of the buffer is
+        alive (numpy's reference check), else a copy."""
+        if size < self.a.size:
+            try:
+                self.a.resize(size, refcheck=True)
+                return
+            except ValueError:
+                pass
+        new = np.empty(size, self.a.dtype)
+        new[: self.n] = self.a[: self.n]
+        self.a = new
 
     def append(self, x):
         self._reserve(1)
