@@ -154,8 +154,12 @@ class Lookup:
         self.shift = 6
         while (self.limit >> self.shift) > (1 << 22):
             self.shift += 1
-        at = np.arange((self.limit >> self.shift) + 2, dtype=np.int64) << self.shift
-        self.table = np.searchsorted(self.bounds, at, side="right") - 1
+        # the answer at slot i (element i << shift): the bounds at or before it, less one; a
+        # bound b counts from slot ceil(b / 2**shift) on (a count and a cumulative sum over
+        # the slots, not a binary search per slot)
+        slots = (self.limit >> self.shift) + 2
+        first = np.clip(-((-self.bounds) >> self.shift), 0, slots)
+        self.table = np.cumsum(np.bincount(first, minlength=slots + 1)[:slots]) - 1
         self.after = np.append(self.bounds[1:], np.iinfo(np.int64).max)   # the next bound after each
 
     #: steps over the bounds of a table slot before the rest of the queries are binary-searched
