@@ -274,13 +274,18 @@ class ConvPlanner(Planner):
         cnt = ncig * nrows
         vi = np.repeat(np.arange(V), cnt)
         k = np.arange(vi.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        c = k // nrows[vi]
-        r = rt[vi] + k % nrows[vi]
+        c, rr = np.divmod(k, np.repeat(nrows, cnt))
         if groups == 1:
-            cig = p[vi] * ncig + c
+            # x.rows(n, p * ncig + c, ih0 + rt + rr, a0, a1) as a per-vertex start (its first
+            # channel group's first row) plus the edge's channel group and row (no per-edge
+            # gathers of the vertex's coordinates)
+            hw = x.H * x.W
+            base = x.start + ((n * x.Cg + p * ncig) * hw + (ih0 + rt) * x.W + a0) * x.g
+            in_s = np.repeat(base.astype(np.int64), cnt) + (c * hw + rr * x.W) * x.g
+            in_l = np.repeat(((a1 - a0) * x.g).astype(np.int64), cnt)
         else:   # grouped / depthwise: the input channels that feed this output group
             cig = np.minimum((cog[vi] * go * x.C // sh.Co) // x.g + c, x.Cg - 1)
-        in_s, in_l = x.rows(n[vi], cig, ih0[vi] + r, a0[vi], a1[vi])
+            in_s, in_l = x.rows(n[vi], cig, ih0[vi] + rt[vi] + rr, a0[vi], a1[vi])
         blk = ncig * kh * kw * cig_size * go
         exact_w = groups == 1 and P * Cog * blk == w.numel
         w_s = w.start + ((p * Cog + cog) * blk) % max(w.numel, 1)
