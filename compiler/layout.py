@@ -6,6 +6,13 @@ Poplar's convolution library does: ``[N][C/g][H][W][g]``, so that a row of
 Tensors of any other rank are viewed as (rows, columns) and stored
 row-major, which is the same layout with H = W = 1.
 
+A 4-D tensor is an image only where an image op (a convolution, a pooling, a batch
+norm...) reads or writes it, or one that shares an op with such a tensor
+(:func:`row_major_4d`); any other 4-D tensor (attention's heads, scores and
+probabilities, (batch, heads, tokens, head_dim)) is stored row-major, group 1, as
+PopLibs / PopART store a tensor that no convolution creates: a Reshape of a row-major
+tensor is then a view, and a head split or merge moves runs of head_dim elements.
+
     >>> from types import SimpleNamespace
     >>> from compiler.graph import Graph
     >>> g = Graph(SimpleNamespace(tiles=4, sram_bytes_per_tile=1 << 20))
@@ -36,6 +43,52 @@ def channel_group(c: int, dtype: str) -> int:
         if c % g == 0:
             return g
     return 1
+
+
+#: op types that read or write their 4-D operands as (N, C, H, W) images (their gradients too)
+IMAGE_OPS = frozenset({"Conv", "ConvTranspose", "ConvGradInput", "ConvGradWeight", "MaxPool", "AveragePool",
+                       "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "MaxPoolGrad",
+                       "AveragePoolGrad", "GlobalAveragePoolGrad", "BatchNormalization", "BatchNormalizationGrad",
+                       "InstanceNormalization", "LRN", "LRNGrad", "DepthToSpace", "SpaceToDepth", "Resize",
+                       "Upsample", "GroupNormalization", "MaxUnpool", "MaxRoiPool", "RoiAlign"})
+
+
+def row_major_4d(opg) -> frozenset:
+    """The 4-D tensors of op graph ``opg`` that are not images: stored row-major (group 1).
+
+    The 4-D tensors that one op reads or writes share a layout (an element-wise op, a
+    Transpose or a 4-D to 4-D Reshape keeps its operand's kind), so the 4-D tensors fall into
+    groups joined by ops; a group is an image, channel-grouped, when an op of
+    :data:`IMAGE_OPS` (or of family ``conv`` / ``pool``) is among its ops, else row-major."""
+    parent = {}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    image = set()
+    for n in opg.graph.nodes:
+        d = opg.op(n)
+        four = [t for t in list(d["inputs"]) + list(d["outputs"])
+                if t and t in opg.tensors and len(opg.tensors[t].shape) == 4]
+        if not four:
+            continue
+        for t in four:
+            parent.setdefault(t, t)
+        r = find(four[0])
+        for t in four[1:]:
+            q = find(t)
+            if q != r:
+                parent[q] = r
+        if d["op"] in IMAGE_OPS or d.get("family") in ("conv", "pool"):
+            image.add(r)
+    for t, info in opg.tensors.items():
+        if len(info.shape) == 4:
+            parent.setdefault(t, t)
+    image = {find(r) for r in image}
+    return frozenset(t for t in parent if find(t) not in image)
 
 
 @dataclass
@@ -90,12 +143,19 @@ class Act:
         t = graph.add_variable(dtype, (N, C // g, H, W, g), name, kind=kind, op=op)
         return cls(name, t, tuple(shape), N, C, H, W, g, dtype, len(graph.variables) - 1)
 
-    def alias(self, name, shape):
-        """The same storage seen with another logical shape (Reshape, Flatten...)."""
+    def alias(self, name, shape, group=None):
+        """The same storage seen with another logical shape (Reshape, Flatten...); ``group`` 1:
+        a row-major view (a row-major tensor seen as a 4-D one that is not an image)."""
         N, C, H, W = self.dims(shape)
         if N * C * H * W != self.numel:
             raise ValueError(f"cannot view {self.name!r} {self.logical} as {tuple(shape)}")
-        g = self.g if (C % self.g == 0 and H * W == self.H * self.W) else channel_group(C, self.dtype)
+        if group == 1 and self.H * self.W > 1 and self.g > 1:
+            raise ValueError(f"cannot view the channel-grouped {self.name!r} {self.logical} as the row-major "
+                             f"{tuple(shape)}")
+        if group is not None:
+            g = group
+        else:
+            g = self.g if (C % self.g == 0 and H * W == self.H * self.W) else channel_group(C, self.dtype)
         return Act(name, self.tensor, tuple(shape), N, C, H, W, g, self.dtype, self.var)
 
     def rows(self, n, cg, h, w0, w1):

@@ -30,7 +30,7 @@ import numpy as np
 from hardware.dtypes import FLOAT_DTYPES as FLOAT, canonical
 from . import hostmem
 from .graph import Graph
-from .layout import Act, channel_group
+from .layout import Act, channel_group, row_major_4d
 from .partition import legalise
 from .planners import PLANNERS, LoweringError, choose, indexed_takes
 from .program import Call, Copy, Execute, Sequence
@@ -82,6 +82,9 @@ class Lowering:
         self._int_cache = {}
         self.host_layout = {}     # tensor name -> (kind, info): how host arrays map to storage order
         self.derived_of_op = {}   # op name -> [(tag, act, recipe)]: host-computed weights it reads
+        # 4-D tensors that no image op touches: row-major (attention's heads, scores), not
+        # channel-grouped images (compiler/layout.py)
+        self.row_major = row_major_4d(opg)
         self.fusion = self._plan_fusion() if fuse else {}   # producer op -> [unary ops fused into it]
         self.fused_away = {u: p for p, us in self.fusion.items() for u in us}
 
@@ -166,11 +169,21 @@ class Lowering:
         return self.graph.add_compute_set(f"{op['layer']}/{op['name']}/{suffix}", layer=op["layer"],
                                           op=op["name"], phase=op["phase"])
 
+    def layout_group(self, name):
+        """1 for a 4-D tensor stored row-major (not an image), else None (the default grouping)."""
+        return 1 if name in self.row_major else None
+
+    def view(self, act, name, shape=None) -> Act:
+        """``act``'s storage seen as tensor ``name`` (its own shape unless ``shape``)."""
+        return act.alias(name, self.shape(name) if shape is None else shape, group=self.layout_group(name))
+
     def new_act(self, op, i, group=None) -> Act:
         name = op["outputs"][i]
         t = self.opg.tensors[name]
+        if name in self.row_major:
+            group = 1
         if t.inplace_of and t.inplace_of in self.acts:
-            a = self.acts[t.inplace_of].alias(name, t.shape)
+            a = self.view(self.acts[t.inplace_of], name, t.shape)
         else:
             a = Act.allocate(self.graph, name, t.shape, self.tdtype(name), group=group,
                              kind="activation" if t.kind not in ("grad",) else "gradient", op=op["name"])
@@ -183,7 +196,7 @@ class Lowering:
         return a
 
     def alias(self, name, act):
-        a = act.alias(name, self.shape(name))
+        a = self.view(act, name)
         self.acts[name] = a
 
     def state_for(self, op, w, k):
@@ -211,7 +224,7 @@ class Lowering:
             if t.producer is not None or t.name in self.acts or t.inplace_of:
                 continue
             kind = {"param": "weight", "state": "state", "constant": "constant", "input": "input"}.get(t.kind, "input")
-            a = Act.allocate(g, t.name, t.shape, self.tdtype(t.name), kind=kind)
+            a = Act.allocate(g, t.name, t.shape, self.tdtype(t.name), group=self.layout_group(t.name), kind=kind)
             if t.data is not None and t.kind in ("param", "constant"):
                 g.variables[-1].constant = None   # values are loaded by the host, not compiled in
             grain = max(a.g, 1) if t.kind == "input" else 64
@@ -278,7 +291,7 @@ class Lowering:
         d["name"] = name
         if name in self.fused_away:   # applied by its producer's vertices: same storage, no compute set
             src = self.opg.op(name)["inputs"][0]
-            self.acts[d["outputs"][0]] = self.act(src).alias(d["outputs"][0], self.shape(d["outputs"][0]))
+            self.acts[d["outputs"][0]] = self.view(self.act(src), d["outputs"][0])
             plans[name] = {"fused_into": self.fused_away[name]}
             op_cs[name] = []
             return
@@ -301,7 +314,8 @@ class Lowering:
                                 f"{type(e).__name__}: {e}") from e
         for o in d["outputs"]:
             if o not in self.acts:   # outputs a planner did not materialise (e.g. masks): map linearly
-                a = Act.allocate(self.graph, o, self.shape(o), self.tdtype(o), kind="activation", op=name)
+                a = Act.allocate(self.graph, o, self.shape(o), self.tdtype(o), group=self.layout_group(o),
+                                 kind="activation", op=name)
                 self.graph.map_linearly(a.tensor, grain=a.g)
                 self.acts[o] = a
         plans[name] = opt

@@ -173,6 +173,23 @@ def test_softmax_over_any_axis_equals_the_reference(op, axis, opset):
     np.testing.assert_allclose(backend.prepare(m).run([x])[0], want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape,perm", [((2, 5, 3, 7), (0, 2, 3, 1)), ((2, 37, 3, 70), (0, 2, 3, 1)),
+                                        ((2, 5, 3, 7), (3, 2, 1, 0)), ((33, 40), (1, 0)), ((4, 6, 5), (2, 0, 1)),
+                                        ((2, 3, 4, 5, 6), (0, 4, 2, 1, 3)), ((2, 5, 3, 7), (0, 2, 1, 3))])
+def test_transpose_moving_the_last_axis_runs_transpose_vertices_and_equals_numpy(shape, perm):
+    """A Transpose that moves the last axis is blocks transposed on the tile (``Transpose``
+    vertices, as PopLibs' rearrangement does), one that keeps it a copy of runs (``Map1``);
+    either gives numpy's transpose exactly."""
+    out = [shape[p] for p in perm]
+    m = _one_node(helper.make_node("Transpose", ["a"], ["b"], perm=list(perm)),
+                  [("a", TensorProto.FLOAT, list(shape))], [("b", TensorProto.FLOAT, out)])
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    rep = backend.prepare(m, chip="gc2")
+    np.testing.assert_array_equal(rep.run([x])[0], x.transpose(perm))
+    codelets = {b.codelet for b in rep.lowered.graph.batches}
+    assert codelets == ({"Map1"} if perm[-1] == len(shape) - 1 else {"Transpose"})
+
+
 def test_grouped_padded_convolution_on_channel_grouped_images_equals_the_reference():
     # index-mapped lowering: a grouped, dilated, strided convolution between channel-grouped
     # images (a padded, ceil-mode average pool after it), every element read from its place

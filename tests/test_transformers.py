@@ -95,6 +95,36 @@ def test_decoder_infers(family, mode):
         assert len(stages) == 2 and all(s["params"] > 0 for s in stages)
 
 
+def test_attention_tensors_are_row_major_and_head_splits_move_runs_of_head_dim():
+    """The 4-D tensors of attention (heads, scores, probabilities) are row-major, not
+    channel-grouped images: the head split and merge are views of the projections (no
+    vertices), a head transpose reads runs of head_dim elements (one message each, not one per
+    element: issue 14), K's transpose runs Transpose blocks; a CNN's activations stay images."""
+    from compiler.layout import row_major_4d
+    S, H, KV, hd = 32, 4, 2, 32
+    g = get_model("llama-tiny", seq_len=S)
+    low = lower(g, gc200, dtype="fp16")
+    exe = compile_program(low.graph, low.program)
+    a = "layers.0.self_attn"
+    out = {n: g.op(f"{a}.{n}")["outputs"][0] for n in ("split_heads_q", "transpose_q", "transpose_k", "scores",
+                                                       "softmax", "transpose_context")}
+    assert set(out.values()) <= row_major_4d(g)
+    assert all(low.acts[t].g == 1 for t in out.values())
+    for view in ("split_heads_q", "split_heads_k", "split_heads_v", "group_q", "merge_heads"):
+        assert low.op_compute_sets[f"{a}.{view}"] == []
+
+    def messages(op):
+        return sum(int(np.sum(p.send_messages)) for cs in low.op_compute_sets[f"{a}.{op}"]
+                   for p in (exe.exchange_in.get(cs), exe.exchange_out.get(cs)) if p is not None)
+    # a run of head_dim per token and head (at most split once by a tile boundary); it was one per element
+    assert 0 < messages("transpose_q") <= 2 * S * H < S * H * hd // 4
+    assert 0 < messages("transpose_context") <= 2 * S * H
+    assert {b.codelet for b in low.graph.batches if b.cs in low.op_compute_sets[f"{a}.transpose_k"]} == {"Transpose"}
+    assert messages("transpose_k") <= 2 * S * KV * hd // 16
+    cnn = get_model("resnet50", image_size=32, num_classes=10)
+    assert not row_major_4d(cnn)
+
+
 # -- the new vertices, functionally --------------------------------------------------------------
 def _functional(g, chip, inputs, values):
     low = lower(g, chip)

@@ -129,6 +129,13 @@ def takes(op, ctx) -> bool:
         # vertices read the part of the table on their tile, not the values); a program run for its
         # values takes the exact SelectRows lowering
         return bool(getattr(ctx, "functional", False))
+    rm = getattr(ctx, "row_major", ())
+    if t in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") and (ins[0] in rm or op["outputs"][0] in rm):
+        # a reshape into or out of a row-major 4-D tensor (not an image, compiler/layout.py): the same
+        # storage order, so a view (no vertices), as a Poplar reshape is; its shape input is an integer
+        # constant, which is no reason to copy
+        dx, dy = opg.tensors[ins[0]].dtype, opg.tensors[op["outputs"][0]].dtype
+        return not (dx == dy and dx in FLOAT_DTYPES and (ctx.dtype != "fp32" or dx != "fp16"))
     dts = [opg.tensors[x].dtype for x in ins] + [opg.tensors[op["outputs"][0]].dtype]
     if any(d not in FLOAT_DTYPES for d in dts) or (ctx.dtype == "fp32" and any(d == "fp16" for d in dts)):
         return True      # integers, booleans, half-precision tensors of an fp32 graph
@@ -185,8 +192,10 @@ def takes(op, ctx) -> bool:
     if t == "ReduceSum" and prod(out) == 1:
         return False     # the reduce planner's partial sums then final sum are exact for a total
     if t in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
-        # views of the storage, except a row-major tensor seen as a channel-grouped image
-        return len(out) == 4 and out != shapes[0] and channel_group_of(out[1], ctx) > 1 and out[2] * out[3] > 1
+        # views of the storage, except a row-major tensor seen as a channel-grouped image (a
+        # 4-D tensor that is not an image is row-major: a view, compiler/layout.py)
+        return (len(out) == 4 and out != shapes[0] and channel_group_of(out[1], ctx) > 1 and out[2] * out[3] > 1
+                and op["outputs"][0] not in getattr(ctx, "row_major", ()))
     if t == "BatchNormalization":
         if a.get("training_mode"):
             return False     # batch statistics: the norm planner's reductions (the backend refuses training_mode)
@@ -523,7 +532,10 @@ class IndexedPlanner(Planner):
         if t in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
             S = A.reshape(Y.shape)
         elif t == "Transpose":
-            S = A.transpose(a.get("perm") or list(range(A.ndim))[::-1])
+            perm = [int(p) for p in (a.get("perm") or list(range(A.ndim))[::-1])]
+            S = A.transpose(perm)
+            if self._transpose_blocks(cs, S, Y, perm, yname, x):
+                return [cs]
         elif t == "Expand":
             S = np.broadcast_to(A, Y.shape)
         elif t == "Tile":
@@ -588,6 +600,50 @@ class IndexedPlanner(Planner):
             S = S.reshape(Y.shape)
         self._copy(cs, Y, S, yname, x)
         return [cs]
+
+    #: Transpose2d blocks: source runs (columns) of this many elements, and at least this many
+    #: elements a vertex
+    TRANSPOSE_COLS = 16
+    TRANSPOSE_MIN_ELEMS = 512
+
+    def _transpose_blocks(self, cs, S, Y, perm, yname, x) -> bool:
+        """A Transpose that moves the last axis, as PopLibs rearranges one (``popops::rearrange``:
+        the exchange brings each tile blocks of the source, whose rows are contiguous runs, and
+        ``Transpose2d`` vertices transpose them on the tile): ``Transpose`` vertices of ``n``
+        source rows of ``m`` columns each (``m`` along the source's last axis, ``n`` along the
+        output's last), reading ``n`` runs of ``m`` elements and writing ``m`` runs of ``n``,
+        rather than a copy whose every element is a region of its own.  False (a copy) where the
+        last axis stays, or the tensors are not of the graph's float type."""
+        ctx = self.ctx
+        nd = S.ndim
+        if nd < 2 or perm[-1] == nd - 1 or S.size == 0 or self.half or not (
+                self.dev(x) == self.dev(yname) == ctx.dtype and ctx.dtype in FLOAT_DTYPES):
+            return False
+        j = perm.index(nd - 1)            # the output axis along which the source is contiguous
+        Sc = np.moveaxis(S, j, -2)        # (..., D source-contiguous, R output-contiguous)
+        Yc = np.moveaxis(Y, j, -2)
+        D, R = Sc.shape[-2:]
+        Sc, Yc = Sc.reshape(-1, D, R), Yc.reshape(-1, D, R)
+        nb = Sc.shape[0]
+        m = min(D, self.TRANSPOSE_COLS)
+        e = max(self.TRANSPOSE_MIN_ELEMS, -(-S.size // ctx.tiles))
+        n = min(R, max(1, e // m))
+        c0 = np.arange(0, D, m)
+        r0 = np.arange(0, R, n)
+        blk, ci, ri = [v.ravel() for v in np.indices((nb, c0.size, r0.size))]
+        cm = np.minimum(m, D - c0[ci])
+        rn = np.minimum(n, R - r0[ri])
+        tiles = spread(blk.size, ctx.tiles)
+        for mm, nn in sorted(set(zip(cm.tolist(), rn.tolist()))):
+            sel = np.flatnonzero((cm == mm) & (rn == nn))
+            cc = c0[ci[sel]][:, None, None] + np.arange(mm)[None, :, None]
+            rr = r0[ri[sel]][:, None, None] + np.arange(nn)[None, None, :]
+            bb = blk[sel][:, None, None]
+            src = Sc[bb, cc, rr]                                  # (V, m, n)
+            self.emit(cs, "Transpose", {"in": src.transpose(0, 2, 1).reshape(sel.size, -1),
+                                        "out": Yc[bb, cc, rr].reshape(sel.size, -1)},
+                      ["out"], {"rows": int(nn), "cols": int(mm)}, tiles=tiles[sel])
+        return True
 
     def _dynamic_gather(self, op, cs, A, Y, yname, ins):
         """Gather / GatherElements with indices known at run time: each output element reads the

@@ -18,7 +18,7 @@ class ReshapePlanner(Planner):
             return ElementwisePlanner().lower(op, opt, ctx, codelet="Copy", inputs=[src], suffix="transpose")
         if len(a.logical) == 4 and a.H * a.W > 1 and a.g > 1 and tuple(shape) != a.logical:
             return self._to_row_major(op, a, shape, ctx)
-        ctx.acts[op["outputs"][0]] = a.alias(op["outputs"][0], shape)
+        ctx.acts[op["outputs"][0]] = ctx.view(a, op["outputs"][0], shape)
         return []
 
     def _to_row_major(self, op, a, shape, ctx):
