@@ -153,16 +153,18 @@ class MatMulPlanner(Planner):
         # straddle a row block or a part (``spread`` deals vertices without aligning them)
         nnb, nmb = -(-N // nb), -(-M // mseg)
         section = nmb * nnb if batched_b else max(V // P, 1)
-        a_blocks, b_blocks, verts = worst_tile_blocks(V, T, nnb, section, nnb)
-        tile_in = (a_blocks * mseg * kpp + b_blocks * kpp * nb) * b
-        out_b = verts * mseg * nb * pb if P > 1 else np.zeros_like(verts)   # partials; the output is not temporary
-        worst = int(np.argmax(tile_in + out_b))
-        bytes_in, out_b = int(tile_in[worst]), int(out_b[worst])
+        # over the distinct (a blocks, b blocks, vertices) of the tiles, in tile order: the first
+        # tile with the most bytes, as an argmax over all the tiles finds it
+        worst = -1
+        for a_blocks, b_blocks, verts in worst_tile_rows(V, T, nnb, section, nnb):
+            tile_in = (a_blocks * mseg * kpp + b_blocks * kpp * nb) * b
+            part_b = verts * mseg * nb * pb if P > 1 else 0    # partials; the output is not temporary
+            if tile_in + part_b > worst:
+                worst, bytes_in, out_b, vpt = tile_in + part_b, tile_in, part_b, verts
         # the bytes, then the messages (two terms, so that the sum rounds as it always has)
         cyc = compute + exchange_cycles(bytes_in, chip) + exchange_cycles(0, chip, messages_per_tile=V / T * 2)
         if P > 1:   # the reduction where the partials are: a tile reduces 1/P of each block it
             # holds a part of, receiving the other P - 1 parts' pieces (chunking.reduce_partials)
-            vpt = int(verts[worst])
             whole = -(-mseg * nb // P)                 # a block's piece, cut in grains of 8
             units = -(-whole // 8)
             k = min(max(1, -(-chip.workers_per_tile // max(vpt, 1))), units)
@@ -347,6 +349,19 @@ def worst_tile_blocks(V, T, run, section, distinct):
     for x in (a, b, e - s):
         x.flags.writeable = False
     return a, b, e - s
+
+
+@functools.lru_cache(maxsize=4096)
+def worst_tile_rows(V, T, run, section, distinct):
+    """The distinct rows (a blocks, b blocks, points) of :func:`worst_tile_blocks`, as
+    Python ints, in the order of their first tile (a handful of rows for thousands of
+    tiles: the planner costs each option on these)."""
+    a, b, n = worst_tile_blocks(V, T, run, section, distinct)
+    if a.size == 0:
+        return ()
+    # the rows where a column changes from the tile before (the same row repeats in runs)
+    head = np.flatnonzero(np.concatenate(([True], (a[1:] != a[:-1]) | (b[1:] != b[:-1]) | (n[1:] != n[:-1]))))
+    return tuple(dict.fromkeys(zip(a[head].tolist(), b[head].tolist(), n[head].tolist())))
 
 
 def row_intervals(first, nrows, rowlen, stride):
