@@ -701,13 +701,26 @@ class Graph:
                                    [b.v1 - b.v0 for b in self.batches]) if self.batches else np.zeros(0, np.int32),
             edge_vertex=ev, edge_field=self.e_field.view(),
             edge_start=self.e_start.view(), edge_len=self.e_len.view(),
-            vertex_edge_offsets=np.concatenate(([0], np.cumsum(np.bincount(ev, minlength=nv)))).astype(np.int64),
+            vertex_edge_offsets=_csr_offsets(ev, nv),
         )
         if check:
             check_graph(self, arrays)
         self._finalized = arrays
         self._checked = check
         return arrays
+
+
+def _csr_offsets(ev, nv) -> np.ndarray:
+    """Offsets (``nv + 1``) of each vertex's first edge in ``ev``, the edges' vertices sorted:
+    from where the vertex changes, not a bincount (which casts 76 M int32 vertex ids to a
+    600 MB int64 temporary: ResNet-50 b20's finalize spent 0.7-1 s of system time faulting it in)."""
+    cnt = np.zeros(nv + 1, np.int64)
+    if ev.size:
+        first = np.flatnonzero(ev[1:] != ev[:-1])
+        first += 1
+        first = np.concatenate(([0], first))
+        cnt[ev[first].astype(np.int64) + 1] = np.diff(np.append(first, ev.size))
+    return np.cumsum(cnt)
 
 
 @dataclass
