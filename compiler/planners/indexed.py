@@ -613,7 +613,7 @@ class IndexedPlanner(Planner):
         source rows of ``m`` columns each (``m`` along the source's last axis, ``n`` along the
         output's last), reading ``n`` runs of ``m`` elements and writing ``m`` runs of ``n``,
         rather than a copy whose every element is a region of its own.  False (a copy) where the
-        last axis stays, or the tensors are not of the graph's float type."""
+        last axis stays, the blocks are vectors, or the tensors are not of the graph's float type."""
         ctx = self.ctx
         nd = S.ndim
         if nd < 2 or perm[-1] == nd - 1 or S.size == 0 or self.half or not (
@@ -623,6 +623,8 @@ class IndexedPlanner(Planner):
         Sc = np.moveaxis(S, j, -2)        # (..., D source-contiguous, R output-contiguous)
         Yc = np.moveaxis(Y, j, -2)
         D, R = Sc.shape[-2:]
+        if D == 1 or R == 1:              # a vector: a copy (runs), nothing to transpose
+            return False
         Sc, Yc = Sc.reshape(-1, D, R), Yc.reshape(-1, D, R)
         nb = Sc.shape[0]
         m = min(D, self.TRANSPOSE_COLS)
