@@ -604,7 +604,7 @@ class IndexedPlanner(Planner):
     #: Transpose2d blocks: source runs (columns) of this many elements, and at least this many
     #: elements a vertex
     TRANSPOSE_COLS = 16
-    TRANSPOSE_MIN_ELEMS = 512
+    TRANSPOSE_MIN_ELEMS = 128
 
     def _transpose_blocks(self, cs, S, Y, perm, yname, x) -> bool:
         """A Transpose that moves the last axis, as PopLibs rearranges one (``popops::rearrange``:
@@ -628,7 +628,7 @@ class IndexedPlanner(Planner):
         Sc, Yc = Sc.reshape(-1, D, R), Yc.reshape(-1, D, R)
         nb = Sc.shape[0]
         m = min(D, self.TRANSPOSE_COLS)
-        e = max(self.TRANSPOSE_MIN_ELEMS, -(-S.size // ctx.tiles))
+        e = max(self.TRANSPOSE_MIN_ELEMS, -(-S.size // (ctx.tiles * ctx.chip.workers_per_tile)))
         n = min(R, max(1, e // m))
         c0 = np.arange(0, D, m)
         r0 = np.arange(0, R, n)
