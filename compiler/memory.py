@@ -239,38 +239,71 @@ class Liveness:
 EVENT_TABLE_MAX = 1 << 27
 
 
+def _batch_keys(g, arr, b, cuts, span, seen, step_e):
+    """Mark in ``seen`` the (compute set, variable, direction) keys of batch ``b``'s edges.
+    ``cuts``: its bulk layout's field columns (checks.field_columns), or None.  In the bulk
+    layout a column of the [vertices, edges] starts is one field's: when its lowest and
+    highest start lie in one variable, every start between them does (variables are
+    contiguous in the element space), one key for the column; else a lookup per edge."""
+    off = arr.vertex_edge_offsets
+    e0, e1 = int(off[b.v0]), int(off[b.v1])
+    if e1 == e0:
+        return
+    c = CODELETS[b.codelet]
+    rwf = np.array([int(x.reads) + 2 * int(x.writes) for x in c.fields], np.int64)
+    base = b.cs * span
+    if cuts is not None:
+        n = b.v1 - b.v0
+        es = arr.edge_start[e0:e1].reshape(n, int(cuts[-1]))
+        for fi in range(len(c.fields)):
+            for j in range(int(cuts[fi]), int(cuts[fi + 1])):
+                col = es[:, j]
+                lo, hi = g.variable_of(np.array([col.min(), col.max()]))
+                if lo == hi:
+                    seen[base + int(lo) * 4 + int(rwf[fi])] = True
+                else:
+                    seen[base + g.variable_of(col).astype(np.int64) * 4 + int(rwf[fi])] = True
+        return
+    for c0 in range(e0, e1, step_e):
+        sl = slice(c0, min(c0 + step_e, e1))
+        seen[base + g.variable_of(arr.edge_start[sl]).astype(np.int64) * 4 + rwf[arr.edge_field[sl]]] = True
+
+
 def _events(exe, steps, copies):
     """(var, step, reads, writes, full write, call instance) of every use of every variable."""
     g, arr = exe.graph, exe.arrays
     nsteps = len(steps)
     ev = []
     if arr.edge_start.size and nsteps:
-        # direction of every edge (1 byte each), then (cs, var, direction) keys in chunks of
-        # edges so that 100 M edges need no gigabytes of int64 temporaries
-        rw = np.zeros(arr.edge_start.size, np.int8)
         off = arr.vertex_edge_offsets
-        for b in g.batches:
-            c = CODELETS[b.codelet]
-            e0, e1 = int(off[b.v0]), int(off[b.v1])
-            f = arr.edge_field[e0:e1]
-            rw[e0:e1] = np.array([int(x.reads) + 2 * int(x.writes) for x in c.fields], np.int8)[f]
-        vcs = np.repeat(np.array([b.cs for b in g.batches], np.int32), [b.v1 - b.v0 for b in g.batches])
         span = len(g.variables) * 4 + 4
-        nkeys = (int(vcs.max()) + 1) * span if vcs.size else 0
+        nkeys = (max(b.cs for b in g.batches) + 1) * span if g.batches else 0
         # the distinct keys: marked in a table of every possible key where it is small (ResNet-50
         # b20: 5 M keys; a scatter of the edges' keys, not a sort of them: 1.6 s -> 0.2 s), else
         # sorted out chunk by chunk
         seen = np.zeros(nkeys, bool) if nkeys <= EVENT_TABLE_MAX else None
         keys = []
         step_e = 1 << 23
-        for c0 in range(0, arr.edge_start.size, step_e):
-            sl = slice(c0, c0 + step_e)
-            code = g.variable_of(arr.edge_start[sl]).astype(np.int64) * 4 + rw[sl]
-            k = vcs[arr.edge_vertex[sl]].astype(np.int64) * span + code
-            if seen is not None:
-                seen[k] = True
-            else:
-                keys.append(unique(k))
+        if seen is not None:
+            cols = arr.extra.get("field_columns")
+            if cols is None or len(cols) != len(g.batches):
+                cols = [None] * len(g.batches)
+            for b, cuts in zip(g.batches, cols):
+                _batch_keys(g, arr, b, cuts, span, seen, step_e)
+        else:
+            # direction of every edge (1 byte each), then (cs, var, direction) keys in chunks of
+            # edges so that 100 M edges need no gigabytes of int64 temporaries
+            rw = np.zeros(arr.edge_start.size, np.int8)
+            for b in g.batches:
+                c = CODELETS[b.codelet]
+                e0, e1 = int(off[b.v0]), int(off[b.v1])
+                f = arr.edge_field[e0:e1]
+                rw[e0:e1] = np.array([int(x.reads) + 2 * int(x.writes) for x in c.fields], np.int8)[f]
+            vcs = np.repeat(np.array([b.cs for b in g.batches], np.int32), [b.v1 - b.v0 for b in g.batches])
+            for c0 in range(0, arr.edge_start.size, step_e):
+                sl = slice(c0, c0 + step_e)
+                code = g.variable_of(arr.edge_start[sl]).astype(np.int64) * 4 + rw[sl]
+                keys.append(unique(vcs[arr.edge_vertex[sl]].astype(np.int64) * span + code))
         key = np.flatnonzero(seen).astype(np.int64) if seen is not None else unique(np.concatenate(keys))
         pcs = key // span
         pcode = key % span
