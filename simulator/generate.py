@@ -360,7 +360,7 @@ def _params_full(report) -> int:
 
 def model_layers(model, model_kw=None) -> int:
     """A decoder's layers (its repeated blocks), from its op graph at one token."""
-    kw = {k: v for k, v in dict(model_kw or {}).items() if k not in ("seq_len", "cache_len", "past", "last_logits")}
+    kw = {k: v for k, v in dict(model_kw or {}).items() if k not in ("seq_len", "cache_len", "past", "last_logits", "kv_cache")}
     og = models.load(model, batch=1, model_kw=kw | {"seq_len": 1})
     return len({og.op(n)["block"] for n in og.ops()} - {None})
 

@@ -149,6 +149,10 @@ def test_generate_by_layers_extends_two_layer_counts_to_all():
                                                         rel=0.1)
     with pytest.raises(GenerateError, match="gpt2 has 4 layers, fewer than 6"):
         generate_by_layers(cfg, 8, 4, layers=(2, 6))
+    # the cache in streaming memory counts its layers the same way (it once refused: a streamed
+    # cache needs a cache length, which counting the layers does not give)
+    from simulator.generate import model_layers
+    assert model_layers("gpt2", dict(kw, kv_cache="streaming")) == 4
 
 
 def test_command_line_estimate_layers(tmp_path, capsys):
