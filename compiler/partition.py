@@ -122,34 +122,20 @@ def legalise(og: OpGraph) -> OpGraph:
     todo = {n for n in og.graph if deferred(og.op(n))}
     if not todo:
         return og
-    out = OpGraph(og.name, batch=og.batch)
-    for k, v in vars(og).items():       # the graph's other attributes (an ONNX file's opset...)
-        if k not in ("graph", "tensors", "inputs", "outputs", "grads"):
-            setattr(out, k, v)
-    out.grads = dict(og.grads)
-    for t in og.tensors.values():
-        out.add_tensor(t.name, t.shape, t.dtype, t.kind, data=t.data, inplace_of=t.inplace_of)
-    out.inputs = list(og.inputs)
+    out = og.without_ops()
     for n in og.ops():
         d = og.op(n)
-        common = dict(layer=d["layer"], block=d["block"], block_type=d["block_type"], phase=d["phase"])
-        if n in todo:
-            a = dict(d["attrs"])
-            dy, dx = d["inputs"][0], d["outputs"][0]
-            N, _, Ho, Wo = og.tensors[dy].shape
-            C = og.tensors[dx].shape[1]
-            small = f"{n}.undilated_dx"
-            out.add_tensor(small, (N, C, Ho, Wo), og.tensors[dx].dtype, og.tensors[dx].kind)
-            strides = list(a.get("strides"))
-            a["strides"] = [1] * len(strides)
-            out.add_op(n, d["op"], list(d["inputs"]), [small], family=d["family"], attrs=a,
-                       flops=d["flops"], **common)
-            out.add_op(f"{n}.dilate", "ZeroInsert", [small], [dx], family="elementwise",
-                       attrs={"strides": strides}, flops=0, **common)
+        if n not in todo:
+            out.add_op_like(d, n)
             continue
-        out.add_op(n, d["op"], list(d["inputs"]), d["outputs"], family=d["family"], attrs=d["attrs"],
-                   flops=d["flops"], **common)
-    out.outputs = list(og.outputs)
+        dy, dx = d["inputs"][0], d["outputs"][0]
+        N, _, Ho, Wo = og.tensors[dy].shape
+        small = f"{n}.undilated_dx"
+        out.add_tensor(small, (N, og.tensors[dx].shape[1], Ho, Wo), og.tensors[dx].dtype, og.tensors[dx].kind)
+        strides = list(d["attrs"]["strides"])
+        out.add_op_like(d, n, outputs=[small], attrs=dict(d["attrs"], strides=[1] * len(strides)))
+        out.add_op_like(d, f"{n}.dilate", op="ZeroInsert", inputs=[small], outputs=[dx], family="elementwise",
+                        attrs={"strides": strides}, flops=0)
     return out
 
 

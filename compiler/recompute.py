@@ -42,8 +42,6 @@ from __future__ import annotations
 import difflib
 import math
 
-from models.opgraph import OpGraph
-
 MODES = ("none", "blocks", "sqrt", "all", "checkpoints")
 
 
@@ -205,12 +203,7 @@ def recompute(opg, mode="none", checkpoints_=()):
     produced = _fwd_produced(opg)
     keep = checkpoints(opg, mode, checkpoints_)
     unit_of = _units(opg, mode, keep)
-    out = OpGraph(opg.name if mode == "none" else f"{opg.name}+rc-{mode}", batch=opg.batch)
-    for t in opg.tensors.values():
-        out.add_tensor(t.name, t.shape, t.dtype, t.kind, data=t.data, inplace_of=t.inplace_of)
-    out.inputs = list(opg.inputs)
-    out.outputs = list(opg.outputs)
-    out.grads = dict(opg.grads)
+    out = opg.without_ops(f"{opg.name}+rc-{mode}")
     emitted_units = {}
 
     def rc_name(t, u):
@@ -249,10 +242,8 @@ def recompute(opg, mode="none", checkpoints_=()):
                 outs.append(name)
                 done.add(t)
             ins = [rc_name(x, u) if (x in produced and x not in keep) else x for x in d["inputs"]]
-            out.add_op(f"{p}@rc{u}", d["op"], ins, outs, family=d["family"], attrs=d["attrs"],
-                       layer=d["layer"], block=d["block"],
-                       block_type=d["block_type"] and f"{d['block_type']}:recompute", phase="recompute",
-                       flops=d["flops"])
+            out.add_op_like(d, f"{p}@rc{u}", inputs=ins, outputs=outs, phase="recompute",
+                            block_type=d["block_type"] and f"{d['block_type']}:recompute")
 
     for o in opg.ops():
         d = opg.op(o)
@@ -263,9 +254,7 @@ def recompute(opg, mode="none", checkpoints_=()):
             if need:
                 emit_recompute(u, need)
                 ins = [rc_name(t, u) if (t in produced and t not in keep) else t for t in ins]
-        out.add_op(o, d["op"], ins, d["outputs"], family=d["family"], attrs=d["attrs"],
-                   layer=d["layer"], block=d["block"], block_type=d["block_type"],
-                   phase=d["phase"], flops=d["flops"])
+        out.add_op_like(d, o, inputs=ins)
     return out
 
 

@@ -130,6 +130,26 @@ class OpGraph:
             self.tensors[t].producer = name
         return name
 
+    def without_ops(self, name=None) -> "OpGraph":
+        """A graph with this one's tensors (none produced yet), inputs, outputs, gradients and
+        other attributes (an ONNX file's opset), and no ops: where a rewrite starts."""
+        out = OpGraph(name or self.name, batch=self.batch)
+        for k, v in vars(self).items():
+            if k not in ("name", "graph", "tensors", "inputs", "outputs", "batch", "grads"):
+                setattr(out, k, v)
+        for t in self.tensors.values():
+            out.add_tensor(t.name, t.shape, t.dtype, t.kind, data=t.data, inplace_of=t.inplace_of)
+        out.inputs, out.outputs, out.grads = list(self.inputs), list(self.outputs), dict(self.grads)
+        return out
+
+    def add_op_like(self, d: dict, name, **changes):
+        """Add op ``name`` as op dict ``d`` (another graph's :meth:`op`) describes it, but for
+        ``changes`` (``inputs``, ``outputs``, ``attrs``, ``phase``...)."""
+        d = {**d, **changes}
+        return self.add_op(name, d["op"], d["inputs"], d["outputs"], family=d["family"], attrs=d["attrs"],
+                           layer=d["layer"], block=d["block"], block_type=d["block_type"], phase=d["phase"],
+                           flops=d["flops"])
+
     # -- queries --------------------------------------------------------
     def ops(self):
         """Op names in a topological order (stable: insertion order breaks ties).
