@@ -5,6 +5,7 @@ print what was measured beside the wall time it took.
     .venv/bin/python bench/bench_llm.py                          # the target (the whole model)
     .venv/bin/python bench/bench_llm.py --layers 1               # 1 of its 48 layers per chip
     .venv/bin/python bench/bench_llm.py --decode-only            # the decode steps only
+    .venv/bin/python bench/bench_llm.py --no-functions --layers 1   # the layers inlined (as before 2026-12-05)
     .venv/bin/python bench/bench_llm.py --model llama-7b --ipus 32 --batch 4 --prompt-len 128 --extrapolate 1,2
 
 GPT-2 XL has 25 heads, which 4 chips do not divide: the run uses the model option
@@ -51,8 +52,16 @@ def main(argv=None):
     p.add_argument("--decode-only", action="store_true", help="compile and simulate one decode step only")
     p.add_argument("--kv-cache", default="sram", choices=("sram", "streaming"))
     p.add_argument("--extrapolate", metavar="A,B", help="generate with A and B layers, extend linearly to all")
+    p.add_argument("--no-functions", action="store_true", help="inline the layers (default: outlined as graph "
+                                                                     "functions, the KV cache written by the caller)")
+    p.add_argument("--state-arguments", action="store_true",
+                   help="outlined layers take their KV cache as a function argument, copied in whole and the "
+                        "written positions back per call (the alternative docs/transformers.md measures)")
     p.add_argument("--json", help="write the figures here")
     a = p.parse_args(argv)
+    if a.state_arguments:
+        from compiler.lower import Lowering
+        Lowering.STATE_ARGUMENTS = True       # the stage workers are forked: they see it too
     kw = {"kv_cache": a.kv_cache}
     if a.model.startswith("gpt2"):
         kw["uneven_heads"] = True
@@ -61,13 +70,14 @@ def main(argv=None):
     multi = a.ipus > 1
     cfg = RunConfig(model=a.model, chip=a.chip, ipus=a.ipus, mode=a.mode if multi else "shard",
                     tensor_parallel=a.tensor_parallel if multi else None, batch=a.batch, dtype="fp16", model_kw=kw,
-                    suggest=False)
+                    suggest=False, functions=not a.no_functions)
     out = {"model": a.model, "ipus": a.ipus, "mode": cfg.mode, "batch": a.batch, "prompt_len": a.prompt_len,
-           "new_tokens": a.new_tokens, "kv_cache": a.kv_cache}
+           "new_tokens": a.new_tokens, "kv_cache": a.kv_cache,
+           "layers_outlined": "cache arguments" if a.state_arguments else not a.no_functions}
     t0 = time.perf_counter()
     if a.decode_only:
         C = a.prompt_len + a.new_tokens
-        step = cfg.replace(functions=False, model_kw=kw | dict(seq_len=1, cache_len=C, past=C - 2, last_logits=True,
+        step = cfg.replace(model_kw=kw | dict(seq_len=1, cache_len=C, past=C - 2, last_logits=True,
                                                                  dropout=0.0))
         r = run(step).report
         st = r["multichip"]["per_stage"]

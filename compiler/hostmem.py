@@ -75,35 +75,69 @@ def available_bytes():
     return None, "unknown (no /proc/meminfo)"
 
 
-def graph_features(opg) -> dict:
+def graph_features(opg, outlined=False) -> dict:
     """What the estimate reads from an op graph: ops, and the elements its ops touch (each
-    input and output of each op, weights and the rest counted apart)."""
+    input and output of each op, weights and the rest counted apart).
+
+    ``outlined`` (an inference graph lowered with graph functions, compiler/lower.py): a block
+    whose ``block_type`` occurred before is a call of the function lowered from the first,
+    so its ops build nothing; what it builds is the copies of the tensors it takes in (each
+    counted once, as one op) and the ops on its own state (a KV cache), lowered in the
+    caller, counted as ops.  Ignored for a training graph."""
     tensors = opg.tensors
     weight = other = 0
-    for _, d in opg.graph.nodes(data=True):
+    ops = 0
+    # training graphs outline only where their blocks repeat alike (compiler/lower.py
+    # _training_block): counted op by op
+    outlined = outlined and all(d["phase"] == "fwd" for _, d in opg.graph.nodes(data=True))
+    first = {}          # block_type -> the block lowered as its function
+    copied, called = set(), set()
+    # state written in place (a KV cache) and its in-place outputs: the ops on them stay in the caller
+    stateful = {x for t in tensors.values() if t.inplace_of and tensors[t.inplace_of].kind == "state"
+                for x in (t.name, t.inplace_of)}
+    for n in opg.ops():
+        d = opg.op(n)
+        bt, blk = d.get("block_type"), d.get("block")
+        later = outlined and bt and first.setdefault(bt, blk) != blk
+        if later and not stateful.intersection(d["inputs"] + d["outputs"]):
+            if blk not in called:       # the call (and its copies), one op's worth
+                called.add(blk)
+                ops += 1
+            for t in d["inputs"]:       # what the call copies in
+                p = tensors[t].producer
+                if (blk, t) not in copied and (p is None or opg.op(p).get("block") != blk):
+                    copied.add((blk, t))
+                    if tensors[t].kind in _WEIGHT_KINDS:
+                        weight += tensors[t].size
+                    else:
+                        other += tensors[t].size
+            continue
+        ops += 1
         for t in d["inputs"] + d["outputs"]:
             ti = tensors[t]
             if ti.kind in _WEIGHT_KINDS:
                 weight += ti.size
             else:
                 other += ti.size
-    return {"ops": opg.graph.number_of_nodes(), "weight_elements": weight, "other_elements": other}
+    return {"ops": ops, "weight_elements": weight, "other_elements": other}
 
 
-def estimate_bytes(opg) -> int:
-    """Peak host memory (bytes) of lowering, compiling and simulating ``opg``: an upper-ish bound."""
-    f = graph_features(opg)
+def estimate_bytes(opg, outlined=False) -> int:
+    """Peak host memory (bytes) of lowering, compiling and simulating ``opg``: an upper-ish bound
+    (``outlined``: see :func:`graph_features`)."""
+    f = graph_features(opg, outlined)
     return int(BASE + PER_OP * f["ops"] + PER_WEIGHT_ELEMENT * f["weight_elements"]
                + PER_ELEMENT * f["other_elements"])
 
 
-def check(opg, what=None) -> int:
+def check(opg, what=None, outlined=False) -> int:
     """Raise :class:`HostMemoryError` when building ``opg`` would not fit in the host's memory;
-    returns the estimate (bytes)."""
-    need = estimate_bytes(opg)
+    returns the estimate (bytes).  ``outlined``: repeated inference blocks are graph-function
+    calls (:func:`graph_features`)."""
+    need = estimate_bytes(opg, outlined)
     have, source = available_bytes()
     if have is not None and need > have:
-        f = graph_features(opg)
+        f = graph_features(opg, outlined)
         name = what or getattr(opg, "name", "the model")
         raise HostMemoryError(
             f"{name}: building its graph would need about {need / 2**30:,.1f} GiB of host memory (estimated from "

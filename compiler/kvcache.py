@@ -30,7 +30,7 @@ from __future__ import annotations
 from hardware.dtypes import DTYPE_BYTES
 
 from .graph import GraphError
-from .program import Call, Copy, Execute, Repeat, Sequence
+from .program import Call, Copy, Execute, Repeat, Sequence, walk
 from .tensor import Tensor
 from .transforms import _uses, splice
 
@@ -85,12 +85,19 @@ def stream_kv_cache(low) -> dict | None:
     if not caches:
         return None
     prog = low.program
-    if not isinstance(prog, Sequence) or any(isinstance(c, (Repeat, Call)) for c in prog.children):
-        raise GraphError("kv_cache streaming needs a flat program (no loops, no graph-function calls): "
-                         "lower with use_functions=False")
+    if not isinstance(prog, Sequence) or any(isinstance(c, Repeat) for c in prog.children):
+        raise GraphError("kv_cache streaming needs a program without loops")
     g = low.graph
     children = list(prog.children)
     touches = _touches(g, children)
+    # graph-function calls are fine where no function touches a cache (an outlined decoder layer
+    # leaves the ops on its cache in the caller, compiler/lower.py): the loads and stores go
+    # around the caller's steps
+    called = _touches(g, [q for c in children if isinstance(c, Call) for q in walk(c.function.program)])
+    for name, _ in caches:
+        if g.variables[low.acts[name].var].id in called:
+            raise GraphError(f"kv_cache streaming: {name} is used inside a graph function: lower with "
+                             f"use_functions=False")
     before = {i: [] for i in range(len(children) + 1)}
     after = {i: [] for i in range(len(children) + 1)}
     loaded = stored = held = 0

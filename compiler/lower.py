@@ -30,6 +30,7 @@ import numpy as np
 from hardware.dtypes import FLOAT_DTYPES as FLOAT, canonical
 from . import hostmem
 from .graph import Graph
+from .kvcache import _logical, _positions
 from .layout import Act, channel_group, row_major_4d
 from .partition import legalise
 from .planners import PLANNERS, LoweringError, choose, indexed_takes
@@ -246,6 +247,7 @@ class Lowering:
             prog.add(Copy(s, a.tensor))
         plans, op_cs = {}, {}
         functions, calls, templates = {}, {}, {}
+        state_args = {}      # function -> {its template's state: (the function's argument, output)}
         ops = opg.ops()
         i = 0
         while i < len(ops):
@@ -262,20 +264,39 @@ class Lowering:
                 j = i
                 while j < len(ops) and opg.op(ops[j]).get("block") == d.get("block"):
                     j += 1
-                seg = ops[i:j]
-                if bt in templates and self._call_block(seg, templates[bt], functions[bt], prog):
-                    calls[bt] += 1
-                    i = j
-                    continue
-                if bt not in templates:
-                    body = Sequence()
-                    for name in seg:
-                        self._lower_op(name, body, plans, op_cs)
-                    f = g.add_function(body, name=bt)
-                    functions[bt], templates[bt], calls[bt] = f, seg, 1
-                    prog.add(Call(f))
-                    i = j
-                    continue
+                parts = self._state_parts(ops[i:j])
+                for k, (inline, seg) in enumerate(parts):
+                    name = bt if len(parts) == 1 else f"{bt}#{k}"
+                    if inline:            # the ops on this instance's own state: in the caller
+                        for o in seg:
+                            self._lower_op(o, prog, plans, op_cs)
+                    elif name in templates and self._call_block(seg, templates[name], functions[name], prog,
+                                                                state_args.get(name)):
+                        calls[name] += 1
+                    elif name not in templates:
+                        writes = self._state_writes(seg) if self.STATE_ARGUMENTS else []
+                        own = {src: self.act(src) for src, _, _ in writes}
+                        args = {src: self._clone_act(a, f"{name}/arg:{src}") for src, a in own.items()}
+                        self.acts.update(args)     # the function writes its own argument
+                        body = Sequence()
+                        for o in seg:
+                            self._lower_op(o, body, plans, op_cs)
+                        f = g.add_function(body, name=name)
+                        functions[name], templates[name], calls[name] = f, seg, 1
+                        for src, out, _ in writes:
+                            self.acts[src] = own[src]
+                            self.acts[out] = self.view(own[src], out)
+                        state_args[name] = {src: (args[src], out) for src, out, _ in writes}
+                        for src, out, attrs in writes:
+                            prog.add(self._state_copy(own[src], args[src], attrs, written=False))
+                        prog.add(Call(f))
+                        for src, out, attrs in writes:
+                            prog.add(self._state_copy(args[src], own[src], attrs, written=True))
+                    else:                 # shaped like the function but wired differently: inline
+                        for o in seg:
+                            self._lower_op(o, prog, plans, op_cs)
+                i = j
+                continue
             self._lower_op(ops[i], prog, plans, op_cs)
             i += 1
         for n in opg.outputs:
@@ -552,8 +573,65 @@ class Lowering:
             g.tile_map.set_runs(c.var, st[keep], tl[keep])
         return c
 
-    def _call_block(self, seg, template, function, prog):
-        """Run another instance of a lowered block: copy its inputs in, call, alias outputs."""
+    #: how an outlined inference block reaches its instance's own state (a KV cache): False, the
+    #: ops on it stay in the caller (:meth:`_state_parts`); True, one function with an argument
+    #: of its own, the instance's state copied into it whole before each call and the positions
+    #: written copied back after (PopART's CopyModified); measured against each other in
+    #: docs/transformers.md
+    STATE_ARGUMENTS = False
+
+    def _state_writes(self, seg) -> list:
+        """``[(state, its in-place output, attrs)]`` of the ops of ``seg`` that write a state."""
+        opg = self.opg
+        out = []
+        for o in seg:
+            d = opg.op(o)
+            for t in d["outputs"]:
+                src = opg.tensors[t].inplace_of
+                if src and opg.tensors[src].kind == "state":
+                    out.append((src, t, d["attrs"]))
+        return out
+
+    def _state_copy(self, a, b, attrs, written):
+        """Copy state ``a`` into ``b``: whole, or (``written``) the positions a ``KVCacheWrite``
+        with ``attrs`` wrote."""
+        if written and "layout" in attrs:
+            axis = 2 if attrs["layout"] == "k" else 1
+            p, n = int(attrs["position"]), int(attrs["tokens"])
+            return Copy(_positions(_logical(self.graph, a), axis, p, p + n),
+                        _positions(_logical(self.graph, b), axis, p, p + n))
+        return Copy(a.tensor.flatten()[: a.numel], b.tensor.flatten()[: b.numel])
+
+    def _state_parts(self, seg) -> list:
+        """``[(inline, ops)]``: an inference block cut around the ops that touch its own state.
+
+        A decoder layer's KV cache is a state tensor of each layer, written in place
+        (``KVCacheWrite``) and, in a decode step, read by the attention.  A graph function's
+        tensors are fixed (Poplar ``Function``: one program, called; a call passes nothing but
+        the copies the caller makes), so a layer's cache cannot be the function's.  The ops
+        from the first that writes or reads such a state to the last stay in the caller, one
+        copy per layer, on that layer's own cache (``inline`` True); what comes before and
+        after them is outlined as two functions (their inputs copied in per call, as any
+        block's).  A prefill's middle is the two cache writes (its attention reads the new
+        keys and values, not the cache); a decode step's is the writes and the attention
+        against the cache.  A block that writes no state is one function (one part)."""
+        if self.STATE_ARGUMENTS:
+            return [(False, seg)]
+        opg = self.opg
+        writes = self._state_writes(seg)     # state read only (batch-norm statistics) is a weight
+        stateful = {src for src, _, _ in writes} | {out for _, out, _ in writes}
+        touch = [k for k, o in enumerate(seg) if stateful.intersection(opg.op(o)["inputs"] + opg.op(o)["outputs"])]
+        if not touch:
+            return [(False, seg)]
+        a, b = touch[0], touch[-1] + 1
+        return [(x, p) for x, p in ((False, seg[:a]), (True, seg[a:b]), (False, seg[b:])) if p]
+
+    def _call_block(self, seg, template, function, prog, state_args=None):
+        """Run another instance of a lowered block: copy its inputs in, call, alias outputs.
+        ``state_args``: {the template's state: (the function's argument, its in-place output)}
+        (:attr:`STATE_ARGUMENTS`): this instance's state is copied into the argument, and the
+        positions written back after the call."""
+        state_args = state_args or {}
         opg = self.opg
         if len(seg) != len(template):
             return False
@@ -572,6 +650,8 @@ class Lowering:
                 continue
             seen.add(x)
             ax, ay = self.act(x), self.act(y)
+            if y in state_args:
+                ay = state_args[y][0]
             if y in self.host_layout and x not in self.host_layout:
                 self.host_layout[x] = self.host_layout[y]   # copied bytes keep the template's layout
             if ax.var != ay.var:
@@ -589,6 +669,11 @@ class Lowering:
         for x, y in pairs:
             if x in produced:
                 self.acts[x] = self.acts[y]
+        for a, b in zip(seg, template) if state_args else ():   # this instance's state: the positions
+            for (src, out, attrs), (tsrc, _, _) in zip(self._state_writes([a]), self._state_writes([b])):
+                mine = self.act(src)
+                self.acts[out] = self.view(mine, out)
+                prog.add(self._state_copy(state_args[tsrc][0], mine, attrs, written=True))
         return True
 
 
@@ -607,7 +692,7 @@ def lower(opg, chip, **kw) -> Lowered:
     """Lower ``opg`` for ``chip`` (see :class:`Lowering` for the options).  Refuses first, with
     :class:`compiler.hostmem.HostMemoryError`, a graph whose estimated host memory exceeds the
     machine's (:mod:`compiler.hostmem`)."""
-    hostmem.check(opg)
+    hostmem.check(opg, outlined=kw.get("use_functions", True))
     if not kw.get("exact"):     # the index-mapped lowering computes a strided dX itself
         opg = legalise(opg)
     return Lowering(opg, chip, **kw).run()

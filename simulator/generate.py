@@ -29,6 +29,15 @@ dispatch and combine all-to-alls are timed on the links inside the step; a progr
 the multi-chip step (host I/O overlapped, as measured), and the report says per chip what it
 holds.
 
+The decoder layers are outlined (``cfg.functions``, the default; ``--no-functions`` inlines
+them): each program lowers a layer once as graph functions and calls them for every layer,
+the layer's inputs and weights copied in per call (compiler/lower.py).  A layer's KV cache
+stays its own persistent tensor: the ops on it (the cache writes, and a decode step's
+attention against the cache) stay in the caller, one copy per layer, between a function for
+what comes before them and one for what comes after (``Lowering._state_parts``), so only
+the new keys and values cross from a function's tensors into the cache
+(docs/transformers.md measures this against copying the cache in and back per call).
+
 ``kv_cache="streaming"`` keeps the cache in the streaming memory beside each chip
 (:mod:`compiler.kvcache`): each program loads the cached positions it reads and stores the
 ones it writes, timed at the streaming-memory rate.  Out of memory, the report says by how
@@ -264,7 +273,7 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
         raise
     if "wpe.weight" in probe.tensors or any(t.endswith("attn_dropout.out") for t in probe.tensors):
         kw["dropout"] = 0.0        # eval mode: no dropout in generation
-    base = cfg.replace(model_kw=None, seq_len=None, functions=False)
+    base = cfg.replace(model_kw=None, seq_len=None)
 
     pre_cfg = base.replace(model_kw=kw | dict(seq_len=P, cache_len=C, last_logits=True))
     pre = run(pre_cfg)
@@ -312,7 +321,7 @@ def generate(cfg: RunConfig, prompt_len: int, new_tokens: int, samples: int = DE
     rep = {
         "model": str(pre.report["model"].get("name", cfg.model)), "chip": chip.name, "dtype": dtype,
         "batch": B, "prompt_len": P, "new_tokens": N, "params": _params_full(pre.report),
-        "fits": bool(fits),
+        "fits": bool(fits), "layers_outlined": bool(cfg.functions),
         "time_to_first_token_s": prefill["seconds"],
         "time_per_output_token_s": decode_s / steps if steps else None,
         "tokens_per_s": B * steps / decode_s if decode_s > 0 else None,
@@ -528,7 +537,8 @@ def format_generate(rep: dict) -> str:
     p, d, kv = rep["prefill"], rep["decode"], rep["kv_cache"]
     lines = [
         f"model     {rep['model']}: {rep['params'] / 1e6:,.2f} M params, {rep['dtype']}, batch {rep['batch']}, "
-        f"prompt {rep['prompt_len']}, {rep['new_tokens']} new tokens, chip {rep['chip']}",
+        f"prompt {rep['prompt_len']}, {rep['new_tokens']} new tokens, chip {rep['chip']}, layers "
+        + ("outlined (graph functions; --no-functions inlines them)" if rep.get("layers_outlined") else "inlined"),
         f"fits      {'yes' if rep['fits'] else 'NO'} (peak tile: prefill {p['peak_tile_bytes']:,} B"
         + (f", decode {max(s['peak_tile_bytes'] for s in d['sampled']):,} B" if d["sampled"] else "") + ")",
         f"KV cache  {_b(kv['bytes'])} for {kv['max_tokens']} tokens x {rep['batch']} sequences: "
