@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from hardware.dtypes import DTYPE_BYTES
+from .parallel import threads
 
 IN, OUT, INOUT = "in", "out", "inout"
 
@@ -234,6 +235,60 @@ def _im2col(x, p, kh, kw, s, wout):
             cols[:, lo:hi, :, pt: pt + rows, j, :] = xt[:, c0: c0 + (hi - lo - 1) * s + 1: s]
     return cols
 
+#: a vertex batch's matrix products of at least this many multiply-adds in all are shared
+#: out over threads (below it the hand-off costs more than the second core gains)
+SPLIT_MATMUL_MACS = 1 << 22
+_matmul_pool = None
+
+
+def _matmuls(jobs):
+    """``np.matmul(a, b, out=o)`` for each ``(a, b, o)`` of ``jobs`` (``a`` [M, K], ``b``
+    [m, K, N], ``o`` [m, M, N], writing disjoint outputs), shared out over
+    :func:`compiler.parallel.threads` threads in groups of about equal work (a large product
+    cut along its weight sets ``m``, or its rows ``M``), each group one thread's
+    single-threaded BLAS calls.  The functional executor runs BLAS on one thread
+    (simulator/functional.py: its worker threads spin-wait when the cores are busy); threads
+    that each run whole products use the free cores without spinning.  A cut changes which
+    rows or weight sets one call computes, not any element's dot product along ``K``: the
+    result is the same, bit for bit (tests/test_functional_plans.py)."""
+    global _matmul_pool
+    macs = [a.shape[0] * a.shape[1] * b.shape[0] * b.shape[2] for a, b, _ in jobs]
+    total = sum(macs)
+    n = threads() if total >= SPLIT_MATMUL_MACS else 1
+    if n < 2:
+        for a, b, o in jobs:
+            np.matmul(a, b, out=o)
+        return
+    pieces, most = [], total / (2 * n)
+    for (a, b, o), w in zip(jobs, macs):
+        k = min(-(-w // int(most)), 2 * n)
+        if k <= 1:
+            pieces.append((a, b, o, w))
+        elif b.shape[0] >= k:
+            cuts = [b.shape[0] * i // k for i in range(k + 1)]
+            pieces += [(a, b[i:j], o[i:j], w * (j - i) // b.shape[0]) for i, j in zip(cuts, cuts[1:]) if j > i]
+        else:
+            cuts = [a.shape[0] * i // k for i in range(k + 1)]
+            pieces += [(a[i:j], b, o[:, i:j], w * (j - i) // a.shape[0]) for i, j in zip(cuts, cuts[1:]) if j > i]
+    groups, acc, g = [[] for _ in range(n)], 0, 0
+    for pc in pieces:      # contiguous groups of about total / n each
+        while g < n - 1 and acc >= total * (g + 1) / n:
+            g += 1
+        groups[g].append(pc)
+        acc += pc[3]
+
+    def run(group):
+        for a, b, o, _ in group:
+            np.matmul(a, b, out=o)
+
+    if _matmul_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _matmul_pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="ipusim-matmul")
+    futs = [_matmul_pool.submit(run, grp) for grp in groups[1:] if grp]
+    run(groups[0])
+    for f in futs:
+        f.result()
+
 
 def _conv_partial(a, p):
     """out[w, co] (+)= sum_{g, kh, kw, ci} in[g, kh, w*stride + kw, ci] * weights[g, kh, kw, ci, co].
@@ -301,6 +356,7 @@ def _conv_partial(a, p):
             rank = np.arange(nu) - bounds[:-1][setof]
             blocked = np.array_equal(po, (po[bounds[:-1], 0][setof] + rank)[:, None]
                                      + np.arange(m) * nus_all[setof][:, None])
+        jobs = []     # the blocked sets' products, run together (_matmuls)
         for si in range(ns):
             us = None if by_set is None else by_set[bounds[si]: bounds[si + 1]]
             nus = nu if us is None else us.size
@@ -315,7 +371,7 @@ def _conv_partial(a, p):
                 c = cols if us is None else (cols[int(us[0]): int(us[-1]) + 1]
                                              if int(us[-1]) - int(us[0]) == nus - 1 else cols[us])
                 Wb = w[int(ws[0]): int(ws[-1]) + 1] if int(ws[-1]) - int(ws[0]) == m - 1 else w[ws]
-                np.matmul(c.reshape(-1, K), Wb, out=out[v0: v0 + m * nus].reshape(m, nus * wout, cog))
+                jobs.append((c.reshape(-1, K), Wb, out[v0: v0 + m * nus].reshape(m, nus * wout, cog)))
                 continue
             if pos is None:
                 pos = order if us is None else order[us]
@@ -326,6 +382,7 @@ def _conv_partial(a, p):
             # was ten times slower than the copy and the write
             r = np.ascontiguousarray(r.transpose(0, 2, 1, 3)).reshape(-1, wout * cog)
             out[pos.ravel()] = r
+        _matmuls(jobs)
     else:
         out = np.matmul(cols[iu], w[iw]).reshape(nv, wout * cog)
     if p.get("accumulate"):

@@ -141,3 +141,24 @@ def test_im2col_equals_the_padded_sliding_windows():
             p = dict(ptop=pt, pbot=pb, pleft=pl, pright=pr)
             ref = np.lib.stride_tricks.sliding_window_view(_pad_window(x, p), kw, axis=3)[:, :, :, : (wout - 1) * s + 1: s]
             np.testing.assert_array_equal(_im2col(x, p, kh, kw, s, wout), ref.transpose(0, 3, 1, 2, 5, 4))
+
+
+def test_matmuls_shared_out_over_threads_equal_one_product_each(monkeypatch):
+    """compiler/codelets.py _matmuls: products cut along their weight sets or rows and run on
+    several threads give, bit for bit, what one np.matmul per product gives."""
+    import compiler.codelets as C
+    shapes = [(37, 20, 5, 8), (300, 36, 1, 16), (64, 9, 3, 4), (1, 5, 7, 2), (500, 72, 2, 8)]   # M, K, m, N
+    jobs, want = [], []
+    for M, K, m, N in shapes:
+        a = RNG.standard_normal((M, K)).astype(np.float32)
+        b = RNG.standard_normal((m, K, N)).astype(np.float32)
+        jobs.append((a, b, np.full((m, M, N), np.nan, np.float32)))
+        want.append(np.matmul(a, b))
+    monkeypatch.setattr(C, "SPLIT_MATMUL_MACS", 0)
+    for n in ("1", "2", "3"):
+        monkeypatch.setenv("IPUSIM_THREADS", n)
+        for _, _, o in jobs:
+            o[...] = np.nan
+        C._matmuls(jobs)
+        for (_, _, o), w in zip(jobs, want):
+            np.testing.assert_array_equal(o, w)
