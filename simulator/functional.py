@@ -323,7 +323,9 @@ def _extent(idx):
 
 
 class FunctionalState:
-    def __init__(self, exe, inputs=None):
+    def __init__(self, exe, inputs=None, memory=True):
+        """``memory=False``: no memory (nothing can run), for building the gather plans alone
+        (:meth:`prepare`); ``exe`` then needs only ``graph``, ``arrays`` and ``functional_cache``."""
         self.exe = exe
         g = exe.graph
         cache = getattr(exe, "functional_cache", None)
@@ -334,11 +336,11 @@ class FunctionalState:
             except AttributeError:
                 pass
         self._cache = cache
-        self.mem = np.zeros(g.num_elements, np.float32)
-        for v in g.variables:
+        self.mem = np.zeros(g.num_elements, np.float32) if memory else None
+        for v in g.variables if memory else ():
             if v.constant is not None:
                 self.mem[v.start: v.start + v.size] = _as_dtype(np.asarray(v.constant).ravel(), v.dtype)
-        self._itype = np.int32 if self.mem.size < 2**31 else np.int64
+        self._itype = np.int32 if g.num_elements < 2**31 else np.int64
         self._windows = {}      # region length -> sliding-window view of mem
         self._wwindows = {}     # the same, writable (for writes of disjoint regions)
         self.inputs = {k: list(np.asarray(x, np.float32).reshape(-1, g.streams[k].numel))

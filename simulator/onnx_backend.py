@@ -24,6 +24,8 @@ wrong numbers.
 from __future__ import annotations
 
 from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -34,6 +36,7 @@ from models.onnx_expand import EXPANDED
 from models.onnx_import import check_model as _check_model
 from compiler.executable import compile_program
 from compiler.lower import lower
+from compiler.parallel import threads
 from compiler.planners.indexed import OPS as INDEXED_OPS
 
 from hardware.chips import get_chip
@@ -187,14 +190,36 @@ class SimBackendRep(BackendRep):
         self.chip = get_chip(chip)
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
                              use_functions=options.pop("use_functions", True), functional=True)
-        # the compute costs and exchange plans (which tile sends which bytes) are the timing's:
-        # computed when ``report`` is first read, not for the values
-        self.exe = compile_program(self.lowered.graph, self.lowered.program, timing="lazy")
-        # the functional gather plans depend on the graph only: built once, here, and kept
-        # with the executable for every run
-        FunctionalState(self.exe).prepare()
-        self._weights = self._host_weights()
+        self.exe, self._weights = self._compile()
         self._report, self._ran = None, False
+
+    def _compile(self):
+        """(the executable, its host weights).  The compute costs and exchange plans (which tile
+        sends which bytes) are the timing's: computed when ``report`` is first read, not for the
+        values.  The functional gather plans depend on the graph only: built once, here, and
+        kept with the executable for every run.  Where a second core is free, the graph's checks
+        and the host weights (large numpy passes, which release the GIL) run on other threads
+        while this one builds the gather plans (many small steps, which hold it); the checks'
+        error, if any, is raised first, as a serial compile would."""
+        graph, program = self.lowered.graph, self.lowered.program
+        if threads() < 2:
+            exe = compile_program(graph, program, timing="lazy")
+            FunctionalState(exe).prepare()
+            return exe, self._host_weights()
+        arrays = graph.finalize(check=False)
+        shell = SimpleNamespace(graph=graph, arrays=arrays, functional_cache={})
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            weights = pool.submit(self._host_weights)
+            checked = pool.submit(graph.finalize)      # the checks (compile_program finds them done)
+            try:
+                FunctionalState(shell, memory=False).prepare()
+            except Exception:
+                checked.result()      # a graph the checks refuse: their error, not the plans'
+                raise
+            checked.result()
+            exe = compile_program(graph, program, timing="lazy")
+            exe.functional_cache = shell.functional_cache
+            return exe, weights.result()
 
     @property
     def report(self):

@@ -113,6 +113,25 @@ def test_outputs_computed_in_place_equal_the_copied_ones(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+def test_prepare_on_one_thread_and_on_several_gives_the_same_plans_and_values(monkeypatch):
+    """prepare builds the gather plans while other threads check the graph and lay out the
+    host weights (where threads() > 1): the same plans, weights and outputs as one thread."""
+    m = _tiny_model()
+    x = np.random.default_rng(7).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    reps = {}
+    for n in ("1", "3"):
+        monkeypatch.setenv("IPUSIM_THREADS", n)
+        reps[n] = backend.prepare(m, chip="gc2")
+        assert reps[n].exe.arrays.extra.get("field_columns") is not None     # checked
+    one, many = reps["1"], reps["3"]
+    assert one.exe.functional_cache["plans"].keys() == many.exe.functional_cache["plans"].keys()
+    assert one._weights.keys() == many._weights.keys()
+    for k in one._weights:
+        np.testing.assert_array_equal(one._weights[k], many._weights[k])
+    for a, b in zip(one.run([x]), many.run([x])):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_run_model_and_supports_device():
     m = _tiny_model()
     x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
