@@ -730,6 +730,25 @@ def _shard_update(tm, shards):
     tm.steps["update"] = [(n, kind, rel * k, d * k) for n, kind, rel, d in tm.steps["update"]]
 
 
+class _Replay:
+    """A phase's supersteps run from ``start``, named ``label name``: their chip events, made when
+    asked.  With tensor-parallel all-reduces (``seg``: cycles between two, ``shift``: all-reduce
+    cycles before each segment) each superstep moves past the all-reduces before it."""
+    __slots__ = ("start", "steps", "label", "seg", "shift", "ncoll")
+
+    def __init__(self, start, steps, label, seg=None, shift=None, ncoll=0):
+        self.start, self.steps, self.label = start, steps, label
+        self.seg, self.shift, self.ncoll = seg, shift, ncoll
+
+    def events(self):
+        start, label = self.start, self.label
+        if self.seg is None:
+            return [(start + rel, d, f"{label} {name}", kind) for name, kind, rel, d in self.steps]
+        seg, shift, n = self.seg, self.shift, self.ncoll
+        return [(start + rel + shift[min(int(rel // seg), n) if seg > 0 else 0], d, f"{label} {name}", kind)
+                for name, kind, rel, d in self.steps]
+
+
 class _MultiChipSim:
     """The SimPy model of several chips (one process per chip)."""
 
@@ -782,6 +801,15 @@ class _MultiChipSim:
     def chip_id(self, r, s):
         return (r * self.S + s) * self.T
 
+    @property
+    def chip_events(self) -> list:
+        """Per chip, its events ``(start, dur, name, kind)`` in the order they happened (each phase's
+        supersteps replayed from its stage's timing); built on first use, for the trace and views."""
+        if self._expanded is None:
+            self._expanded = [[e for rec in evs for e in (rec.events() if type(rec) is _Replay else (rec,))]
+                              for evs in self._events]
+        return self._expanded
+
     def run(self):
         env = self.env = simpy.Environment()
         S, R = self.S, self.R
@@ -807,7 +835,10 @@ class _MultiChipSim:
         n = S * R * T
         self.host = [HostLink(env, self.chip, i) for i in range(n)]
         self.stat = [defaultdict(float) for _ in range(n)]
-        self.chip_events = [[] for _ in range(n)]     # (start, dur, name, kind)
+        # (start, dur, name, kind) per chip; a phase's supersteps as one _Replay each, expanded
+        # when chip_events is read (a BERT-Large pipeline replays millions of them)
+        self._events = [[] for _ in range(n)]
+        self._expanded = None
         self.arrivals = defaultdict(env.event)
         self.host_wait = 0.0
         self.host_xfer = 0.0
@@ -852,7 +883,7 @@ class _MultiChipSim:
     # -- one chip -------------------------------------------------------------------------------
     def _busy(self, c, dur, name, kind):
         if dur > 0:
-            self.chip_events[c].append((self.env.now, dur, name, kind))
+            self._events[c].append((self.env.now, dur, name, kind))
             self.stat[c][kind] += dur
             yield self.env.timeout(dur)
 
@@ -867,8 +898,7 @@ class _MultiChipSim:
         for kind, v in tm.split[ph].items():
             self.stat[c][kind] += v
         if not coll:
-            for name, kind, rel, d in tm.steps[ph]:
-                self.chip_events[c].append((start + rel, d, f"{label} {name}", kind))
+            self._events[c].append(_Replay(start, tm.steps[ph], label))
             yield env.timeout(tm.cycles[ph])
             return
         seg = tm.cycles[ph] / (len(coll) + 1)
@@ -881,7 +911,7 @@ class _MultiChipSim:
                 nb = nb[1]
                 yield env.process(self.net.all_to_all(ring, nb, f"expert all-to-all s{s} {label} {i}"))
                 d = env.now - t0
-                self.chip_events[c].append((t0, d, f"{label} expert all-to-all {i}", "link"))
+                self._events[c].append((t0, d, f"{label} expert all-to-all {i}", "link"))
                 self.stat[c]["expert_all_to_all"] += d
                 self.expert_cycles += d
                 self.expert_bytes += Network.all_to_all_bytes_per_chip(nb, self.T) * self.T
@@ -889,23 +919,21 @@ class _MultiChipSim:
                 yield env.process(self.net.allreduce(ring, nb, f"tensor all-reduce s{s} {label} {i}",
                                                      self.elem_bytes))
                 d = env.now - t0
-                self.chip_events[c].append((t0, d, f"{label} tensor all-reduce {i}", "link"))
+                self._events[c].append((t0, d, f"{label} tensor all-reduce {i}", "link"))
                 self.stat[c]["tensor_allreduce"] += d
                 self.tensor_cycles += d
                 self.tensor_bytes += Network.allreduce_bytes_per_chip(nb, self.T) * self.T
             self.tensor_stage_cycles[s] += d       # a group's collectives (all-reduces, all-to-alls)
             shift.append(shift[-1] + d)
         yield env.timeout(seg)
-        for name, kind, rel, d in tm.steps[ph]:
-            k = min(int(rel // seg), len(coll)) if seg > 0 else 0
-            self.chip_events[c].append((start + rel + shift[k], d, f"{label} {name}", kind))
+        self._events[c].append(_Replay(start, tm.steps[ph], label, seg, shift, len(coll)))
 
     def _wait(self, c, ev, what):
         t0 = self.env.now
         res = yield ev
         w = self.env.now - t0
         if w > 0:
-            self.chip_events[c].append((t0, w, what, "idle"))
+            self._events[c].append((t0, w, what, "idle"))
             self.stat[c]["idle"] += w
         return res
 
@@ -921,7 +949,7 @@ class _MultiChipSim:
                                   for t in range(self.T)])
             else:
                 yield from self.net.send(c, d, nbytes, f"{ph} {key} s{s}->s{dst}")
-            self.chip_events[c].append((t0, env.now - t0, f"send {ph} to stage {dst}", "link"))
+            self._events[c].append((t0, env.now - t0, f"send {ph} to stage {dst}", "link"))
             self.stat[c]["link"] += env.now - t0
             self.arrivals[(r, key, s, dst, ph)].succeed()
 
@@ -935,7 +963,7 @@ class _MultiChipSim:
             w = self.env.now - t0
             self.host_wait += w
             if w > 0:
-                self.chip_events[c].append((t0, w, f"host input {step}.{m}", "host"))
+                self._events[c].append((t0, w, f"host input {step}.{m}", "host"))
                 self.stat[c]["host"] += w
             slots.put(1)
         for src in sorted(self.recvs.get((s, "fwd"), ())):
@@ -952,7 +980,7 @@ class _MultiChipSim:
         if w > 0:
             self.host_wait += w
             self.stat[c]["host"] += w
-            self.chip_events[c].append((t0, w, f"host output {step}.{m}", "host"))
+            self._events[c].append((t0, w, f"host output {step}.{m}", "host"))
 
     def _bwd(self, r, s, step, m):
         c = self.chip_id(r, s)
@@ -1000,10 +1028,10 @@ class _MultiChipSim:
         link_c, sync_c, red_c = yield b["done"]
         waited = env.now - t0 - (link_c + sync_c + red_c)
         if waited > 0:
-            self.chip_events[c].append((t0, waited, "wait replicas", "idle"))
+            self._events[c].append((t0, waited, "wait replicas", "idle"))
             self.stat[c]["idle"] += waited
         t = env.now - (link_c + sync_c + red_c)
-        self.chip_events[c].append((t, link_c + sync_c + red_c, kind.replace("_", "-"), "link"))
+        self._events[c].append((t, link_c + sync_c + red_c, kind.replace("_", "-"), "link"))
         self.stat[c]["allreduce"] += link_c + sync_c + red_c
 
     def _group_allreduce(self, r, s, step):
@@ -1016,7 +1044,7 @@ class _MultiChipSim:
         yield env.process(self.net.allreduce([c + t for t in range(self.T)], nb, f"expert-group all-reduce s{s} "
                                              f"step {step}", self.elem_bytes))
         d = env.now - t0
-        self.chip_events[c].append((t0, d, "group gradient all-reduce", "link"))
+        self._events[c].append((t0, d, "group gradient all-reduce", "link"))
         self.stat[c]["allreduce"] += d
         self.group_grad_cycles += d
         self.group_grad_sent += Network.allreduce_bytes_per_chip(nb, self.T) * self.T
