@@ -79,7 +79,7 @@ import numpy as np
 import simpy
 
 import models
-from compiler import intervals, transforms
+from compiler import hostmem, intervals, transforms
 from compiler.executable import compile_program
 from compiler.kvcache import stream_kv_cache
 from compiler.lower import lower
@@ -264,6 +264,15 @@ def time_stage(stage, chip, *, dtype="fp32", partials=None, available_memory_pro
     most, in the schedule (1F1B: ``min(stages - s, M)``); each beyond the first holds what
     one micro-batch holds between its forward and its backward pass (:func:`stash_bytes_per_tile`).
     """
+    with hostmem.reuse_freed_memory():       # speed only (a stage makes and drops gigabytes of temporaries)
+        return _time_stage(stage, chip, dtype=dtype, partials=partials,
+                           available_memory_proportion=available_memory_proportion, use_functions=use_functions,
+                           memory=memory, detail=detail, offload=offload, shards=shards,
+                           micro_batches=micro_batches, in_flight=in_flight)
+
+
+def _time_stage(stage, chip, *, dtype, partials, available_memory_proportion, use_functions, memory, detail,
+                offload, shards, micro_batches, in_flight) -> StageTiming:
     t0 = time.perf_counter()
     g = stage.graph
     low = lower(g, chip, dtype=dtype, partials=partials, ipus=1,

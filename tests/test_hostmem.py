@@ -95,3 +95,18 @@ def test_outlined_layers_are_counted_once(monkeypatch):
     assert lower(og, gc200.replace(tiles=64), use_functions=True).calls
     train = models.load("gpt2", batch=2, model_kw=dict(layers=2, seq_len=16), train=True)
     assert estimate_bytes(train, outlined=True) == estimate_bytes(train)
+
+
+def test_reuse_freed_memory_nests_and_restores():
+    import numpy as np
+    mod = getattr(np, "_core", None)
+    get = getattr(getattr(mod, "multiarray", None), "_get_madvise_hugepage", None)
+    before = get() if get else None
+    with hostmem.reuse_freed_memory():
+        with hostmem.reuse_freed_memory():
+            a = np.arange(1 << 22).sum()
+        if get and hostmem._LIBC is not None:
+            assert get() is False          # still inside the outer one
+    assert a == (1 << 22) * ((1 << 22) - 1) // 2
+    if get:
+        assert get() == before
