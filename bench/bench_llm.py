@@ -6,13 +6,16 @@ print what was measured beside the wall time it took.
     .venv/bin/python bench/bench_llm.py --layers 1               # 1 of its 48 layers per chip
     .venv/bin/python bench/bench_llm.py --decode-only            # the decode steps only
     .venv/bin/python bench/bench_llm.py --no-functions --layers 1   # the layers inlined (as before 2026-12-05)
+    .venv/bin/python bench/bench_llm.py --copy-breakdown         # what outlining's copies cost a decode step
     .venv/bin/python bench/bench_llm.py --model llama-7b --ipus 32 --batch 4 --prompt-len 128 --extrapolate 1,2
 
 GPT-2 XL has 25 heads, which 4 chips do not divide: the run uses the model option
 ``uneven_heads`` (the busiest chip, the one compiled, takes 7 heads and 1,600 of the MLP's
-6,400 features; the others wait for it at every all-reduce).  ``--decode-only`` compiles the
-decode step at its last cache length alone (the step generate interpolates from), for the
-per-token figures of a model whose prefill is too big to compile here.
+6,400 features; the others wait for it at every all-reduce).  The layers are outlined as
+graph functions (generate's default; ``--no-functions`` inlines them, ``--state-arguments``
+passes each layer's KV cache as a function argument instead of writing it in the caller:
+docs/transformers.md compares the three).  ``--decode-only`` compiles the decode step at its
+last cache length alone (the step generate interpolates from).
 
 ``--extrapolate A,B`` runs generate with A and with B of the model's layers and extends
 each figure linearly to all its layers (``f(L) = f(A) + (L - A) (f(B) - f(A)) / (B - A)``):
@@ -57,6 +60,9 @@ def main(argv=None):
     p.add_argument("--state-arguments", action="store_true",
                    help="outlined layers take their KV cache as a function argument, copied in whole and the "
                         "written positions back per call (the alternative docs/transformers.md measures)")
+    p.add_argument("--copy-breakdown", action="store_true",
+                   help="the decode step at its last cache length, one chip's slice, lowered with the layers inline "
+                        "and outlined and simulated on one chip: what the calls' copies cost (exchange, syncs)")
     p.add_argument("--json", help="write the figures here")
     a = p.parse_args(argv)
     if a.state_arguments:
@@ -75,7 +81,9 @@ def main(argv=None):
            "new_tokens": a.new_tokens, "kv_cache": a.kv_cache,
            "layers_outlined": "cache arguments" if a.state_arguments else not a.no_functions}
     t0 = time.perf_counter()
-    if a.decode_only:
+    if a.copy_breakdown:
+        out.update(copy_breakdown(cfg, a, kw))
+    elif a.decode_only:
         C = a.prompt_len + a.new_tokens
         step = cfg.replace(model_kw=kw | dict(seq_len=1, cache_len=C, past=C - 2, last_logits=True,
                                                                  dropout=0.0))
@@ -107,6 +115,36 @@ def main(argv=None):
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
+
+
+def copy_breakdown(cfg, a, kw) -> dict:
+    """The decode step at its last cache length (one chip's slice of a tensor-parallel group, no
+    all-reduces), lowered inline and outlined, simulated on one chip: the outlined step's cycles
+    less its copies (exchange and one sync each) and its calls' control are the inline step's."""
+    import models
+    from compiler.executable import compile_program
+    from compiler.lower import lower
+    from simulator.engine import Engine
+    C = a.prompt_len + a.new_tokens
+    T = cfg.tensor_degree
+    og = models.load(a.model, batch=a.batch, model_kw=kw | dict(seq_len=1, cache_len=C, past=C - 2, last_logits=True,
+                                                                  dropout=0.0) | ({"tensor_parallel": T} if T > 1 else {}))
+    chip = cfg.get_chip()
+    res = {}
+    for fn in (False, True):
+        low = lower(og, chip, dtype="fp16", use_functions=fn)
+        rep = Engine(compile_program(low.graph, low.program), chip).run()
+        cp = [s for s in rep.steps if s["name"] == "copy"]
+        r = {"cycles": rep.cycles, "ms": rep.cycles / chip.clock_hz * 1e3, "vertices": low.graph.num_vertices,
+             "copies": sum(1 for s in cp if s["exchange"] == 0 and s["sync"] > 0),
+             "copy_exchange_cycles": sum(s["exchange"] for s in cp), "copy_sync_cycles": sum(s["sync"] for s in cp),
+             "control_cycles": rep.control_cycles}
+        r["rest_cycles"] = r["cycles"] - r["copy_exchange_cycles"] - r["copy_sync_cycles"] - r["control_cycles"]
+        res["outlined" if fn else "inline"] = r
+        print(f"{'outlined' if fn else 'inline':9s} {r['ms']:.3f} ms ({r['cycles']:,.0f} cycles), {r['vertices']:,} vertices; "
+              f"{r['copies']:,} copies: {r['copy_exchange_cycles']:,.0f} cycles of exchange, {r['copy_sync_cycles']:,.0f} "
+              f"of syncs; calls' control {r['control_cycles']:,.0f}; the rest {r['rest_cycles']:,.0f} cycles")
+    return {"copy_breakdown": res}
 
 
 def _figures(rep) -> dict:
