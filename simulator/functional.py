@@ -324,8 +324,10 @@ def _extent(idx):
 
 class FunctionalState:
     def __init__(self, exe, inputs=None, memory=True):
-        """``memory=False``: no memory (nothing can run), for building the gather plans alone
-        (:meth:`prepare`); ``exe`` then needs only ``graph``, ``arrays`` and ``functional_cache``."""
+        """``memory``: True, a new memory (:meth:`new_memory`); an array :meth:`new_memory` made
+        for this graph, used as it is (values written into it since, e.g. weights, stay); False,
+        none (nothing can run), for building the gather plans alone (:meth:`prepare`), where
+        ``exe`` needs only ``graph``, ``arrays`` and ``functional_cache``."""
         self.exe = exe
         g = exe.graph
         cache = getattr(exe, "functional_cache", None)
@@ -336,10 +338,15 @@ class FunctionalState:
             except AttributeError:
                 pass
         self._cache = cache
-        self.mem = np.zeros(g.num_elements, np.float32) if memory else None
-        for v in g.variables if memory else ():
-            if v.constant is not None:
-                self.mem[v.start: v.start + v.size] = _as_dtype(np.asarray(v.constant).ravel(), v.dtype)
+        if memory is True:
+            self.mem = self.new_memory(g)
+        elif memory is False or memory is None:
+            self.mem = None
+        else:
+            if memory.shape != (g.num_elements,) or memory.dtype != np.float32:
+                raise FunctionalError(f"memory of shape {memory.shape} and dtype {memory.dtype}: the graph "
+                                      f"has {g.num_elements} float32 elements")
+            self.mem = memory
         self._itype = np.int32 if g.num_elements < 2**31 else np.int64
         self._windows = {}      # region length -> sliding-window view of mem
         self._wwindows = {}     # the same, writable (for writes of disjoint regions)
@@ -353,6 +360,19 @@ class FunctionalState:
         self._plans = cache.setdefault("plans", {})
         self._copies = cache.setdefault("copies", {})
         self._by_cs = cache.get("by_cs")
+
+    @staticmethod
+    def new_memory(graph, touch=False):
+        """The tiles' memory before a run: zeros, and every constant's value.  ``touch``: every
+        page written now (the system otherwise gives a new array's pages, and zeroes them, at
+        their first write, in the middle of the run)."""
+        mem = np.zeros(graph.num_elements, np.float32)
+        if touch:
+            mem[::1024] = 0
+        for v in graph.variables:
+            if v.constant is not None:
+                mem[v.start: v.start + v.size] = _as_dtype(np.asarray(v.constant).ravel(), v.dtype)
+        return mem
 
     # -- host access --------------------------------------------------------------------
     def write(self, tensor, value):

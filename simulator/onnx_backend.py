@@ -190,26 +190,27 @@ class SimBackendRep(BackendRep):
         self.chip = get_chip(chip)
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
                              use_functions=options.pop("use_functions", True), functional=True)
-        self.exe, self._weights = self._compile()
+        self.exe, self._weights, self._image = self._compile()
         self._report, self._ran = None, False
 
     def _compile(self):
-        """(the executable, its host weights).  The compute costs and exchange plans (which tile
-        sends which bytes) are the timing's: computed when ``report`` is first read, not for the
-        values.  The functional gather plans depend on the graph only: built once, here, and
-        kept with the executable for every run.  Where a second core is free, the graph's checks
-        and the host weights (large numpy passes, which release the GIL) run on other threads
-        while this one builds the gather plans (many small steps, which hold it); the checks'
-        error, if any, is raised first, as a serial compile would."""
+        """(the executable, its host weights, the first run's memory or None).  The compute costs
+        and exchange plans (which tile sends which bytes) are the timing's: computed when
+        ``report`` is first read, not for the values.  The functional gather plans depend on the
+        graph only: built once, here, and kept with the executable for every run.  Where a second
+        core is free, the graph's checks and the host weights (large numpy passes, which release
+        the GIL) run on other threads while this one builds the gather plans (many small steps,
+        which hold it); the checks' error, if any, is raised first, as a serial compile would.
+        The weights' thread also makes the first run's memory (:meth:`_first_memory`)."""
         graph, program = self.lowered.graph, self.lowered.program
         if threads() < 2:
             exe = compile_program(graph, program, timing="lazy")
             FunctionalState(exe).prepare()
-            return exe, self._host_weights()
+            return exe, self._host_weights(), None
         arrays = graph.finalize(check=False)
         shell = SimpleNamespace(graph=graph, arrays=arrays, functional_cache={})
         with ThreadPoolExecutor(max_workers=2) as pool:
-            weights = pool.submit(self._host_weights)
+            weights = pool.submit(self._first_memory)
             checked = pool.submit(graph.finalize)      # the checks (compile_program finds them done)
             try:
                 FunctionalState(shell, memory=False).prepare()
@@ -219,7 +220,21 @@ class SimBackendRep(BackendRep):
             checked.result()
             exe = compile_program(graph, program, timing="lazy")
             exe.functional_cache = shell.functional_cache
-            return exe, weights.result()
+            return (exe,) + weights.result()
+
+    def _first_memory(self):
+        """(the host weights, the first run's memory: the constants and weights written, every
+        page touched).  A run starts by allocating the tiles' memory (ResNet-50: 80 M elements,
+        320 MB) and writing the weights; the system zeroes each page at its first write, which
+        on this machine took 0.03-0.4 s.  Made beside the compile, that is off the first run's
+        path (the rep holds it until then)."""
+        weights = self._host_weights()
+        graph = self.lowered.graph
+        state = FunctionalState(SimpleNamespace(graph=graph, functional_cache={}),
+                                memory=FunctionalState.new_memory(graph, touch=True))
+        for n, flat in weights.items():
+            state.write(self.lowered.acts[n].tensor, flat)
+        return weights, state.mem
 
     @property
     def report(self):
@@ -275,9 +290,11 @@ class SimBackendRep(BackendRep):
                     raise BackendError(f"input {n!r}: integer values of magnitude 2^24 or more are not exact in the "
                                        "chip's float32 words (the functional backend computes integers in float32)")
             feeds[n] = [_grouped(x, low.acts[n])]
-        state = FunctionalState(self.exe, inputs=feeds)
-        for n, flat in self._weights.items():
-            state.write(low.acts[n].tensor, flat)
+        image, self._image = self._image, None      # the first run's memory, made by prepare
+        state = FunctionalState(self.exe, inputs=feeds, memory=True if image is None else image)
+        if image is None:
+            for n, flat in self._weights.items():
+                state.write(low.acts[n].tensor, flat)
         state.run_program()
         self._ran = True
         self._check_integers(state)
