@@ -29,7 +29,7 @@ from simulator.config import RunConfig
 from simulator.run import build
 model, batch, train = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 og = models.load(model, batch=batch, train=train)
-est = estimate_bytes(og)
+est = estimate_bytes(og, outlined=True)   # what lower() checks (functions on by default)
 before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 build(RunConfig(model=model, batch=batch, train=train, suggest=False), simulate=True)
 peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0] * 1024

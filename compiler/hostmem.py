@@ -38,6 +38,11 @@ BASE = 64 * 2**20
 PER_OP = 6.4e6
 PER_WEIGHT_ELEMENT = 2.1
 PER_ELEMENT = 1.4
+#: CALIBRATED: bytes per element a graph-function call copies in (an outlined inference
+#: graph's later blocks, :func:`graph_features`): the smallest whole number with which the
+#: outlined estimate covers ResNet-50 batch 16 (2,295 MiB measured) and GPT-2 batch 1
+#: (1,273 MiB) inference (``bench/bench_hostmem.py``, docs/robustness.md)
+PER_COPIED_ELEMENT = 12
 
 ENV = "IPUSIM_HOST_MEMORY"
 _WEIGHT_KINDS = ("param", "state", "constant")
@@ -89,7 +94,7 @@ def graph_features(opg, outlined=False) -> dict:
     counted once, as one op) and the ops on its own state (a KV cache), lowered in the
     caller, counted as ops.  Ignored for a training graph."""
     tensors = opg.tensors
-    weight = other = 0
+    weight = other = copies = 0
     ops = 0
     # training graphs outline only where their blocks repeat alike (compiler/lower.py
     # _training_block): counted op by op
@@ -111,10 +116,7 @@ def graph_features(opg, outlined=False) -> dict:
                 p = tensors[t].producer
                 if (blk, t) not in copied and (p is None or opg.op(p).get("block") != blk):
                     copied.add((blk, t))
-                    if tensors[t].kind in _WEIGHT_KINDS:
-                        weight += tensors[t].size
-                    else:
-                        other += tensors[t].size
+                    copies += tensors[t].size
             continue
         ops += 1
         for t in d["inputs"] + d["outputs"]:
@@ -123,7 +125,7 @@ def graph_features(opg, outlined=False) -> dict:
                 weight += ti.size
             else:
                 other += ti.size
-    return {"ops": ops, "weight_elements": weight, "other_elements": other}
+    return {"ops": ops, "weight_elements": weight, "other_elements": other, "copied_elements": copies}
 
 
 def estimate_bytes(opg, outlined=False) -> int:
@@ -131,7 +133,7 @@ def estimate_bytes(opg, outlined=False) -> int:
     (``outlined``: see :func:`graph_features`)."""
     f = graph_features(opg, outlined)
     return int(BASE + PER_OP * f["ops"] + PER_WEIGHT_ELEMENT * f["weight_elements"]
-               + PER_ELEMENT * f["other_elements"])
+               + PER_ELEMENT * f["other_elements"] + PER_COPIED_ELEMENT * f["copied_elements"])
 
 
 def check(opg, what=None, outlined=False) -> int:
@@ -145,7 +147,8 @@ def check(opg, what=None, outlined=False) -> int:
         name = what or getattr(opg, "name", "the model")
         raise HostMemoryError(
             f"{name}: building its graph would need about {need / 2**30:,.1f} GiB of host memory (estimated from "
-            f"its {f['ops']:,} ops touching {f['weight_elements'] + f['other_elements']:,} tensor elements), "
+            f"its {f['ops']:,} ops touching {f['weight_elements'] + f['other_elements']:,} tensor elements"
+            + (f", {f['copied_elements']:,} copied into graph functions" if f["copied_elements"] else "") + "), "
             f"more than the {have / 2**30:,.1f} GiB available ({source}); use a smaller --batch (or more "
             f"--micro-batches), fewer layers, or more chips; {ENV}=SIZE (e.g. 64G) overrides the available "
             f"memory, {ENV}=off turns this check off")

@@ -79,14 +79,15 @@ def test_small_graphs_pass_the_check_quickly():
 def test_outlined_layers_are_counted_once(monkeypatch):
     """An inference graph lowered with graph functions builds its repeated blocks once (the later
     ones are calls: their inputs copied in, their KV-cache ops in the caller), so the estimate
-    counts them once: GPT-2 XL's 48-layer prefill on 4 chips compiles in 3.6 GB (bench_llm.py),
-    which the op-by-op count put at 28 GiB and refused.  Training graphs count every op."""
+    counts their ops once and their copies: GPT-2 XL's 48-layer prefill on 4 chips compiles in
+    3.6 GB (bench_llm.py), which the op-by-op count put at 27.9 GiB and refused (10.5 GiB now).
+    Training graphs count every op."""
     og = models.load("gpt2", batch=2, model_kw=dict(layers=6, seq_len=64, cache_len=80, last_logits=True))
     inline, outlined = estimate_bytes(og), estimate_bytes(og, outlined=True)
-    assert outlined < inline / 2
     one = estimate_bytes(models.load("gpt2", batch=2, model_kw=dict(layers=1, seq_len=64, cache_len=80,
                                                                    last_logits=True)), outlined=True)
-    assert one < outlined < 2 * one                  # each later layer: copies and its cache writes
+    assert one < outlined < inline
+    assert outlined - one < 0.6 * (inline - one)     # each later layer: copies and its cache writes
     from compiler.lower import lower
     from hardware.chips import gc200
     monkeypatch.setenv(hostmem.ENV, str((inline + outlined) // 2))
