@@ -7,7 +7,9 @@ family planner (the registry in compiler/planners/) for the cheapest split, and 
 program: host streams in, one ``Execute`` per compute set in op order, host
 streams out.  In inference graphs a block that repeats with identical shapes
 (ResNet bottlenecks, BERT layers) is lowered once as a graph function and
-called for every repetition, with its inputs and weights copied in.
+called for every repetition, with its inputs and weights copied in; a block
+that writes its own state in place (a decoder layer's KV cache) leaves the
+ops on that state in the caller (:meth:`Lowering._state_parts`).
 
     >>> from models.opgraph import OpGraph
     >>> from hardware.chips import gc2
