@@ -545,6 +545,32 @@ def strided_grad_input(kernel, pads, stride=2, cin=16, cout=16, size=8):
     return build
 
 
+def test_conv_estimates_of_all_options_at_once_equal_each_options_estimate():
+    """ConvPlanner.estimates (numpy over the options) gives, number for number and type for
+    type, what estimate gives option by option: the choice, and the plan's est_cycles, are
+    the same."""
+    def grouped(g):
+        g.add_tensor("x", (2, 32, 9, 9), kind="input")
+        g.add_tensor("w", (32, 8, 3, 3), kind="param")
+        g.add_tensor("y", (2, 32, 5, 5), kind="output")
+        g.add_op("conv", "Conv", ["x", "w"], ["y"], family="conv",
+                 attrs=dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4, group=4), flops=1)
+        g.outputs.append("y")
+    builds = [(lambda g: image_conv(g, kernel=1, pads=0), "conv"), (image_conv, "conv"),
+              (lambda g: image_conv(g, cin=64, cout=32), "conv"), (grouped, "conv"),
+              (strided_grad_input(3, 1), "gi"), (strided_grad_input(1, 0), "gi"), (strided_grad_input(3, 1, 1), "gi")]
+    for build, name in builds:
+        ctx, _ = lowered(build)
+        op = dict(ctx.opg.op(name), name=name)
+        planner = ConvPlanner()
+        opts = planner.options(op, ctx)
+        assert len(opts) > 10
+        got = planner.estimates(op, opts, ctx)
+        want = [planner.estimate(op, o, ctx) for o in opts]
+        assert got == want
+        assert [tuple(map(type, g)) for g in got] == [tuple(map(type, w)) for w in want]
+
+
 def op_vertex_flops(low, op):
     exe = compile_program(low.graph, low.program)
     return sum(exe.compute[cs].flops for cs in low.op_compute_sets[op])
