@@ -576,8 +576,9 @@ class Graph:
         ks = []
         for fi, vi, st, ln in items:
             k = vi.size // n
+            # vertex i's edges are rows i of [n, k] (compared by broadcasting: no n * k temporary)
             if (k * n != vi.size or st.shape != vi.shape or ln.shape != vi.shape
-                    or not np.array_equal(vi.ravel(), np.repeat(np.arange(n, dtype=vi.dtype), k))):
+                    or (k and not (vi.reshape(n, k) == np.arange(n, dtype=vi.dtype)[:, None]).all())):
                 return False
             ks.append(k)
         K = sum(ks)
@@ -586,10 +587,10 @@ class Graph:
         for gr in grows:
             gr._reserve(E)
         base = self.e_vertex.n
-        self.e_vertex.a[base: base + E] = np.repeat(np.arange(v0, v0 + n, dtype=np.int32), K)
+        self.e_vertex.a[base: base + E].reshape(n, K)[:] = np.arange(v0, v0 + n, dtype=np.int32)[:, None]
         pattern = np.concatenate([np.full(k, fi, np.int8) for (fi, *_), k in zip(items, ks)]) if K else \
             np.zeros(0, np.int8)
-        self.e_field.a[base: base + E] = np.tile(pattern, n)
+        self.e_field.a[base: base + E].reshape(n, K)[:] = pattern
         es = self.e_start.a[base: base + E].reshape(n, K)
         el = self.e_len.a[base: base + E].reshape(n, K)
         a = 0

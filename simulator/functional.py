@@ -243,7 +243,7 @@ def _distinct_by_first(S, L):
     table = np.full(span, n, np.int64)
     np.minimum.at(table, key, np.arange(n, dtype=np.int64))
     firstof = table[key]         # the first vertex whose rows start where this one's do
-    if not np.array_equal(S, S[firstof]):
+    if S.shape[1] > 1 and not np.array_equal(S, S[firstof]):     # one region per row: the key itself
         return None
     if int(L.min()) != int(L.max()) and not np.array_equal(L, L[firstof]):    # equal lengths: nothing to compare
         return None
@@ -348,6 +348,7 @@ class FunctionalState:
                                       f"has {g.num_elements} float32 elements")
             self.mem = memory
         self._itype = np.int32 if g.num_elements < 2**31 else np.int64
+        self._blas_limited = False     # inside run_program's _SingleThreadedBlas
         self._windows = {}      # region length -> sliding-window view of mem
         self._wwindows = {}     # the same, writable (for writes of disjoint regions)
         self.inputs = {k: list(np.asarray(x, np.float32).reshape(-1, g.streams[k].numel))
@@ -503,7 +504,9 @@ class FunctionalState:
                 by_cs.setdefault(b.cs, []).append(b)
             self._by_cs = self._cache["by_cs"] = by_cs
         batches = self._by_cs.get(csid, ())
-        if batches:
+        if batches and self._blas_limited:
+            self._execute(batches)
+        elif batches:
             with _SingleThreadedBlas():
                 self._execute(batches)
 
@@ -548,6 +551,13 @@ class FunctionalState:
         """Run ``program`` (default: the executable's) for its values alone: its compute sets,
         copies and host streams in program order, as :class:`~simulator.engine.Engine` runs
         them, without the timing (no exchange plans, no SimPy events)."""
+        if not self._blas_limited:      # once for the whole program, not per compute set
+            self._blas_limited = True
+            try:
+                with _SingleThreadedBlas():
+                    return self.run_program(program)
+            finally:
+                self._blas_limited = False
         p = self.exe.program if program is None else program
         if isinstance(p, Sequence):
             for c in p.children:
