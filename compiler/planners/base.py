@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..intervals import expand
+
 
 class LoweringError(ValueError):
     pass
@@ -138,8 +140,17 @@ def add_by_signature(ctx, cs, codelet, tiles, sig, fields, params_of, dtype=None
     local = np.empty(len(tiles), np.int64)
     sorted_fields = {}
     for name, (vi, st, ln) in fields.items():
-        o = np.argsort(inv[vi], kind="stable")
-        sorted_fields[name] = (vi[o], st[o], ln[o], np.searchsorted(inv[vi][o], np.arange(len(u) + 1)))
+        vi = np.asarray(vi)
+        if vi.size > 1 and vi.ndim == 1 and np.all(vi[1:] >= vi[:-1]):
+            # edges in vertex order (as the planners make them): a stable sort by signature is
+            # each vertex's run of edges, vertices in signature order (no sort of the edges)
+            cnt = np.bincount(vi, minlength=len(tiles))
+            o = expand((np.cumsum(cnt) - cnt)[order_v], cnt[order_v])
+            b = np.concatenate(([0], np.cumsum(cnt[order_v])))[bounds_v]
+        else:
+            o = np.argsort(inv[vi], kind="stable")
+            b = np.searchsorted(inv[vi][o], np.arange(len(u) + 1))
+        sorted_fields[name] = (vi[o], st[o], ln[o], b)
     for gi in range(len(u)):
         sel = order_v[bounds_v[gi]:bounds_v[gi + 1]]
         local[sel] = np.arange(sel.size)
