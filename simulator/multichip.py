@@ -388,10 +388,33 @@ def _time_one(args):
     return time_stage(stage, chip, **kw)
 
 
-def _time_stages(stages, chip, kw, workers=None):
-    """Time every stage; several processes when there are several stages and CPUs."""
+def stage_workers(stages, kw, workers=None) -> int:
+    """Processes to compile ``stages`` in: ``workers`` when given (at most one per stage), else one per
+    CPU (at most one per stage) while the host-memory estimates of the largest stages that would
+    compile at once (:func:`compiler.hostmem.estimate_bytes`, what each lowering checks) fit in the
+    memory available; fewer where they do not (a BERT-Large stage takes several GB)."""
     n = len(stages)
-    workers = min(n, int(workers or os.cpu_count() or 1))
+    if workers:
+        return max(1, min(n, int(workers)))
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    w = max(1, min(n, cpus))
+    have, _ = hostmem.available_bytes()
+    if w > 1 and have is not None:
+        outlined = kw.get("use_functions", True) and "weights" not in kw.get("offload", ())
+        est = sorted((hostmem.estimate_bytes(st.graph, outlined) for st in stages), reverse=True)
+        while w > 1 and sum(est[:w]) > have:
+            w -= 1
+    return w
+
+
+def _time_stages(stages, chip, kw, workers=None):
+    """Time every stage; several processes when there are several stages, CPUs and memory
+    (:func:`stage_workers`)."""
+    n = len(stages)
+    workers = stage_workers(stages, kw, workers)
     amp = kw.get("available_memory_proportion", 0.6)
     fl = kw.get("in_flight", 1)
     kws = [dict(kw, available_memory_proportion=amp[i] if isinstance(amp, tuple) else amp,
@@ -428,7 +451,7 @@ def run_multichip(config: RunConfig, *, steps=2, host_buffers=2, compare_even=Fa
     ``compare_even=True`` also simulates the other placement and reports its throughput;
     ``trace``: path of a Chrome trace-event JSON file; ``cuts``: stage boundaries given by hand;
     ``workers``: processes compiling the stages in parallel (default: one per stage, at most
-    the machine's CPU count); ``memory=False`` skips the per-stage memory report (faster);
+    the machine's CPU count, fewer where their host-memory estimates do not fit: :func:`stage_workers`); ``memory=False`` skips the per-stage memory report (faster);
     ``stage_detail=True`` adds ``report["_stage_memory"]``: per stage, its per-tile bytes by
     category and its (thinned) liveness curve (see :func:`time_stage`); private like ``_sim``;
     ``strict=True``: a model with fewer layers than the stages asked for raises ValueError

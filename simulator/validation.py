@@ -167,12 +167,13 @@ def rows(slow=False) -> list:
     return out
 
 
-def system_row(name, *, workers=1) -> dict:
+def system_row(name, *, workers=None) -> dict:
     """Run preset ``name`` and compare its throughput with the preset's ``[measured]`` figure: per chip
     or per replica (``per``), counting ``samples_per_sample`` (two sequences per BERT pack).  The row
     also says whether it fits, the peak tile bytes of each chip of a replica, and the wall time (compile +
-    simulate).  ``workers``: processes compiling the stages (one by default: a BERT-Large stage takes
-    about 9 GB while it compiles).  A run that fails (a model not built in yet) is a row with no prediction and the error."""
+    simulate).  ``workers``: processes compiling the stages (by default one per CPU, fewer where the stages'
+    host-memory estimates do not fit at once: :func:`simulator.multichip.stage_workers`; a BERT-Large
+    stage takes about 6 GB while it compiles).  A run that fails (a model not built in yet) is a row with no prediction and the error."""
     p = load_preset(name)
     meas = p["measured"]
     per, unit = meas.get("per", "chip"), meas.get("unit", "samples/s")

@@ -401,3 +401,22 @@ def test_a_decoder_pipelined_deep_runs_every_stage_and_a_split_layer_is_refused(
     with pytest.raises(ValueError, match=r"the op 'layers.1.mlp_residual' \(layer 'layers.1.attn_residual', stage "
                                          r"2\) reads 'layers.1.block_sparse_moe.combine.out', made on stage 3"):
         partition(og, 4, gc200)
+
+
+def test_stage_workers_fit_the_host_memory(monkeypatch):
+    import os
+    from types import SimpleNamespace
+    import models
+    from compiler import hostmem
+    from simulator.multichip import stage_workers
+    og = models.load("mnist-mlp", batch=4, train=True)
+    stages = [SimpleNamespace(graph=og)] * 3
+    est = hostmem.estimate_bytes(og)
+    assert stage_workers(stages, {}, 2) == 2 and stage_workers(stages, {}, 9) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv(hostmem.ENV, str(2 * est + 1))
+    assert stage_workers(stages, {}) == 2            # two CPUs, two stages' estimates fit
+    monkeypatch.setenv(hostmem.ENV, str(2 * est - 1))
+    assert stage_workers(stages, {}) == 1            # they do not: one at a time
+    monkeypatch.setenv(hostmem.ENV, "off")
+    assert stage_workers(stages, {}) == 2
