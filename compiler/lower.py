@@ -85,6 +85,7 @@ class Lowering:
         self._int_cache = {}
         self.host_layout = {}     # tensor name -> (kind, info): how host arrays map to storage order
         self.derived_of_op = {}   # op name -> [(tag, act, recipe)]: host-computed weights it reads
+        self._derived_args = None   # the function whose body is being lowered (its derived weights are arguments)
         # 4-D tensors that no image op touches: row-major (attention's heads, scores), not
         # channel-grouped images (compiler/layout.py)
         self.row_major = row_major_4d(opg)
@@ -207,13 +208,25 @@ class Lowering:
         return a
 
     def derived_weight(self, op, tag, shape, recipe):
-        """A weight the host computes from other parameters (e.g. folded batch-norm)."""
-        name = f"{op['name']}/{tag}"
-        a = Act.allocate(self.graph, name, shape, self.dtype, kind="weight", op=op["name"])
+        """A weight the host computes from other parameters (e.g. folded batch-norm).  In the
+        body of an outlined inference block, the function's argument for it (each call copies
+        its instance's in: :meth:`_host_derived`)."""
+        if self._derived_args:
+            a = Act.allocate(self.graph, f"{self._derived_args}/arg:{op['name']}/{tag}", shape, self.dtype,
+                             kind="activation", op=op["name"])
+            self.graph.map_linearly(a.tensor, grain=64)
+        else:
+            a = self._host_derived(op["name"], tag, shape, recipe)
+        self.derived_of_op.setdefault(op["name"], []).append((tag, a, recipe))
+        return a
+
+    def _host_derived(self, opname, tag, shape, recipe):
+        """The tensor the host writes a derived weight of op ``opname`` into."""
+        name = f"{opname}/{tag}"
+        a = Act.allocate(self.graph, name, shape, self.dtype, kind="weight", op=opname)
         self.graph.map_linearly(a.tensor, grain=64)
         self.acts[name] = a
         self.host_layout[name] = ("derived", recipe)
-        self.derived_of_op.setdefault(op["name"], []).append((tag, a, recipe))
         return a
 
     def int_index(self, act):
@@ -250,6 +263,7 @@ class Lowering:
         plans, op_cs = {}, {}
         functions, calls, templates = {}, {}, {}
         state_args = {}      # function -> {its template's state: (the function's argument, output)}
+        param_args = {}      # function -> {its template's parameter: the function's argument}
         ops = opg.ops()
         i = 0
         while i < len(ops):
@@ -273,24 +287,42 @@ class Lowering:
                         for o in seg:
                             self._lower_op(o, prog, plans, op_cs)
                     elif name in templates and self._call_block(seg, templates[name], functions[name], prog,
-                                                                state_args.get(name)):
+                                                                state_args.get(name), param_args[name]):
                         calls[name] += 1
                     elif name not in templates:
                         writes = self._state_writes(seg) if self.STATE_ARGUMENTS else []
                         own = {src: self.act(src) for src, _, _ in writes}
                         args = {src: self._clone_act(a, f"{name}/arg:{src}") for src, a in own.items()}
                         self.acts.update(args)     # the function writes its own argument
+                        # the function's parameters are arguments of its own, as PopART's subgraph
+                        # inputs: every call, this first one included, copies its instance's in
+                        params = self._own_params(seg, set(own))
+                        pargs = {p: self._clone_act(self.act(p), f"{name}/arg:{p}") for p in params}
+                        mine = {p: self.act(p) for p in params}
+                        self.acts.update(pargs)
+                        self._derived_args = name
                         body = Sequence()
-                        for o in seg:
-                            self._lower_op(o, body, plans, op_cs)
+                        try:
+                            for o in seg:
+                                self._lower_op(o, body, plans, op_cs)
+                        finally:
+                            self._derived_args = None
+                        self.acts.update(mine)
                         f = g.add_function(body, name=name)
                         functions[name], templates[name], calls[name] = f, seg, 1
+                        param_args[name] = pargs
                         for src, out, _ in writes:
                             self.acts[src] = own[src]
                             self.acts[out] = self.view(own[src], out)
                         state_args[name] = {src: (args[src], out) for src, out, _ in writes}
                         for src, out, attrs in writes:
                             prog.add(self._state_copy(own[src], args[src], attrs, written=False))
+                        for p, a in pargs.items():
+                            prog.add(Copy(mine[p].tensor.flatten()[: mine[p].numel], a.tensor.flatten()[: a.numel]))
+                        for o in seg:     # this instance's host-computed weights, into the function's
+                            for tag, arg, recipe in self.derived_of_op.get(o, []):
+                                w = self._host_derived(o, tag, arg.logical, recipe)
+                                prog.add(Copy(w.tensor.flatten()[: w.numel], arg.tensor.flatten()[: arg.numel]))
                         prog.add(Call(f))
                         for src, out, attrs in writes:
                             prog.add(self._state_copy(args[src], own[src], attrs, written=True))
@@ -628,12 +660,23 @@ class Lowering:
         a, b = touch[0], touch[-1] + 1
         return [(x, p) for x, p in ((False, seg[:a]), (True, seg[a:b]), (False, seg[b:])) if p]
 
-    def _call_block(self, seg, template, function, prog, state_args=None):
+    def _own_params(self, seg, exclude=()) -> list:
+        """The parameters (weights, read-only state, constants) that ``seg`` reads and no op outside
+        it reads: its instance's own, which its function takes as arguments.  One read elsewhere
+        too (a table every layer shares) is the same tensor for every call: the function reads it."""
+        inside = set(seg)
+        ext, _ = self._segment_io(seg)
+        return [t for t in ext if self.is_param(t) and t not in exclude and t in self.acts
+                and not (self._readers_of(t) - inside)]
+
+    def _call_block(self, seg, template, function, prog, state_args=None, param_args=None):
         """Run another instance of a lowered block: copy its inputs in, call, alias outputs.
-        ``state_args``: {the template's state: (the function's argument, its in-place output)}
-        (:attr:`STATE_ARGUMENTS`): this instance's state is copied into the argument, and the
-        positions written back after the call."""
+        ``param_args``: {the template's own parameter: the function's argument}, into which this
+        instance's parameter is copied.  ``state_args``: {the template's state: (the function's
+        argument, its in-place output)} (:attr:`STATE_ARGUMENTS`): this instance's state is copied
+        into the argument, and the positions written back after the call."""
         state_args = state_args or {}
+        param_args = param_args or {}
         opg = self.opg
         if len(seg) != len(template):
             return False
@@ -646,6 +689,9 @@ class Lowering:
         produced = {t for o in seg for t in opg.op(o)["outputs"]}
         if any(self.shape(x) != self.shape(y) for x, y in pairs):
             return False
+        if any(x not in produced and self.is_param(y) and y not in param_args and y not in state_args
+               and self.act(x).var != self.act(y).var for x, y in pairs):
+            return False      # the function reads this parameter itself: another cannot be passed
         copies, seen = [], set()
         for x, y in pairs:
             if x in produced or x in seen:
@@ -654,6 +700,8 @@ class Lowering:
             ax, ay = self.act(x), self.act(y)
             if y in state_args:
                 ay = state_args[y][0]
+            elif y in param_args:
+                ay = param_args[y]
             if y in self.host_layout and x not in self.host_layout:
                 self.host_layout[x] = self.host_layout[y]   # copied bytes keep the template's layout
             if ax.var != ay.var:
@@ -662,8 +710,7 @@ class Lowering:
         for a, b in zip(seg, template):
             params_a = [t for t in opg.op(a)["inputs"][1:] if self.is_param(t)]
             for tag, tact, (what, params_b, extra) in self.derived_of_op.get(b, []):
-                mine = self.derived_weight({"name": a}, tag, tact.logical,
-                                           (what, params_a[:len(params_b)], extra))
+                mine = self._host_derived(a, tag, tact.logical, (what, params_a[:len(params_b)], extra))
                 copies.append(Copy(mine.tensor.flatten()[: mine.numel], tact.tensor.flatten()[: tact.numel]))
         for c in copies:
             prog.add(c)

@@ -138,8 +138,10 @@ def test_generate_by_layers_extends_two_layer_counts_to_all():
     from simulator.generate import generate_by_layers
     kw = dict(GPT2_SMALL, layers=4)
     cfg = RunConfig(model="gpt2", batch=2, chip=CHIP, dtype="fp16", model_kw=kw)
-    est = generate_by_layers(cfg, 8, 4, layers=(1, 2), samples=2)
-    assert est["layers_total"] == 4 and sorted(est["at"]) == [1, 2]
+    # layers outlined (the default): from 2 and 3 layers, both called as functions (a single
+    # layer's worst tile is another tile, where the function's argument copies of its weights lie)
+    est = generate_by_layers(cfg, 8, 4, layers=(2, 3), samples=2)
+    assert est["layers_total"] == 4 and sorted(est["at"]) == [2, 3]
     whole = generate(cfg, 8, 4, samples=2)
     e = est["estimate"]
     assert e["time_to_first_token_s"] == pytest.approx(whole["time_to_first_token_s"], rel=0.03)
