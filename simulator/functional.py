@@ -379,6 +379,12 @@ class FunctionalState:
     def write(self, tensor, value):
         self.mem[_memory_region(tensor)] = _as_dtype(np.asarray(value).ravel(), tensor.dtype)
 
+    def view(self, tensor):
+        """``tensor``'s elements in memory as a writable flat view where they are one
+        contiguous range, else None."""
+        region = _memory_region(tensor)
+        return self.mem[region] if isinstance(region, slice) else None
+
     def read(self, tensor):
         return self.mem[tensor.elements()].copy()
 

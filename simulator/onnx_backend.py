@@ -78,9 +78,16 @@ def _to_storage(data, kind, info, act):
     x = np.asarray(data)
     if x.dtype.kind != "f":      # float data keeps its precision (a float32 copy is exact and half the bytes)
         x = x.astype(np.float64)
+    pieces = _storage_pieces(x, kind, info, act)
+    return pieces[0].ravel() if len(pieces) == 1 else np.concatenate([p.ravel() for p in pieces])
+
+
+def _storage_pieces(x, kind, info, act):
+    """Host array ``x`` (ONNX layout) in the graph's storage order: views of ``x`` whose
+    values, each flattened, follow each other (no copy made)."""
     if kind == "conv":
         P, Cog, go, ncig, cig, kh, kw = (info[k] for k in ("P", "Cog", "go", "ncig", "cig", "kh", "kw"))
-        return x.reshape(Cog, go, P, ncig, cig, kh, kw).transpose(2, 0, 3, 5, 6, 4, 1).ravel()
+        return [x.reshape(Cog, go, P, ncig, cig, kh, kw).transpose(2, 0, 3, 5, 6, 4, 1)]
     if kind == "matmul":
         B = x.T if info["trans"] else x.reshape(info["K"], info["N"])
         P, nb, K, N = info["P"], info["nb"], info["K"], info["N"]
@@ -88,9 +95,23 @@ def _to_storage(data, kind, info, act):
         for p in range(P):
             k0, k1 = p * K // P, (p + 1) * K // P
             for n0 in range(0, N, nb):
-                blocks.append(B[k0:k1, n0:n0 + nb].ravel())
-        return np.concatenate(blocks)
-    return _grouped(x, act)
+                blocks.append(B[k0:k1, n0:n0 + nb])
+        return blocks
+    if len(act.logical) == 4:
+        N, C, H, W = act.logical
+        return [x.reshape(N, C // act.g, act.g, H, W).transpose(0, 1, 3, 4, 2)]
+    return [x.reshape(-1)]
+
+
+def _write_storage(data, kind, info, act, dest):
+    """:func:`_to_storage` written straight into ``dest`` (the tensor's elements in the tiles'
+    memory, float32), one strided copy per piece: no flat copy between."""
+    pos = 0
+    for p in _storage_pieces(np.asarray(data), kind, info, act):
+        dest[pos: pos + p.size].reshape(p.shape)[...] = p
+        pos += p.size
+    if pos != dest.size:
+        raise BackendError(f"tensor {act.tensor.name!r}: {pos} values for {dest.size} elements")
 
 
 def _grouped(x, act):
@@ -190,23 +211,25 @@ class SimBackendRep(BackendRep):
         self.chip = get_chip(chip)
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
                              use_functions=options.pop("use_functions", True), functional=True)
-        self.exe, self._weights, self._image = self._compile()
+        self._weights_made = None
+        self.exe, self._image = self._compile()
         self._report, self._ran = None, False
 
     def _compile(self):
-        """(the executable, its host weights, the first run's memory or None).  The compute costs
+        """(the executable, the first run's memory or None).  The compute costs
         and exchange plans (which tile sends which bytes) are the timing's: computed when
         ``report`` is first read, not for the values.  The functional gather plans depend on the
         graph only: built once, here, and kept with the executable for every run.  Where a second
         core is free, the graph's checks and the host weights (large numpy passes, which release
         the GIL) run on other threads while this one builds the gather plans (many small steps,
         which hold it); the checks' error, if any, is raised first, as a serial compile would.
-        The weights' thread also makes the first run's memory (:meth:`_first_memory`)."""
+        The weights' thread makes the first run's memory (:meth:`_first_memory`)."""
         graph, program = self.lowered.graph, self.lowered.program
         if threads() < 2:
             exe = compile_program(graph, program, timing="lazy")
             FunctionalState(exe).prepare()
-            return exe, self._host_weights(), None
+            self._weights_made = self._host_weights()
+            return exe, None
         arrays = graph.finalize(check=False)
         shell = SimpleNamespace(graph=graph, arrays=arrays, functional_cache={})
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -220,21 +243,28 @@ class SimBackendRep(BackendRep):
             checked.result()
             exe = compile_program(graph, program, timing="lazy")
             exe.functional_cache = shell.functional_cache
-            return (exe,) + weights.result()
+            return exe, weights.result()
 
     def _first_memory(self):
-        """(the host weights, the first run's memory: the constants and weights written, every
-        page touched).  A run starts by allocating the tiles' memory (ResNet-50: 80 M elements,
-        320 MB) and writing the weights; the system zeroes each page at its first write, which
-        on this machine took 0.03-0.4 s.  Made beside the compile, that is off the first run's
-        path (the rep holds it until then)."""
-        weights = self._host_weights()
+        """The first run's memory: the constants and weights written, every page touched.  A
+        run starts by allocating the tiles' memory (ResNet-50: 80 M elements, 320 MB) and
+        writing the weights; the system zeroes each page at its first write, which on this
+        machine took 0.03-0.6 s.  Made beside the compile, that is off the first run's path
+        (the rep holds it until then).  The weights go straight from the model's arrays into
+        it (no storage-order copy of them all: :attr:`_weights` makes that for later runs)."""
         graph = self.lowered.graph
         state = FunctionalState(SimpleNamespace(graph=graph, functional_cache={}),
                                 memory=FunctionalState.new_memory(graph, touch=True))
-        for n, flat in weights.items():
-            state.write(self.lowered.acts[n].tensor, flat)
-        return weights, state.mem
+        self._host_weights(into=state)
+        return state.mem
+
+    @property
+    def _weights(self):
+        """Every parameter and derived weight in storage order (:meth:`_host_weights`), made
+        at the first run that needs them."""
+        if self._weights_made is None:
+            self._weights_made = self._host_weights()
+        return self._weights_made
 
     @property
     def report(self):
@@ -247,13 +277,20 @@ class SimBackendRep(BackendRep):
 
     _check_exact = staticmethod(lambda og, name, d: _check_exact(og, name, d))
 
-    def _host_weights(self):
-        """Every parameter and derived weight in storage order, computed once."""
+    def _host_weights(self, into=None):
+        """Every parameter and derived weight in storage order: name -> flat array; or, with
+        ``into`` (a :class:`FunctionalState`), written into its memory (float32 parameters
+        held in one range of it straight from the model's arrays), returning None."""
         og, low = self.opgraph, self.lowered
         out = {}
         for name, t in og.tensors.items():
             if t.kind in ("param", "constant", "state") and name in low.acts and t.data is not None:
                 kind, info = low.host_layout.get(name, ("plain", None))
+                if into is not None and low.acts[name].tensor.dtype == "fp32" and np.asarray(t.data).dtype.kind == "f":
+                    dest = into.view(low.acts[name].tensor)
+                    if dest is not None:
+                        _write_storage(t.data, kind, info, low.acts[name], dest)
+                        continue
                 out[name] = _to_storage(t.data, kind, info, low.acts[name])
         for name, (kind, recipe) in low.host_layout.items():
             if kind != "derived":
@@ -265,7 +302,11 @@ class SimBackendRep(BackendRep):
         for name, flat in out.items():   # fp32 tensors: converted once here, not at every run
             if low.acts[name].tensor.dtype == "fp32":
                 out[name] = np.asarray(flat, np.float32)
-        return out
+        if into is None:
+            return out
+        for name, flat in out.items():
+            into.write(low.acts[name].tensor, flat)
+        return None
 
     def run(self, inputs, **kwargs):
         og, low = self.opgraph, self.lowered
