@@ -27,6 +27,7 @@ import numpy as np
 
 from hardware.dtypes import DTYPE_BYTES
 
+from .checks import field_columns
 from .codelets import CODELETS
 from .intervals import unique
 from .graph import GraphError
@@ -65,6 +66,12 @@ def _uses_of(graph, chunk):
         wf = np.array([x.writes for x in c.fields])
         e0, e1 = int(off[b.v0]), int(off[b.v1])
         d = out.setdefault(b.cs, {})
+        cuts = field_columns(arr, b, len(c.fields)) if e1 > e0 else None
+        if cuts is not None:
+            for k in _column_keys(graph, arr.edge_start[e0:e1].reshape(b.v1 - b.v0, int(cuts[-1])), cuts, wf).tolist():
+                v, w = k >> 1, k & 1
+                d[v] = d.get(v, False) or bool(w)
+            continue
         for lo in range(e0, e1, chunk):
             hi = min(lo + chunk, e1)
             evar = graph.variable_of(arr.edge_start[lo:hi])
@@ -73,6 +80,24 @@ def _uses_of(graph, chunk):
                 v, w = k >> 1, k & 1
                 d[v] = d.get(v, False) or bool(w)
     return {cs: d for cs, d in out.items() if d}
+
+
+def _column_keys(graph, es, cuts, wf) -> np.ndarray:
+    """The distinct ``var * 2 + writes`` of a batch in the bulk layout (``es``: its edge starts as
+    [vertices, edges] rows, ``cuts``: :func:`compiler.checks.field_columns`): a column whose lowest
+    and highest start lie in one variable lies in it all along (variables are contiguous), one
+    key for the column; else a lookup per edge (as compiler.memory's liveness keys)."""
+    keys = []
+    for fi in range(len(cuts) - 1):
+        w = int(wf[fi])
+        for j in range(int(cuts[fi]), int(cuts[fi + 1])):
+            col = es[:, j]
+            lo, hi = graph.variable_of(np.array([col.min(), col.max()]))
+            if lo == hi:
+                keys.append(np.array([int(lo) * 2 + w], np.int64))
+            else:
+                keys.append(graph.variable_of(col).astype(np.int64) * 2 + w)
+    return unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
 
 
 def _flat(low, what):
