@@ -72,8 +72,8 @@ def main():
     cycles = rep.report.cycles
     t_timing = time.perf_counter() - t
     err = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
-    print(f"{a.model}: reference evaluator {t_ref:.1f} s; simulated chip {t_ours:.1f} s "
-          f"(prepare = import + lower + compile + gather plans {t_prep:.1f} s, functional run {t_ours - t_prep:.1f} s); "
+    print(f"{a.model}: reference evaluator {t_ref:.2f} s; simulated chip {t_ours:.2f} s "
+          f"(prepare = import + lower + compile + gather plans {t_prep:.2f} s, functional run {t_ours - t_prep:.2f} s); "
           f"ratio {t_ours / t_ref:.2f}x (target <= 1x); max relative difference {err:.2e}; "
           f"{cycles:,.0f} simulated cycles (the timing simulation, on demand: {t_timing:.1f} s more)")
     if t_ort is not None:
