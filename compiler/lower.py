@@ -86,6 +86,7 @@ class Lowering:
         self.host_layout = {}     # tensor name -> (kind, info): how host arrays map to storage order
         self.derived_of_op = {}   # op name -> [(tag, act, recipe)]: host-computed weights it reads
         self._derived_args = None   # the function whose body is being lowered (its derived weights are arguments)
+        self._lazy_args = None      # (function, its own parameters, {parameter: argument}) while its body is lowered
         # 4-D tensors that no image op touches: row-major (attention's heads, scores), not
         # channel-grouped images (compiler/layout.py)
         self.row_major = row_major_4d(opg)
@@ -153,6 +154,12 @@ class Lowering:
         return self.opg.tensors[name].kind == "state"
 
     def act(self, name) -> Act:
+        lazy = self._lazy_args
+        if lazy is not None and name in lazy[1]:    # an outlined block's own parameter: its argument,
+            a = lazy[2].get(name)                   # made when the body first reads it
+            if a is None:
+                a = lazy[2][name] = self._clone_act(self.acts[name], f"{lazy[0]}/arg:{name}")
+            return a
         a = self.acts.get(name)
         if a is None:
             t = self.opg.tensors.get(name)
@@ -264,11 +271,20 @@ class Lowering:
         functions, calls, templates = {}, {}, {}
         state_args = {}      # function -> {its template's state: (the function's argument, output)}
         param_args = {}      # function -> {its template's parameter: the function's argument}
+        unread = {}          # function -> its template's parameters that its body does not read
         ops = opg.ops()
+        instances = {}       # inference: block_type -> its blocks; one that occurs once is inlined,
+        if self.use_functions and not self.training:   # as PopART outlines only what repeats
+            for o in ops:
+                d = opg.op(o)
+                if d.get("block_type"):
+                    instances.setdefault(d["block_type"], set()).add(d.get("block"))
         i = 0
         while i < len(ops):
             d = opg.op(ops[i])
             bt = d.get("block_type") if self.use_functions else None
+            if bt and not self.training and len(instances.get(bt, ())) < 2:
+                bt = None
             if bt and self.training:
                 i = self._training_block(ops, i, prog, plans, op_cs, functions, calls, templates)
                 continue
@@ -287,7 +303,8 @@ class Lowering:
                         for o in seg:
                             self._lower_op(o, prog, plans, op_cs)
                     elif name in templates and self._call_block(seg, templates[name], functions[name], prog,
-                                                                state_args.get(name), param_args[name]):
+                                                                state_args.get(name), param_args[name],
+                                                                unread[name]):
                         calls[name] += 1
                     elif name not in templates:
                         writes = self._state_writes(seg) if self.STATE_ARGUMENTS else []
@@ -296,21 +313,24 @@ class Lowering:
                         self.acts.update(args)     # the function writes its own argument
                         # the function's parameters are arguments of its own, as PopART's subgraph
                         # inputs: every call, this first one included, copies its instance's in
+                        # (one the body never reads, a batch-norm statistic folded on the host, is
+                        # neither an argument nor copied)
                         params = self._own_params(seg, set(own))
-                        pargs = {p: self._clone_act(self.act(p), f"{name}/arg:{p}") for p in params}
-                        mine = {p: self.act(p) for p in params}
-                        self.acts.update(pargs)
+                        self._lazy_args = (name, set(params), {})
                         self._derived_args = name
                         body = Sequence()
                         try:
                             for o in seg:
                                 self._lower_op(o, body, plans, op_cs)
                         finally:
-                            self._derived_args = None
-                        self.acts.update(mine)
+                            made = self._lazy_args[2]
+                            self._lazy_args = self._derived_args = None
+                        pargs = {p: made[p] for p in params if p in made}
+                        mine = {p: self.act(p) for p in pargs}
                         f = g.add_function(body, name=name)
                         functions[name], templates[name], calls[name] = f, seg, 1
                         param_args[name] = pargs
+                        unread[name] = {p for p in params if p not in made}
                         for src, out, _ in writes:
                             self.acts[src] = own[src]
                             self.acts[out] = self.view(own[src], out)
@@ -669,10 +689,11 @@ class Lowering:
         return [t for t in ext if self.is_param(t) and t not in exclude and t in self.acts
                 and not (self._readers_of(t) - inside)]
 
-    def _call_block(self, seg, template, function, prog, state_args=None, param_args=None):
+    def _call_block(self, seg, template, function, prog, state_args=None, param_args=None, unread=()):
         """Run another instance of a lowered block: copy its inputs in, call, alias outputs.
         ``param_args``: {the template's own parameter: the function's argument}, into which this
-        instance's parameter is copied.  ``state_args``: {the template's state: (the function's
+        instance's parameter is copied (none for those in ``unread``, which the function does not
+        read: the host folds them into derived weights).  ``state_args``: {the template's state: (the function's
         argument, its in-place output)} (:attr:`STATE_ARGUMENTS`): this instance's state is copied
         into the argument, and the positions written back after the call."""
         state_args = state_args or {}
@@ -690,13 +711,15 @@ class Lowering:
         if any(self.shape(x) != self.shape(y) for x, y in pairs):
             return False
         if any(x not in produced and self.is_param(y) and y not in param_args and y not in state_args
-               and self.act(x).var != self.act(y).var for x, y in pairs):
+               and y not in unread and self.act(x).var != self.act(y).var for x, y in pairs):
             return False      # the function reads this parameter itself: another cannot be passed
         copies, seen = [], set()
         for x, y in pairs:
             if x in produced or x in seen:
                 continue
             seen.add(x)
+            if y in unread:
+                continue
             ax, ay = self.act(x), self.act(y)
             if y in state_args:
                 ay = state_args[y][0]

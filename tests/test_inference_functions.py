@@ -97,3 +97,21 @@ def test_no_copy_writes_a_weight_and_every_call_copies_weights_in(name):
             if isinstance(p, Copy) and hasattr(p.src, "elements")]
     assert sum(read) >= sum(low.calls.values())
     assert sum(isinstance(p, Call) for p in top) == sum(low.calls.values())
+
+
+def test_only_repeated_blocks_are_outlined_and_unread_parameters_are_not_copied():
+    """A block that occurs once is inlined (PopART outlines what repeats; a call of it would only
+    add its weights' copies and a second home for them), and a parameter the function's vertices
+    never read (a batch-norm statistic, folded on the host into the scale and shift) is neither an
+    argument nor copied."""
+    g = GRAPHS["mini-resnet"]()
+    low = lower(g, CHIP, dtype="fp16", use_functions=True)
+    assert low.calls and min(low.calls.values()) >= 2
+    gr = low.graph
+    bn = {t for o in g.ops() if g.op(o)["op"] == "BatchNormalization" for t in g.op(o)["inputs"][1:]}
+    assert len(bn) == 4 * sum(g.op(o)["op"] == "BatchNormalization" for o in g.ops())
+    copied = {gr.variable(p.src).id for p in walk(low.program) if isinstance(p, Copy) and hasattr(p.src, "elements")}
+    assert not copied & {gr.variables[low.acts[t].var].id for t in bn}
+    assert not [v for v in gr.variables if "/arg:" in v.name and v.name.split("/arg:")[1] in bn]
+    # the folded scale and shift are copied in, per call
+    assert any("/arg:" in v.name and v.name.endswith("folded_scale") for v in gr.variables)

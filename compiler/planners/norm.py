@@ -28,13 +28,15 @@ class NormPlanner(Planner):
                                               suffix="lrn")
             return out
         params = [t for t in op["inputs"][1:] if ctx.is_param(t)]
-        scale = ctx.weights_by_name(params[0]) if params else None
-        shift = ctx.weights_by_name(params[1]) if len(params) > 1 else scale
         if op["op"] == "BatchNormalization" and not ctx.training and len(params) >= 4:
-            # inference: y = x * s + t with s = scale / sqrt(var + eps), t = B - mean * s, folded on the host
+            # inference: y = x * s + t with s = scale / sqrt(var + eps), t = B - mean * s, folded on
+            # the host (the vertices read these two, not the four parameters)
             eps = float(op["attrs"].get("epsilon", 1e-5))
             scale = ctx.derived_weight(op, "folded_scale", (y.C,), ("bn_scale", params[:4], eps))
             shift = ctx.derived_weight(op, "folded_shift", (y.C,), ("bn_shift", params[:4], eps))
+        else:
+            scale = ctx.weights_by_name(params[0]) if params else None
+            shift = ctx.weights_by_name(params[1]) if len(params) > 1 else scale
         st, ln, tiles, ui = chunks(ctx, y, x)
         ctx.graph.map_intervals(y.start + st, ln, tiles)
         V = st.size
