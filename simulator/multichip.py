@@ -381,6 +381,17 @@ def _shard_memory(mem, m, state, shards, offloaded):
     mem["fits"] = bool(mem["peak_tile_bytes"] <= sram)
 
 
+_WORKER_MEMORY = []
+
+
+def _worker_init():
+    """A stage worker process keeps the memory its stages free, from one stage to the next (it
+    ends with the pool): the next stage reuses it rather than faulting in fresh pages."""
+    cm = hostmem.reuse_freed_memory()
+    cm.__enter__()
+    _WORKER_MEMORY.append(cm)      # held, so that it is not closed (and the memory trimmed) early
+
+
 def _time_one(args):
     stage, chip, kw, threads = args
     # the processes share the CPUs: each compiles with its share of threads (compiler/parallel.py)
@@ -427,7 +438,7 @@ def _time_stages(stages, chip, kw, workers=None):
         return [time_stage(st, chip, **k) for st, k in zip(stages, kws)]
     # biggest stages first, so the pool stays busy
     order = sorted(range(n), key=lambda i: -len(stages[i].graph))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as ex:
         per = max(1, (os.cpu_count() or 1) // workers)
         res = list(ex.map(_time_one, [(stages[i], chip, kws[i], per) for i in order]))
     out = [None] * n
