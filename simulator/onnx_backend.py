@@ -220,9 +220,10 @@ class SimBackendRep(BackendRep):
         and exchange plans (which tile sends which bytes) are the timing's: computed when
         ``report`` is first read, not for the values.  The functional gather plans depend on the
         graph only: built once, here, and kept with the executable for every run.  Where a second
-        core is free, the graph's checks and the host weights (large numpy passes, which release
-        the GIL) run on other threads while this one builds the gather plans (many small steps,
-        which hold it); the checks' error, if any, is raised first, as a serial compile would.
+        core is free, compile_program (the graph's checks, the copies' plans) and the host
+        weights (large numpy passes, which release the GIL) run on other threads while this one
+        builds the gather plans (many small steps, which hold it); the compile's error, if any,
+        is raised first, as a serial compile would.
         The weights' thread makes the first run's memory (:meth:`_first_memory`)."""
         graph, program = self.lowered.graph, self.lowered.program
         if threads() < 2:
@@ -234,14 +235,14 @@ class SimBackendRep(BackendRep):
         shell = SimpleNamespace(graph=graph, arrays=arrays, functional_cache={})
         with ThreadPoolExecutor(max_workers=2) as pool:
             weights = pool.submit(self._first_memory)
-            checked = pool.submit(graph.finalize)      # the checks (compile_program finds them done)
+            # the checks, then the copies' plans (compile_program)
+            compiled = pool.submit(compile_program, graph, program, timing="lazy")
             try:
                 FunctionalState(shell, memory=False).prepare()
             except Exception:
-                checked.result()      # a graph the checks refuse: their error, not the plans'
+                compiled.result()     # a graph the checks refuse: their error, not the plans'
                 raise
-            checked.result()
-            exe = compile_program(graph, program, timing="lazy")
+            exe = compiled.result()
             exe.functional_cache = shell.functional_cache
             return exe, weights.result()
 
