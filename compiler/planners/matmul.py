@@ -49,6 +49,15 @@ class MatMulPlanner(Planner):
         K = max(int(round(flops / 2 / max(out, 1))), 1)
         return 1, M, K, N
 
+    def choice_key(self, op, ctx):
+        """The contraction: options and estimates read the op's dimensions, whether ``b`` is
+        batched and transposed first (:meth:`_shared`), its channel group and the lowering's
+        chip, tiles, dtypes and proportion, nothing else (a BERT layer's query, key and value
+        projections, forward and backward, are one contraction each)."""
+        dims, batched_b, transposes = self._shared(op, ctx)
+        return ("matmul", op["op"], dims, batched_b, transposes, ctx.group_for(dims[3]), ctx.dtype, ctx.partials,
+                ctx.tiles, id(ctx.chip), ctx.available_memory_proportion)
+
     def options(self, op, ctx):
         batch, M, K, N = self.dims(op, ctx)
         g = ctx.group_for(N)
