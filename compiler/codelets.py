@@ -27,6 +27,7 @@ Example:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -238,7 +239,7 @@ def _im2col(x, p, kh, kw, s, wout):
 #: a vertex batch's matrix products of at least this many multiply-adds in all are shared
 #: out over threads (below it the hand-off costs more than the second core gains)
 SPLIT_MATMUL_MACS = 1 << 22
-_matmul_pool = None
+_matmul_pool = None     # (pid, ThreadPoolExecutor)
 
 
 def _matmuls(jobs):
@@ -281,10 +282,11 @@ def _matmuls(jobs):
         for a, b, o, _ in group:
             np.matmul(a, b, out=o)
 
-    if _matmul_pool is None:
+    if _matmul_pool is None or _matmul_pool[0] != os.getpid():
+        # (a forked child inherits the pool but not its threads: it makes its own)
         from concurrent.futures import ThreadPoolExecutor
-        _matmul_pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="ipusim-matmul")
-    futs = [_matmul_pool.submit(run, grp) for grp in groups[1:] if grp]
+        _matmul_pool = (os.getpid(), ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="ipusim-matmul"))
+    futs = [_matmul_pool[1].submit(run, grp) for grp in groups[1:] if grp]
     run(groups[0])
     for f in futs:
         f.result()

@@ -162,3 +162,28 @@ def test_matmuls_shared_out_over_threads_equal_one_product_each(monkeypatch):
         C._matmuls(jobs)
         for (_, _, o), w in zip(jobs, want):
             np.testing.assert_array_equal(o, w)
+
+
+def test_matmuls_in_a_forked_child_of_a_process_that_shared_products_out(monkeypatch):
+    """A forked child inherits the products' thread pool but not its threads: it makes its own
+    (it used to wait for ever on the inherited one)."""
+    import os
+    import pytest
+    import compiler.codelets as C
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    monkeypatch.setattr(C, "SPLIT_MATMUL_MACS", 0)
+    monkeypatch.setenv("IPUSIM_THREADS", "2")
+    a = RNG.standard_normal((64, 32)).astype(np.float32)
+    b = RNG.standard_normal((4, 32, 8)).astype(np.float32)
+    o = np.empty((4, 64, 8), np.float32)
+    C._matmuls([(a, b, o)])        # this process's pool
+    pid = os.fork()
+    if pid == 0:                   # the child: exit 0 when its products are right, within 20 s
+        import signal
+        signal.alarm(20)
+        o2 = np.empty_like(o)
+        C._matmuls([(a, b, o2)])
+        os._exit(0 if np.array_equal(o, o2) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
