@@ -233,3 +233,17 @@ def test_lookup_answers_as_a_binary_search_however_dense_the_bounds(bounds, quer
     r, nxt = look.locate(q)
     assert r.tolist() == want.tolist()
     assert nxt.tolist() == np.append(b[1:], np.iinfo(np.int64).max)[want].tolist()
+
+
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=300), st.lists(st.integers(0, 5999), max_size=300))
+def test_lookup_answers_queries_before_the_first_bound(bounds, queries):
+    """The first bound need not be 0: a query before it answers -1, and one after it in the same
+    table slot steps from -1 (the next bound after -1 is the first)."""
+    b = np.sort(np.array(bounds, np.int64))
+    q = np.array(queries, np.int64)
+    look = intervals.Lookup(b, 6000)
+    want = np.searchsorted(b, q, side="right") - 1
+    assert look(q).tolist() == want.tolist()
+    r, nxt = look.locate(q)
+    assert r.tolist() == want.tolist()
+    assert nxt.tolist() == np.concatenate((b[1:], [np.iinfo(np.int64).max], b[:1]))[want].tolist()
