@@ -32,7 +32,7 @@ from hardware.dtypes import FLOAT_DTYPES
 
 from . import onnx_expand, oprules
 from .errors import ModelError
-from .isolated import call_forked
+from .isolated import start_forked
 from .opgraph import OpGraph
 
 #: op types that become ops of the graph (or fold away when constant)
@@ -243,16 +243,33 @@ class _Importer:
         name = m.graph.name or os.path.splitext(os.path.basename(self.path))[0]
         self.g = OpGraph(name)
         self.g.onnx_opset = self.opset    # ops whose meaning changed with the opset read it (Softmax's axis)
-        for init in m.graph.initializer:
-            try:
-                a = numpy_helper.to_array(init)
-            except Exception as e:
-                raise self.err(f"initializer {init.name!r} cannot be read (truncated or "
-                               f"corrupt file?): {e}") from None
-            self.env[init.name] = _T(a.shape, oprules.dtype_of_array(a), a)
-        self._inputs()
-        if self.use_onnx_shapes:
-            self._onnx_shapes()
+        # onnx's shape inference (in a forked child: _onnx_shapes_start) reads the inputs' shapes and
+        # the initializers' dims, not their data: it runs while the data are read.  Errors come
+        # in the order they did one step after the other: a corrupt initializer's, then the
+        # inputs'.
+        init_dims = {init.name: tuple(init.dims) for init in m.graph.initializer}
+        try:
+            self._inputs(init_dims)
+            late = None
+        except ModelError as e:
+            late = e
+        pending = self._onnx_shapes_start() if self.use_onnx_shapes and late is None else None
+        try:
+            for init in m.graph.initializer:
+                try:
+                    a = numpy_helper.to_array(init)
+                except Exception as e:
+                    raise self.err(f"initializer {init.name!r} cannot be read (truncated or "
+                                   f"corrupt file?): {e}") from None
+                self.env[init.name] = _T(a.shape, oprules.dtype_of_array(a), a)
+        except BaseException:
+            if pending is not None:
+                pending.close()
+            raise
+        if late is not None:
+            raise late
+        if pending is not None:
+            self._onnx_shapes_finish(pending)
         for i, node in enumerate(self._sorted_nodes()):
             self._node(i, node)
         outs = []
@@ -298,14 +315,15 @@ class _Importer:
             raise self.err(f"graph output {vi.name!r} is declared of shape "
                            f"{[d if d is not None else '?' for d in dims]}, but its node computes {list(shape)}")
 
-    def _inputs(self):
+    def _inputs(self, init_dims):
+        """The graph inputs (``init_dims``: each initializer's dims)."""
         batches = set()
         for vi in self.model.graph.input:
-            if vi.name in self.env:    # old files list initializers among the inputs
+            if vi.name in init_dims:    # old files list initializers among the inputs
                 tt = vi.type.tensor_type
                 if tt.HasField("shape"):
                     declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-                    have = self.env[vi.name].shape
+                    have = init_dims[vi.name]
                     if len(declared) != len(have) or any(d is not None and d != h for d, h in zip(declared, have)):
                         raise self.err(f"graph input {vi.name!r} is declared of shape "
                                        f"{[d if d is not None else '?' for d in declared]}, but its initializer "
@@ -344,8 +362,9 @@ class _Importer:
                 batches.add(shape[0])
         self.g.batch = int(self.batch or (batches.pop() if len(batches) == 1 else 1))
 
-    def _onnx_shapes(self):
-        """Run onnx shape inference on a light copy (weights as typed inputs)."""
+    def _onnx_shapes_start(self):
+        """Start onnx shape inference on a light copy (weights as typed inputs) in a forked
+        child (after :meth:`_inputs`); :meth:`_onnx_shapes_finish` reads its shapes."""
         import onnx
         from onnx import helper
         m = onnx.ModelProto()
@@ -367,7 +386,11 @@ class _Importer:
             else:
                 g.input.append(helper.make_tensor_value_info(init.name, init.data_type,
                                                              list(init.dims)))
-        m = self._infer_isolated(m)
+        return self._infer_isolated_start(m)
+
+    def _onnx_shapes_finish(self, pending):
+        """The shapes onnx inferred, from the child :meth:`_onnx_shapes_start` started."""
+        m = self._infer_isolated_finish(pending)
         if m is None:
             return   # our own rules fill everything in
         for vi in list(m.graph.value_info) + list(m.graph.output):
@@ -391,11 +414,12 @@ class _Importer:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise self.err(f"not a valid ONNX model (onnx.checker): {first}") from None
 
-    def _infer_isolated(self, m):
+    def _infer_isolated_start(self, m):
         """onnx's shape inference on ``m`` in a forked child: its C++ code can abort the
         whole interpreter on a bad file (an assertion in a window computation), which
-        must become an error naming the file, not a dead process.  None when inference
-        raises (our own rules then fill the shapes in)."""
+        must become an error naming the file, not a dead process.  :meth:`_infer_isolated_finish`
+        reads the inferred model, None when inference raises (our own rules then fill the
+        shapes in)."""
         import onnx
 
         def infer(model):
@@ -414,7 +438,11 @@ class _Importer:
             except Exception:       # noqa: BLE001 - our own rules fill the shapes in
                 return verdict, b""
 
-        res, code = call_forked(infer, m)
+        return start_forked(infer, m)
+
+    def _infer_isolated_finish(self, pending):
+        import onnx
+        res, code = pending.result()
         if res is None:
             raise self.err(f"onnx shape inference crashed on this file (exit code {code}): a node "
                            "has attributes onnx cannot check (e.g. a pooling window larger than its input); "

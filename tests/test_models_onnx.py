@@ -583,3 +583,20 @@ def test_a_name_that_is_not_utf8_is_refused_as_a_corrupt_file(tmp_path):
     with pytest.raises(ModelError, match=r"bad.onnx: not a valid ONNX file \(truncated or corrupt\): a graph name "
                                          r"is not UTF-8"):
         load_onnx(str(bad))
+
+
+def test_inputs_are_read_before_the_initializers_and_onnxs_inference_runs_beside_them(tmp_path):
+    """The import sizes the graph inputs from the initializers' dims, starts onnx's shape
+    inference in its child, then reads the initializers' data: an input it cannot size is
+    still refused by name, and a good file gets its shapes."""
+    w = _w("w", 4, 3)
+    y = helper.make_tensor_value_info("y", F, ["b", 3])
+    x = helper.make_tensor_value_info("x", F, [1, "n"])    # a symbolic dim the import cannot size
+    p = _save(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["y"])], [x], [y], inits=[w])
+    with pytest.raises(ModelError, match="symbolic dim 1"):
+        load_onnx(p)
+    x = helper.make_tensor_value_info("x", F, [2, 4])
+    p = _save(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["y"])], [x], [y], inits=[w], name="b.onnx",
+              inits_as_inputs=True)
+    g = load_onnx(p)
+    assert g.tensors["y"].shape == (2, 3) and "w" not in g.inputs
