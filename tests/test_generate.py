@@ -168,6 +168,8 @@ def test_command_line_estimate_layers(tmp_path, capsys):
     assert rep["layers_total"] == 12 and rep["layers"] == [1, 2] and sorted(rep["at"]) == ["1", "2"]
     text = capsys.readouterr().out
     assert "all 12 layers, extended linearly from 1 and 2 compiled (an estimate)" in text
+    assert "warning   1 layer(s) on 1 stage(s) leave a stage one layer, which is inlined" in text   # outlined
+    assert "warning" in rep
     assert ipusim_cli.main(args + ["--estimate-layers", "2,40"]) == 2
     assert capsys.readouterr().err.strip() == "ipusim: error: --estimate-layers: gpt2 has 12 layers, fewer than 40"
     assert ipusim_cli.main(args + ["--estimate-layers", "one"]) == 2
