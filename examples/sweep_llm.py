@@ -8,8 +8,8 @@ The model is SmolLM-135M (``examples/configs/smollm-135m.json``: Llama-style, 30
 576, 9 heads, 3 key-value heads, 134.5 M parameters), fp16 on GC200s, 128 new tokens per
 sequence.  The chips of a point are used as: 1 chip; 2: a pipeline of 2; 3: tensor
 parallelism over 3 (its 3 key-value heads); 6: a pipeline of 2 stages of 3.  Each point is
-:func:`simulator.generate.generate_by_layers`: generate with S and 2 S of the layers (S the
-stages) and extended linearly to all 30 (an estimate; docs/transformers.md says how close it
+:func:`simulator.generate.generate_by_layers`: generate with 2 S and 3 S of the layers (S the
+stages; a stage of one layer would be inlined, off the outlined layers' line) and extended linearly to all 30 (an estimate; docs/transformers.md says how close it
 comes), so a point takes seconds, not the minutes of compiling 30 layers.
 
 Objectives: tokens/s per chip (decode, higher is better) and latency (time per output token,
@@ -42,7 +42,7 @@ def point(batch, chips, prompt, new_tokens=128, chip="gc200", kv_cache="sram") -
     cfg = RunConfig(model=MODEL, batch=batch, dtype="fp16", chip=chip, ipus=chips, mode=mode, tensor_parallel=T,
                     suggest=False)
     t0 = time.perf_counter()
-    r = generate_by_layers(cfg, prompt, new_tokens, layers=(S, 2 * S), samples=2, kv_cache=kv_cache)
+    r = generate_by_layers(cfg, prompt, new_tokens, layers=(2 * S, 3 * S), samples=2, kv_cache=kv_cache)
     e = r["estimate"]
     return {"batch": batch, "chips": chips, "mode": mode + (f" T={T}" if T else ""), "prompt_len": prompt,
             "new_tokens": new_tokens, "kv_cache": kv_cache, "fits": e["fits"],

@@ -127,8 +127,9 @@ def llm_point(params: dict, figures: bool = False) -> dict:
                "batch": cfg.batch, "prompt_len": P, "new_tokens": N, "kv_cache": kv, "layers": L,
                "model": os.path.basename(str(cfg.model)), "chip": cfg.get_chip().name,
                "sram_bytes_per_tile": cfg.get_chip().sram_bytes_per_tile}
-        if params.get("estimate") and L >= 2 * S and L > 2:
-            r = generate_by_layers(cfg, P, N, layers=(S, 2 * S), samples=2, kv_cache=kv)
+        # 2 S and 3 S layers: a stage of one layer is inlined, off the outlined layers' line
+        if params.get("estimate") and L >= 3 * S and L > 3:
+            r = generate_by_layers(cfg, P, N, layers=(2 * S, 3 * S), samples=2, kv_cache=kv)
             out.update(r["estimate"], estimated_from=r["layers"])
         else:
             rep = generate(cfg, P, N, samples=2, kv_cache=kv)
