@@ -157,7 +157,7 @@ def check(opg, what=None, outlined=False) -> int:
 
 # -- reusing freed host memory while a graph compiles -------------------------------------------
 #: glibc's mallopt parameters
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 #: while compiling: allocations below this come from the heap, not from fresh pages of their own
 REUSE_MMAP_THRESHOLD = 1 << 30
 #: and freed heap memory is kept (up to this much at its top) for the next allocation
@@ -187,8 +187,9 @@ def reuse_freed_memory():
     edge graph) again and again; by default glibc gives each above 32 MiB fresh pages
     (``mmap``), which the kernel must fault in and zero (numpy asks for transparent huge pages
     on them, which adds compaction): a BERT-Large stage spent 15 of its 44 s in the kernel.
-    Within this context glibc serves them from its heap and keeps what is freed, and numpy
-    does not ask for huge pages; on leaving, the heap's free memory goes back to the system
+    Within this context glibc serves them from its heap and keeps what is freed (threads started
+    within it share that heap: one arena; a thread's own arena would map its big arrays afresh),
+    and numpy does not ask for huge pages; on leaving, the heap's free memory goes back to the system
     (``malloc_trim``) and the settings are glibc's grown defaults again.  Speed only: nothing
     computed changes.  A no-op where the C library is not glibc; nests."""
     global _reuse_depth
@@ -202,6 +203,7 @@ def reuse_freed_memory():
         if _reuse_depth == 1:
             _LIBC.mallopt(_M_MMAP_THRESHOLD, REUSE_MMAP_THRESHOLD)
             _LIBC.mallopt(_M_TRIM_THRESHOLD, REUSE_TRIM_THRESHOLD)
+            _LIBC.mallopt(_M_ARENA_MAX, 1)      # the compiler's threads too (their own arenas mmap big arrays)
             hugepage = madvise._get_madvise_hugepage() if hasattr(madvise, "_get_madvise_hugepage") else None
             if hugepage:
                 madvise._set_madvise_hugepage(False)
@@ -214,6 +216,7 @@ def reuse_freed_memory():
             if _reuse_depth == 0:
                 _LIBC.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP_THRESHOLD)
                 _LIBC.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM_THRESHOLD)
+                _LIBC.mallopt(_M_ARENA_MAX, 0)      # glibc's own limit again
                 if reuse_freed_memory._hugepage:
                     madvise._set_madvise_hugepage(True)
                 _LIBC.malloc_trim(0)
