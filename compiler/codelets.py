@@ -413,10 +413,16 @@ def _reduce_partials(a, p):
         k = k or a["in"].shape[1] // a["out"].shape[1]
         r = a["in"].reshape(nv, k, -1)
     op = p.get("op", "add")
+    scale = p.get("scale", 1.0)
+    # straight into the tiles' memory where the executor offers it (the sums as computed, not
+    # a temporary copied there): a plain sum or max of float32 partials
+    dest = a.dest("out") if op in ("add", "max") and scale == 1.0 and r.dtype == np.float32 \
+        and hasattr(a, "dest") else None
+    if dest is not None and dest.shape == (r.shape[0], r.shape[2]):
+        return {"out": (np.max if op == "max" else np.sum)(r, axis=1, out=dest)}
     res = r.max(axis=1) if op == "max" else r.sum(axis=1)
     if op == "mean":
         res = res / k
-    scale = p.get("scale", 1.0)
     if scale != 1.0:     # x * 1.0 is x: a pass over the sums saved
         res = res * scale
     return {"out": res}
