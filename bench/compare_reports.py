@@ -3,7 +3,9 @@
     PYTHONPATH=. .venv/bin/python bench/compare_reports.py            # run the three, compare
     PYTHONPATH=. .venv/bin/python bench/compare_reports.py --update   # take new references
 
-The references were last taken after the memory / planner fidelity work of issue 12 (December 2026):
+The references were last taken on 5 December 2026: inference after 7be6349 (outlining only the
+block types that repeat), training at 8d988a5 (stale since 4 December: issue 12's ConvGradInput and
+memory work changed them on purpose; this session's commits leave training batch 4 identical):
 ResNet-50 inference, ResNet-50 training batch 4, and ResNet-50 training batch 16 as a
 4-chip pipeline, all on a GC200 through the command line.  Only the ``timing`` section
 (host wall-clock seconds) is left out of the comparison; every other key and value must be
