@@ -27,9 +27,9 @@ def reuse_line(name, c):
             f"{mib(m['not_always_live_peak_bytes'])} at '{m['peak_step_name']}')")
 
 
-def timed(label, **kw):
+def timed(label, model, **kw):
     t = time.perf_counter()
-    c = build(**kw)
+    c = build(model, **kw)
     print(f"  [{label}: {time.perf_counter() - t:.1f} s]", file=sys.stderr)
     return c
 
@@ -80,9 +80,9 @@ def main(argv=None):
     fitting = [s for s in m.get("suggestions", []) if s["fits"]]
     for s in fitting[:3]:
         args = {k: (tuple(v) if isinstance(v, list) else v) for k, v in s["args"].items()}
-        kw = dict(model="resnet50", train=True, batch=B, chip=a.chip, suggest=False, simulate=True) | args
+        kw = dict(train=True, batch=B, chip=a.chip, suggest=False, simulate=True) | args
         try:
-            c = timed(s["option"], **kw)
+            c = timed(s["option"], "resnet50", **kw)
         except ValueError as e:
             print(f"  {s['option']}: does not compile: {e}")
             continue
