@@ -73,6 +73,22 @@ def field_size_matrix(arrays, batch, nf, cuts=None):
     return sz, cnt
 
 
+def batch_fields(arrays, batch, nf):
+    """(:func:`field_columns`, then :func:`field_size_matrix`'s sizes and counts) of one batch,
+    computed once for the finalized ``arrays`` until the checks have run: the functional gather
+    plans, built before the checks beside them (simulator/onnx_backend.py), and the checks read
+    the same three, so the checks take the plans' (both are pure functions of the arrays, which
+    do not change once finalized).  The checks drop these when done (no [vertices, fields]
+    counts kept with the arrays); callers after the checks use ``extra["field_columns"]``."""
+    memo = arrays.extra.setdefault("batch_fields", {})
+    key = (batch.v0, batch.v1, nf)
+    hit = memo.get(key)
+    if hit is None:
+        cuts = field_columns(arrays, batch, nf)
+        hit = memo[key] = (cuts,) + field_size_matrix(arrays, batch, nf, cuts)
+    return hit
+
+
 def field_sizes(arrays, batch, codelet):
     """Elements connected to each field of each vertex of one batch: field -> (n,) int64."""
     sz, cnt = field_size_matrix(arrays, batch, len(codelet.fields))
@@ -153,9 +169,8 @@ def _check_graph(graph, arrays):
     sizes_all, columns = [], []
     for b in graph.batches:
         c = CODELETS[b.codelet]
-        cuts = field_columns(arrays, b, len(c.fields))
+        cuts, sz, cnt = batch_fields(arrays, b, len(c.fields))
         columns.append(cuts)
-        sz, cnt = field_size_matrix(arrays, b, len(c.fields), cuts)
         sizes = {f.name: sz[:, i] for i, f in enumerate(c.fields)}
         counts = {f.name: cnt[:, i] for i, f in enumerate(c.fields)}
         for f in c.fields:
@@ -188,6 +203,7 @@ def _check_graph(graph, arrays):
                                  f"{DTYPE_NAMES[edge_dtype[e]]}")
         sizes_all.append(sizes)
     arrays.extra["sizes"] = sizes_all
+    arrays.extra.pop("batch_fields", None)
     arrays.extra["field_columns"] = columns     # field_columns of each batch, in order (None: no bulk layout)
     # 4. every variable fully mapped
     for var in graph.variables:

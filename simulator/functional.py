@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler import intervals
-from compiler.checks import field_columns, field_size_matrix
+from compiler.checks import batch_fields, field_columns, field_size_matrix
 from compiler.codelets import CODELETS, apply_post
 from compiler.exchange import StreamCopy
 from compiler.program import Call, Copy, Execute, Repeat, Sequence, Sync
@@ -427,8 +427,11 @@ class FunctionalState:
         if n == 0:
             return []
         es, el = arr.edge_start[e0:e1], arr.edge_len[e0:e1].astype(np.int64)
-        cuts = self._columns(b, nf)
-        sizes, counts = field_size_matrix(arr, b, nf, cuts)     # elements / edges per vertex and field
+        if "field_columns" in arr.extra:    # checked: the checks' columns
+            cuts = self._columns(b, nf)
+            sizes, counts = field_size_matrix(arr, b, nf, cuts)     # elements / edges per vertex and field
+        else:       # before the checks: computed once, for them too (checks.batch_fields)
+            cuts, sizes, counts = batch_fields(arr, b, nf)
         if np.all(sizes == sizes[0]):
             sig, group = sizes[:1], np.zeros(n, np.int64)
         else:
