@@ -227,7 +227,9 @@ def check_write_conflicts(graph, arrays):
         return
     off = arrays.vertex_edge_offsets
     ws, wcs = [], []
-    for b in graph.batches:
+    # the batches compute set by compute set (a stable sort: in one compute set, in their order),
+    # so that the written edges of one compute set are one run of ``w``
+    for b in sorted(graph.batches, key=lambda b: b.cs):
         c = CODELETS[b.codelet]
         wf = np.array([f.writes for f in c.fields])
         e0, e1 = int(off[b.v0]), int(off[b.v1])
@@ -239,14 +241,28 @@ def check_write_conflicts(graph, arrays):
         return
     cs_w = np.concatenate(wcs)
     ne = int(graph.num_elements) + 1
-    if (int(cs_w.max()) + 1) * ne < 2**62:   # one sort of packed (compute set, start)
-        order = np.argsort(cs_w.astype(np.int64) * ne + arrays.edge_start[w], kind="stable")
+    if (int(cs_w.max()) + 1) * ne < 2**62:   # packed (compute set, start)
+        key = cs_w.astype(np.int64) * ne + arrays.edge_start[w]
+        # most compute sets' written regions already ascend (vertex by vertex): only the runs
+        # of the compute sets where they do not are sorted (stable, as one sort of them all
+        # would order them: the same order, the same error; ResNet-50: 0.04-0.1 s -> 0.02 s)
+        down = np.flatnonzero(key[1:] < key[:-1])
+        if down.size:
+            bounds = np.flatnonzero(cs_w[1:] != cs_w[:-1]) + 1
+            lo = np.concatenate(([0], bounds))[np.searchsorted(bounds, down, side="right")]
+            hi = np.append(bounds, w.size)[np.searchsorted(bounds, down, side="right")]
+            order = np.arange(w.size)
+            for a, z in sorted(set(zip(lo.tolist(), hi.tolist()))):
+                order[a:z] = a + np.argsort(key[a:z], kind="stable")
+            w = w[order]
+            cs_w = cs_w[order]
     else:
         order = np.lexsort((arrays.edge_start[w], cs_w))
-    w = w[order]
+        w = w[order]
+        cs_w = cs_w[order]
     st = arrays.edge_start[w]
     en = st + arrays.edge_len[w]
-    cs = cs_w[order]
+    cs = cs_w
     clash = np.flatnonzero((cs[1:] == cs[:-1]) & (st[1:] < en[:-1]))
     if clash.size:
         i = int(clash[0])
