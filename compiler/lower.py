@@ -53,6 +53,7 @@ class Lowered:
     dtype: str = "fp32"
     partials: str = "fp32"
     host_layout: dict = field(default_factory=dict)   # tensor -> how host data maps to storage order
+    op_function: dict = field(default_factory=dict)   # inference: op name -> the function whose body holds it
 
     def opgraph_is_training(self) -> bool:
         return any(self.opgraph.op(o)["phase"] != "fwd" for o in self.opgraph.graph.nodes)
@@ -272,6 +273,7 @@ class Lowering:
         state_args = {}      # function -> {its template's state: (the function's argument, output)}
         param_args = {}      # function -> {its template's parameter: the function's argument}
         unread = {}          # function -> its template's parameters that its body does not read
+        op_function = {}     # op name -> the function whose body it is lowered in
         ops = opg.ops()
         instances = {}       # inference: block_type -> its blocks; one that occurs once is inlined,
         if self.use_functions and not self.training:   # as PopART outlines only what repeats
@@ -329,6 +331,7 @@ class Lowering:
                         mine = {p: self.act(p) for p in pargs}
                         f = g.add_function(body, name=name)
                         functions[name], templates[name], calls[name] = f, seg, 1
+                        op_function.update(dict.fromkeys(seg, name))
                         param_args[name] = pargs
                         unread[name] = {p for p in params if p not in made}
                         for src, out, _ in writes:
@@ -359,7 +362,7 @@ class Lowering:
                 s = g.add_device_to_host_fifo(n, a.dtype, a.numel, buffers=2)
                 prog.add(Copy(a.tensor if a.tensor.numel == a.numel else a.tensor.flatten()[: a.numel], s))
         return Lowered(g, prog, opg, self.acts, plans, op_cs, functions, calls, self.dtype, self.partials,
-                       self.host_layout)
+                       self.host_layout, op_function)
 
     def _lower_op(self, name, prog, plans, op_cs):
         d = dict(self.opg.op(name))

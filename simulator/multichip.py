@@ -430,13 +430,14 @@ def _time_stages(stages, chip, kw, workers=None):
     fl = kw.get("in_flight", 1)
     kws = [dict(kw, available_memory_proportion=amp[i] if isinstance(amp, tuple) else amp,
                 in_flight=fl[i] if isinstance(fl, tuple) else fl) for i in range(n)]
-    if workers <= 1 or n <= 1:
+    ctx = None
+    if workers > 1 and n > 1:
+        try:
+            ctx = mp.get_context("fork")
+        except ValueError:    # no fork on this platform: in this process
+            pass
+    if ctx is None:
         with hostmem.reuse_freed_memory():      # one stage after another reuses the memory the last freed
-            return [time_stage(st, chip, **k) for st, k in zip(stages, kws)]
-    try:
-        ctx = mp.get_context("fork")
-    except ValueError:        # no fork on this platform
-        with hostmem.reuse_freed_memory():
             return [time_stage(st, chip, **k) for st, k in zip(stages, kws)]
     # biggest stages first, so the pool stays busy
     order = sorted(range(n), key=lambda i: -len(stages[i].graph))

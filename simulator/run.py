@@ -201,15 +201,8 @@ def fusion_savings(low, chip) -> dict:
     sync (its compute moved into the producer's vertices)."""
     saved = 0
     for name, plan in low.plans.items():
-        if "fused_into" in plan:
-            bt = low.opgraph.op(name).get("block_type")
-            if bt in low.functions:
-                saved += low.calls.get(bt, 1)
-            elif bt and not low.opgraph_is_training() and any(f.startswith(f"{bt}#") for f in low.functions):
-                # an inference block cut around its KV cache: its functions bt#0, bt#2 (compiler/lower.py)
-                saved += max(c for f, c in low.calls.items() if f.startswith(f"{bt}#"))
-            else:
-                saved += 1
+        if "fused_into" in plan:    # applied by its producer: one sync saved each time it runs
+            saved += low.calls.get(low.op_function.get(name), 1)
     return {"supersteps_saved": saved, "cycles_saved_estimate": saved * chip.sync_cycles}
 
 
