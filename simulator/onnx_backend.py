@@ -97,10 +97,7 @@ def _storage_pieces(x, kind, info, act):
             for n0 in range(0, N, nb):
                 blocks.append(B[k0:k1, n0:n0 + nb])
         return blocks
-    if len(act.logical) == 4:
-        N, C, H, W = act.logical
-        return [x.reshape(N, C // act.g, act.g, H, W).transpose(0, 1, 3, 4, 2)]
-    return [x.reshape(-1)]
+    return [_grouped_view(x, act)]
 
 
 def _write_storage(data, kind, info, act, dest):
@@ -114,12 +111,17 @@ def _write_storage(data, kind, info, act, dest):
         raise BackendError(f"tensor {act.tensor.name!r}: {pos} values for {dest.size} elements")
 
 
-def _grouped(x, act):
-    """(N, C, H, W) -> [N][C/g][H][W][g]; other ranks are row-major already."""
+def _grouped_view(x, act):
+    """(N, C, H, W) -> a view [N][C/g][H][W][g]; other ranks are row-major already (flattened)."""
     if len(act.logical) == 4:
         N, C, H, W = act.logical
-        return x.reshape(N, C // act.g, act.g, H, W).transpose(0, 1, 3, 4, 2).ravel()
-    return x.ravel()
+        return x.reshape(N, C // act.g, act.g, H, W).transpose(0, 1, 3, 4, 2)
+    return x.reshape(-1)
+
+
+def _grouped(x, act):
+    """:func:`_grouped_view`, flat."""
+    return _grouped_view(x, act).ravel()
 
 
 def _ungrouped(flat, act):
