@@ -763,16 +763,11 @@ class _MultiChip:
         return getattr(self._chip, k)
 
 
-def lower(opg, chip, on_graph=None, **kw) -> Lowered:
+def lower(opg, chip, **kw) -> Lowered:
     """Lower ``opg`` for ``chip`` (see :class:`Lowering` for the options).  Refuses first, with
     :class:`compiler.hostmem.HostMemoryError`, a graph whose estimated host memory exceeds the
-    machine's (:mod:`compiler.hostmem`).  ``on_graph``: called with the new, empty
-    :class:`~compiler.graph.Graph` before the ops are lowered into it (the functional backend
-    follows its growing element count: simulator/onnx_backend.py)."""
+    machine's (:mod:`compiler.hostmem`)."""
     hostmem.check(opg, outlined=kw.get("use_functions", True))
     if not kw.get("exact"):     # the index-mapped lowering computes a strided dX itself
         opg = legalise(opg)
-    lowering = Lowering(opg, chip, **kw)
-    if on_graph is not None:
-        on_graph(lowering.graph)
-    return lowering.run()
+    return Lowering(opg, chip, **kw).run()

@@ -363,21 +363,13 @@ class FunctionalState:
         self._by_cs = cache.get("by_cs")
 
     @staticmethod
-    def new_memory(graph, touch=False, zeros=None):
+    def new_memory(graph, touch=False):
         """The tiles' memory before a run: zeros, and every constant's value.  ``touch``: every
         page written now (the system otherwise gives a new array's pages, and zeroes them, at
-        their first write, in the middle of the run).  ``zeros``: a zeroed float32 array of the
-        graph's element count to use (:class:`compiler.hostmem.PagesAhead`: its pages already
-        faulted in)."""
-        if zeros is not None:
-            if zeros.shape != (graph.num_elements,) or zeros.dtype != np.float32:
-                raise FunctionalError(f"memory of shape {zeros.shape} and dtype {zeros.dtype}: the graph "
-                                      f"has {graph.num_elements} float32 elements")
-            mem = zeros
-        else:
-            mem = np.zeros(graph.num_elements, np.float32)
-            if touch:
-                mem[::1024] = 0
+        their first write, in the middle of the run)."""
+        mem = np.zeros(graph.num_elements, np.float32)
+        if touch:
+            mem[::1024] = 0
         for v in graph.variables:
             if v.constant is not None:
                 mem[v.start: v.start + v.size] = _as_dtype(np.asarray(v.constant).ravel(), v.dtype)

@@ -34,7 +34,6 @@ from onnx.backend.base import Backend, BackendRep
 import models
 from models.onnx_expand import EXPANDED
 from models.onnx_import import check_model as _check_model
-from compiler import hostmem
 from compiler.executable import compile_program
 from compiler.lower import lower
 from compiler.parallel import threads
@@ -212,26 +211,10 @@ class SimBackendRep(BackendRep):
         self.model_outputs = {v.name: v.type.tensor_type.elem_type for v in model.graph.output}
         self.model_inputs = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
         self.chip = get_chip(chip)
-        # the first run's memory, its pages faulted in on another core while the lowering
-        # grows the graph (compiler/hostmem.py: PagesAhead)
-        # (address space reserved: the host-memory estimate of building the graph, which covers
-        # its elements; a graph beyond it makes its memory as before)
-        use_functions = options.pop("use_functions", True)
-        self._pages = hostmem.PagesAhead(hostmem.estimate_bytes(self.opgraph, use_functions)) \
-            if threads() >= 2 else None
-        try:
-            self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
-                                 use_functions=use_functions, functional=True, on_graph=self._follow)
-            self._weights_made = None
-            self.exe, self._image = self._compile()
-        finally:
-            if self._pages is not None:
-                self._pages.stop()
-            self._pages = None
-
-    def _follow(self, graph):
-        if self._pages is not None:
-            self._pages.follow(lambda: graph.num_elements)
+        self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
+                             use_functions=options.pop("use_functions", True), functional=True)
+        self._weights_made = None
+        self.exe, self._image = self._compile()
         self._report, self._ran = None, False
 
     def _compile(self):
@@ -266,16 +249,14 @@ class SimBackendRep(BackendRep):
 
     def _first_memory(self):
         """The first run's memory: the constants and weights written, every page touched.  A
-        run starts by allocating the tiles' memory (ResNet-50: 86 M elements, 345 MB) and
+        run starts by allocating the tiles' memory (ResNet-50: 80 M elements, 320 MB) and
         writing the weights; the system zeroes each page at its first write, which on this
-        machine took 0.03-0.77 s.  Its pages are faulted in while the lowering grows the graph
-        (:class:`compiler.hostmem.PagesAhead`, started in ``__init__``), and the weights are
-        written beside the compile: off the first run's path (the rep holds it until then).  The weights go straight from the model's arrays into
+        machine took 0.03-0.6 s.  Made beside the compile, that is off the first run's path
+        (the rep holds it until then).  The weights go straight from the model's arrays into
         it (no storage-order copy of them all: :attr:`_weights` makes that for later runs)."""
         graph = self.lowered.graph
-        zeros = self._pages.array(graph.num_elements, np.float32) if self._pages is not None else None
         state = FunctionalState(SimpleNamespace(graph=graph, functional_cache={}),
-                                memory=FunctionalState.new_memory(graph, touch=True, zeros=zeros))
+                                memory=FunctionalState.new_memory(graph, touch=True))
         self._host_weights(into=state)
         return state.mem
 

@@ -111,29 +111,3 @@ def test_reuse_freed_memory_nests_and_restores():
     assert a == (1 << 22) * ((1 << 22) - 1) // 2
     if get:
         assert get() == before
-
-
-def test_pages_ahead_follows_a_growing_size_and_gives_zeros():
-    import time
-    import numpy as np
-    size = [0]
-    pages = hostmem.PagesAhead(64 << 20)
-    pages.follow(lambda: size[0])
-    for n in (1000, 1 << 20, 3 << 20):       # elements, as a lowering adds variables
-        size[0] = n
-        time.sleep(0.01)
-    a = pages.array(3 << 20, np.float32)
-    assert a.shape == (3 << 20,) and a.dtype == np.float32 and not a.any()
-    a[:] = 1.5                              # writable, and all of it
-    assert float(a.sum()) == 1.5 * (3 << 20)
-    if pages.mm is not None:
-        assert pages.done >= a.nbytes       # every page faulted in
-    pages.stop()                            # stopping twice is harmless
-
-
-def test_pages_ahead_beyond_its_reservation_gives_none():
-    import numpy as np
-    pages = hostmem.PagesAhead(1 << 20)
-    pages.follow(lambda: 1 << 30)           # the thread stops at the reservation
-    assert pages.array((1 << 20) // 4 + 1, np.float32) is None
-    assert pages.done <= 1 << 20
