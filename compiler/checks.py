@@ -241,6 +241,7 @@ def check_write_conflicts(graph, arrays):
         return
     cs_w = np.concatenate(wcs)
     ne = int(graph.num_elements) + 1
+    order = None     # the written edges sorted by (compute set, start); None: already
     if (int(cs_w.max()) + 1) * ne < 2**62:   # packed (compute set, start)
         key = cs_w.astype(np.int64) * ne + arrays.edge_start[w]
         # most compute sets' written regions already ascend (vertex by vertex): only the runs
@@ -254,15 +255,14 @@ def check_write_conflicts(graph, arrays):
             order = np.arange(w.size)
             for a, z in sorted(set(zip(lo.tolist(), hi.tolist()))):
                 order[a:z] = a + np.argsort(key[a:z], kind="stable")
-            w = w[order]
-            cs_w = cs_w[order]
     else:
         order = np.lexsort((arrays.edge_start[w], cs_w))
-        w = w[order]
-        cs_w = cs_w[order]
+    if order is not None:
+        w, cs = w[order], cs_w[order]
+    else:
+        cs = cs_w
     st = arrays.edge_start[w]
     en = st + arrays.edge_len[w]
-    cs = cs_w
     clash = np.flatnonzero((cs[1:] == cs[:-1]) & (st[1:] < en[:-1]))
     if clash.size:
         i = int(clash[0])
