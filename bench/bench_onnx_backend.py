@@ -87,6 +87,9 @@ def main():
         err_ort = float(np.abs(ort_out - ref).max() / max(np.abs(ref).max(), 1e-30))
         print(f"{a.model}: onnxruntime {onnxruntime.__version__} (CPU, session + run) {t_ort:.2f} s, "
               f"{t_ours / t_ort:.0f}x faster than the simulated chip; max relative difference {err_ort:.2e}")
+    else:
+        print(f"{a.model}: onnxruntime is not installed, so its time is not shown "
+              "(.venv/bin/pip install onnxruntime; it is optional, not a dependency)")
 
 
 if __name__ == "__main__":
