@@ -14,7 +14,9 @@ The timing simulation (the exchange plans and the simulated run behind
 beside the rest.  ``--repeat N`` does the whole comparison N times in this
 process and reports each side's best (the machine may be shared), and the fewest seconds
 of CPU the chip's main thread took (``time.thread_time``: what other processes on a
-shared machine do not inflate).
+shared machine do not inflate), and that run's phases from ``rep.timings`` (import, lower,
+compile; the first run's memory made on another thread beside the compile and how long the
+compile waited for it; the run).
 """
 import argparse
 import os
@@ -67,10 +69,10 @@ def main():
         t_ours = time.perf_counter() - t
         c_main = time.thread_time() - c if c_main is None else min(c_main, time.thread_time() - c)
         if best is None:
-            best = (t_ref, t_prep, t_ours)
-        else:   # the fastest reference run; our fastest end to end run, with its prepare
-            best = (min(best[0], t_ref),) + (best[1:] if best[2] <= t_ours else (t_prep, t_ours))
-    t_ref, t_prep, t_ours = best
+            best = (t_ref, t_prep, t_ours, dict(rep.timings))
+        else:   # the fastest reference run; our fastest end to end run, with its prepare and phases
+            best = (min(best[0], t_ref),) + (best[1:] if best[2] <= t_ours else (t_prep, t_ours, dict(rep.timings)))
+    t_ref, t_prep, t_ours, phases = best
     t = time.perf_counter()
     cycles = rep.report.cycles
     t_timing = time.perf_counter() - t
@@ -83,6 +85,10 @@ def main():
     # they are busy it shows the chip's own path (prepare's other threads and the products run
     # beside it when a core is free)
     print(f"{a.model}: simulated chip's main thread {c_main:.2f} s of CPU (prepare + run, fewest)")
+    ph = {k: (f"{v:.2f} s" if v is not None else "-") for k, v in phases.items()}
+    print(f"{a.model}: that run's phases (rep.timings): import {ph['import']}, lower {ph['lower']}, compile "
+          f"{ph['compile']} (the first run's memory {ph['first_memory']} on another thread, waited for "
+          f"{ph['first_memory_waited']}), run {ph['run']}")
     if t_ort is not None:
         err_ort = float(np.abs(ort_out - ref).max() / max(np.abs(ref).max(), 1e-30))
         print(f"{a.model}: onnxruntime {onnxruntime.__version__} (CPU, session + run) {t_ort:.2f} s, "

@@ -7,6 +7,7 @@ drive it::
     rep = backend.prepare(onnx.load("resnet50.onnx"), chip="gc200")
     (probs,) = rep.run([image])          # numpy in, numpy out
     rep.report                            # cycles, vertices, memory of the compiled graph
+    rep.timings                           # where prepare's and the last run's seconds went
 
 ``prepare`` imports the model (models/), lowers it with the same planners as
 ``ipusim compile`` (compiler/), and ``run`` executes the codelets' numpy
@@ -23,6 +24,7 @@ wrong numbers.
 """
 from __future__ import annotations
 
+import time
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -206,15 +208,27 @@ def _check_exact(og, name, d):
 
 
 class SimBackendRep(BackendRep):
+    #: seconds of each phase, host wall clock (``timings``): import (read and check the model's
+    #: nodes and weights), lower (vertices and edges), compile (the main thread's gather plans,
+    #: checks and copies' plans), first_memory (the first run's memory, made on another thread
+    #: beside ``compile`` where a second core is free; None otherwise), first_memory_waited (how
+    #: long ``compile`` then waited for it), run (the last ``run``)
+    PHASES = ("import", "lower", "compile", "first_memory", "first_memory_waited", "run")
+
     def __init__(self, model, chip="gc200", batch=None, **options):
+        t0 = time.perf_counter()
+        self.timings = dict.fromkeys(self.PHASES)
         self.opgraph = _import_checked(model, batch, options.pop("source", "<onnx model>"))
+        t1 = time.perf_counter()
         self.model_outputs = {v.name: v.type.tensor_type.elem_type for v in model.graph.output}
         self.model_inputs = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
         self.chip = get_chip(chip)
         self.lowered = lower(self.opgraph, self.chip, dtype=options.pop("dtype", "fp32"),
                              use_functions=options.pop("use_functions", True), functional=True)
+        t2 = time.perf_counter()
         self._weights_made = None
         self.exe, self._image = self._compile()
+        self.timings.update({"import": t1 - t0, "lower": t2 - t1, "compile": time.perf_counter() - t2})
         self._report, self._ran = None, False
 
     def _compile(self):
@@ -245,7 +259,10 @@ class SimBackendRep(BackendRep):
                 raise
             exe = compile_program(graph, program, timing="lazy")
             exe.functional_cache = shell.functional_cache
-            return exe, image.result()
+            t = time.perf_counter()
+            mem = image.result()
+            self.timings["first_memory_waited"] = time.perf_counter() - t
+            return exe, mem
 
     def _first_memory(self):
         """The first run's memory: the constants and weights written, every page touched.  A
@@ -254,10 +271,12 @@ class SimBackendRep(BackendRep):
         machine took 0.03-0.6 s.  Made beside the compile, that is off the first run's path
         (the rep holds it until then).  The weights go straight from the model's arrays into
         it (no storage-order copy of them all: :attr:`_weights` makes that for later runs)."""
+        t = time.perf_counter()
         graph = self.lowered.graph
         state = FunctionalState(SimpleNamespace(graph=graph, functional_cache={}),
                                 memory=FunctionalState.new_memory(graph, touch=True))
         self._host_weights(into=state)
+        self.timings["first_memory"] = time.perf_counter() - t
         return state.mem
 
     @property
@@ -311,6 +330,7 @@ class SimBackendRep(BackendRep):
         return None
 
     def run(self, inputs, **kwargs):
+        t0 = time.perf_counter()
         og, low = self.opgraph, self.lowered
         names = [n for n in og.inputs if og.tensors[n].kind == "input"]
         if isinstance(inputs, dict):
@@ -356,6 +376,7 @@ class SimBackendRep(BackendRep):
                     raise BackendError(f"output {n!r}: a value outside {dt}'s range (an integer overflow, which "
                                        "the functional backend does not wrap)")
             outs.append(y.astype(dt))
+        self.timings["run"] = time.perf_counter() - t0
         return namedtuple("Outputs", [f"o{i}" for i in range(len(outs))])(*outs)
 
     def _check_integers(self, eng):
@@ -438,6 +459,12 @@ class SpecializingRep(BackendRep):
     def report(self):
         """The last run's compiled program's simulated run (see :attr:`SimBackendRep.report`)."""
         return self._last.report if self._last is not None else None
+
+    @property
+    def timings(self):
+        """The last run's compiled program's phases (see :attr:`SimBackendRep.timings`); None before
+        the first run."""
+        return self._last.timings if self._last is not None else None
 
 
 class SimBackend(Backend):

@@ -132,6 +132,29 @@ def test_prepare_on_one_thread_and_on_several_gives_the_same_plans_and_values(mo
         np.testing.assert_array_equal(a, b)
 
 
+def test_timings_name_each_phase_of_prepare_and_run(monkeypatch):
+    """``rep.timings``: the import, lowering and compile make up prepare; the first run's memory
+    is made on another thread only where there is a second core."""
+    import time
+    m = _tiny_model()
+    x = np.zeros((2, 3, 16, 16), np.float32)
+    for n in ("1", "2"):
+        monkeypatch.setenv("IPUSIM_THREADS", n)
+        t = time.perf_counter()
+        rep = backend.SimBackendRep(m, chip="gc2")
+        wall = time.perf_counter() - t
+        tm = rep.timings
+        assert tuple(tm) == backend.SimBackendRep.PHASES and tm["run"] is None
+        parts = tm["import"] + tm["lower"] + tm["compile"]
+        assert min(tm["import"], tm["lower"], tm["compile"]) > 0 and 0.9 * wall <= parts <= wall
+        if n == "1":
+            assert tm["first_memory"] is None and tm["first_memory_waited"] is None
+        else:
+            assert 0 < tm["first_memory"] and 0 <= tm["first_memory_waited"] <= tm["compile"]
+        rep.run([x])
+        assert tm["run"] > 0
+
+
 def test_run_model_and_supports_device():
     m = _tiny_model()
     x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
