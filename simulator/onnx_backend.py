@@ -266,10 +266,11 @@ class SimBackendRep(BackendRep):
 
     def _first_memory(self):
         """The first run's memory: the constants and weights written, every page touched.  A
-        run starts by allocating the tiles' memory (ResNet-50: 80 M elements, 320 MB) and
-        writing the weights; the system zeroes each page at its first write, which on this
-        machine took 0.03-0.6 s.  Made beside the compile, that is off the first run's path
-        (the rep holds it until then).  The weights go straight from the model's arrays into
+        run starts by allocating the tiles' memory (ResNet-50: 86 M elements, 345 MB) and
+        writing the weights; the system gives each page at its first write, which on this
+        machine took 0.09-0.84 s (docs/functional-speed.md).  Made beside the compile, that is
+        off the run's path (the rep holds it until then), though the compile waits for it where
+        it takes longer (``timings``).  The weights go straight from the model's arrays into
         it (no storage-order copy of them all: :attr:`_weights` makes that for later runs)."""
         t = time.perf_counter()
         graph = self.lowered.graph
